@@ -1,0 +1,41 @@
+import { TenantwallError } from '../errors.ts';
+
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN']);
+
+/** True for errors that mean the server cannot be reached or the connection died. */
+export function isConnectionError(err: unknown): boolean {
+  const e = err as { code?: string; message?: string } | undefined;
+  if (!e) return false;
+  if (e.code !== undefined && CONNECTION_CODES.has(e.code)) return true;
+  // 57P01 admin shutdown / terminate_backend, 57P02 crash shutdown, 57P03 cannot connect now, 08xxx connection.
+  // 28xxx: authentication failed, which also means no usable connection.
+  if (e.code !== undefined && (/^(08|28)/.test(e.code) || /^57P0[123]$/.test(e.code))) return true;
+  const m = e.message ?? '';
+  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connect ECONNREFUSED/.test(m);
+}
+
+/**
+ * Maps the database errors tenantwall gives a meaning to; other errors (unique violations, ...) pass through
+ * unchanged so applications can handle them.
+ */
+export function mapPgError(err: unknown): unknown {
+  if (err instanceof TenantwallError) return err;
+  const e = err as { code?: string; message?: string; constraint?: string; table?: string } | undefined;
+  if (!e) return err;
+  if (e.code === '57014' && /statement timeout/.test(e.message ?? '')) {
+    return new TenantwallError('statement_timeout', 'The statement was cancelled by statement_timeout.', { cause: err });
+  }
+  if (e.code === '42501' && /row-level security/.test(e.message ?? '')) {
+    return new TenantwallError('row_security_violation', `Row-level security refused the write on ${e.table ?? 'a tenant table'}.`, {
+      cause: err,
+      details: e.table ? { table: e.table } : {},
+    });
+  }
+  if (e.code === '23503' && e.constraint?.endsWith('_tenant_id_fkey') && /is not present in table/.test((err as { detail?: string }).detail ?? '')) {
+    return new TenantwallError('tenant_not_found', 'The tenant of this write does not exist in the registry.', { cause: err });
+  }
+  if (isConnectionError(err)) {
+    return new TenantwallError('database_unreachable', `The database connection failed: ${e.message ?? String(err)}.`, { cause: err });
+  }
+  return err;
+}

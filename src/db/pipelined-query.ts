@@ -1,0 +1,123 @@
+import pg from 'pg';
+
+/**
+ * A pg Query that sends extra statements around the caller's statement in the same extended-protocol
+ * pipeline, before ONE Sync, so the whole unit costs one network round trip.
+ *
+ * - implicit mode: `SELECT set_config(<setting>, $1, true)` then the statement, then Sync. Everything up to a
+ *   Sync is one implicit transaction, so the setting is local to it and gone after the Sync, also after an
+ *   error (design.md, section 3).
+ * - explicit mode: `BEGIN`, `SET LOCAL <setting> = '<id>'`, the statement, `COMMIT`, then Sync. Citus only
+ *   propagates the setting to its workers in this form.
+ *
+ * The responses of the extra statements (ParseComplete, BindComplete, DataRow, CommandComplete) are swallowed
+ * here, so callers see exactly the result of their own statement.
+ */
+
+export interface PreparedStep {
+  /** Statement name for a per-connection prepared statement, or '' for the unnamed one. */
+  readonly name: string;
+  readonly text: string;
+  readonly values: readonly unknown[];
+  /** Whether the step returns one row we must skip (a SELECT). */
+  readonly returnsRow: boolean;
+}
+
+type Connection = {
+  parse(msg: { text: string; name?: string; types?: unknown[] }): void;
+  bind(msg: { portal?: string; statement?: string; values?: unknown[]; valueMapper?: unknown }): void;
+  execute(msg: { portal?: string; rows?: number | undefined }): void;
+  sync(): void;
+  stream: { cork?: () => void; uncork?: () => void };
+};
+
+// Named prepared statements are per connection; remember which connections already parsed which step.
+const parsedOn = new WeakMap<object, Set<string>>();
+
+function sendStep(connection: Connection, step: PreparedStep): void {
+  let parsed = parsedOn.get(connection);
+  if (!parsed) {
+    parsed = new Set();
+    parsedOn.set(connection, parsed);
+  }
+  if (step.name === '' || !parsed.has(step.name)) {
+    connection.parse({ text: step.text, name: step.name });
+    if (step.name !== '') parsed.add(step.name);
+  }
+  connection.bind({ statement: step.name, values: [...step.values] });
+  connection.execute({});
+}
+
+const BaseQuery = pg.Query as unknown as new (config: pg.QueryConfig) => any;
+
+export class PipelinedQuery extends BaseQuery {
+  private readonly before: readonly PreparedStep[];
+  private readonly after: readonly PreparedStep[];
+  /** Number of CommandComplete messages (of extra steps) still to swallow before the caller's own. */
+  private skipCompletes: number;
+  private skipRows: number;
+  private mainDone = false;
+
+  constructor(
+    text: string,
+    values: readonly unknown[],
+    before: readonly PreparedStep[],
+    after: readonly PreparedStep[],
+    callback: (err: Error | null, result?: pg.QueryResult) => void,
+  ) {
+    // queryMode 'extended' forces Parse/Bind/Execute even without parameters, so the pipeline shape is fixed.
+    super({ text, values: [...values], queryMode: 'extended', callback } as unknown as pg.QueryConfig);
+    this.before = before;
+    this.after = after;
+    this.skipCompletes = before.length;
+    this.skipRows = before.filter((s) => s.returnsRow).length;
+  }
+
+  prepare(connection: Connection): void {
+    for (const step of this.before) sendStep(connection, step);
+    super.prepare(connection);
+  }
+
+  // pg calls _getRows(connection, rows) after Describe to Execute the caller's portal and Sync.
+  _getRows(connection: Connection, rows: number | undefined): void {
+    connection.execute({ portal: this.portal, rows });
+    for (const step of this.after) sendStep(connection, step);
+    connection.sync();
+  }
+
+  handleDataRow(msg: unknown): void {
+    if (this.skipRows > 0 && this.skipCompletes > 0) {
+      this.skipRows--;
+      return;
+    }
+    if (this.mainDone) return;
+    super.handleDataRow(msg);
+  }
+
+  handleCommandComplete(msg: unknown, connection: Connection): void {
+    if (this.skipCompletes > 0) {
+      this.skipCompletes--;
+      return;
+    }
+    if (this.mainDone) return; // COMMIT of explicit mode
+    this.mainDone = true;
+    super.handleCommandComplete(msg, connection);
+  }
+}
+
+/** Sends `text` with `before`/`after` steps in one pipeline on `client`; resolves with the statement's result. */
+export function runPipelined<R extends pg.QueryResultRow>(
+  client: pg.PoolClient | pg.Client,
+  text: string,
+  values: readonly unknown[],
+  before: readonly PreparedStep[],
+  after: readonly PreparedStep[] = [],
+): Promise<pg.QueryResult<R>> {
+  return new Promise((resolve, reject) => {
+    const query = new PipelinedQuery(text, values, before, after, (err, result) => {
+      if (err) reject(err);
+      else resolve(result as pg.QueryResult<R>);
+    });
+    client.query(query as unknown as pg.QueryConfig);
+  });
+}

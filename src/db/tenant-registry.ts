@@ -1,0 +1,141 @@
+import { TenantwallError } from '../errors.ts';
+import { quoteIdent } from '../schema/ddl.ts';
+import { TenantId } from '../tenant/tenant-id.ts';
+import type { Tenantwall } from './tenantwall.ts';
+
+export type TenantStatus = 'active' | 'suspended' | 'deleted';
+
+export interface Tenant {
+  readonly id: TenantId;
+  readonly slug: string;
+  readonly name: string;
+  readonly status: TenantStatus;
+  readonly createdAt: Date;
+}
+
+export interface CreateTenantInput {
+  slug: string;
+  name: string;
+  /** Default: a new random UUID. */
+  id?: TenantId | string;
+}
+
+const SLUG_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/** Validates a tenant slug (used in subdomains); throws `invalid_slug`. */
+export function parseSlug(value: unknown): string {
+  if (typeof value !== 'string' || !SLUG_RE.test(value)) {
+    throw new TenantwallError('invalid_slug', `Invalid tenant slug ${JSON.stringify(String(value).slice(0, 80))}.`, {
+      details: { field: 'slug' },
+    });
+  }
+  return value;
+}
+
+type TenantRow = { id: string; slug: string; name: string; status: TenantStatus; created_at: Date };
+
+function toTenant(r: TenantRow): Tenant {
+  return Object.freeze({ id: r.id as TenantId, slug: r.slug, name: r.name, status: r.status, createdAt: r.created_at });
+}
+
+/** The tenants registry: a global table written only through the owner connection. */
+export class TenantRegistry {
+  readonly #db: Tenantwall;
+  #listeners: Array<(tenant: Tenant) => void> = [];
+
+  constructor(db: Tenantwall) {
+    this.#db = db;
+  }
+
+  get #table(): string {
+    return quoteIdent(this.#db.schema.registryTable);
+  }
+
+  /** Called with the new state whenever a tenant's status or slug changes (caches subscribe). */
+  onChange(listener: (tenant: Tenant) => void): () => void {
+    this.#listeners.push(listener);
+    return () => {
+      this.#listeners = this.#listeners.filter((l) => l !== listener);
+    };
+  }
+
+  async create(input: CreateTenantInput): Promise<Tenant> {
+    const slug = parseSlug(input.slug);
+    if (typeof input.name !== 'string' || input.name.trim() === '' || input.name.length > 200) {
+      throw new TenantwallError('config_invalid', 'Tenant name must be 1-200 characters.', { status: 400, details: { field: 'name' } });
+    }
+    const id = input.id === undefined ? TenantId.generate() : TenantId.parse(input.id);
+    try {
+      const { rows } = await this.#db
+        .dangerouslyCrossTenant()
+        .query<TenantRow>(`INSERT INTO ${this.#table} (id, slug, name) VALUES ($1, $2, $3) RETURNING *`, [id, slug, input.name.trim()]);
+      return toTenant(rows[0] as TenantRow);
+    } catch (err) {
+      if ((err as { code?: string }).code === '23505') {
+        throw new TenantwallError('tenant_exists', `A tenant with id ${id} or slug ${slug} already exists.`, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  async get(id: TenantId | string): Promise<Tenant | undefined> {
+    const { rows } = await this.#db
+      .dangerouslyCrossTenant()
+      .query<TenantRow>(`SELECT * FROM ${this.#table} WHERE id = $1`, [TenantId.parse(id)]);
+    return rows[0] ? toTenant(rows[0]) : undefined;
+  }
+
+  async getBySlug(slug: string): Promise<Tenant | undefined> {
+    if (!SLUG_RE.test(slug)) return undefined;
+    const { rows } = await this.#db
+      .dangerouslyCrossTenant()
+      .query<TenantRow>(`SELECT * FROM ${this.#table} WHERE slug = $1 AND status <> 'deleted'`, [slug]);
+    return rows[0] ? toTenant(rows[0]) : undefined;
+  }
+
+  /** The tenant if it exists and is active; `tenant_not_found`, `tenant_suspended` or `tenant_deleted` otherwise. */
+  async requireActive(id: TenantId | string): Promise<Tenant> {
+    const tenant = await this.get(id);
+    return assertActive(tenant, String(id));
+  }
+
+  async list(options: { status?: TenantStatus; limit?: number; after?: string } = {}): Promise<Tenant[]> {
+    const limit = Math.min(Math.max(options.limit ?? 100, 1), 1000);
+    const { rows } = await this.#db.dangerouslyCrossTenant().query<TenantRow>(
+      `SELECT * FROM ${this.#table}
+        WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR slug > $2)
+        ORDER BY slug LIMIT $3`,
+      [options.status ?? null, options.after ?? null, limit],
+    );
+    return rows.map(toTenant);
+  }
+
+  suspend(id: TenantId | string): Promise<Tenant> {
+    return this.#setStatus(id, 'suspended', 'active');
+  }
+
+  resume(id: TenantId | string): Promise<Tenant> {
+    return this.#setStatus(id, 'active', 'suspended');
+  }
+
+  async #setStatus(id: TenantId | string, to: TenantStatus, from: TenantStatus): Promise<Tenant> {
+    const tid = TenantId.parse(id);
+    const { rows } = await this.#db
+      .dangerouslyCrossTenant()
+      .query<TenantRow>(`UPDATE ${this.#table} SET status = $2 WHERE id = $1 AND status IN ($2, $3) RETURNING *`, [tid, to, from]);
+    if (!rows[0]) {
+      assertActive(await this.get(tid), tid); // throws not_found / deleted
+      throw new TenantwallError('tenant_not_found', `Tenant ${tid} cannot change to ${to}.`);
+    }
+    const tenant = toTenant(rows[0]);
+    for (const l of this.#listeners) l(tenant);
+    return tenant;
+  }
+}
+
+export function assertActive(tenant: Tenant | undefined, shown: string): Tenant {
+  if (!tenant) throw new TenantwallError('tenant_not_found', `Tenant ${shown} does not exist.`);
+  if (tenant.status === 'suspended') throw new TenantwallError('tenant_suspended', `Tenant ${tenant.slug} is suspended.`);
+  if (tenant.status === 'deleted') throw new TenantwallError('tenant_deleted', `Tenant ${tenant.slug} was deleted.`);
+  return tenant;
+}

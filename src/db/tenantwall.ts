@@ -1,0 +1,447 @@
+import pg from 'pg';
+import { type ResolvedOptions, type TenantwallOptions, parseDatabaseUrl, resolveOptions } from '../config/options.ts';
+import { TenantwallError } from '../errors.ts';
+import type { Schema } from '../schema/declare.ts';
+import { type DdlContext, quoteIdent, quoteLiteral } from '../schema/ddl.ts';
+import { type MigrateResult, type Migration, applyMigrations, renderMigrations, type RenderedMigration } from '../schema/migrations.ts';
+import { currentTenantContext, requireTenantId, runWithTenant } from '../tenant/context.ts';
+import { TenantId } from '../tenant/tenant-id.ts';
+import { type EmbeddedServer, startEmbeddedPostgres } from './embedded.ts';
+import { isConnectionError, mapPgError } from './pg-errors.ts';
+import { type PreparedStep, runPipelined } from './pipelined-query.ts';
+import { TenantRegistry } from './tenant-registry.ts';
+
+export type Row = Record<string, any>;
+export type Params = readonly unknown[];
+
+/**
+ * Checks a statement before it is sent in tenant scope. The guard part (tenantwall's SQL verifier) implements
+ * it; it throws to refuse the statement.
+ */
+export interface StatementGuard {
+  check(sql: string, params: Params, tenantId: TenantId): void;
+}
+
+/** Anything that runs SQL in one tenant's scope. */
+export interface TenantQueryable {
+  readonly tenantId: TenantId;
+  query<R extends Row = Row>(sql: string, params?: Params): Promise<pg.QueryResult<R>>;
+}
+
+export interface TenantTransaction extends TenantQueryable {
+  readonly active: boolean;
+}
+
+export interface CreateTenantwallOptions extends TenantwallOptions {
+  /** The declared tables. */
+  schema: Schema;
+  /** Optional statement guard run on every tenant-scoped statement. */
+  guard?: StatementGuard | undefined;
+  /** Server settings of the embedded cluster (e.g. `{ fsync: 'off' }` for throwaway clusters). */
+  embeddedSettings?: Record<string, string> | undefined;
+  /** Delete the embedded data folder on close (tests). Default false. */
+  embeddedThrowaway?: boolean | undefined;
+}
+
+/** A unit of work for one tenant. Immutable: derive a new one with `db.forTenant(other)`. */
+export class TenantScope implements TenantQueryable {
+  readonly tenantId: TenantId;
+  readonly #db: Tenantwall;
+
+  constructor(db: Tenantwall, tenantId: TenantId) {
+    this.#db = db;
+    this.tenantId = tenantId;
+    Object.freeze(this);
+  }
+
+  /** One statement, scoped to this tenant for its own transaction only, in one network round trip. */
+  query<R extends Row = Row>(sql: string, params: Params = []): Promise<pg.QueryResult<R>> {
+    return this.#db.runScoped<R>(this.tenantId, sql, params);
+  }
+
+  /** An interactive transaction with the tenant set first; commits when `fn` resolves, rolls back when it throws. */
+  transaction<T>(fn: (tx: TenantTransaction) => Promise<T>): Promise<T> {
+    return this.#db.runTransaction(this.tenantId, fn);
+  }
+
+  /** Runs `fn` with this tenant as the implicit (AsyncLocalStorage) tenant. */
+  run<T>(fn: () => T): T {
+    return runWithTenant(this.tenantId, fn);
+  }
+}
+
+class Transaction implements TenantTransaction {
+  readonly tenantId: TenantId;
+  #client: pg.PoolClient | undefined;
+  readonly #guard: StatementGuard | undefined;
+
+  constructor(tenantId: TenantId, client: pg.PoolClient, guard: StatementGuard | undefined) {
+    this.tenantId = tenantId;
+    this.#client = client;
+    this.#guard = guard;
+  }
+
+  get active(): boolean {
+    return this.#client !== undefined;
+  }
+
+  async query<R extends Row = Row>(sql: string, params: Params = []): Promise<pg.QueryResult<R>> {
+    const client = this.#client;
+    if (!client) {
+      // The connection went back to the pool: using it now could run in another tenant's transaction.
+      throw new TenantwallError('tenant_context_missing', 'This transaction has ended; its handle can no longer run queries.');
+    }
+    this.#guard?.check(sql, params, this.tenantId);
+    try {
+      return await client.query<R>(sql, params as unknown[]);
+    } catch (err) {
+      throw mapPgError(err);
+    }
+  }
+
+  end(): pg.PoolClient {
+    const c = this.#client as pg.PoolClient;
+    this.#client = undefined;
+    return c;
+  }
+}
+
+/** Cross-tenant access for migrations and lifecycle work. Every use is greppable: `dangerouslyCrossTenant`. */
+export interface CrossTenantHandle {
+  query<R extends Row = Row>(sql: string, params?: Params): Promise<pg.QueryResult<R>>;
+  /** A dedicated owner connection inside BEGIN ... COMMIT. */
+  transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
+}
+
+const SET_TENANT: Omit<PreparedStep, 'values'> = {
+  name: 'tenantwall_set_tenant',
+  text: 'SELECT set_config($1, $2, true)',
+  returnsRow: true,
+};
+const BEGIN: PreparedStep = { name: 'tenantwall_begin', text: 'BEGIN', values: [], returnsRow: false };
+const COMMIT: PreparedStep = { name: 'tenantwall_commit', text: 'COMMIT', values: [], returnsRow: false };
+
+export class Tenantwall {
+  readonly options: ResolvedOptions;
+  readonly schema: Schema;
+  readonly tenants: TenantRegistry;
+  readonly #appPool: pg.Pool;
+  readonly #ownerPool: pg.Pool;
+  readonly #embedded: EmbeddedServer | undefined;
+  readonly #guard: StatementGuard | undefined;
+  #closed = false;
+
+  private constructor(
+    options: ResolvedOptions,
+    schema: Schema,
+    appPool: pg.Pool,
+    ownerPool: pg.Pool,
+    embedded: EmbeddedServer | undefined,
+    guard: StatementGuard | undefined,
+  ) {
+    this.options = options;
+    this.schema = schema;
+    this.#appPool = appPool;
+    this.#ownerPool = ownerPool;
+    this.#embedded = embedded;
+    this.#guard = guard;
+    this.tenants = new TenantRegistry(this);
+  }
+
+  /**
+   * Connects (starting an embedded PostgreSQL when no databaseUrl is given), creates the application role when
+   * `manageRoles`, and refuses to start when the application role could bypass row-level security.
+   */
+  static async connect(input: CreateTenantwallOptions): Promise<Tenantwall> {
+    const options = resolveOptions(input);
+    let embedded: EmbeddedServer | undefined;
+    let databaseUrl = options.databaseUrl;
+    if (databaseUrl === undefined) {
+      embedded = await startEmbeddedPostgres({
+        dataDir: options.embeddedDataDir,
+        port: options.embeddedPort,
+        persistent: !input.embeddedThrowaway,
+        ...(input.embeddedSettings ? { settings: input.embeddedSettings } : {}),
+      });
+      databaseUrl = embedded.url;
+    }
+    const resolved = Object.freeze({ ...options, databaseUrl });
+    const ownerPool = new pg.Pool({
+      connectionString: databaseUrl,
+      max: options.adminPoolSize,
+      connectionTimeoutMillis: options.connectTimeoutMs,
+      application_name: 'tenantwall-owner',
+    });
+    ownerPool.on('error', () => undefined); // idle client errors surface on the next checkout
+    let appPool: pg.Pool | undefined;
+    try {
+      await checkServer(ownerPool);
+      if (options.manageRoles) await ensureAppRole(ownerPool, options);
+      const appUrl = options.appDatabaseUrl ?? deriveAppUrl(databaseUrl, options);
+      appPool = new pg.Pool({
+        connectionString: appUrl,
+        max: options.poolSize,
+        connectionTimeoutMillis: options.connectTimeoutMs,
+        statement_timeout: options.statementTimeoutMs === 0 ? undefined : options.statementTimeoutMs,
+        application_name: 'tenantwall-app',
+      } as pg.PoolConfig);
+      appPool.on('error', () => undefined);
+      await checkAppRole(appPool);
+      return new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard);
+    } catch (err) {
+      await appPool?.end().catch(() => undefined);
+      await ownerPool.end().catch(() => undefined);
+      await embedded?.stop().catch(() => undefined);
+      throw mapPgError(err);
+    }
+  }
+
+  get ddlContext(): DdlContext {
+    return { schema: this.schema, appRole: this.options.appRole, settingName: this.options.settingName };
+  }
+
+  /** A scoped handle for `tenantId` (validated; throws `invalid_tenant_id`). */
+  forTenant(tenantId: TenantId | string): TenantScope {
+    return new TenantScope(this, TenantId.parse(tenantId));
+  }
+
+  /** A statement in the implicit tenant's scope; `tenant_context_missing` outside a tenant context. */
+  query<R extends Row = Row>(sql: string, params: Params = []): Promise<pg.QueryResult<R>> {
+    return this.runScoped<R>(requireTenantId(), sql, params);
+  }
+
+  /** A transaction in the implicit tenant's scope. */
+  transaction<T>(fn: (tx: TenantTransaction) => Promise<T>): Promise<T> {
+    return this.runTransaction(requireTenantId(), fn);
+  }
+
+  /** The implicit tenant's scope, or `tenant_context_missing`. */
+  current(): TenantScope {
+    return new TenantScope(this, requireTenantId());
+  }
+
+  /** The implicit tenant id if a context is active. */
+  currentTenantId(): TenantId | undefined {
+    return currentTenantContext()?.tenantId;
+  }
+
+  /** @internal used by TenantScope */
+  async runScoped<R extends Row>(tenantId: TenantId, sql: string, params: Params): Promise<pg.QueryResult<R>> {
+    this.#assertOpen();
+    if (sql.trim() === '') throw new TenantwallError('unscoped_query', 'Empty statement.');
+    this.#guard?.check(sql, params, tenantId);
+    const client = await this.#checkout(this.#appPool);
+    const explicit = this.options.scopeMode === 'explicit';
+    try {
+      const result = explicit
+        ? await runPipelined<R>(client, sql, params, [BEGIN, setLocalStep(this.options.settingName, tenantId)], [COMMIT])
+        : await runPipelined<R>(client, sql, params, [{ ...SET_TENANT, values: [this.options.settingName, tenantId] }]);
+      client.release();
+      return result;
+    } catch (err) {
+      await releaseAfterError(client, err, explicit);
+      throw mapPgError(err);
+    }
+  }
+
+  /** @internal used by TenantScope */
+  async runTransaction<T>(tenantId: TenantId, fn: (tx: TenantTransaction) => Promise<T>): Promise<T> {
+    this.#assertOpen();
+    const client = await this.#checkout(this.#appPool);
+    try {
+      // BEGIN and the tenant setting in one round trip.
+      if (this.options.scopeMode === 'explicit') {
+        await runPipelined(client, `SET LOCAL ${this.options.settingName} = ${quoteLiteral(tenantId)}`, [], [BEGIN]);
+      } else {
+        await runPipelined(client, SET_TENANT.text, [this.options.settingName, tenantId], [BEGIN]);
+      }
+    } catch (err) {
+      await releaseAfterError(client, err, true);
+      throw mapPgError(err);
+    }
+    const tx = new Transaction(tenantId, client, this.#guard);
+    let result: T;
+    try {
+      result = await runWithTenant(tenantId, () => fn(tx));
+    } catch (err) {
+      tx.end();
+      await releaseAfterError(client, err, true);
+      throw mapPgError(err);
+    }
+    tx.end();
+    try {
+      await client.query('COMMIT');
+      client.release();
+    } catch (err) {
+      await releaseAfterError(client, err, true);
+      throw mapPgError(err);
+    }
+    return result;
+  }
+
+  /**
+   * The cross-tenant admin handle: owner connection, no tenant scope, no RLS when the owner is superuser or
+   * BYPASSRLS. For migrations, lifecycle work and the admin API, never for request handling.
+   */
+  dangerouslyCrossTenant(): CrossTenantHandle {
+    this.#assertOpen();
+    const pool = this.#ownerPool;
+    return {
+      query: async <R extends Row = Row>(sql: string, params: Params = []) => {
+        try {
+          return await pool.query<R>(sql, params as unknown[]);
+        } catch (err) {
+          throw mapPgError(err);
+        }
+      },
+      transaction: async <T>(fn: (client: pg.PoolClient) => Promise<T>) => {
+        const client = await this.#checkout(pool);
+        try {
+          await client.query('BEGIN');
+          const result = await fn(client);
+          await client.query('COMMIT');
+          client.release();
+          return result;
+        } catch (err) {
+          await releaseAfterError(client, err, true);
+          throw mapPgError(err);
+        }
+      },
+    };
+  }
+
+  /** Renders migrations with this instance's roles and setting name (checksums cover the rendered SQL). */
+  renderMigrations(migrations: readonly Migration[]): RenderedMigration[] {
+    return renderMigrations(migrations, this.ddlContext);
+  }
+
+  /** Applies pending migrations as the owner, in one transaction under an advisory lock. */
+  async migrate(migrations: readonly Migration[]): Promise<MigrateResult> {
+    const rendered = this.renderMigrations(migrations);
+    const client = await this.#checkout(this.#ownerPool);
+    try {
+      return await applyMigrations(client, rendered);
+    } finally {
+      client.release();
+    }
+  }
+
+  /** True when the application role can reach the database right now (readiness). */
+  async ping(): Promise<boolean> {
+    try {
+      await this.#appPool.query('SELECT 1');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The application pool, for benchmarks and tests that need the bare driver. Bypasses every tenantwall check. */
+  dangerouslyRawAppPool(): pg.Pool {
+    return this.#appPool;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#appPool.end().catch(() => undefined);
+    await this.#ownerPool.end().catch(() => undefined);
+    await this.#embedded?.stop();
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new TenantwallError('config_invalid', 'This tenantwall instance is closed.');
+  }
+
+  async #checkout(pool: pg.Pool): Promise<pg.PoolClient> {
+    try {
+      return await pool.connect();
+    } catch (err) {
+      throw mapPgError(err);
+    }
+  }
+}
+
+function setLocalStep(settingName: string, tenantId: TenantId): PreparedStep {
+  // SET takes no parameters; tenantId is a validated UUID and settingName a validated identifier pair.
+  return { name: '', text: `SET LOCAL ${settingName} = ${quoteLiteral(tenantId)}`, values: [], returnsRow: false };
+}
+
+/**
+ * After an error the connection may sit in an open (aborted) transaction. Roll back; if even that fails, the
+ * connection is destroyed instead of going back to the pool, so no later borrower can inherit its state.
+ */
+async function releaseAfterError(client: pg.PoolClient, err: unknown, mayBeInTransaction: boolean): Promise<void> {
+  if (isConnectionError(err)) {
+    client.release(err as Error);
+    return;
+  }
+  if (mayBeInTransaction) {
+    try {
+      await client.query('ROLLBACK');
+    } catch (rollbackErr) {
+      client.release(rollbackErr as Error);
+      return;
+    }
+  }
+  client.release();
+}
+
+async function checkServer(pool: pg.Pool): Promise<void> {
+  const { rows } = await pool.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`);
+  const version = Number(rows[0]?.v);
+  if (version < 150000) {
+    throw new TenantwallError('server_version_unsupported', `The server runs PostgreSQL ${Math.floor(version / 10000)}.`);
+  }
+}
+
+function deriveAppUrl(databaseUrl: string, options: ResolvedOptions): string {
+  const url = parseDatabaseUrl(databaseUrl);
+  url.username = encodeURIComponent(options.appRole);
+  url.password = encodeURIComponent(options.appPassword);
+  return url.toString();
+}
+
+/** Creates the application login role if missing, with no privilege that bypasses RLS, and sets its password. */
+async function ensureAppRole(pool: pg.Pool, options: ResolvedOptions): Promise<void> {
+  const role = quoteIdent(options.appRole);
+  const password = quoteLiteral(options.appPassword);
+  const client = await pool.connect();
+  try {
+    const exists = await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [options.appRole]);
+    if (exists.rowCount === 0) {
+      try {
+        await client.query(`CREATE ROLE ${role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD ${password}`);
+      } catch (err) {
+        // Another process created it at the same moment.
+        if (!['42710', '23505'].includes((err as { code?: string }).code ?? '')) throw err;
+      }
+    }
+    await client.query(`ALTER ROLE ${role} PASSWORD ${password}`);
+  } finally {
+    client.release();
+  }
+}
+
+/** Refuses to run when the application role could see other tenants' rows. */
+async function checkAppRole(pool: pg.Pool): Promise<void> {
+  const { rows } = await pool.query<{ rolname: string; rolsuper: boolean; rolbypassrls: boolean; owned: number; owner_member: string | null }>(`
+    SELECT r.rolname, r.rolsuper, r.rolbypassrls,
+      (SELECT count(*)::int FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relowner = r.oid AND n.nspname NOT IN ('pg_catalog', 'information_schema')) AS owned,
+      (SELECT min(o.rolname) FROM pg_class c JOIN pg_roles o ON o.oid = c.relowner
+        WHERE c.relrowsecurity AND o.oid <> r.oid AND pg_has_role(r.oid, o.oid, 'USAGE')) AS owner_member
+    FROM pg_roles r WHERE r.rolname = current_user`);
+  const r = rows[0];
+  if (!r) throw new TenantwallError('app_role_unsafe', 'The application role was not found.');
+  const problems: string[] = [];
+  if (r.rolsuper) problems.push('is SUPERUSER');
+  if (r.rolbypassrls) problems.push('has BYPASSRLS');
+  if (r.owned > 0) problems.push(`owns ${r.owned} relation(s) (owners are exempt from RLS unless FORCEd)`);
+  if (r.owner_member) problems.push(`inherits the privileges of table owner ${r.owner_member}`);
+  if (problems.length > 0) {
+    throw new TenantwallError('app_role_unsafe', `Refusing to start: application role ${r.rolname} ${problems.join(', ')}.`, {
+      details: { role: r.rolname, problems },
+    });
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Every error tenantwall raises is a TenantwallError with one of these stable codes. The message says how to
+ * fix it; `status` is the HTTP status the Fastify integration answers with. docs/errors.md lists the same
+ * codes; test/errors.test.ts keeps the two in sync.
+ */
+export const ERROR_CODES = {
+  // tenant identity and context
+  invalid_tenant_id: { status: 400, hint: 'Tenant ids are lowercase UUIDs, e.g. 0b6f9a3e-3c1d-4a8e-9a51-2f0c6d1e7b42.' },
+  tenant_not_found: { status: 404, hint: 'Create the tenant first (tenantwall tenants create) or check the id.' },
+  tenant_suspended: { status: 403, hint: 'Resume the tenant (tenantwall tenants resume) before using it.' },
+  tenant_deleted: { status: 410, hint: 'The tenant was deleted; only its tombstone remains.' },
+  tenant_context_missing: {
+    status: 500,
+    hint: 'Run the query through db.forTenant(id), inside runWithTenant(id, fn), or in a request the tenantwall Fastify plugin resolved.',
+  },
+  tenant_conflict: { status: 403, hint: 'Send credentials that name one tenant only.' },
+  tenant_exists: { status: 409, hint: 'Choose another id or slug.' },
+  invalid_slug: { status: 400, hint: 'Slugs are 1-63 characters of a-z, 0-9 and "-", starting with a letter or digit.' },
+  // configuration and connection
+  config_invalid: { status: 500, hint: 'Fix the option named in the message (see docs/configuration.md).' },
+  database_url_invalid: { status: 500, hint: 'DATABASE_URL must look like postgres://user:password@host:5432/dbname.' },
+  database_unreachable: { status: 503, hint: 'Check that PostgreSQL is running and DATABASE_URL points at it.' },
+  server_version_unsupported: { status: 500, hint: 'tenantwall needs PostgreSQL 15 or newer.' },
+  app_role_unsafe: {
+    status: 500,
+    hint: 'The application role must be NOSUPERUSER NOBYPASSRLS, own nothing and not be a member of the owner role.',
+  },
+  admin_role_insufficient: {
+    status: 500,
+    hint: 'Cross-tenant admin work needs an owner connection that is superuser or BYPASSRLS.',
+  },
+  // schema and migrations
+  schema_invalid: { status: 500, hint: 'Fix the table declaration named in the message.' },
+  migration_checksum_mismatch: {
+    status: 500,
+    hint: 'An applied migration must never be edited: restore its original text and add a new migration instead.',
+  },
+  migration_invalid: { status: 500, hint: 'Migrations need unique positive integer versions in increasing order and non-empty SQL.' },
+  migration_failed: { status: 500, hint: 'The migration was rolled back; fix its SQL and run migrate again.' },
+  // data path
+  statement_timeout: { status: 503, hint: 'The statement ran longer than statementTimeoutMs; retry or narrow the query.' },
+  row_security_violation: { status: 403, hint: 'A row can only be written with the tenant_id of the current tenant.' },
+  unscoped_query: {
+    status: 500,
+    hint: 'Constrain every tenant table reference with tenant_id = <the tenant parameter>, or use the query builder.',
+  },
+  query_failed: { status: 500, hint: 'See the cause for the database error.' },
+} as const satisfies Record<string, { status: number; hint: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface TenantwallErrorOptions {
+  cause?: unknown;
+  details?: Record<string, unknown>;
+  status?: number;
+}
+
+export class TenantwallError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, message: string, options: TenantwallErrorOptions = {}) {
+    super(`${message} ${ERROR_CODES[code].hint}`, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'TenantwallError';
+    this.code = code;
+    this.status = options.status ?? ERROR_CODES[code].status;
+    this.details = Object.freeze({ ...options.details });
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {
+    return Object.keys(this.details).length > 0
+      ? { code: this.code, message: this.message, details: { ...this.details } }
+      : { code: this.code, message: this.message };
+  }
+}
+
+export function isTenantwallError(err: unknown, code?: ErrorCode): err is TenantwallError {
+  return err instanceof TenantwallError && (code === undefined || err.code === code);
+}

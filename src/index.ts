@@ -1,0 +1,35 @@
+// The public API of tenantwall. Integrations live in subpath exports (tenantwall/fastify).
+export { ERROR_CODES, TenantwallError, isTenantwallError, type ErrorCode } from './errors.ts';
+export { TenantId } from './tenant/tenant-id.ts';
+export { runWithTenant, currentTenantContext, requireTenantId, type TenantContext } from './tenant/context.ts';
+export { resolveOptions, parseDatabaseUrl, type TenantwallOptions, type ResolvedOptions, type ScopeMode } from './config/options.ts';
+export {
+  Tenantwall,
+  TenantScope,
+  type CreateTenantwallOptions,
+  type CrossTenantHandle,
+  type Params,
+  type Row,
+  type StatementGuard,
+  type TenantQueryable,
+  type TenantTransaction,
+} from './db/tenantwall.ts';
+export { TenantRegistry, parseSlug, assertActive, type Tenant, type TenantStatus, type CreateTenantInput } from './db/tenant-registry.ts';
+export { startEmbeddedPostgres, type EmbeddedServer, type EmbeddedServerOptions } from './db/embedded.ts';
+export { mapPgError, isConnectionError } from './db/pg-errors.ts';
+export {
+  defineSchema,
+  tenantTable,
+  globalTable,
+  type Schema,
+  type SchemaSpec,
+  type TenantTable,
+  type GlobalTable,
+  type TableDecl,
+  type ColumnSpec,
+  type ForeignKeySpec,
+  type IndexSpec,
+  type PartitionSpec,
+} from './schema/declare.ts';
+export { schemaSql, tableSql, registrySql, rlsSql, tenantPredicate, quoteIdent, quoteLiteral, type DdlContext } from './schema/ddl.ts';
+export { renderMigrations, applyMigrations, checksum, type Migration, type MigrationContext, type RenderedMigration, type MigrateResult } from './schema/migrations.ts';

@@ -1,0 +1,171 @@
+import { TenantwallError } from '../errors.ts';
+
+/** A column of a declared table. Columns are NOT NULL unless `nullable: true`. */
+export interface ColumnSpec {
+  /** SQL type, e.g. `uuid`, `text`, `bigint`, `timestamptz`, `numeric(12,2)`. */
+  readonly type: string;
+  readonly nullable?: boolean;
+  /** SQL expression for DEFAULT, e.g. `gen_random_uuid()` or `now()`. */
+  readonly default?: string;
+  /** SQL boolean expression for a CHECK constraint on this column. */
+  readonly check?: string;
+}
+
+export interface ForeignKeySpec {
+  /** Local columns (without tenant_id; it is prepended for tenant tables). */
+  readonly columns: readonly string[];
+  /** Referenced table name; a tenant table for tenant tables (composite key), any table for global ones. */
+  readonly references: string;
+  /** Referenced columns (without tenant_id). Default: the referenced table's primary key. */
+  readonly referencedColumns?: readonly string[];
+  readonly onDelete?: 'restrict' | 'cascade' | 'no action';
+}
+
+export interface IndexSpec {
+  /** Columns (or expressions) after tenant_id. */
+  readonly columns: readonly string[];
+  readonly unique?: boolean;
+  readonly name?: string;
+}
+
+/** Physical placement of a tenant table (see docs/isolation-strategies.md). */
+export interface PartitionSpec {
+  /** Hash partitions shared by the many small tenants. */
+  readonly hashPartitions: number;
+}
+
+interface TableSpecBase {
+  readonly name: string;
+  readonly columns: Readonly<Record<string, ColumnSpec>>;
+  /** Primary key columns (tenant tables: without tenant_id). Default `['id']`. */
+  readonly primaryKey?: readonly string[];
+  readonly foreignKeys?: readonly ForeignKeySpec[];
+  readonly indexes?: readonly IndexSpec[];
+}
+
+export interface TenantTableSpec extends TableSpecBase {
+  readonly partition?: PartitionSpec;
+}
+
+export interface GlobalTableSpec extends TableSpecBase {
+  /** What the application role may do on it. Default `read`. */
+  readonly appAccess?: 'none' | 'read' | 'readwrite';
+}
+
+export type TenantTable = Readonly<TenantTableSpec & { kind: 'tenant'; primaryKey: readonly string[] }>;
+export type GlobalTable = Readonly<GlobalTableSpec & { kind: 'global'; primaryKey: readonly string[] }>;
+export type TableDecl = TenantTable | GlobalTable;
+
+export interface SchemaSpec {
+  readonly tables: readonly TableDecl[];
+  /** SQL type of tenant ids. Only `uuid` is supported (TenantId). */
+  readonly tenantIdType?: 'uuid';
+  /** Name of the tenant column in every tenant table. Default `tenant_id`. */
+  readonly tenantColumn?: string;
+  /** Name of the tenants registry table. Default `tenants`. */
+  readonly registryTable?: string;
+  /**
+   * `subselect` (default): `tenant_id = (select nullif(current_setting(...), '')::uuid)`, evaluated once per
+   * statement. `plain`: without the sub-select, the form Citus can propagate.
+   */
+  readonly policyForm?: 'subselect' | 'plain';
+}
+
+export type Schema = Readonly<{
+  tables: readonly TableDecl[];
+  tenantTables: readonly TenantTable[];
+  globalTables: readonly GlobalTable[];
+  tenantColumn: string;
+  registryTable: string;
+  policyForm: 'subselect' | 'plain';
+  table(name: string): TableDecl | undefined;
+  isTenantTable(name: string): boolean;
+}>;
+
+const IDENT_RE = /^[a-z_][a-z0-9_]{0,62}$/;
+
+function fail(table: string, why: string): never {
+  throw new TenantwallError('schema_invalid', `Table ${table}: ${why}.`, { details: { table } });
+}
+
+function checkIdent(table: string, what: string, name: string): void {
+  if (!IDENT_RE.test(name)) fail(table, `${what} ${JSON.stringify(name)} must be a lowercase SQL identifier`);
+}
+
+function validateBase(spec: TableSpecBase, tenantColumn: string, kind: 'tenant' | 'global'): readonly string[] {
+  checkIdent(spec.name, 'table name', spec.name);
+  const columns = Object.keys(spec.columns);
+  if (columns.length === 0) fail(spec.name, 'declares no columns');
+  for (const c of columns) {
+    checkIdent(spec.name, 'column', c);
+    if (kind === 'tenant' && c === tenantColumn) {
+      fail(spec.name, `must not declare ${tenantColumn}: tenantwall adds it (NOT NULL, referencing the registry)`);
+    }
+  }
+  const primaryKey = spec.primaryKey ?? ['id'];
+  if (primaryKey.length === 0) fail(spec.name, 'needs a primary key');
+  for (const c of primaryKey) if (!spec.columns[c]) fail(spec.name, `primary key column ${c} is not declared`);
+  for (const fk of spec.foreignKeys ?? []) {
+    for (const c of fk.columns) if (!spec.columns[c]) fail(spec.name, `foreign key column ${c} is not declared`);
+  }
+  for (const ix of spec.indexes ?? []) {
+    if (ix.columns.length === 0) fail(spec.name, 'an index needs at least one column');
+    for (const c of ix.columns) {
+      if (kind === 'tenant' && c === tenantColumn) fail(spec.name, `index columns must not repeat ${tenantColumn}: it is always first`);
+    }
+  }
+  return primaryKey;
+}
+
+/**
+ * Declares a tenant-owned table. tenantwall adds `tenant_id` (NOT NULL, FK to the registry), leads the primary
+ * key, every foreign key, unique constraint and index with it, and protects the table with forced RLS.
+ */
+export function tenantTable(spec: TenantTableSpec): TenantTable {
+  const primaryKey = validateBase(spec, 'tenant_id', 'tenant');
+  if (spec.partition !== undefined) {
+    const n = spec.partition.hashPartitions;
+    if (!Number.isInteger(n) || n < 1 || n > 1024) fail(spec.name, 'partition.hashPartitions must be an integer in 1..1024');
+  }
+  return Object.freeze({ ...spec, kind: 'tenant' as const, primaryKey });
+}
+
+/** Declares a table shared by all tenants (plans, currencies, ...). No tenant column, no RLS. */
+export function globalTable(spec: GlobalTableSpec): GlobalTable {
+  const primaryKey = validateBase(spec, 'tenant_id', 'global');
+  return Object.freeze({ ...spec, kind: 'global' as const, primaryKey });
+}
+
+export function defineSchema(spec: SchemaSpec): Schema {
+  const tenantColumn = spec.tenantColumn ?? 'tenant_id';
+  const registryTable = spec.registryTable ?? 'tenants';
+  checkIdent('(schema)', 'tenantColumn', tenantColumn);
+  checkIdent('(schema)', 'registryTable', registryTable);
+  if ((spec.tenantIdType ?? 'uuid') !== 'uuid') fail('(schema)', 'tenantIdType must be uuid');
+  const byName = new Map<string, TableDecl>();
+  for (const t of spec.tables) {
+    if (byName.has(t.name) || t.name === registryTable) fail(t.name, 'is declared twice (or clashes with the registry)');
+    if (t.kind === 'tenant' && t.columns[tenantColumn]) fail(t.name, `must not declare ${tenantColumn}`);
+    byName.set(t.name, t);
+  }
+  for (const t of spec.tables) {
+    for (const fk of t.foreignKeys ?? []) {
+      const target = byName.get(fk.references);
+      if (!target) fail(t.name, `foreign key references undeclared table ${fk.references}`);
+      if (t.kind === 'global' && target.kind === 'tenant') fail(t.name, `a global table cannot reference tenant table ${target.name}`);
+      const refCols = fk.referencedColumns ?? target.primaryKey;
+      if (refCols.length !== fk.columns.length) fail(t.name, `foreign key to ${target.name} has ${fk.columns.length} columns for ${refCols.length}`);
+    }
+  }
+  const tables = Object.freeze([...spec.tables]);
+  return Object.freeze({
+    tables,
+    tenantTables: tables.filter((t): t is TenantTable => t.kind === 'tenant'),
+    globalTables: tables.filter((t): t is GlobalTable => t.kind === 'global'),
+    tenantColumn,
+    registryTable,
+    policyForm: spec.policyForm ?? 'subselect',
+    table: (name: string) => byName.get(name),
+    isTenantTable: (name: string) => byName.get(name)?.kind === 'tenant',
+  });
+}

@@ -1,0 +1,116 @@
+import { createHash } from 'node:crypto';
+import type pg from 'pg';
+import { TenantwallError } from '../errors.ts';
+import { type DdlContext, schemaSql, tableSql } from './ddl.ts';
+
+/** Helpers a migration's SQL function receives. */
+export interface MigrationContext extends DdlContext {
+  /** DDL of the registry and all declared tables. */
+  createSchema(): string;
+  /** DDL of one declared table. */
+  createTable(name: string): string;
+}
+
+export interface Migration {
+  /** Positive integer; migrations apply in increasing order. */
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string | ((ctx: MigrationContext) => string);
+}
+
+export interface RenderedMigration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+  readonly checksum: string;
+}
+
+export interface MigrateResult {
+  readonly applied: readonly RenderedMigration[];
+  readonly alreadyApplied: number;
+}
+
+const TABLE = 'tenantwall_migrations';
+// Same key in every process: concurrent `migrate` runs serialize on it.
+const LOCK_KEY = 'tenantwall.migrate';
+
+export function checksum(sql: string): string {
+  return createHash('sha256').update(sql).digest('hex');
+}
+
+export function renderMigrations(migrations: readonly Migration[], ctx: DdlContext): RenderedMigration[] {
+  const mctx: MigrationContext = {
+    ...ctx,
+    createSchema: () => schemaSql(ctx),
+    createTable: (name) => {
+      const t = ctx.schema.table(name);
+      if (!t) throw new TenantwallError('migration_invalid', `Migration refers to undeclared table ${name}.`);
+      return tableSql(t, ctx);
+    },
+  };
+  let previous = 0;
+  return migrations.map((m) => {
+    if (!Number.isInteger(m.version) || m.version <= previous) {
+      throw new TenantwallError('migration_invalid', `Migration version ${m.version} (${m.name}) is not above ${previous}.`);
+    }
+    previous = m.version;
+    const sql = (typeof m.sql === 'function' ? m.sql(mctx) : m.sql).trim();
+    if (sql === '') throw new TenantwallError('migration_invalid', `Migration ${m.version} (${m.name}) has no SQL.`);
+    return Object.freeze({ version: m.version, name: m.name, sql, checksum: checksum(sql) });
+  });
+}
+
+/**
+ * Applies pending migrations in ONE transaction under an advisory lock: all pending ones or none. Applied ones
+ * are checked against their recorded checksum first; an edited applied migration stops everything.
+ */
+export async function applyMigrations(client: pg.ClientBase, migrations: readonly RenderedMigration[]): Promise<MigrateResult> {
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [LOCK_KEY]);
+    await client.query(`CREATE TABLE IF NOT EXISTS ${TABLE} (
+      version integer PRIMARY KEY,
+      name text NOT NULL,
+      checksum text NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now()
+    )`);
+    const { rows } = await client.query<{ version: number; name: string; checksum: string }>(
+      `SELECT version, name, checksum FROM ${TABLE} ORDER BY version`,
+    );
+    const known = new Map(migrations.map((m) => [m.version, m]));
+    for (const row of rows) {
+      const m = known.get(row.version);
+      if (!m) {
+        throw new TenantwallError(
+          'migration_invalid',
+          `The database has migration ${row.version} (${row.name}) that this code does not know; deploy the code that wrote it.`,
+        );
+      }
+      if (m.checksum !== row.checksum) {
+        throw new TenantwallError(
+          'migration_checksum_mismatch',
+          `Migration ${row.version} (${row.name}) was edited after it was applied (checksum ${row.checksum.slice(0, 12)} in the database, ${m.checksum.slice(0, 12)} in code).`,
+          { details: { version: row.version } },
+        );
+      }
+    }
+    const done = new Set(rows.map((r) => r.version));
+    const pending = migrations.filter((m) => !done.has(m.version));
+    for (const m of pending) {
+      try {
+        await client.query(m.sql);
+      } catch (cause) {
+        throw new TenantwallError('migration_failed', `Migration ${m.version} (${m.name}) failed: ${(cause as Error).message}.`, {
+          cause,
+          details: { version: m.version },
+        });
+      }
+      await client.query(`INSERT INTO ${TABLE} (version, name, checksum) VALUES ($1, $2, $3)`, [m.version, m.name, m.checksum]);
+    }
+    await client.query('COMMIT');
+    return { applied: pending, alreadyApplied: rows.length };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}

@@ -1,0 +1,70 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { Tenantwall, type CreateTenantwallOptions, type Migration, type Schema } from '../../src/index.ts';
+
+export function adminUrl(): string {
+  const url = process.env.TW_TEST_ADMIN_URL;
+  if (!url) throw new Error('Run tests through `npm test` (test/run.ts), which provides TW_TEST_ADMIN_URL.');
+  return url;
+}
+
+export function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+/** Runs SQL as the cluster superuser on `database` (seeding as owner, fixtures). */
+export async function superQuery(database: string, sql: string, params: unknown[] = []): Promise<pg.QueryResult> {
+  const c = new pg.Client({ connectionString: withDatabase(adminUrl(), database) });
+  await c.connect();
+  try {
+    return await c.query(sql, params);
+  } finally {
+    await c.end();
+  }
+}
+
+export interface TestDatabase {
+  readonly name: string;
+  readonly url: string;
+  drop(): Promise<void>;
+}
+
+/** A fresh, empty database for one test file. */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const name = `tw_test_${randomBytes(6).toString('hex')}`;
+  await superQuery('postgres', `CREATE DATABASE ${name}`);
+  return {
+    name,
+    url: withDatabase(adminUrl(), name),
+    async drop() {
+      await superQuery('postgres', `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    },
+  };
+}
+
+export interface TestTenantwall {
+  readonly db: Tenantwall;
+  readonly database: TestDatabase;
+  close(): Promise<void>;
+}
+
+/** A fresh database, migrated with `migrations`, and a Tenantwall connected to it. */
+export async function createTestTenantwall(
+  schema: Schema,
+  migrations: readonly Migration[],
+  options: Partial<CreateTenantwallOptions> = {},
+): Promise<TestTenantwall> {
+  const database = await createTestDatabase();
+  const db = await Tenantwall.connect({ schema, databaseUrl: database.url, manageRoles: false, ...options });
+  await db.migrate(migrations);
+  return {
+    db,
+    database,
+    async close() {
+      await db.close();
+      await database.drop();
+    },
+  };
+}
