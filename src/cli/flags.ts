@@ -1,0 +1,11 @@
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { TenantwallError } from '../errors.ts';
+
+/** parseArgs (strict, positionals allowed) with usage errors turned into one readable `config_invalid` line. */
+export function parseFlags<const O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new TenantwallError('config_invalid', (err as Error).message, { cause: err });
+  }
+}

@@ -1,0 +1,50 @@
+import { TenantwallError } from '../errors.ts';
+import { migrateCommand } from './migrate.ts';
+
+/**
+ * The tenantwall command. Thin: it parses flags and calls the library. Errors print one line without a stack
+ * and exit non-zero. docs/cli.md documents every command.
+ */
+export type Command = (argv: string[]) => Promise<number>;
+
+const commands: Record<string, { run: Command; summary: string }> = {
+  migrate: { run: migrateCommand, summary: 'apply pending migrations (--dry-run prints the SQL)' },
+};
+
+export function registerCommand(name: string, summary: string, run: Command): void {
+  commands[name] = { run, summary };
+}
+
+function usage(): string {
+  return [
+    'usage: tenantwall <command> [options]',
+    '',
+    ...Object.entries(commands).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`),
+    '',
+    'Run `tenantwall <command> --help` for the options of a command. See docs/cli.md.',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage());
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`tenantwall: unknown command ${JSON.stringify(name)}\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await command.run(rest);
+  } catch (err) {
+    if (err instanceof TenantwallError) console.error(`tenantwall ${name}: [${err.code}] ${err.message}`);
+    else console.error(`tenantwall ${name}: ${(err as Error).message ?? String(err)}`);
+    return 1;
+  }
+}
+
+if (process.argv[1] && /tenantwall(\.js)?$|cli[\\/]main\.ts$/.test(process.argv[1])) {
+  process.exitCode = await main(process.argv.slice(2));
+}
