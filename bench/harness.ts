@@ -1,0 +1,103 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { type CreateTenantwallOptions, type EmbeddedServer, type Migration, type Schema, Tenantwall, startEmbeddedPostgres } from '../src/index.ts';
+
+/** What every bench module receives: one server for the whole run, fresh databases on demand. */
+export interface BenchHarness {
+  /** Superuser URL of the server's `postgres` database. */
+  readonly adminUrl: string;
+  readonly serverVersion: string;
+  /** A fresh database migrated with `migrations`, and a Tenantwall on it. Closed at the end of the run. */
+  createTenantwall(schema: Schema, migrations: readonly Migration[], options?: Partial<CreateTenantwallOptions>): Promise<Tenantwall>;
+  /** Superuser URL of a database created by createTenantwall/createDatabase. */
+  urlOf(database: string): string;
+  createDatabase(): Promise<string>;
+}
+
+export function urlFor(base: string, database: string): string {
+  const u = new URL(base);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+export async function openHarness(): Promise<{ harness: BenchHarness; close(): Promise<void> }> {
+  let embedded: EmbeddedServer | undefined;
+  let adminUrl = process.env.DATABASE_URL;
+  if (!adminUrl) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantwall-bench-'));
+    // Durable defaults (fsync on): figures should resemble a real server.
+    embedded = await startEmbeddedPostgres({ dataDir: path.join(dir, 'data'), port: 20000 + Math.floor(Math.random() * 20000), persistent: false, settings: { max_connections: '200' } });
+    adminUrl = embedded.url;
+  }
+  const appPassword = randomBytes(12).toString('hex');
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  const version = (await admin.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows[0]?.v ?? '?';
+  if ((await admin.query(`SELECT 1 FROM pg_roles WHERE rolname = 'tenantwall_app'`)).rowCount === 0) {
+    await admin.query('CREATE ROLE tenantwall_app LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT');
+  }
+  await admin.query(`ALTER ROLE tenantwall_app PASSWORD '${appPassword}'`);
+  const databases: string[] = [];
+  const instances: Tenantwall[] = [];
+  const base = adminUrl;
+  const createDatabase = async () => {
+    const name = `tw_bench_${randomBytes(5).toString('hex')}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    databases.push(name);
+    return name;
+  };
+  const harness: BenchHarness = {
+    adminUrl: base,
+    serverVersion: version,
+    urlOf: (db) => urlFor(base, db),
+    createDatabase,
+    async createTenantwall(schema, migrations, options = {}) {
+      const name = await createDatabase();
+      const db = await Tenantwall.connect({ schema, databaseUrl: urlFor(base, name), manageRoles: false, appPassword, ...options });
+      instances.push(db);
+      await db.migrate(migrations);
+      return db;
+    },
+  };
+  return {
+    harness,
+    async close() {
+      for (const db of instances) await db.close();
+      for (const name of databases) await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end();
+      await embedded?.stop();
+    },
+  };
+}
+
+/** Percentile of sorted latencies (ms). */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
+}
+
+/**
+ * Runs `op` from `concurrency` workers for `durationMs`; returns ops/s and latency percentiles. Each worker
+ * awaits its own op, so this measures a closed loop like a pool of request handlers.
+ */
+export async function measure(op: (i: number) => Promise<unknown>, options: { durationMs: number; concurrency: number }): Promise<{ opsPerSec: number; p50: number; p99: number; ops: number }> {
+  const latencies: number[] = [];
+  const end = performance.now() + options.durationMs;
+  let i = 0;
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: options.concurrency }, async () => {
+      while (performance.now() < end) {
+        const t0 = performance.now();
+        await op(i++);
+        latencies.push(performance.now() - t0);
+      }
+    }),
+  );
+  const elapsed = (performance.now() - start) / 1000;
+  latencies.sort((a, b) => a - b);
+  return { opsPerSec: latencies.length / elapsed, p50: percentile(latencies, 50), p99: percentile(latencies, 99), ops: latencies.length };
+}
