@@ -40,7 +40,7 @@ function findTests(dir: string): string[] {
     return e.name.endsWith('.test.ts') ? [p] : [];
   });
 }
-const pattern = files.length > 0 ? files : findTests('test').sort();
+const pattern = (files.length > 0 ? files : ['test']).flatMap((f) => (fs.statSync(f).isDirectory() ? findTests(f).sort() : [f]));
 const child = spawn(
   process.execPath,
   ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...pattern],

@@ -206,12 +206,12 @@ export class Tenantwall {
   }
 
   /** A statement in the implicit tenant's scope; `tenant_context_missing` outside a tenant context. */
-  query<R extends Row = Row>(sql: string, params: Params = []): Promise<pg.QueryResult<R>> {
+  async query<R extends Row = Row>(sql: string, params: Params = []): Promise<pg.QueryResult<R>> {
     return this.runScoped<R>(requireTenantId(), sql, params);
   }
 
   /** A transaction in the implicit tenant's scope. */
-  transaction<T>(fn: (tx: TenantTransaction) => Promise<T>): Promise<T> {
+  async transaction<T>(fn: (tx: TenantTransaction) => Promise<T>): Promise<T> {
     return this.runTransaction(requireTenantId(), fn);
   }
 
