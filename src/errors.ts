@@ -45,6 +45,21 @@ export const ERROR_CODES = {
     hint: 'Constrain every tenant table reference with tenant_id = <the tenant parameter>, or use the query builder.',
   },
   query_failed: { status: 500, hint: 'See the cause for the database error.' },
+  // HTTP (tenantwall/fastify and the reference service)
+  unauthenticated: {
+    status: 401,
+    hint: 'Send Authorization: Bearer <API key or JWT> naming an existing tenant (or use a configured subdomain / gateway header).',
+  },
+  admin_unauthorized: { status: 401, hint: 'Admin routes need Authorization: Bearer <admin token> (TENANTWALL_ADMIN_TOKEN); tenant credentials are not accepted.' },
+  validation_failed: { status: 400, hint: 'Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.' },
+  invalid_json: { status: 400, hint: 'Send a well-formed JSON body with Content-Type: application/json.' },
+  unsupported_media_type: { status: 415, hint: 'Send request bodies as application/json.' },
+  payload_too_large: { status: 413, hint: 'Send a smaller body; the limit is in details.limit_bytes.' },
+  bad_request: { status: 400, hint: 'The request could not be read; check the method, headers and body.' },
+  not_found: { status: 404, hint: 'Check the id and the credentials: resources of other tenants are never visible.' },
+  invalid_cursor: { status: 400, hint: 'Pass back the next_cursor of a previous page unchanged, with the same sort and order.' },
+  conflict: { status: 409, hint: 'The request conflicts with existing data (duplicate key or a row still referenced); see details.' },
+  internal_error: { status: 500, hint: 'An unexpected server error; the request id in the logs identifies it.' },
 } as const satisfies Record<string, { status: number; hint: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
