@@ -3,4 +3,7 @@
 import { register } from 'tsx/esm/api';
 
 register();
-await import('../src/cli/main.ts');
+const { main } = await import('../src/cli/main.ts');
+const code = await main(process.argv.slice(2));
+// Exit explicitly: pools and timers of a failed command must not keep the process alive or reset the code.
+process.exit(code);

@@ -44,7 +44,3 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
 }
-
-if (process.argv[1] && /tenantwall(\.js)?$|cli[\\/]main\.ts$/.test(process.argv[1])) {
-  process.exitCode = await main(process.argv.slice(2));
-}
