@@ -1,0 +1,120 @@
+/**
+ * Core data path: a tenant-scoped primary-key lookup and single-row insert through `forTenant(id)` against the
+ * same statement sent bare through the pg driver (same app role, same pool size) on an identical copy of the
+ * table without RLS. Rounds alternate between variants so drift on a shared 2-core machine hits all of them.
+ */
+import { defineSchema, tenantTable, type Migration, type TenantId } from '../src/index.ts';
+import { type BenchHarness, measure } from './harness.ts';
+
+const schema = defineSchema({
+  tables: [
+    tenantTable({
+      name: 'invoices',
+      columns: {
+        id: { type: 'uuid', default: 'gen_random_uuid()' },
+        customer: { type: 'text' },
+        amount_cents: { type: 'bigint' },
+      },
+    }),
+  ],
+});
+const migrations: Migration[] = [
+  { version: 1, name: 'init', sql: (ctx) => ctx.createSchema() },
+  {
+    version: 2,
+    name: 'baseline copy without RLS',
+    sql: (ctx) => `CREATE TABLE invoices_plain (LIKE invoices INCLUDING ALL);
+GRANT SELECT, INSERT, UPDATE, DELETE ON invoices_plain TO ${ctx.appRole};`,
+  },
+];
+
+const TENANTS = 100;
+const PER_TENANT = 1000;
+const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 3000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const CONCURRENCY = 16;
+const POOL = 8;
+
+type Variant = { name: string; op: (i: number) => Promise<unknown> };
+
+function fmt(n: number, digits = 0): string {
+  return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+async function compare(title: string, variants: Variant[]): Promise<Map<string, { ops: number; p50: number; p99: number }>> {
+  const samples = new Map<string, Array<{ opsPerSec: number; p50: number; p99: number }>>();
+  for (const v of variants) await measure(v.op, { durationMs: 500, concurrency: CONCURRENCY }); // warm-up
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const v of variants) {
+      const m = await measure(v.op, { durationMs: DURATION_MS, concurrency: CONCURRENCY });
+      samples.set(v.name, [...(samples.get(v.name) ?? []), m]);
+    }
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+  const out = new Map<string, { ops: number; p50: number; p99: number }>();
+  console.log(`\n${title} (median of ${ROUNDS} rounds x ${DURATION_MS} ms, ${CONCURRENCY} workers, pool ${POOL})`);
+  const base = median((samples.get(variants[0]!.name) ?? []).map((s) => s.opsPerSec));
+  for (const v of variants) {
+    const s = samples.get(v.name) ?? [];
+    const ops = median(s.map((x) => x.opsPerSec));
+    const p50 = median(s.map((x) => x.p50));
+    const p99 = median(s.map((x) => x.p99));
+    out.set(v.name, { ops, p50, p99 });
+    console.log(`  ${v.name.padEnd(46)} ${fmt(ops).padStart(8)} ops/s  p50 ${fmt(p50, 3)} ms  p99 ${fmt(p99, 3)} ms  ratio ${fmt(ops / base, 2)}`);
+  }
+  return out;
+}
+
+export default async function run(h: BenchHarness): Promise<void> {
+  const db = await h.createTenantwall(schema, migrations, { poolSize: POOL });
+  const explicitDb = await h.createTenantwall(schema, migrations, { poolSize: POOL, scopeMode: 'explicit' });
+  const tenants: TenantId[] = [];
+  for (let i = 0; i < TENANTS; i++) tenants.push((await db.tenants.create({ slug: `t${i}`, name: `T${i}` })).id);
+  for (const [i, id] of tenants.entries()) await explicitDb.tenants.create({ slug: `t${i}`, name: `T${i}`, id });
+  const admin = db.dangerouslyCrossTenant();
+  for (const target of [db, explicitDb]) {
+    const a = target.dangerouslyCrossTenant();
+    await a.query(`INSERT INTO invoices (tenant_id, customer, amount_cents)
+      SELECT t.id, 'c' || g, g FROM tenants t, generate_series(1, ${PER_TENANT}) g`);
+    await a.query('INSERT INTO invoices_plain SELECT * FROM invoices');
+    await a.query('VACUUM ANALYZE invoices');
+    await a.query('VACUUM ANALYZE invoices_plain');
+  }
+  const keys = (await admin.query<{ tenant_id: TenantId; id: string }>('SELECT tenant_id, id FROM invoices ORDER BY random() LIMIT 5000')).rows;
+  console.log(`data: ${TENANTS} tenants x ${PER_TENANT} invoices; lookups over 5,000 random keys`);
+
+  const bare = db.dangerouslyRawAppPool();
+  const lookup = 'SELECT * FROM invoices WHERE tenant_id = $1 AND id = $2';
+  const key = (i: number) => keys[i % keys.length] as { tenant_id: TenantId; id: string };
+
+  const lookups = await compare('primary-key lookup', [
+    { name: 'bare driver, no tenancy (invoices_plain)', op: (i) => bare.query('SELECT * FROM invoices_plain WHERE tenant_id = $1 AND id = $2', [key(i).tenant_id, key(i).id]) },
+    { name: 'forTenant(id).query, implicit (1 round trip)', op: (i) => db.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id]) },
+    { name: 'forTenant(id).query, explicit BEGIN/SET LOCAL', op: (i) => explicitDb.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id]) },
+    {
+      // What wiring it by hand usually looks like: four round trips.
+      name: 'by hand: BEGIN; set_config; query; COMMIT (4 RTs)',
+      op: async (i) => {
+        const c = await bare.connect();
+        try {
+          await c.query('BEGIN');
+          await c.query(`SELECT set_config('tenantwall.tenant_id', $1, true)`, [key(i).tenant_id]);
+          await c.query(lookup, [key(i).tenant_id, key(i).id]);
+          await c.query('COMMIT');
+        } finally {
+          c.release();
+        }
+      },
+    },
+  ]);
+  const ratio = (lookups.get('forTenant(id).query, implicit (1 round trip)')?.ops ?? 0) / (lookups.get('bare driver, no tenancy (invoices_plain)')?.ops ?? 1);
+  console.log(`  => scoped lookup / bare lookup = ${fmt(ratio, 2)} (target >= 0.90)`);
+
+  let n = 0;
+  const inserts = await compare('single-row insert', [
+    { name: 'bare driver, no tenancy (invoices_plain)', op: (i) => bare.query('INSERT INTO invoices_plain (tenant_id, customer, amount_cents) VALUES ($1, $2, $3)', [key(i).tenant_id, `n${n++}`, i]) },
+    { name: 'forTenant(id).query, implicit (1 round trip)', op: (i) => db.forTenant(key(i).tenant_id).query('INSERT INTO invoices (tenant_id, customer, amount_cents) VALUES ($1, $2, $3)', [key(i).tenant_id, `n${n++}`, i]) },
+  ]);
+  const insertRatio = (inserts.get('forTenant(id).query, implicit (1 round trip)')?.ops ?? 0) / (inserts.get('bare driver, no tenancy (invoices_plain)')?.ops ?? 1);
+  console.log(`  => scoped insert / bare insert = ${fmt(insertRatio, 2)}`);
+}
