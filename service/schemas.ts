@@ -1,0 +1,179 @@
+import { type TSchema, Type } from '@sinclair/typebox';
+
+// Every request object refuses unknown properties: a `tenant_id` (or any misspelt field) is an error, not ignored.
+const strict = { additionalProperties: false } as const;
+
+export const Uuid = Type.String({ format: 'uuid', description: 'UUID' });
+export const Timestamp = Type.String({ format: 'date-time' });
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+const Cents = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Amount in the smallest currency unit' });
+const Currency = Type.String({ pattern: '^[A-Z]{3}$', description: 'ISO 4217 code, e.g. EUR' });
+export const InvoiceStatus = Type.Union([Type.Literal('draft'), Type.Literal('issued'), Type.Literal('paid'), Type.Literal('void')]);
+
+export const IdParams = Type.Object({ id: Uuid }, strict);
+export const ItemParams = Type.Object({ id: Uuid, itemId: Uuid }, strict);
+export const KeyParams = Type.Object({ id: Uuid, keyId: Uuid }, strict);
+
+export const ErrorResponse = Type.Object(
+  {
+    error: Type.Object({
+      code: Type.String({ description: 'Stable error code (docs/errors.md)' }),
+      message: Type.String(),
+      details: Type.Object({}, { additionalProperties: true }),
+    }),
+  },
+  { description: 'Every error response has this shape' },
+);
+
+const pageQuery = {
+  limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
+  cursor: Type.String({ minLength: 1, maxLength: 512, description: 'next_cursor of the previous page, unchanged' }),
+  order: Type.Union([Type.Literal('asc'), Type.Literal('desc')], { default: 'desc' }),
+};
+
+export const Page = <T extends TSchema>(item: T) =>
+  Type.Object({ data: Type.Array(item), next_cursor: Nullable(Type.String({ description: 'Pass as ?cursor= for the next page; null on the last page' })) });
+
+// ---- customers ----
+const Email = Type.String({ minLength: 3, maxLength: 320, pattern: '^[^@\\s]+@[^@\\s]+$' });
+export const Customer = Type.Object({ id: Uuid, name: Type.String(), email: Nullable(Type.String()), created_at: Timestamp, updated_at: Timestamp });
+export const CustomerCreate = Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }), email: Type.Optional(Nullable(Email)) }, strict);
+export const CustomerPatch = Type.Object(
+  { name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })), email: Type.Optional(Nullable(Email)) },
+  { ...strict, minProperties: 1 },
+);
+export const CustomerListQuery = Type.Object(
+  {
+    limit: Type.Optional(pageQuery.limit),
+    cursor: Type.Optional(pageQuery.cursor),
+    order: Type.Optional(Type.Union([Type.Literal('asc'), Type.Literal('desc')], { default: 'asc' })),
+    sort: Type.Optional(Type.Union([Type.Literal('created_at'), Type.Literal('name')], { default: 'created_at' })),
+    email: Type.Optional(Email),
+  },
+  strict,
+);
+
+// ---- invoices and line items ----
+export const LineItem = Type.Object({
+  id: Uuid,
+  invoice_id: Uuid,
+  position: Type.Integer(),
+  description: Type.String(),
+  quantity: Type.Integer(),
+  unit_amount_cents: Type.Integer(),
+  amount_cents: Type.Integer(),
+  created_at: Timestamp,
+});
+const lineItemFields = {
+  position: Type.Integer({ minimum: 1, maximum: 1000 }),
+  description: Type.String({ minLength: 1, maxLength: 500 }),
+  quantity: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
+  unit_amount_cents: Cents,
+};
+export const LineItemCreate = Type.Object(
+  {
+    position: Type.Optional(lineItemFields.position),
+    description: lineItemFields.description,
+    quantity: lineItemFields.quantity,
+    unit_amount_cents: lineItemFields.unit_amount_cents,
+  },
+  strict,
+);
+export const LineItemPatch = Type.Object(
+  {
+    position: Type.Optional(lineItemFields.position),
+    description: Type.Optional(lineItemFields.description),
+    quantity: Type.Optional(lineItemFields.quantity),
+    unit_amount_cents: Type.Optional(lineItemFields.unit_amount_cents),
+  },
+  { ...strict, minProperties: 1 },
+);
+
+export const Invoice = Type.Object({
+  id: Uuid,
+  customer: Type.String(),
+  customer_id: Nullable(Uuid),
+  amount_cents: Type.Integer(),
+  currency: Type.String(),
+  status: InvoiceStatus,
+  issued_at: Nullable(Timestamp),
+  created_at: Timestamp,
+  updated_at: Timestamp,
+});
+export const InvoiceWithItems = Type.Composite([Invoice, Type.Object({ line_items: Type.Array(LineItem) })]);
+const CustomerName = Type.String({ minLength: 1, maxLength: 200, description: 'Customer name as printed on the invoice' });
+export const InvoiceCreate = Type.Object(
+  {
+    customer: Type.Optional(CustomerName),
+    customer_id: Type.Optional(Nullable(Uuid)),
+    amount_cents: Type.Optional(Cents),
+    currency: Type.Optional(Currency),
+    status: Type.Optional(Type.Union([Type.Literal('draft'), Type.Literal('issued')])),
+    issued_at: Type.Optional(Timestamp),
+    line_items: Type.Optional(Type.Array(LineItemCreate, { maxItems: 200 })),
+  },
+  strict,
+);
+export const InvoicePatch = Type.Object(
+  {
+    customer: Type.Optional(CustomerName),
+    customer_id: Type.Optional(Nullable(Uuid)),
+    amount_cents: Type.Optional(Cents),
+    currency: Type.Optional(Currency),
+    status: Type.Optional(InvoiceStatus),
+    issued_at: Type.Optional(Timestamp),
+  },
+  { ...strict, minProperties: 1 },
+);
+export const InvoiceListQuery = Type.Object(
+  {
+    limit: Type.Optional(pageQuery.limit),
+    cursor: Type.Optional(pageQuery.cursor),
+    order: Type.Optional(pageQuery.order),
+    sort: Type.Optional(Type.Union([Type.Literal('created_at'), Type.Literal('amount_cents')], { default: 'created_at' })),
+    status: Type.Optional(InvoiceStatus),
+    customer_id: Type.Optional(Uuid),
+    customer: Type.Optional(CustomerName),
+    issued_from: Type.Optional(Type.String({ format: 'date-time', description: 'issued_at >= this' })),
+    issued_to: Type.Optional(Type.String({ format: 'date-time', description: 'issued_at < this' })),
+  },
+  strict,
+);
+export const LineItemListQuery = Type.Object(
+  {
+    limit: Type.Optional(pageQuery.limit),
+    cursor: Type.Optional(pageQuery.cursor),
+    order: Type.Optional(Type.Union([Type.Literal('asc'), Type.Literal('desc')], { default: 'asc' })),
+  },
+  strict,
+);
+
+// ---- admin ----
+export const Tenant = Type.Object({
+  id: Uuid,
+  slug: Type.String(),
+  name: Type.String(),
+  status: Type.Union([Type.Literal('active'), Type.Literal('suspended'), Type.Literal('deleted')]),
+  created_at: Timestamp,
+});
+export const TenantCreate = Type.Object(
+  {
+    slug: Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$', description: 'Used as subdomain' }),
+    name: Type.String({ minLength: 1, maxLength: 200 }),
+    id: Type.Optional(Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' })),
+  },
+  strict,
+);
+export const TenantListQuery = Type.Object(
+  {
+    status: Type.Optional(Type.Union([Type.Literal('active'), Type.Literal('suspended'), Type.Literal('deleted')])),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+    after: Type.Optional(Type.String({ maxLength: 63, description: 'Slug of the last tenant of the previous page' })),
+  },
+  strict,
+);
+export const ApiKey = Type.Object({ id: Uuid, name: Type.String(), created_at: Timestamp, revoked_at: Nullable(Timestamp) });
+export const CreatedApiKey = Type.Composite([ApiKey, Type.Object({ key: Type.String({ description: 'Shown once; only its hash is stored' }) })]);
+export const ApiKeyCreate = Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }) }, strict);
+export const TenantList = Type.Array(Tenant);
+export const ApiKeyList = Type.Array(ApiKey);

@@ -1,0 +1,8 @@
+// tenantwall/fastify: tenant resolution, request context and error mapping for Fastify 5.
+export { tenantwallPlugin, type TenantAuth, type TenantwallFastify } from './plugin.ts';
+export { resolveFastifyOptions, type TenantwallFastifyOptions, type ResolvedFastifyOptions, type ResolverName } from './options.ts';
+export { ApiKeyStore, apiKeysTable, parseApiKey, type ApiKeyInfo, type CreatedApiKey, type ParsedApiKey } from './api-keys.ts';
+export { createJwtVerifier, type JwtVerifier } from './jwt.ts';
+export { toTenantwallError, errorBody, makeErrorHandler, type ErrorBody } from './http-errors.ts';
+export { typeboxValidatorCompiler, type FieldError } from './validation.ts';
+export { TtlCache } from './ttl-cache.ts';

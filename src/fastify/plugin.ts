@@ -1,0 +1,188 @@
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { Tenantwall } from '../db/tenantwall.ts';
+import type { Tenant } from '../db/tenant-registry.ts';
+import { TenantwallError } from '../errors.ts';
+import { runWithTenant } from '../tenant/context.ts';
+import { TenantId } from '../tenant/tenant-id.ts';
+import { ApiKeyStore, looksLikeApiKey } from './api-keys.ts';
+import { errorBody, makeErrorHandler } from './http-errors.ts';
+import { createJwtVerifier, type JwtVerifier } from './jwt.ts';
+import { type ResolvedFastifyOptions, type ResolverName, type TenantwallFastifyOptions, resolveFastifyOptions } from './options.ts';
+import { TenantCache } from './tenant-cache.ts';
+
+/** How the tenant of a request was established. */
+export interface TenantAuth {
+  /** Every source that named the tenant, in resolver order. */
+  readonly sources: readonly ResolverName[];
+  /** API key id when an API key authenticated the request. */
+  readonly apiKeyId?: string;
+  /** `sub` of the JWT when a JWT authenticated the request. */
+  readonly subject?: string;
+}
+
+/** What the plugin decorates the instance with (`fastify.tenantwall`). */
+export interface TenantwallFastify {
+  readonly db: Tenantwall;
+  readonly options: ResolvedFastifyOptions;
+  readonly apiKeys: ApiKeyStore;
+  /** Resolves the tenant of a request without running a handler (what the onRequest hook does). */
+  resolve(request: FastifyRequest): Promise<{ tenant: Tenant; auth: TenantAuth }>;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    tenantwall: TenantwallFastify;
+  }
+  interface FastifyRequest {
+    /** The resolved tenant, or null on routes with `config: { tenant: false }`. */
+    tenant: Tenant | null;
+    tenantAuth: TenantAuth | null;
+  }
+  interface FastifyContextConfig {
+    /** `false`: the route is not tenant-scoped (health checks, docs, admin). Default: tenant required. */
+    tenant?: boolean;
+  }
+}
+
+interface Candidate {
+  source: ResolverName;
+  tenantId: TenantId;
+  authenticated: boolean;
+  apiKeyId?: string;
+  subject?: string;
+}
+
+function unauthenticated(message: string, reason: string): TenantwallError {
+  return new TenantwallError('unauthenticated', message, { details: { reason } });
+}
+
+function bearerToken(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (header === undefined) return undefined;
+  const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
+  if (!m) throw unauthenticated('The Authorization header must be "Bearer <token>".', 'malformed_authorization');
+  return m[1];
+}
+
+function subdomainSlug(request: FastifyRequest, baseDomain: string): string | undefined {
+  const host = request.hostname.toLowerCase().replace(/\.$/, '');
+  const suffix = `.${baseDomain}`;
+  if (!host.endsWith(suffix)) return undefined;
+  const label = host.slice(0, -suffix.length);
+  // Only a direct child label is a tenant; deeper names (a.b.<base>) are not.
+  return label.length > 0 && !label.includes('.') ? label : undefined;
+}
+
+const tenantwallPlugin: FastifyPluginAsync<TenantwallFastifyOptions> = async (fastify, opts) => {
+  const { db, ...rest } = opts;
+  const options = resolveFastifyOptions(rest);
+  const apiKeys = new ApiKeyStore(db, { table: options.apiKeyTable, cacheTtlMs: options.apiKeyCacheTtlMs });
+  const jwt: JwtVerifier | undefined = options.jwt ? await createJwtVerifier(options.jwt) : undefined;
+  const tenants = new TenantCache(db, options.tenantCacheSize, options.tenantCacheTtlMs);
+  const unsubscribe = db.tenants.onChange((t) => {
+    tenants.forget(t);
+    apiKeys.forgetTenant(t.id);
+  });
+  fastify.addHook('onClose', async () => unsubscribe());
+
+  async function fromSource(source: ResolverName, request: FastifyRequest, token: string | undefined): Promise<Candidate | undefined> {
+    switch (source) {
+      case 'apiKey': {
+        if (token === undefined || !looksLikeApiKey(token)) return undefined;
+        const k = await apiKeys.verify(token);
+        return { source, tenantId: k.tenantId, authenticated: true, apiKeyId: k.keyId };
+      }
+      case 'jwt': {
+        if (token === undefined || !jwt || looksLikeApiKey(token)) return undefined;
+        const v = await jwt.verify(token);
+        return { source, tenantId: v.tenantId, authenticated: true, ...(v.subject !== undefined ? { subject: v.subject } : {}) };
+      }
+      case 'subdomain': {
+        const slug = subdomainSlug(request, options.baseDomain as string);
+        if (slug === undefined) return undefined;
+        const t = await tenants.getBySlug(slug);
+        if (!t || t.status === 'deleted') throw unauthenticated(`No tenant has the subdomain ${JSON.stringify(slug)}.`, 'unknown_subdomain');
+        return { source, tenantId: t.id, authenticated: false };
+      }
+      case 'header': {
+        const raw = request.headers['x-tenant-id'];
+        if (raw === undefined) return undefined;
+        if (typeof raw !== 'string' || !TenantId.is(raw)) throw unauthenticated('X-Tenant-ID must be one tenant id (a lowercase UUID).', 'malformed_tenant_header');
+        return { source, tenantId: raw, authenticated: true };
+      }
+    }
+  }
+
+  async function resolve(request: FastifyRequest): Promise<{ tenant: Tenant; auth: TenantAuth }> {
+    const token = bearerToken(request);
+    const found: Candidate[] = [];
+    for (const source of options.resolvers) {
+      const c = await fromSource(source, request, token);
+      if (c) found.push(c);
+    }
+    if (token !== undefined && !found.some((c) => c.source === 'apiKey' || c.source === 'jwt')) {
+      throw unauthenticated('The bearer token is neither an API key nor a JWT this service accepts.', 'unsupported_token');
+    }
+    const first = found[0];
+    if (!first) throw unauthenticated('No credentials: send Authorization: Bearer <API key or JWT>.', 'no_credentials');
+    if (found.some((c) => c.tenantId !== first.tenantId)) {
+      throw new TenantwallError('tenant_conflict', `The request names more than one tenant (${found.map((c) => c.source).join(', ')}).`, {
+        details: { sources: found.map((c) => c.source) },
+      });
+    }
+    if (options.requireCredential && !found.some((c) => c.authenticated)) {
+      throw unauthenticated('This route needs a credential (API key or JWT); a subdomain only names the tenant.', 'credential_required');
+    }
+    const tenant = await tenants.get(first.tenantId);
+    if (!tenant || tenant.status === 'deleted') throw unauthenticated('The credentials name an unknown tenant.', 'unknown_tenant');
+    if (tenant.status === 'suspended') throw new TenantwallError('tenant_suspended', `Tenant ${tenant.slug} is suspended.`);
+    const key = found.find((c) => c.apiKeyId !== undefined)?.apiKeyId;
+    const subject = found.find((c) => c.subject !== undefined)?.subject;
+    const auth: TenantAuth = Object.freeze({
+      sources: found.map((c) => c.source),
+      ...(key !== undefined ? { apiKeyId: key } : {}),
+      ...(subject !== undefined ? { subject } : {}),
+    });
+    return { tenant, auth };
+  }
+
+  fastify.decorate('tenantwall', Object.freeze({ db, options, apiKeys, resolve }));
+  fastify.decorateRequest('tenant', null);
+  fastify.decorateRequest('tenantAuth', null);
+
+  fastify.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
+    // Unknown routes answer 404 without asking for credentials; opted-out routes are not tenant-scoped.
+    if (request.is404 || request.routeOptions.config.tenant === false) return;
+    const { tenant, auth } = await resolve(request);
+    request.tenant = tenant;
+    request.tenantAuth = auth;
+    // Every later line of this request (including Fastify's "request completed") carries the tenant.
+    request.log = request.log.child({ tenantId: tenant.id });
+    reply.log = request.log;
+  });
+
+  // Callback style on purpose: calling `done` inside runWithTenant makes the handler, and everything it
+  // awaits, run in the tenant's AsyncLocalStorage context, so `db.query` is scoped without passing ids.
+  fastify.addHook('preHandler', (request, _reply, done) => {
+    const tenant = request.tenant;
+    if (!tenant) {
+      done();
+      return;
+    }
+    runWithTenant(tenant.id, () => done(), { requestId: request.id, apiKeyId: request.tenantAuth?.apiKeyId });
+  });
+
+  const bodyLimit = fastify.initialConfig.bodyLimit ?? 1_048_576;
+  fastify.setErrorHandler(makeErrorHandler(bodyLimit));
+  fastify.setNotFoundHandler((request, reply) => {
+    const err = new TenantwallError('not_found', `No route ${request.method} ${request.url.split('?')[0]}.`);
+    void reply.code(404).send(errorBody(err));
+  });
+};
+
+// Same effect as fastify-plugin: hooks, decorators and the error handler apply to the whole application
+// instead of an encapsulated child context.
+(tenantwallPlugin as unknown as Record<symbol, unknown>)[Symbol.for('skip-override')] = true;
+(tenantwallPlugin as unknown as Record<symbol, unknown>)[Symbol.for('fastify.display-name')] = 'tenantwall';
+
+export { tenantwallPlugin };
