@@ -27,10 +27,16 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     bodyLimit: options.bodyLimit ?? 64 * 1024,
     // Ids from clients are never trusted as request ids (log forging); Fastify generates them.
     requestIdHeader: false,
+    // Fastify logs "incoming request" before the tenant is known; one line per request after it is known
+    // (onResponse below) keeps every line carrying both the request id and the tenant id.
+    disableRequestLogging: true,
   });
   app.setValidatorCompiler(typeboxValidatorCompiler);
 
   await app.register(tenantwallPlugin, { db: options.db, ...options.tenantwall });
+  app.addHook('onResponse', async (req, reply) => {
+    req.log.info({ method: req.method, url: req.url, statusCode: reply.statusCode, responseTimeMs: Math.round(reply.elapsedTime * 100) / 100 }, 'request completed');
+  });
 
   // Routes of the documentation plugins are public (no tenant): they are registered below this hook.
   app.addHook('onRoute', (route) => {

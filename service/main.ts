@@ -1,0 +1,101 @@
+/**
+ * `npm start`: the invoicing API with no configuration. Without DATABASE_URL an embedded PostgreSQL keeps its
+ * data in .data/postgres; migrations run; two demo tenants get fresh demo API keys (printed once, the previous
+ * demo keys are revoked); the server listens on PORT (default 3000).
+ */
+import { randomBytes } from 'node:crypto';
+import { Tenantwall, type Tenant } from '../src/index.ts';
+import { buildApp } from './app.ts';
+import { createCustomer } from './repo/customers.ts';
+import { createInvoice } from './repo/invoices.ts';
+import { migrations, schema } from './schema.ts';
+
+const port = Number(process.env.PORT ?? 3000);
+const host = process.env.HOST ?? '127.0.0.1';
+const DEMO = [
+  { slug: 'acme', name: 'Acme Corp' },
+  { slug: 'globex', name: 'Globex Inc' },
+];
+
+console.log(process.env.DATABASE_URL ? 'Connecting to DATABASE_URL ...' : 'Starting the embedded PostgreSQL in .data/postgres (first start takes a few seconds) ...');
+const db = await Tenantwall.connect({ schema });
+const migrated = await db.migrate(migrations);
+console.log(`Migrations: ${migrated.applied.length} applied, ${migrated.alreadyApplied} already there.`);
+
+let adminToken = process.env.TENANTWALL_ADMIN_TOKEN;
+const generatedToken = !adminToken;
+adminToken ??= `adm_${randomBytes(24).toString('base64url')}`;
+
+const app = await buildApp({
+  db,
+  adminToken,
+  logger: { level: process.env.LOG_LEVEL ?? 'info' },
+});
+
+async function demoTenant(spec: { slug: string; name: string }): Promise<{ tenant: Tenant; key: string }> {
+  let tenant = await db.tenants.getBySlug(spec.slug);
+  if (!tenant) {
+    tenant = await db.tenants.create(spec);
+    await db.forTenant(tenant.id).transaction(async (tx) => {
+      const customer = await createCustomer(tx, { name: `${spec.name} Customer`, email: `billing@${spec.slug}.example` });
+      await createInvoice(tx, {
+        customer_id: customer.id,
+        status: 'issued',
+        line_items: [
+          { description: 'Consulting', quantity: 10, unit_amount_cents: 12_000 },
+          { description: 'Support plan', quantity: 1, unit_amount_cents: 4_900 },
+        ],
+      });
+      await createInvoice(tx, { customer: 'Walk-in', amount_cents: 2_500, currency: 'USD' });
+    });
+  }
+  if (tenant.status === 'suspended') tenant = await db.tenants.resume(tenant.id);
+  // Keys are shown only when created, so every start makes new demo keys and retires the previous ones.
+  for (const k of await app.tenantwall.apiKeys.list(tenant.id)) {
+    if (k.name === 'demo' && k.revokedAt === null) await app.tenantwall.apiKeys.revoke(tenant.id, k.id);
+  }
+  const created = await app.tenantwall.apiKeys.create(tenant.id, { name: 'demo' });
+  return { tenant, key: created.key };
+}
+
+const demos = [];
+for (const spec of DEMO) demos.push(await demoTenant(spec));
+await app.listen({ port, host });
+
+const base = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`;
+const [acme, globex] = demos as [(typeof demos)[number], (typeof demos)[number]];
+console.log(`
+tenantwall invoicing API on ${base}   (docs: ${base}/docs, OpenAPI: ${base}/openapi.json)
+
+Admin token${generatedToken ? ' (generated; set TENANTWALL_ADMIN_TOKEN to choose one)' : ''}:
+  ${adminToken}
+Demo API keys (shown once; a restart makes new ones):
+  acme   (${acme.tenant.id}): ${acme.key}
+  globex (${globex.tenant.id}): ${globex.key}
+
+Try:
+  export ACME='${acme.key}'
+  export GLOBEX='${globex.key}'
+  export ADMIN='${adminToken}'
+  curl -s ${base}/invoices -H "Authorization: Bearer $ACME"
+  curl -s ${base}/invoices -H "Authorization: Bearer $GLOBEX"
+  curl -s ${base}/customers -H "Authorization: Bearer $ACME"
+  curl -s -X POST ${base}/invoices -H "Authorization: Bearer $ACME" -H 'Content-Type: application/json' \\
+    -d '{"customer":"Initech","currency":"EUR","line_items":[{"description":"Widgets","quantity":3,"unit_amount_cents":1999}]}'
+  curl -s '${base}/invoices?status=issued&sort=amount_cents&order=desc&limit=10' -H "Authorization: Bearer $ACME"
+  curl -s ${base}/admin/tenants -H "Authorization: Bearer $ADMIN"
+  curl -s -X POST ${base}/admin/tenants/${globex.tenant.id}/suspend -H "Authorization: Bearer $ADMIN"
+  curl -s ${base}/readyz
+`);
+
+let stopping = false;
+async function stop(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  console.log(`${signal}: shutting down`);
+  await app.close().catch(() => undefined);
+  await db.close().catch(() => undefined);
+  process.exit(0);
+}
+process.on('SIGINT', () => void stop('SIGINT'));
+process.on('SIGTERM', () => void stop('SIGTERM'));
