@@ -33,3 +33,21 @@ export {
 } from './schema/declare.ts';
 export { schemaSql, tableSql, registrySql, rlsSql, tenantPredicate, quoteIdent, quoteLiteral, type DdlContext } from './schema/ddl.ts';
 export { renderMigrations, applyMigrations, checksum, type Migration, type MigrationContext, type RenderedMigration, type MigrateResult } from './schema/migrations.ts';
+// guard
+export { createGuard, type Guard, type GuardOptions } from './guard/guard.ts';
+export { type Analysis } from './guard/analyze.ts';
+export { DEFAULT_SAFE_FUNCTIONS, DEFAULT_SAFE_OPERATORS } from './guard/allow-lists.ts';
+export {
+  createTenantKysely,
+  TenantScopePlugin,
+  TenantScopeTransformer,
+  TenantwallDialect,
+  TENANT_PARAMETER,
+  type TenantKyselyOptions,
+} from './guard/kysely.ts';
+// audit
+export { runAudit, reachesThreshold, type AuditOptions, type IsolationCheckOptions } from './audit/run-audit.ts';
+export { AUDIT_RULES, VERIFY_ATTACKS, ruleInfo } from './audit/rules.ts';
+export { parseExceptions, loadExceptionsFile, type AuditException } from './audit/exceptions.ts';
+export { formatText, formatJson, formatSarif } from './audit/format.ts';
+export type { Finding, Report, RuleInfo, Severity, ObjectKind, SuppressedFinding } from './audit/types.ts';
