@@ -1,0 +1,192 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { AUDIT_RULES, runAudit, type AuditOptions } from '../../src/index.ts';
+import { type Baseline, TENANT_A, TIGHT, createBaseline } from './baseline.ts';
+
+let base: Baseline;
+before(async () => {
+  base = await createBaseline();
+});
+after(async () => {
+  await base?.close();
+});
+
+/** A well-formed extra tenant table whose only defect is whatever `cols`/`extra` introduce. */
+const notes = (cols: string, extra = '') => `
+CREATE TABLE notes (${cols});
+ALTER TABLE notes ENABLE ROW LEVEL SECURITY; ALTER TABLE notes FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON notes USING (${TIGHT}) WITH CHECK (${TIGHT});
+GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO :app; ${extra}`;
+const replacePolicy = (table: string, create: string) => `DROP POLICY tenant_isolation ON ${table}; ${create}`;
+
+interface Fixture {
+  readonly name: string;
+  /** SQL applying exactly one hole to the clean baseline; `:app` is the application role, `:db` the database. */
+  readonly sql: (b: Baseline) => string;
+  readonly options?: (b: Baseline) => Partial<AuditOptions>;
+  /** The findings expected: the rule under test, plus any other rule the hole implies by construction. */
+  readonly expect: readonly string[];
+}
+
+const FIXTURES: Fixture[] = [
+  { name: 'rls-disabled', sql: () => 'ALTER TABLE customers DISABLE ROW LEVEL SECURITY', expect: ['rls-disabled'] },
+  { name: 'rls-not-forced', sql: () => 'ALTER TABLE customers NO FORCE ROW LEVEL SECURITY', expect: ['rls-not-forced'] },
+  { name: 'rls-no-policy', sql: () => 'DROP POLICY tenant_isolation ON customers', expect: ['rls-no-policy'] },
+  { name: 'partition-rls-disabled', sql: () => 'ALTER TABLE invoices_p0 DISABLE ROW LEVEL SECURITY', expect: ['partition-rls-disabled'] },
+  { name: 'partition-rls-not-forced', sql: () => 'ALTER TABLE invoices_p1 NO FORCE ROW LEVEL SECURITY', expect: ['partition-rls-not-forced'] },
+  { name: 'partition-no-policy', sql: () => 'DROP POLICY tenant_isolation ON invoices_p1', expect: ['partition-no-policy'] },
+  { name: 'policy-always-true', sql: () => replacePolicy('customers', 'CREATE POLICY open ON customers USING (true) WITH CHECK (true)'), expect: ['policy-always-true'] },
+  {
+    name: 'policy-always-true (extra permissive policy for SELECT)',
+    sql: () => 'CREATE POLICY peek ON invoices FOR SELECT USING (true)',
+    expect: ['policy-always-true'],
+  },
+  {
+    name: 'policy-no-tenant-setting',
+    sql: () => replacePolicy('customers', 'CREATE POLICY mine ON customers USING (email = current_user) WITH CHECK (email = current_user)'),
+    expect: ['policy-no-tenant-setting'],
+  },
+  {
+    name: 'policy-permissive-or-bypass (second permissive policy)',
+    sql: () => `CREATE POLICY marketing ON customers FOR SELECT USING (email LIKE '%@example.com')`,
+    expect: ['policy-permissive-or-bypass'],
+  },
+  {
+    name: 'policy-permissive-or-bypass (OR inside the policy)',
+    sql: () => replacePolicy('customers', `CREATE POLICY p ON customers USING ((${TIGHT}) OR email = 'shared') WITH CHECK (${TIGHT})`),
+    expect: ['policy-permissive-or-bypass'],
+  },
+  { name: 'policy-missing-with-check', sql: () => replacePolicy('customers', `CREATE POLICY p ON customers USING (${TIGHT})`), expect: ['policy-missing-with-check'] },
+  {
+    name: 'policy-per-row-call',
+    sql: () => {
+      const plain = `tenant_id = nullif(current_setting('tenantwall.tenant_id', true), '')::uuid`;
+      return replacePolicy('customers', `CREATE POLICY p ON customers USING (${plain}) WITH CHECK (${plain})`);
+    },
+    expect: ['policy-per-row-call'],
+  },
+  {
+    name: 'policy-not-for-app-role',
+    sql: (b) => {
+      const other = b.role('other');
+      return `CREATE ROLE ${other}; ${replacePolicy('customers', `CREATE POLICY p ON customers TO ${other} USING (${TIGHT}) WITH CHECK (${TIGHT})`)}`;
+    },
+    expect: ['policy-not-for-app-role'],
+  },
+  { name: 'app-role-missing', sql: () => '', options: () => ({ appRole: 'tw_no_such_role_anywhere' }), expect: ['app-role-missing'] },
+  { name: 'app-role-superuser', sql: () => 'ALTER ROLE :app SUPERUSER', expect: ['app-role-superuser'] },
+  { name: 'app-role-bypassrls', sql: () => 'ALTER ROLE :app BYPASSRLS', expect: ['app-role-bypassrls'] },
+  { name: 'app-role-replication', sql: () => 'ALTER ROLE :app REPLICATION', expect: ['app-role-replication'] },
+  { name: 'app-role-server-files', sql: () => 'GRANT pg_read_server_files TO :app', expect: ['app-role-server-files'] },
+  {
+    name: 'app-role-member-of-privileged',
+    sql: (b) => {
+      const r = b.role('priv');
+      return `CREATE ROLE ${r} BYPASSRLS; GRANT ${r} TO :app`;
+    },
+    expect: ['app-role-member-of-privileged'],
+  },
+  { name: 'app-role-owns-tenant-table', sql: () => 'ALTER TABLE customers OWNER TO :app', expect: ['app-role-owns-tenant-table'] },
+  {
+    name: 'app-role-member-of-owner',
+    sql: (b) => {
+      const r = b.role('owner');
+      return `CREATE ROLE ${r}; ALTER TABLE customers OWNER TO ${r}; GRANT ${r} TO :app`;
+    },
+    expect: ['app-role-member-of-owner'],
+  },
+  { name: 'app-role-createrole', sql: () => 'ALTER ROLE :app CREATEROLE', expect: ['app-role-createrole'] },
+  { name: 'app-role-owns-objects', sql: () => 'CREATE TABLE scratch (x int); ALTER TABLE scratch OWNER TO :app', expect: ['app-role-owns-objects'] },
+  { name: 'grant-truncate', sql: () => 'GRANT TRUNCATE ON customers TO :app', expect: ['grant-truncate'] },
+  { name: 'grant-references', sql: () => 'GRANT REFERENCES ON customers TO :app', expect: ['grant-references'] },
+  { name: 'grant-trigger', sql: () => 'GRANT TRIGGER ON invoices TO :app', expect: ['grant-trigger'] },
+  { name: 'grant-public', sql: () => 'GRANT SELECT ON customers TO PUBLIC', expect: ['grant-public'] },
+  {
+    name: 'view-no-security-invoker',
+    sql: () => 'CREATE VIEW all_invoices AS SELECT i.* FROM invoices i; GRANT SELECT ON all_invoices TO :app',
+    expect: ['view-no-security-invoker'],
+  },
+  {
+    name: 'view-no-security-invoker (through another view)',
+    sql: () => 'CREATE VIEW emails_again AS SELECT email FROM customer_emails',
+    expect: ['view-no-security-invoker'],
+  },
+  { name: 'matview-over-tenant', sql: () => 'CREATE MATERIALIZED VIEW invoice_sums AS SELECT tenant_id, sum(amount_cents) FROM invoices GROUP BY 1', expect: ['matview-over-tenant'] },
+  {
+    name: 'function-definer-reads-tenant',
+    sql: () => `CREATE FUNCTION all_emails() RETURNS SETOF text LANGUAGE sql SECURITY DEFINER SET search_path = public AS 'SELECT email FROM customers'`,
+    expect: ['function-definer-reads-tenant'],
+  },
+  {
+    name: 'function-definer-reads-tenant (BEGIN ATOMIC body)',
+    sql: () => `CREATE FUNCTION invoice_count() RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = public BEGIN ATOMIC SELECT count(*) FROM public.invoices; END`,
+    expect: ['function-definer-reads-tenant'],
+  },
+  { name: 'function-definer-search-path', sql: () => `CREATE FUNCTION one() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'`, expect: ['function-definer-search-path'] },
+  {
+    name: 'foreign-table',
+    sql: () => 'CREATE FOREIGN DATA WRAPPER tw_dummy; CREATE SERVER tw_remote FOREIGN DATA WRAPPER tw_dummy; CREATE FOREIGN TABLE remote_notes (tenant_id uuid, body text) SERVER tw_remote',
+    expect: ['foreign-table'],
+  },
+  { name: 'rule-on-tenant-table', sql: () => 'CREATE RULE keep AS ON DELETE TO customers DO INSTEAD NOTHING', expect: ['rule-on-tenant-table'] },
+  { name: 'publication-tenant-table', sql: () => 'CREATE PUBLICATION tw_pub FOR TABLE customers', expect: ['publication-tenant-table'] },
+  { name: 'tenant-column-nullable', sql: () => notes('tenant_id uuid, body text', 'CREATE INDEX ON notes (tenant_id);'), expect: ['tenant-column-nullable'] },
+  { name: 'pk-not-tenant-led', sql: () => notes('id uuid PRIMARY KEY, tenant_id uuid NOT NULL', 'CREATE INDEX ON notes (tenant_id);'), expect: ['pk-not-tenant-led'] },
+  { name: 'unique-not-tenant-led', sql: () => 'ALTER TABLE customers ADD CONSTRAINT customers_email_uniq UNIQUE (email)', expect: ['unique-not-tenant-led'] },
+  { name: 'unique-index-not-tenant-led', sql: () => 'CREATE UNIQUE INDEX customers_email_global ON customers (lower(email))', expect: ['unique-index-not-tenant-led'] },
+  {
+    // A foreign key needs a unique key on the referenced columns; without tenant_id that key is itself a finding.
+    name: 'fk-without-tenant',
+    sql: () => 'CREATE UNIQUE INDEX customers_id_global ON customers (id); ALTER TABLE invoices ADD COLUMN payer_id uuid REFERENCES customers (id)',
+    expect: ['fk-without-tenant', 'unique-index-not-tenant-led'],
+  },
+  { name: 'no-tenant-index', sql: () => notes('tenant_id uuid NOT NULL, body text'), expect: ['no-tenant-index'] },
+  {
+    name: 'sequence-shared',
+    sql: () => notes('tenant_id uuid NOT NULL, id bigint GENERATED ALWAYS AS IDENTITY, PRIMARY KEY (tenant_id, id)'),
+    expect: ['sequence-shared'],
+  },
+  { name: 'setting-role-default', sql: () => `ALTER ROLE :app IN DATABASE :db SET tenantwall.tenant_id = '${TENANT_A}'`, expect: ['setting-role-default'] },
+  { name: 'setting-database-default', sql: () => `ALTER DATABASE :db SET tenantwall.tenant_id = '${TENANT_A}'`, expect: ['setting-database-default'] },
+  { name: 'schema-public-create', sql: () => 'GRANT CREATE ON SCHEMA public TO :app', expect: ['schema-public-create'] },
+  { name: 'schema-create', sql: () => 'CREATE SCHEMA reports; GRANT USAGE, CREATE ON SCHEMA reports TO :app', expect: ['schema-create'] },
+  { name: 'tenant-table-not-found', sql: () => '', options: () => ({ tables: ['customers', 'invoices', 'public.nope'] }), expect: ['tenant-table-not-found'] },
+  { name: 'tenant-column-missing', sql: () => '', options: () => ({ tables: ['customers', 'invoices', 'currencies'] }), expect: ['tenant-column-missing'] },
+  { name: 'no-tenant-tables', sql: () => '', options: () => ({ tenantColumn: 'org_id' }), expect: ['no-tenant-tables'] },
+];
+
+async function auditWith(sql: string, options: Partial<AuditOptions> = {}) {
+  return base.inTransaction(sql, (client) => runAudit({ client, appRole: base.app, ...options }));
+}
+
+test('the clean baseline (tenantwall DDL, partitions, invoker view and function) has no finding at all', async () => {
+  const report = await auditWith('');
+  assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}`), []);
+  assert.equal(report.stats.tenantTables, 2, JSON.stringify(report.stats));
+  assert.ok((report.stats.partitions ?? 0) >= 2);
+});
+
+test('the baseline read from another connection by URL gives the same (empty) result', async () => {
+  const db = await base.fixture();
+  const report = await runAudit({ databaseUrl: db.url, appRole: base.app });
+  assert.deepEqual(report.findings, []);
+  assert.equal(report.database, db.name);
+});
+
+for (const fx of FIXTURES) {
+  test(`rule ${fx.name} fires on its hole and nothing else`, async () => {
+    const report = await auditWith(fx.sql(base), fx.options?.(base) ?? {});
+    const fired = [...new Set(report.findings.map((f) => f.ruleId))].sort();
+    assert.deepEqual(fired, [...fx.expect].sort(), report.findings.map((f) => `${f.ruleId} ${f.object}: ${f.message}`).join('\n'));
+    for (const f of report.findings) {
+      assert.ok(f.fix.length > 0 && f.why.length > 0 && f.object.length > 0, `finding ${f.ruleId} is complete`);
+    }
+  });
+}
+
+test('every audit rule has a fixture', () => {
+  const covered = new Set(FIXTURES.flatMap((f) => f.expect));
+  assert.deepEqual(AUDIT_RULES.map((r) => r.id).filter((id) => !covered.has(id)), []);
+  assert.ok(AUDIT_RULES.length >= 30);
+  assert.equal(new Set(AUDIT_RULES.map((r) => r.id)).size, AUDIT_RULES.length, 'ids are unique');
+});
