@@ -18,6 +18,12 @@ export interface TenantwallOptions {
   appDatabaseUrl?: string | undefined;
   /** Name of the application login role. Env `TENANTWALL_APP_ROLE`. Default `tenantwall_app`. */
   appRole?: string | undefined;
+  /**
+   * NOLOGIN role that owns every migrated object; migrations run under `SET ROLE` to it, so the objects belong
+   * to neither the login you migrate with nor the application. Env `TENANTWALL_OWNER_ROLE`. Default: none (the
+   * `databaseUrl` user owns them).
+   */
+  ownerRole?: string | undefined;
   /** Password of the application role. Env `TENANTWALL_APP_PASSWORD`. Default: random for this process. */
   appPassword?: string | undefined;
   /**
@@ -50,6 +56,7 @@ export type ResolvedOptions = Readonly<{
   databaseUrl: string | undefined;
   appDatabaseUrl: string | undefined;
   appRole: string;
+  ownerRole: string | undefined;
   appPassword: string;
   manageRoles: boolean;
   settingName: string;
@@ -124,6 +131,10 @@ export function resolveOptions(input: TenantwallOptions = {}, env: NodeJS.Proces
 
   const appRole = input.appRole ?? envStr(env, 'TENANTWALL_APP_ROLE') ?? 'tenantwall_app';
   if (!IDENT_RE.test(appRole)) throw invalid('appRole', 'must be a lowercase SQL identifier ([a-z_][a-z0-9_]*)');
+  const ownerRole = input.ownerRole ?? envStr(env, 'TENANTWALL_OWNER_ROLE');
+  if (ownerRole !== undefined && (!IDENT_RE.test(ownerRole) || ownerRole === appRole)) {
+    throw invalid('ownerRole', 'must be a lowercase SQL identifier different from appRole');
+  }
   const settingName = input.settingName ?? envStr(env, 'TENANTWALL_SETTING') ?? 'tenantwall.tenant_id';
   if (!SETTING_RE.test(settingName)) throw invalid('settingName', 'must look like namespace.name (lowercase)');
   const scopeMode = input.scopeMode ?? (envStr(env, 'TENANTWALL_SCOPE_MODE') as ScopeMode | undefined) ?? 'implicit';
@@ -133,6 +144,7 @@ export function resolveOptions(input: TenantwallOptions = {}, env: NodeJS.Proces
     databaseUrl,
     appDatabaseUrl,
     appRole,
+    ownerRole,
     appPassword: input.appPassword ?? envStr(env, 'TENANTWALL_APP_PASSWORD') ?? randomBytes(18).toString('base64url'),
     manageRoles: input.manageRoles ?? envBool(env, 'TENANTWALL_MANAGE_ROLES') ?? true,
     settingName,

@@ -176,7 +176,7 @@ export class Tenantwall {
     let appPool: pg.Pool | undefined;
     try {
       await checkServer(ownerPool);
-      if (options.manageRoles) await ensureAppRole(ownerPool, options);
+      if (options.manageRoles) await ensureRoles(ownerPool, options);
       const appUrl = options.appDatabaseUrl ?? deriveAppUrl(databaseUrl, options);
       appPool = new pg.Pool({
         connectionString: appUrl,
@@ -320,7 +320,7 @@ export class Tenantwall {
     const rendered = this.renderMigrations(migrations);
     const client = await this.#checkout(this.#ownerPool);
     try {
-      return await applyMigrations(client, rendered);
+      return await applyMigrations(client, rendered, { ownerRole: this.options.ownerRole });
     } finally {
       client.release();
     }
@@ -402,22 +402,33 @@ function deriveAppUrl(databaseUrl: string, options: ResolvedOptions): string {
   return url.toString();
 }
 
-/** Creates the application login role if missing, with no privilege that bypasses RLS, and sets its password. */
-async function ensureAppRole(pool: pg.Pool, options: ResolvedOptions): Promise<void> {
-  const role = quoteIdent(options.appRole);
-  const password = quoteLiteral(options.appPassword);
+async function createRoleIfMissing(client: pg.PoolClient, name: string, attributes: string): Promise<void> {
+  const exists = await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [name]);
+  if (exists.rowCount !== 0) return;
+  try {
+    await client.query(`CREATE ROLE ${quoteIdent(name)} ${attributes}`);
+  } catch (err) {
+    // Another process created it at the same moment.
+    if (!['42710', '23505'].includes((err as { code?: string }).code ?? '')) throw err;
+  }
+}
+
+/**
+ * Creates the application login role if missing, with no privilege that bypasses RLS, and sets its password;
+ * creates the NOLOGIN owner role (when configured) that the migrating login may SET ROLE to.
+ */
+async function ensureRoles(pool: pg.Pool, options: ResolvedOptions): Promise<void> {
   const client = await pool.connect();
   try {
-    const exists = await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [options.appRole]);
-    if (exists.rowCount === 0) {
-      try {
-        await client.query(`CREATE ROLE ${role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD ${password}`);
-      } catch (err) {
-        // Another process created it at the same moment.
-        if (!['42710', '23505'].includes((err as { code?: string }).code ?? '')) throw err;
-      }
+    const password = quoteLiteral(options.appPassword);
+    await createRoleIfMissing(client, options.appRole, `LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD ${password}`);
+    await client.query(`ALTER ROLE ${quoteIdent(options.appRole)} PASSWORD ${password}`);
+    if (options.ownerRole !== undefined) {
+      const owner = quoteIdent(options.ownerRole);
+      await createRoleIfMissing(client, options.ownerRole, 'NOLOGIN NOSUPERUSER NOBYPASSRLS');
+      await client.query(`GRANT ${owner} TO CURRENT_USER`);
+      await client.query(`GRANT USAGE, CREATE ON SCHEMA public TO ${owner}`);
     }
-    await client.query(`ALTER ROLE ${role} PASSWORD ${password}`);
   } finally {
     client.release();
   }

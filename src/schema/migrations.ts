@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { TenantwallError } from '../errors.ts';
-import { type DdlContext, schemaSql, tableSql } from './ddl.ts';
+import { type DdlContext, quoteIdent, schemaSql, tableSql } from './ddl.ts';
 
 /** Helpers a migration's SQL function receives. */
 export interface MigrationContext extends DdlContext {
@@ -64,10 +64,16 @@ export function renderMigrations(migrations: readonly Migration[], ctx: DdlConte
  * Applies pending migrations in ONE transaction under an advisory lock: all pending ones or none. Applied ones
  * are checked against their recorded checksum first; an edited applied migration stops everything.
  */
-export async function applyMigrations(client: pg.ClientBase, migrations: readonly RenderedMigration[]): Promise<MigrateResult> {
+export async function applyMigrations(
+  client: pg.ClientBase,
+  migrations: readonly RenderedMigration[],
+  options: { ownerRole?: string | undefined } = {},
+): Promise<MigrateResult> {
   await client.query('BEGIN');
   try {
     await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [LOCK_KEY]);
+    // Objects created from here on belong to the owner role; SET LOCAL ends with the transaction.
+    if (options.ownerRole !== undefined) await client.query(`SET LOCAL ROLE ${quoteIdent(options.ownerRole)}`);
     await client.query(`CREATE TABLE IF NOT EXISTS ${TABLE} (
       version integer PRIMARY KEY,
       name text NOT NULL,

@@ -86,3 +86,23 @@ test('CLI: tenantwall migrate --dry-run prints the SQL and applies nothing; migr
     await fresh.drop();
   }
 });
+
+test('ownerRole: migrations run under SET ROLE, objects belong to a NOLOGIN owner that FORCEd RLS still confines', async () => {
+  const fresh = await createTestDatabase();
+  const owned = await Tenantwall.connect({ schema: seedSchema, databaseUrl: fresh.url, manageRoles: true, ownerRole: 'tw_owner_test' });
+  try {
+    await owned.migrate(seedMigrations);
+    const { rows } = await superQuery(fresh.name, `SELECT DISTINCT pg_get_userbyid(relowner) AS owner FROM pg_class WHERE relname IN ('tenants', 'invoices', 'customers', 'currencies')`);
+    assert.deepEqual(rows, [{ owner: 'tw_owner_test' }]);
+    const role = await superQuery(fresh.name, `SELECT rolcanlogin, rolbypassrls, rolsuper FROM pg_roles WHERE rolname = 'tw_owner_test'`);
+    assert.deepEqual(role.rows, [{ rolcanlogin: false, rolbypassrls: false, rolsuper: false }]);
+    const tenant = await owned.tenants.create({ slug: 'o', name: 'O' });
+    await owned.forTenant(tenant.id).query(`INSERT INTO invoices (tenant_id, customer, amount_cents) VALUES ($1, 'x', 1)`, [tenant.id]);
+    // The owner itself sees nothing without a tenant: FORCE ROW LEVEL SECURITY.
+    const asOwner = await superQuery(fresh.name, `SET ROLE tw_owner_test; SELECT count(*)::int AS n FROM invoices`);
+    assert.equal((asOwner as unknown as Array<{ rows: Array<{ n: number }> }>)[1]?.rows[0]?.n, 0);
+  } finally {
+    await owned.close();
+    await fresh.drop();
+  }
+});
