@@ -32,6 +32,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     disableRequestLogging: true,
   });
   app.setValidatorCompiler(typeboxValidatorCompiler);
+  // JSON only: without this, text/plain bodies would be parsed into strings and fail later as "not an object".
+  app.removeContentTypeParser('text/plain');
 
   await app.register(tenantwallPlugin, { db: options.db, ...options.tenantwall });
   app.addHook('onResponse', async (req, reply) => {

@@ -16,7 +16,9 @@ function fieldOf(e: Partial<FieldError> | undefined): string {
   return [path, extra].filter(Boolean).join('.');
 }
 
-const PG_CLIENT_INPUT = new Set(['22P02', '22003', '22007', '22008', '22001', '23514', '23502', '22023']);
+// Class 22 (data exception: bad text encoding such as NUL bytes, out of range, invalid datetime) and CHECK /
+// NOT NULL violations are caused by the values a client sent.
+const isClientInput = (code: string) => code.startsWith('22') || code === '23514' || code === '23502';
 
 /**
  * Maps anything thrown while serving a request to a TenantwallError. Whatever a client can send ends as a 4xx
@@ -51,7 +53,7 @@ export function toTenantwallError(err: unknown, bodyLimit: number): TenantwallEr
     const pg = err as { constraint?: string; column?: string };
     if (pgCode === '23505') return new TenantwallError('conflict', 'A row with the same unique value already exists.', { cause: err, details: pg.constraint ? { constraint: pg.constraint } : {} });
     if (pgCode === '23503') return new TenantwallError('conflict', 'The row references, or is referenced by, another row.', { cause: err, details: pg.constraint ? { constraint: pg.constraint } : {} });
-    if (PG_CLIENT_INPUT.has(pgCode)) {
+    if (isClientInput(pgCode)) {
       const field = pg.column ?? pg.constraint ?? 'body';
       return new TenantwallError('validation_failed', `A value was refused by the database (${field}).`, { cause: err, details: { field } });
     }
