@@ -694,14 +694,16 @@ export class Analyzer {
     const n = this.#tenantParam(node);
     if (n !== undefined) return { type: 'param', n };
     const ref = this.#resolveColumn(node, level);
-    if (!ref || ref.column !== this.#tenantColumn) return undefined;
+    if (!ref) return undefined;
     const { rte, depth } = ref;
     if (rte.kind === 'tenant') {
+      if (ref.column !== this.#tenantColumn) return undefined;
       // An outer relation counts only once its own level proved it constrained.
       if (depth > 0 && !rte.constrained) return undefined;
       return { type: 'col', rte, depth, pin: depth > 0 ? { params: [] } : undefined };
     }
-    const pin = rte.columns?.get(this.#tenantColumn);
+    // A derived column that always carries the tenant counts whatever it is called (SELECT tenant_id AS t ...).
+    const pin = rte.columns?.get(ref.column);
     if (pin) return { type: 'col', rte, depth, pin };
     return undefined;
   }
@@ -775,7 +777,7 @@ export class Analyzer {
         }
         const ref = this.#resolveColumn(v, level);
         const name = (rt.name as string | undefined) ?? str(last) ?? '?column?';
-        out.push({ name, pin: ref && ref.column === this.#tenantColumn && ref.depth === 0 ? this.#pinOf(ref.rte, ref.column) : undefined });
+        out.push({ name, pin: ref && ref.depth === 0 ? this.#pinOf(ref.rte, ref.column) : undefined });
         continue;
       }
       const p = this.#tenantParam(v);
@@ -785,8 +787,8 @@ export class Analyzer {
   }
 
   #pinOf(r: Rte, column: string): Pin | undefined {
-    if (column !== this.#tenantColumn) return undefined;
-    if (r.kind === 'tenant') return r.constrained ? { params: [] } : undefined;
+    if (r.kind === 'tenant') return column === this.#tenantColumn && r.constrained ? { params: [] } : undefined;
+    if (r.kind === 'function') return undefined;
     return r.columns?.get(column);
   }
 
