@@ -37,6 +37,22 @@ export const ERROR_CODES = {
   },
   migration_invalid: { status: 500, hint: 'Migrations need unique positive integer versions in increasing order and non-empty SQL.' },
   migration_failed: { status: 500, hint: 'The migration was rolled back; fix its SQL and run migrate again.' },
+  // tenant lifecycle (tenantwall tenants ...)
+  placement_unchanged: { status: 409, hint: 'The tenant already has that placement; nothing was changed.' },
+  placement_unsupported: {
+    status: 500,
+    hint: 'Dedicated placement needs at least one tenant table declared with partition: { hashPartitions } (dedicated not false).',
+  },
+  move_in_progress: {
+    status: 409,
+    hint: 'A move of this tenant was started and not finished: run the same move again to resume it, or tenants move --abort to roll it back.',
+  },
+  move_verification_failed: { status: 500, hint: 'The move was rolled back because row counts or checksums differed; nothing was changed.' },
+  tenant_busy: { status: 409, hint: 'Another lifecycle operation holds this tenant right now; wait for it to finish and retry.' },
+  confirmation_required: { status: 400, hint: 'Deleting a tenant is irreversible: repeat its slug with --confirm <slug> (confirm: slug in the library).' },
+  export_path_unwritable: { status: 500, hint: 'Choose a directory this process can create and write to.' },
+  import_invalid: { status: 400, hint: 'Point at a directory written by tenants export (manifest.json and one file per table), unchanged.' },
+  import_checksum_mismatch: { status: 400, hint: 'A file of the export does not match its manifest (size, sha256 or row count); re-export it. Nothing was imported.' },
   // data path
   statement_timeout: { status: 503, hint: 'The statement ran longer than statementTimeoutMs; retry or narrow the query.' },
   row_security_violation: { status: 403, hint: 'A row can only be written with the tenant_id of the current tenant.' },

@@ -118,6 +118,46 @@ export class TenantRegistry {
     return this.#setStatus(id, 'active', 'suspended');
   }
 
+  /** Changes a tenant's slug (deleted tenants keep theirs); `tenant_exists` when another live tenant has it. */
+  async rename(id: TenantId | string, slug: string): Promise<Tenant> {
+    const tid = TenantId.parse(id);
+    const newSlug = parseSlug(slug);
+    let rows: TenantRow[];
+    try {
+      ({ rows } = await this.#db
+        .dangerouslyCrossTenant()
+        .query<TenantRow>(`UPDATE ${this.#table} SET slug = $2 WHERE id = $1 AND status <> 'deleted' RETURNING *`, [tid, newSlug]));
+    } catch (err) {
+      if ((err as { code?: string }).code === '23505') {
+        throw new TenantwallError('tenant_exists', `Another tenant already uses the slug ${newSlug}.`, { cause: err });
+      }
+      throw err;
+    }
+    if (!rows[0]) assertActive(await this.get(tid), tid); // throws not_found / deleted
+    return this.#notify(toTenant(rows[0] as TenantRow));
+  }
+
+  /**
+   * Leaves the tombstone of a deleted tenant: status `deleted`, `deleted_at` set, slug free for reuse. Called by
+   * the lifecycle delete once no row of the tenant is left.
+   */
+  async tombstone(id: TenantId | string): Promise<Tenant> {
+    const tid = TenantId.parse(id);
+    const { rows } = await this.#db
+      .dangerouslyCrossTenant()
+      .query<TenantRow>(
+        `UPDATE ${this.#table} SET status = 'deleted', deleted_at = coalesce(deleted_at, now()) WHERE id = $1 RETURNING *`,
+        [tid],
+      );
+    if (!rows[0]) throw new TenantwallError('tenant_not_found', `Tenant ${tid} does not exist.`);
+    return this.#notify(toTenant(rows[0]));
+  }
+
+  #notify(tenant: Tenant): Tenant {
+    for (const l of this.#listeners) l(tenant);
+    return tenant;
+  }
+
   async #setStatus(id: TenantId | string, to: TenantStatus, from: TenantStatus): Promise<Tenant> {
     const tid = TenantId.parse(id);
     const { rows } = await this.#db

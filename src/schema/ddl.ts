@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { ColumnSpec, GlobalTable, Schema, TableDecl, TenantTable } from './declare.ts';
 
 /** What DDL generation needs besides the declarations. */
@@ -86,16 +87,58 @@ function tenantTableSql(t: TenantTable, ctx: DdlContext): string[] {
   }
   const relations = [t.name];
   if (t.partition) {
-    for (let i = 0; i < t.partition.hashPartitions; i++) {
-      const part = `${t.name}_p${i}`;
-      out.push(`CREATE TABLE ${q(part)} PARTITION OF ${name} FOR VALUES WITH (MODULUS ${t.partition.hashPartitions}, REMAINDER ${i});`);
-      relations.push(part);
+    // Indexes and foreign keys were declared on the parent first, so every partition below inherits them.
+    const n = t.partition.hashPartitions;
+    for (let i = 0; i < n; i++) {
+      const bucket = bucketPartitionName(t.name, i);
+      const sub = t.partition.dedicated === false ? '' : ` PARTITION BY LIST (${q(tc)})`;
+      out.push(`CREATE TABLE ${q(bucket)} PARTITION OF ${name} FOR VALUES WITH (MODULUS ${n}, REMAINDER ${i})${sub};`);
+      relations.push(bucket);
+      if (t.partition.dedicated !== false) {
+        const shared = sharedPartitionName(t.name, i);
+        out.push(`CREATE TABLE ${q(shared)} PARTITION OF ${q(bucket)} DEFAULT;`);
+        relations.push(shared);
+      }
     }
   }
   // RLS is per relation: a query that names a partition directly must be isolated too.
   for (const rel of relations) out.push(...rlsSql(rel, ctx));
   out.push(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${name} TO ${q(ctx.appRole)};`);
   return out;
+}
+
+/** Hash bucket `i` of a partitioned tenant table (a leaf, or LIST-partitioned in the hybrid layout). */
+export function bucketPartitionName(table: string, i: number): string {
+  return `${table}_p${i}`;
+}
+
+/** The DEFAULT partition of bucket `i`: the rows of that bucket's shared tenants. */
+export function sharedPartitionName(table: string, i: number): string {
+  return `${table}_p${i}_shared`;
+}
+
+/**
+ * A tenant's dedicated partition of `table`: `<table>_t_<uuid hex>`. Identifiers stop at 63 bytes, so a long
+ * table name is shortened and disambiguated with a hash of the full name instead of being cut silently.
+ */
+export function dedicatedPartitionName(table: string, tenantId: string): string {
+  const hex = tenantId.replace(/-/g, '');
+  const full = `${table}_t_${hex}`;
+  if (full.length <= 63) return full;
+  return `${table.slice(0, 18)}_${createHash('sha256').update(table).digest('hex').slice(0, 8)}_t_${hex}`;
+}
+
+/**
+ * A dedicated LIST partition for one tenant inside its hash bucket, with the same policy. PostgreSQL scans the
+ * bucket's DEFAULT partition for rows of that tenant under an ACCESS EXCLUSIVE lock: one bucket, not all shared
+ * data, is what the hybrid layout buys.
+ */
+export function dedicatedPartitionSql(t: TenantTable, ctx: DdlContext, tenantId: string, bucket: number): string[] {
+  const part = dedicatedPartitionName(t.name, tenantId);
+  return [
+    `CREATE TABLE ${q(part)} PARTITION OF ${q(bucketPartitionName(t.name, bucket))} FOR VALUES IN (${quoteLiteral(tenantId)});`,
+    ...rlsSql(part, ctx),
+  ];
 }
 
 /** ENABLE + FORCE row level security and the one tenant policy on `relation`. */

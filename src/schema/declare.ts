@@ -28,10 +28,19 @@ export interface IndexSpec {
   readonly name?: string;
 }
 
-/** Physical placement of a tenant table (see docs/isolation-strategies.md). */
+/**
+ * Physical placement of a tenant table (see docs/isolation-strategies.md and docs/lifecycle.md). The default
+ * hybrid layout is HASH (tenant_id) at the top; every hash bucket is LIST (tenant_id) with a DEFAULT partition
+ * that holds the bucket's shared tenants, so a dedicated tenant's LIST partition only ever touches one bucket.
+ */
 export interface PartitionSpec {
-  /** Hash partitions shared by the many small tenants. */
+  /** Hash buckets shared by the many small tenants (1..1024). Fixed once created: changing it means a rewrite. */
   readonly hashPartitions: number;
+  /**
+   * `true` (default): each bucket is LIST-partitioned with a DEFAULT partition, so chosen tenants can get a
+   * dedicated partition (`tenantwall tenants move`). `false`: plain hash partitions, no dedicated placement.
+   */
+  readonly dedicated?: boolean;
 }
 
 interface TableSpecBase {
@@ -126,6 +135,8 @@ export function tenantTable(spec: TenantTableSpec): TenantTable {
   if (spec.partition !== undefined) {
     const n = spec.partition.hashPartitions;
     if (!Number.isInteger(n) || n < 1 || n > 1024) fail(spec.name, 'partition.hashPartitions must be an integer in 1..1024');
+    // PostgreSQL would silently truncate longer partition names, and truncated names can collide.
+    if (`${spec.name}_p${n - 1}_shared`.length > 63) fail(spec.name, 'is too long to name its partitions (at most 63 - 13 characters)');
   }
   return Object.freeze({ ...spec, kind: 'tenant' as const, primaryKey });
 }

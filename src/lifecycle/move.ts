@@ -1,0 +1,327 @@
+import type pg from 'pg';
+import type { Tenant } from '../db/tenant-registry.ts';
+import type { Tenantwall } from '../db/tenantwall.ts';
+import { TenantwallError } from '../errors.ts';
+import { quoteLiteral, rlsSql } from '../schema/ddl.ts';
+import {
+  JOURNAL,
+  type Placement,
+  type TablePlace,
+  type TableSum,
+  columnsOf,
+  dedicatedCapable,
+  dropForeignKeys,
+  lockTenant,
+  openSession,
+  placementOf,
+  placesOf,
+  primaryKeyOf,
+  q,
+  readJournal,
+  resolveTenant,
+  tableSum,
+} from './internal.ts';
+import type { ProgressListener } from './progress.ts';
+
+export interface MoveOptions {
+  /** Rows per copy batch (each batch is its own short transaction). Default 5000. */
+  readonly batchSize?: number;
+  /** How long the switch waits for a table lock before giving up (the move stays resumable). Default 5000. */
+  readonly lockTimeoutMs?: number;
+  readonly onProgress?: ProgressListener;
+}
+
+export interface MovedTable {
+  readonly table: string;
+  readonly rows: number;
+  readonly checksum: string;
+}
+
+export interface MoveResult {
+  readonly tenant: Tenant;
+  readonly from: Placement | 'mixed';
+  readonly to: Placement;
+  /** A journaled, unfinished move was picked up. */
+  readonly resumed: boolean;
+  readonly tables: readonly MovedTable[];
+  /** Rows copied while the tenant stayed fully online (shared -> dedicated only). */
+  readonly rowsCopied: number;
+  readonly copyMs: number;
+  /** From taking the write lock to COMMIT: writes of the tenant (and of its hash bucket's tenants) wait this long. */
+  readonly writeBlockedMs: number;
+  /** Part of that window under ACCESS EXCLUSIVE on the bucket, when reads of the bucket's tenants queue too. */
+  readonly readBlockedMs: number;
+  /** Rows that changed during the copy and were reconciled inside the switch. */
+  readonly reconciled: boolean;
+  readonly totalMs: number;
+}
+
+/**
+ * Moves a tenant between the shared hash buckets and a dedicated partition of every partitioned tenant table,
+ * online. Shared -> dedicated: staging tables (the future partitions, not yet attached) are filled in small
+ * batches while the tenant keeps reading and writing; then ONE transaction locks the bucket's shared partition
+ * against writes, reconciles what changed meanwhile, verifies counts and checksums, deletes the shared rows
+ * and attaches the staging tables. Dedicated -> shared is one transaction (detach, copy back, verify, drop).
+ *
+ * Crash safety: a row in `tenantwall_lifecycle` records an unfinished move; running the same move again
+ * resumes the copy, `abortMove` drops the staging tables. Nothing is visible to the tenant before the switch
+ * commits, and the switch is one transaction, so a move is never half-applied.
+ */
+export async function moveTenant(db: Tenantwall, ref: string, to: Placement, options: MoveOptions = {}): Promise<MoveResult> {
+  if (to !== 'shared' && to !== 'dedicated') throw new TenantwallError('config_invalid', `Unknown placement ${JSON.stringify(to)}: shared or dedicated.`);
+  const started = performance.now();
+  const tenant = await resolveTenant(db, ref);
+  if (tenant.status === 'deleted') throw new TenantwallError('tenant_deleted', `Tenant ${tenant.slug} was deleted.`);
+  if (dedicatedCapable(db).length === 0) throw new TenantwallError('placement_unsupported', 'No tenant table of this schema is partitioned for dedicated placement.');
+  const batchSize = options.batchSize ?? 5000;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new TenantwallError('config_invalid', 'batchSize must be a positive integer.');
+  const client = await openSession(db);
+  try {
+    await lockTenant(client, tenant.id);
+    const journal = await readJournal(client, tenant.id);
+    if (journal?.operation === 'delete') {
+      throw new TenantwallError('tenant_busy', `A delete of tenant ${tenant.slug} is unfinished; run tenants delete again to complete it.`);
+    }
+    if (journal && journal.target !== to) {
+      throw new TenantwallError('move_in_progress', `A move of tenant ${tenant.slug} to ${journal.target} is unfinished.`, { details: { target: journal.target } });
+    }
+    const places = await placesOf(client, db, tenant.id);
+    const from = placementOf(places);
+    const todo = places.filter((p) => (to === 'dedicated' ? !p.dedicated : p.dedicated));
+    if (todo.length === 0) {
+      throw new TenantwallError('placement_unchanged', `Tenant ${tenant.slug} already has ${to} placement.`, { details: { placement: to } });
+    }
+    const ctx = { db, client, tenantId: tenant.id, lockTimeoutMs: options.lockTimeoutMs ?? 5000, onProgress: options.onProgress };
+    const r = to === 'dedicated' ? await toDedicated(ctx, todo, batchSize, journal !== undefined) : await toShared(ctx, todo);
+    // After COMMIT: the rows must be where the catalog says, with the same counts and checksums.
+    for (const [i, p] of todo.entries()) {
+      const expected = r.tables[i] as MovedTable;
+      const viaParent = await tableSum(client, p.table.name, tenant.id, db.schema.tenantColumn);
+      const inPlace = await tableSum(client, to === 'dedicated' ? p.dedicatedRel : p.sharedRel, tenant.id, db.schema.tenantColumn);
+      if (!same(viaParent, expected) || !same(inPlace, expected)) {
+        throw new TenantwallError('move_verification_failed', `After the move, ${p.table.name} of tenant ${tenant.slug} does not match its checksum.`);
+      }
+    }
+    return { tenant, from, to, resumed: journal !== undefined, ...r, totalMs: performance.now() - started };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+export interface AbortMoveResult {
+  readonly tenant: Tenant;
+  /** Staging tables that were dropped; empty when no move was journaled. */
+  readonly dropped: readonly string[];
+}
+
+/** Rolls back an unfinished (journaled) move: drops its staging tables and the journal row. Live rows were never touched. */
+export async function abortMove(db: Tenantwall, ref: string): Promise<AbortMoveResult> {
+  const tenant = await resolveTenant(db, ref);
+  const client = await openSession(db);
+  try {
+    await lockTenant(client, tenant.id);
+    const journal = await readJournal(client, tenant.id);
+    if (journal?.operation === 'delete') throw new TenantwallError('tenant_busy', `A delete of tenant ${tenant.slug} is unfinished; it cannot be aborted, only completed.`);
+    const dropped = await dropStaging(client, db, tenant.id);
+    return { tenant, dropped };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** @internal also used by delete: staging copies of a journaled move hold the tenant's rows too. */
+export async function dropStaging(client: pg.ClientBase, db: Tenantwall, tenantId: string): Promise<string[]> {
+  const places = await placesOf(client, db, tenantId);
+  const dropped: string[] = [];
+  await client.query('BEGIN');
+  try {
+    for (const p of places.filter((x) => x.staging)) {
+      await client.query(`DROP TABLE ${q(p.dedicatedRel)}`);
+      dropped.push(p.dedicatedRel);
+    }
+    await client.query(`DELETE FROM ${JOURNAL} WHERE tenant_id = $1 AND operation = 'move'`, [tenantId]);
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+  return dropped;
+}
+
+interface MoveCtx {
+  readonly db: Tenantwall;
+  readonly client: pg.Client;
+  readonly tenantId: string;
+  readonly lockTimeoutMs: number;
+  readonly onProgress: ProgressListener | undefined;
+}
+
+type Phases = Omit<MoveResult, 'tenant' | 'from' | 'to' | 'resumed' | 'totalMs'>;
+
+function same(a: TableSum, b: TableSum): boolean {
+  return a.rows === b.rows && a.checksum === b.checksum;
+}
+
+async function inTransaction<T>(client: pg.ClientBase, fn: () => Promise<T>): Promise<T> {
+  await client.query('BEGIN');
+  try {
+    const r = await fn();
+    await client.query('COMMIT');
+    return r;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
+
+async function toDedicated(ctx: MoveCtx, todo: TablePlace[], batchSize: number, resumed: boolean): Promise<Phases> {
+  const { client, db, tenantId } = ctx;
+  const tc = db.schema.tenantColumn;
+  const lit = quoteLiteral(tenantId);
+  // 1. Journal row and staging tables together: either both exist (resumable) or neither.
+  await inTransaction(client, async () => {
+    if (!resumed) {
+      await client.query(`INSERT INTO ${JOURNAL} (tenant_id, operation, target, phase) VALUES ($1, 'move', 'dedicated', 'copying')`, [tenantId]);
+    }
+    for (const p of todo) {
+      if (p.staging) continue;
+      // LIKE copies columns, defaults, CHECKs and indexes, so ATTACH later adopts the indexes instead of building
+      // them inside the write-blocking switch. Foreign keys are cloned and validated by ATTACH itself.
+      await client.query(`CREATE TABLE ${q(p.dedicatedRel)} (LIKE ${q(p.table.name)} INCLUDING ALL)`);
+      for (const sql of rlsSql(p.dedicatedRel, db.ddlContext)) await client.query(sql);
+    }
+  });
+
+  // 2. Online copy in keyset batches; a resumed move continues after the last copied key.
+  const copyStart = performance.now();
+  let rowsCopied = 0;
+  for (const p of todo) {
+    const pk = primaryKeyOf(p.table, tc);
+    const cols = (await columnsOf(client, p.table.name)).map(q).join(', ');
+    const pkCols = pk.map(q).join(', ');
+    const total = Number((await client.query(`SELECT count(*)::text AS n FROM ${q(p.sharedRel)} WHERE ${q(tc)} = ${lit}`)).rows[0]?.n ?? 0);
+    const lastRow = await client.query(`SELECT json_build_array(${pk.map((c) => `${q(c)}::text`).join(', ')}) AS k FROM ${q(p.dedicatedRel)} ORDER BY ${pkCols} DESC LIMIT 1`);
+    let last = lastRow.rows[0]?.k as string[] | undefined;
+    let done = Number((await client.query(`SELECT count(*)::text AS n FROM ${q(p.dedicatedRel)}`)).rows[0]?.n ?? 0);
+    ctx.onProgress?.({ operation: 'move', phase: 'copy', table: p.table.name, done, total });
+    const pkTypes = await columnTypes(client, p.table.name, pk);
+    for (;;) {
+      const after = last ? `AND (${pkCols}) > (${pk.map((_, i) => `$${i + 1}::${pkTypes[i]}`).join(', ')})` : '';
+      const { rows } = await client.query<{ n: number; k: string[] | null }>(
+        `WITH b AS (SELECT ${cols} FROM ${q(p.sharedRel)} WHERE ${q(tc)} = ${lit} ${after} ORDER BY ${pkCols} LIMIT ${batchSize}),
+              i AS (INSERT INTO ${q(p.dedicatedRel)} (${cols}) SELECT ${cols} FROM b ON CONFLICT DO NOTHING)
+         SELECT (SELECT count(*)::int FROM b) AS n,
+                (SELECT json_build_array(${pk.map((c) => `${q(c)}::text`).join(', ')}) FROM b ORDER BY ${pkCols} DESC LIMIT 1) AS k`,
+        last ?? [],
+      );
+      const n = rows[0]?.n ?? 0;
+      if (n === 0 || !rows[0]?.k) break;
+      last = rows[0].k;
+      done += n;
+      rowsCopied += n;
+      ctx.onProgress?.({ operation: 'move', phase: 'copy', table: p.table.name, done, total: Math.max(total, done) });
+      if (n < batchSize) break;
+    }
+  }
+  const copyMs = performance.now() - copyStart;
+
+  // 3. The switch: one transaction. Until COMMIT the tenant reads its shared rows as before.
+  ctx.onProgress?.({ operation: 'move', phase: 'switch', done: 0, total: todo.length });
+  let lockedAt = 0;
+  let readBlockFrom = 0;
+  let reconciled = false;
+  const tables: MovedTable[] = [];
+  await inTransaction(client, async () => {
+    await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(ctx.lockTimeoutMs))}`);
+    // EXCLUSIVE blocks writes (of this bucket's tenants) but not reads.
+    for (const p of todo) await client.query(`LOCK TABLE ${q(p.sharedRel)} IN EXCLUSIVE MODE`);
+    lockedAt = performance.now();
+    for (const p of todo) {
+      const source = await tableSum(client, p.sharedRel, tenantId, tc);
+      let copy = await tableSum(client, p.dedicatedRel, tenantId, tc);
+      if (!same(source, copy)) {
+        reconciled = true;
+        await reconcile(client, p, tc, lit);
+        copy = await tableSum(client, p.dedicatedRel, tenantId, tc);
+      }
+      if (!same(source, copy)) {
+        throw new TenantwallError('move_verification_failed', `Table ${p.table.name}: ${copy.rows} rows copied for ${source.rows} (checksums differ).`);
+      }
+      tables.push({ table: p.table.name, ...source });
+    }
+    // Children before parents, so composite foreign keys between tenant tables stay satisfied throughout.
+    for (const p of [...todo].reverse()) await client.query(`DELETE FROM ${q(p.sharedRel)} WHERE ${q(tc)} = ${lit}`);
+    readBlockFrom = performance.now();
+    for (const p of todo) {
+      await client.query(`ALTER TABLE ${q(p.bucketRel)} ATTACH PARTITION ${q(p.dedicatedRel)} FOR VALUES IN (${lit})`);
+    }
+    await client.query(`DELETE FROM ${JOURNAL} WHERE tenant_id = $1`, [tenantId]);
+  });
+  const committed = performance.now();
+  ctx.onProgress?.({ operation: 'move', phase: 'switch', done: todo.length, total: todo.length });
+  return { tables, rowsCopied, copyMs, writeBlockedMs: committed - lockedAt, readBlockedMs: committed - readBlockFrom, reconciled };
+}
+
+/** Makes the staging copy equal to the live rows: drop what was deleted meanwhile, upsert what was written. */
+async function reconcile(client: pg.ClientBase, p: TablePlace, tc: string, lit: string): Promise<void> {
+  const pk = primaryKeyOf(p.table, tc);
+  const all = await columnsOf(client, p.table.name);
+  const rest = all.filter((c) => !pk.includes(c));
+  const cols = all.map(q).join(', ');
+  const pkCols = pk.map(q).join(', ');
+  const d = q(p.dedicatedRel);
+  await client.query(
+    `DELETE FROM ${d} s WHERE NOT EXISTS (SELECT 1 FROM ${q(p.sharedRel)} x WHERE x.${q(tc)} = ${lit} AND (${pk.map((c) => `x.${q(c)}`).join(', ')}) = (${pk.map((c) => `s.${q(c)}`).join(', ')}))`,
+  );
+  // Compared as text: json and some other types have no equality operator.
+  const onConflict =
+    rest.length === 0
+      ? 'DO NOTHING'
+      : `DO UPDATE SET ${rest.map((c) => `${q(c)} = EXCLUDED.${q(c)}`).join(', ')}
+         WHERE ROW(${rest.map((c) => `${d}.${q(c)}`).join(', ')})::text IS DISTINCT FROM ROW(${rest.map((c) => `EXCLUDED.${q(c)}`).join(', ')})::text`;
+  await client.query(`INSERT INTO ${d} (${cols}) SELECT ${cols} FROM ${q(p.sharedRel)} WHERE ${q(tc)} = ${lit} ON CONFLICT (${pkCols}) ${onConflict}`);
+}
+
+async function toShared(ctx: MoveCtx, todo: TablePlace[]): Promise<Phases> {
+  const { client, db, tenantId } = ctx;
+  const tc = db.schema.tenantColumn;
+  let lockedAt = 0;
+  let readBlockFrom = 0;
+  const tables: MovedTable[] = [];
+  ctx.onProgress?.({ operation: 'move', phase: 'switch', done: 0, total: todo.length });
+  await inTransaction(client, async () => {
+    await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(ctx.lockTimeoutMs))}`);
+    for (const p of todo) await client.query(`LOCK TABLE ${q(p.dedicatedRel)} IN EXCLUSIVE MODE`);
+    lockedAt = performance.now();
+    for (const p of todo) tables.push({ table: p.table.name, ...(await tableSum(client, p.dedicatedRel, tenantId, tc)) });
+    // DETACH takes ACCESS EXCLUSIVE on the bucket: from here until COMMIT reads of the bucket's tenants queue.
+    readBlockFrom = performance.now();
+    for (const p of [...todo].reverse()) {
+      await client.query(`ALTER TABLE ${q(p.bucketRel)} DETACH PARTITION ${q(p.dedicatedRel)}`);
+      // The detached copy keeps its foreign keys; without them the next (parent) table can be detached.
+      await dropForeignKeys(client, p.dedicatedRel);
+    }
+    for (const [i, p] of todo.entries()) {
+      const cols = (await columnsOf(client, p.table.name)).map(q).join(', ');
+      await client.query(`INSERT INTO ${q(p.sharedRel)} (${cols}) SELECT ${cols} FROM ${q(p.dedicatedRel)}`);
+      const after = await tableSum(client, p.sharedRel, tenantId, tc);
+      if (!same(after, tables[i] as MovedTable)) {
+        throw new TenantwallError('move_verification_failed', `Table ${p.table.name}: ${after.rows} rows in the shared partition for ${tables[i]?.rows}.`);
+      }
+      ctx.onProgress?.({ operation: 'move', phase: 'switch', table: p.table.name, done: i + 1, total: todo.length });
+    }
+    for (const p of todo) await client.query(`DROP TABLE ${q(p.dedicatedRel)}`);
+    await client.query(`DELETE FROM ${JOURNAL} WHERE tenant_id = $1`, [tenantId]);
+  });
+  const committed = performance.now();
+  return { tables, rowsCopied: tables.reduce((a, t) => a + t.rows, 0), copyMs: 0, writeBlockedMs: committed - lockedAt, readBlockedMs: committed - readBlockFrom, reconciled: false };
+}
+
+async function columnTypes(client: pg.ClientBase, relation: string, cols: readonly string[]): Promise<string[]> {
+  const { rows } = await client.query<{ attname: string; t: string }>(
+    `SELECT attname, format_type(atttypid, atttypmod) AS t FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = ANY($2)`,
+    [q(relation), cols],
+  );
+  const byName = new Map(rows.map((r) => [r.attname, r.t]));
+  return cols.map((c) => byName.get(c) ?? 'text');
+}
