@@ -50,4 +50,23 @@ export { runAudit, reachesThreshold, type AuditOptions, type IsolationCheckOptio
 export { AUDIT_RULES, VERIFY_ATTACKS, ruleInfo } from './audit/rules.ts';
 export { parseExceptions, loadExceptionsFile, type AuditException } from './audit/exceptions.ts';
 export { formatText, formatJson, formatSarif } from './audit/format.ts';
+export { runVerify, type VerifyOptions } from './audit/verify.ts';
+export { databaseChecksum } from './audit/checksum.ts';
 export type { Finding, Report, RuleInfo, Severity, ObjectKind, SuppressedFinding } from './audit/types.ts';
+// lifecycle
+export { createProgressPrinter, type Progress, type ProgressListener } from './lifecycle/progress.ts';
+export { resolveTenant, tenantChecksums, type Placement, type TableSum } from './lifecycle/internal.ts';
+export {
+  createTenant,
+  tenantInfo,
+  listTenants,
+  renameTenant,
+  scopeForActiveTenant,
+  type CreateTenantOptions,
+  type TenantInfo,
+} from './lifecycle/tenants.ts';
+export { moveTenant, abortMove, type MoveOptions, type MoveResult, type MovedTable, type AbortMoveResult } from './lifecycle/move.ts';
+export { exportTenant, type ExportOptions, type ExportResult, type ExportManifest, type ManifestTable, type ExportFormat } from './lifecycle/export.ts';
+export { importTenant, type ImportOptions, type ImportResult } from './lifecycle/import.ts';
+export { deleteTenant, type DeleteOptions, type DeleteResult } from './lifecycle/delete.ts';
+export { bucketPartitionName, sharedPartitionName, dedicatedPartitionName, dedicatedPartitionSql } from './schema/ddl.ts';

@@ -1,5 +1,6 @@
 import { TenantwallError } from '../errors.ts';
 import { migrateCommand } from './migrate.ts';
+import { tenantsCommand } from './tenants.ts';
 
 /**
  * The tenantwall command. Thin: it parses flags and calls the library. Errors print one line without a stack
@@ -9,6 +10,7 @@ export type Command = (argv: string[]) => Promise<number>;
 
 const commands: Record<string, { run: Command; summary: string }> = {
   migrate: { run: migrateCommand, summary: 'apply pending migrations (--dry-run prints the SQL)' },
+  tenants: { run: tenantsCommand, summary: 'create, list, suspend, resume, rename, move, export, import, delete tenants' },
 };
 
 export function registerCommand(name: string, summary: string, run: Command): void {

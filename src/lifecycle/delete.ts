@@ -1,0 +1,115 @@
+import type { Tenant } from '../db/tenant-registry.ts';
+import type { Tenantwall } from '../db/tenantwall.ts';
+import { TenantwallError } from '../errors.ts';
+import { quoteLiteral } from '../schema/ddl.ts';
+import { JOURNAL, lockTenant, openSession, placesOf, primaryKeyOf, q, readJournal, resolveTenant } from './internal.ts';
+import { dropStaging } from './move.ts';
+import type { ProgressListener } from './progress.ts';
+
+export interface DeleteOptions {
+  /** Must equal the tenant's slug (or id): deleting is irreversible. */
+  readonly confirm: string | undefined;
+  /** Rows per DELETE batch for shared placement. Default 5000. */
+  readonly batchSize?: number;
+  readonly onProgress?: ProgressListener;
+}
+
+export interface DeleteResult {
+  readonly tenant: Tenant;
+  /** Dedicated partitions detached and dropped. */
+  readonly droppedPartitions: readonly string[];
+  /** Rows deleted in batches from shared partitions and unpartitioned tables. */
+  readonly rowsDeleted: number;
+  /** A killed earlier delete was completed. */
+  readonly resumed: boolean;
+  readonly dropMs: number;
+  readonly ms: number;
+}
+
+/**
+ * Deletes every row of a tenant and leaves a tombstone (status `deleted`) in the registry. Dedicated
+ * partitions are detached and dropped in one transaction (O(1) in rows); shared rows go in batches of short
+ * transactions so no lock is held long. The tenant is suspended and journaled first, so a killed delete is
+ * finished by running it again; the tombstone is written only once no row is left anywhere.
+ */
+export async function deleteTenant(db: Tenantwall, ref: string, options: DeleteOptions): Promise<DeleteResult> {
+  const started = performance.now();
+  const tenant = await resolveTenant(db, ref);
+  if (options.confirm === undefined || (options.confirm !== tenant.slug && options.confirm !== tenant.id)) {
+    throw new TenantwallError('confirmation_required', `Refusing to delete tenant ${tenant.slug} without --confirm ${tenant.slug}.`, {
+      details: { tenant: tenant.slug },
+    });
+  }
+  const batchSize = options.batchSize ?? 5000;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new TenantwallError('config_invalid', 'batchSize must be a positive integer.');
+  const client = await openSession(db);
+  const tc = db.schema.tenantColumn;
+  const lit = quoteLiteral(tenant.id);
+  try {
+    await lockTenant(client, tenant.id);
+    const journal = await readJournal(client, tenant.id);
+    const resumed = journal?.operation === 'delete';
+    if (tenant.status === 'deleted' && !resumed) throw new TenantwallError('tenant_deleted', `Tenant ${tenant.slug} was already deleted.`);
+    if (!resumed) {
+      // Refused by the data path from here on (suspended), and resumable if this process dies.
+      if (tenant.status === 'active') await db.tenants.suspend(tenant.id);
+      await client.query(
+        `INSERT INTO ${JOURNAL} (tenant_id, operation, phase) VALUES ($1, 'delete', 'deleting')
+         ON CONFLICT (tenant_id) DO UPDATE SET operation = 'delete', target = NULL, phase = 'deleting', updated_at = now()`,
+        [tenant.id],
+      );
+    }
+    // A journaled move's staging copies hold rows of this tenant too.
+    await dropStaging(client, db, tenant.id);
+
+    const dropStart = performance.now();
+    const dedicated = (await placesOf(client, db, tenant.id)).filter((p) => p.dedicated);
+    const droppedPartitions: string[] = [];
+    if (dedicated.length > 0) {
+      await client.query('BEGIN');
+      try {
+        await client.query(`SET LOCAL lock_timeout = 5000`);
+        // Referencing tables first: detaching a referenced partition checks that nothing points into it.
+        for (const p of [...dedicated].reverse()) {
+          await client.query(`ALTER TABLE ${q(p.bucketRel)} DETACH PARTITION ${q(p.dedicatedRel)}`);
+          await client.query(`DROP TABLE ${q(p.dedicatedRel)}`);
+          droppedPartitions.push(p.dedicatedRel);
+        }
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+      options.onProgress?.({ operation: 'delete', phase: 'drop', done: droppedPartitions.length, total: droppedPartitions.length });
+    }
+    const dropMs = performance.now() - dropStart;
+
+    let rowsDeleted = 0;
+    for (const t of [...db.schema.tenantTables].reverse()) {
+      const pk = primaryKeyOf(t, tc).map(q).join(', ');
+      const total = Number((await client.query(`SELECT count(*)::text AS n FROM ${q(t.name)} WHERE ${q(tc)} = ${lit}`)).rows[0]?.n ?? 0);
+      let done = 0;
+      for (;;) {
+        const res = await client.query(
+          `DELETE FROM ${q(t.name)} WHERE (${pk}) IN (SELECT ${pk} FROM ${q(t.name)} WHERE ${q(tc)} = ${lit} LIMIT ${batchSize})`,
+        );
+        const n = res.rowCount ?? 0;
+        if (n === 0) break;
+        done += n;
+        rowsDeleted += n;
+        options.onProgress?.({ operation: 'delete', phase: 'rows', table: t.name, done, total: Math.max(total, done) });
+      }
+    }
+
+    // The tombstone only once nothing is left (rows written by a straggler transaction are caught here).
+    for (const t of db.schema.tenantTables) {
+      const left = Number((await client.query(`SELECT count(*)::text AS n FROM ${q(t.name)} WHERE ${q(tc)} = ${lit}`)).rows[0]?.n ?? 0);
+      if (left > 0) throw new TenantwallError('tenant_busy', `Table ${t.name} still has ${left} rows of tenant ${tenant.slug} (written during the delete); run delete again.`);
+    }
+    const tombstone = await db.tenants.tombstone(tenant.id);
+    await client.query(`DELETE FROM ${JOURNAL} WHERE tenant_id = $1`, [tenant.id]);
+    return { tenant: tombstone, droppedPartitions, rowsDeleted, resumed, dropMs, ms: performance.now() - started };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
