@@ -2,7 +2,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Tenantwall } from '../src/index.ts';
-import { type TenantwallFastifyOptions, errorBody, tenantwallPlugin, typeboxValidatorCompiler } from '../src/fastify/index.ts';
+import { TenantwallLogController, type TenantwallFastifyOptions, errorBody, tenantwallPlugin, typeboxValidatorCompiler } from '../src/fastify/index.ts';
 import { TenantwallError } from '../src/index.ts';
 import { adminRoutes } from './admin.ts';
 import { tenantRoutes } from './routes.ts';
@@ -27,18 +27,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     bodyLimit: options.bodyLimit ?? 64 * 1024,
     // Ids from clients are never trusted as request ids (log forging); Fastify generates them.
     requestIdHeader: false,
-    // Fastify logs "incoming request" before the tenant is known; one line per request after it is known
-    // (onResponse below) keeps every line carrying both the request id and the tenant id.
-    disableRequestLogging: true,
+    // One line per request, written once the tenant is known, so every line carries request and tenant id.
+    logController: new TenantwallLogController(),
   });
   app.setValidatorCompiler(typeboxValidatorCompiler);
   // JSON only: without this, text/plain bodies would be parsed into strings and fail later as "not an object".
   app.removeContentTypeParser('text/plain');
 
   await app.register(tenantwallPlugin, { db: options.db, ...options.tenantwall });
-  app.addHook('onResponse', async (req, reply) => {
-    req.log.info({ method: req.method, url: req.url, statusCode: reply.statusCode, responseTimeMs: Math.round(reply.elapsedTime * 100) / 100 }, 'request completed');
-  });
 
   // Routes of the documentation plugins are public (no tenant): they are registered below this hook.
   app.addHook('onRoute', (route) => {

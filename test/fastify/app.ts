@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { defineSchema, tenantTable, type Migration, type Tenantwall, TenantwallError } from '../../src/index.ts';
 import { Type } from '@sinclair/typebox';
-import { type TenantwallFastifyOptions, apiKeysTable, tenantwallPlugin, typeboxValidatorCompiler } from '../../src/fastify/index.ts';
+import { TenantwallLogController, type TenantwallFastifyOptions, apiKeysTable, tenantwallPlugin, typeboxValidatorCompiler } from '../../src/fastify/index.ts';
 
 /** A minimal schema: the API key table and one tenant table, to exercise the plugin without the service. */
 export const pluginSchema = defineSchema({
@@ -24,7 +24,7 @@ export async function pluginApp(db: Tenantwall, options: Omit<TenantwallFastifyO
       cb();
     },
   });
-  const app = Fastify({ logger: { level: 'info', stream }, bodyLimit: 1024 });
+  const app = Fastify({ logger: { level: 'info', stream }, bodyLimit: 1024, logController: new TenantwallLogController() });
   app.setValidatorCompiler(typeboxValidatorCompiler);
   await app.register(tenantwallPlugin, { db, ...options });
   // The handler names no tenant: db.query runs in the tenant the plugin resolved (AsyncLocalStorage).

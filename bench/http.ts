@@ -1,0 +1,101 @@
+/**
+ * HTTP: `GET /invoices/:id` through the whole stack (API key resolution, tenant context, one-round-trip scoped
+ * query under forced RLS, TypeBox validation, response serialization, pino logging to /dev/null) against a bare
+ * Fastify route in the same process that runs the same SELECT over a plain pg pool with no tenancy at all.
+ * Both servers listen on loopback and are driven by autocannon in the same run, alternately, so machine noise
+ * hits both. Figures are printed, never asserted.
+ */
+import type { AddressInfo } from 'node:net';
+import autocannon from 'autocannon';
+import Fastify from 'fastify';
+import pg from 'pg';
+import pino from 'pino';
+import { buildApp } from '../service/app.ts';
+import { migrations, schema } from '../service/schema.ts';
+import type { BenchHarness } from './harness.ts';
+
+const INVOICES = 2_000;
+const CONNECTIONS = Number(process.env.BENCH_HTTP_CONNECTIONS ?? 32);
+const DURATION_S = Number(process.env.BENCH_HTTP_DURATION_S ?? 5);
+const ROUNDS = 2;
+const COLS = 'id, customer, customer_id, amount_cents, currency, status, issued_at, created_at, updated_at';
+
+export default async function httpBench(harness: BenchHarness): Promise<void> {
+  const db = await harness.createTenantwall(schema, migrations);
+  const dbName = new URL(db.options.databaseUrl as string).pathname.slice(1);
+  const app = await buildApp({
+    db,
+    adminToken: 'bench-admin-token-0123456789',
+    logger: { level: 'info', stream: pino.destination({ dest: '/dev/null', sync: false }) },
+  });
+  const tenant = await db.tenants.create({ slug: 'bench', name: 'Bench' });
+  const other = await db.tenants.create({ slug: 'other', name: 'Other' });
+  const { key } = await app.tenantwall.apiKeys.create(tenant.id, { name: 'bench' });
+  const seed = async (tid: string) => {
+    const { rows } = await db.forTenant(tid).query<{ id: string }>(
+      `INSERT INTO invoices (tenant_id, customer, amount_cents, status, issued_at)
+       SELECT $1, 'customer ' || g, (g * 137) % 100000, 'issued', now() FROM generate_series(1, $2::int) g RETURNING id`,
+      [tid, INVOICES],
+    );
+    return rows.map((r) => r.id);
+  };
+  const ids = await seed(tenant.id);
+  await seed(other.id);
+  await db.dangerouslyCrossTenant().query('ANALYZE invoices');
+
+  // The baseline: same SELECT, same pool size, no tenant anywhere (superuser connection, so no RLS either).
+  const rawPool = new pg.Pool({ connectionString: harness.urlOf(dbName), max: db.options.poolSize });
+  const bare = Fastify({ logger: false });
+  bare.get<{ Params: { id: string } }>('/invoices/:id', async (req, reply) => {
+    const { rows } = await rawPool.query(`SELECT ${COLS} FROM invoices WHERE id = $1`, [req.params.id]);
+    const r = rows[0];
+    if (!r) return reply.code(404).send({ error: 'not found' });
+    return { ...r, amount_cents: Number(r.amount_cents) };
+  });
+
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  await bare.listen({ port: 0, host: '127.0.0.1' });
+  const fullUrl = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  const bareUrl = `http://127.0.0.1:${(bare.server.address() as AddressInfo).port}`;
+
+  let n = 0;
+  const run = (url: string, duration: number) =>
+    autocannon({
+      url,
+      connections: CONNECTIONS,
+      duration,
+      headers: { authorization: `Bearer ${key}` },
+      requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/invoices/${ids[n++ % ids.length]}` }) }],
+    });
+
+  try {
+    // Sanity: both answer 200 with the same row.
+    const probe = ids[0] as string;
+    const [a, b] = await Promise.all([
+      fetch(`${fullUrl}/invoices/${probe}`, { headers: { authorization: `Bearer ${key}` } }).then((r) => r.json()),
+      fetch(`${bareUrl}/invoices/${probe}`).then((r) => r.json()),
+    ]);
+    if (JSON.stringify(a) !== JSON.stringify(b)) console.log(`! full stack and bare route disagree:\n  ${JSON.stringify(a)}\n  ${JSON.stringify(b)}`);
+
+    await run(fullUrl, 2);
+    await run(bareUrl, 2);
+    const full = { rps: 0, p99: 0, errors: 0 };
+    const base = { rps: 0, p99: 0, errors: 0 };
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [url, acc] of [[fullUrl, full], [bareUrl, base]] as const) {
+        const r = await run(url, DURATION_S);
+        acc.rps += r.requests.average / ROUNDS;
+        acc.p99 = Math.max(acc.p99, r.latency.p99);
+        acc.errors += r.errors + r.non2xx + r.timeouts;
+      }
+    }
+    console.log(`GET /invoices/:id, ${CONNECTIONS} connections, ${ROUNDS} x ${DURATION_S}s each, alternating (autocannon, loopback)`);
+    console.log(`  full stack : ${full.rps.toFixed(0).padStart(7)} req/s  p99 ${full.p99.toFixed(1)} ms  errors/non-2xx ${full.errors}`);
+    console.log(`  bare route : ${base.rps.toFixed(0).padStart(7)} req/s  p99 ${base.p99.toFixed(1)} ms  errors/non-2xx ${base.errors}`);
+    console.log(`  throughput ratio full/bare: ${(full.rps / base.rps).toFixed(2)} (target >= 0.80)   p99 ratio full/bare: ${(full.p99 / base.p99).toFixed(2)}`);
+  } finally {
+    await app.close();
+    await bare.close();
+    await rawPool.end();
+  }
+}
