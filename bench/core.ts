@@ -68,11 +68,14 @@ async function compare(title: string, variants: Variant[]): Promise<Map<string, 
 export default async function run(h: BenchHarness): Promise<void> {
   const db = await h.createTenantwall(schema, migrations, { poolSize: POOL });
   const explicitDb = await h.createTenantwall(schema, migrations, { poolSize: POOL, scopeMode: 'explicit' });
+  const uncachedDb = await h.createTenantwall(schema, migrations, { poolSize: POOL, statementCacheSize: 0 });
   const tenants: TenantId[] = [];
   for (let i = 0; i < TENANTS; i++) tenants.push((await db.tenants.create({ slug: `t${i}`, name: `T${i}` })).id);
-  for (const [i, id] of tenants.entries()) await explicitDb.tenants.create({ slug: `t${i}`, name: `T${i}`, id });
+  for (const other of [explicitDb, uncachedDb]) {
+    for (const [i, id] of tenants.entries()) await other.tenants.create({ slug: `t${i}`, name: `T${i}`, id });
+  }
   const admin = db.dangerouslyCrossTenant();
-  for (const target of [db, explicitDb]) {
+  for (const target of [db, explicitDb, uncachedDb]) {
     const a = target.dangerouslyCrossTenant();
     await a.query(`INSERT INTO invoices (tenant_id, customer, amount_cents)
       SELECT t.id, 'c' || g, g FROM tenants t, generate_series(1, ${PER_TENANT}) g`);
@@ -90,6 +93,7 @@ export default async function run(h: BenchHarness): Promise<void> {
   const lookups = await compare('primary-key lookup', [
     { name: 'bare driver, no tenancy (invoices_plain)', op: (i) => bare.query('SELECT * FROM invoices_plain WHERE tenant_id = $1 AND id = $2', [key(i).tenant_id, key(i).id]) },
     { name: 'forTenant(id).query, implicit (1 round trip)', op: (i) => db.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id]) },
+    { name: 'forTenant(id).query, no statement cache', op: (i) => uncachedDb.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id]) },
     { name: 'forTenant(id).query, explicit BEGIN/SET LOCAL', op: (i) => explicitDb.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id]) },
     {
       // What wiring it by hand usually looks like: four round trips.
@@ -111,9 +115,11 @@ export default async function run(h: BenchHarness): Promise<void> {
   console.log(`  => scoped lookup / bare lookup = ${fmt(ratio, 2)} (target >= 0.90)`);
 
   let n = 0;
+  const insert = 'INSERT INTO invoices (tenant_id, customer, amount_cents) VALUES ($1, $2, $3)';
   const inserts = await compare('single-row insert', [
     { name: 'bare driver, no tenancy (invoices_plain)', op: (i) => bare.query('INSERT INTO invoices_plain (tenant_id, customer, amount_cents) VALUES ($1, $2, $3)', [key(i).tenant_id, `n${n++}`, i]) },
-    { name: 'forTenant(id).query, implicit (1 round trip)', op: (i) => db.forTenant(key(i).tenant_id).query('INSERT INTO invoices (tenant_id, customer, amount_cents) VALUES ($1, $2, $3)', [key(i).tenant_id, `n${n++}`, i]) },
+    { name: 'forTenant(id).query, implicit (1 round trip)', op: (i) => db.forTenant(key(i).tenant_id).query(insert, [key(i).tenant_id, `n${n++}`, i]) },
+    { name: 'forTenant(id).query, no statement cache', op: (i) => uncachedDb.forTenant(key(i).tenant_id).query(insert, [key(i).tenant_id, `n${n++}`, i]) },
   ]);
   const insertRatio = (inserts.get('forTenant(id).query, implicit (1 round trip)')?.ops ?? 0) / (inserts.get('bare driver, no tenancy (invoices_plain)')?.ops ?? 1);
   console.log(`  => scoped insert / bare insert = ${fmt(insertRatio, 2)}`);

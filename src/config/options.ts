@@ -38,6 +38,12 @@ export interface TenantwallOptions {
    * COMMIT pipelined before one Sync (what Citus propagates). Env `TENANTWALL_SCOPE_MODE`. Default `implicit`.
    */
   scopeMode?: ScopeMode | undefined;
+  /**
+   * Prepared statements kept per application connection for tenant-scoped statements (0 = none: every
+   * statement is parsed afresh). With a cache the app connections plan every execution for its own parameters
+   * (plan_cache_mode = force_custom_plan). Env `TENANTWALL_STATEMENT_CACHE`. Default 100.
+   */
+  statementCacheSize?: number | undefined;
   /** Max connections of the application pool. Env `TENANTWALL_POOL_SIZE`. Default 10. */
   poolSize?: number | undefined;
   /** Max connections of the owner/admin pool. Env `TENANTWALL_ADMIN_POOL_SIZE`. Default 2. */
@@ -61,6 +67,7 @@ export type ResolvedOptions = Readonly<{
   manageRoles: boolean;
   settingName: string;
   scopeMode: ScopeMode;
+  statementCacheSize: number;
   poolSize: number;
   adminPoolSize: number;
   statementTimeoutMs: number;
@@ -149,6 +156,7 @@ export function resolveOptions(input: TenantwallOptions = {}, env: NodeJS.Proces
     manageRoles: input.manageRoles ?? envBool(env, 'TENANTWALL_MANAGE_ROLES') ?? true,
     settingName,
     scopeMode,
+    statementCacheSize: positive('statementCacheSize', input.statementCacheSize ?? envInt(env, 'TENANTWALL_STATEMENT_CACHE') ?? 100, 0, 100_000),
     poolSize: positive('poolSize', input.poolSize ?? envInt(env, 'TENANTWALL_POOL_SIZE') ?? 10, 1, 1000),
     adminPoolSize: positive('adminPoolSize', input.adminPoolSize ?? envInt(env, 'TENANTWALL_ADMIN_POOL_SIZE') ?? 2, 1, 100),
     statementTimeoutMs: positive(

@@ -23,7 +23,17 @@ export interface PreparedStep {
   readonly returnsRow: boolean;
 }
 
+/** A server-side prepared statement for the caller's statement (see statement-cache.ts). */
+export interface NamedStatement {
+  readonly name: string;
+  /** Not yet prepared on this connection: send Parse. */
+  readonly parse: boolean;
+  /** Statements to Close first (evicted, or left unknown by an error). */
+  readonly close: readonly string[];
+}
+
 type Connection = {
+  close(msg: { type: 'S' | 'P'; name: string }): void;
   parse(msg: { text: string; name?: string; types?: unknown[] }): void;
   bind(msg: { portal?: string; statement?: string; values?: unknown[]; valueMapper?: unknown }): void;
   execute(msg: { portal?: string; rows?: number | undefined }): void;
@@ -57,6 +67,7 @@ export class PipelinedQuery extends BaseQuery {
   private skipCompletes: number;
   private skipRows: number;
   private mainDone = false;
+  private readonly statement: NamedStatement | undefined;
 
   constructor(
     text: string,
@@ -64,16 +75,25 @@ export class PipelinedQuery extends BaseQuery {
     before: readonly PreparedStep[],
     after: readonly PreparedStep[],
     callback: (err: Error | null, result?: pg.QueryResult) => void,
+    statement?: NamedStatement,
   ) {
     // queryMode 'extended' forces Parse/Bind/Execute even without parameters, so the pipeline shape is fixed.
-    super({ text, values: [...values], queryMode: 'extended', callback } as unknown as pg.QueryConfig);
+    super({ text, values: [...values], queryMode: 'extended', callback, name: statement?.name } as unknown as pg.QueryConfig);
     this.before = before;
     this.after = after;
+    this.statement = statement;
     this.skipCompletes = before.length;
     this.skipRows = before.filter((s) => s.returnsRow).length;
   }
 
+  // pg would consult its own per-connection record, which the extra steps' ParseComplete confuses.
+  hasBeenParsed(): boolean {
+    return this.statement !== undefined && !this.statement.parse;
+  }
+
   prepare(connection: Connection): void {
+    // CloseComplete answers are ignored by pg; closing an unknown statement is not an error.
+    for (const name of this.statement?.close ?? []) connection.close({ type: 'S', name });
     for (const step of this.before) sendStep(connection, step);
     super.prepare(connection);
   }
@@ -112,12 +132,20 @@ export function runPipelined<R extends pg.QueryResultRow>(
   values: readonly unknown[],
   before: readonly PreparedStep[],
   after: readonly PreparedStep[] = [],
+  statement?: NamedStatement,
 ): Promise<pg.QueryResult<R>> {
   return new Promise((resolve, reject) => {
-    const query = new PipelinedQuery(text, values, before, after, (err, result) => {
-      if (err) reject(err);
-      else resolve(result as pg.QueryResult<R>);
-    });
+    const query = new PipelinedQuery(
+      text,
+      values,
+      before,
+      after,
+      (err, result) => {
+        if (err) reject(err);
+        else resolve(result as pg.QueryResult<R>);
+      },
+      statement,
+    );
     client.query(query as unknown as pg.QueryConfig);
   });
 }

@@ -9,6 +9,7 @@ import { TenantId } from '../tenant/tenant-id.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from './embedded.ts';
 import { isConnectionError, mapPgError } from './pg-errors.ts';
 import { type PreparedStep, runPipelined } from './pipelined-query.ts';
+import { StatementCache } from './statement-cache.ts';
 import { TenantRegistry } from './tenant-registry.ts';
 
 export type Row = Record<string, any>;
@@ -118,6 +119,8 @@ const SET_TENANT: Omit<PreparedStep, 'values'> = {
   text: 'SELECT set_config($1, $2, true)',
   returnsRow: true,
 };
+// 0A000 "cached plan must not change result type", 26000 "prepared statement does not exist".
+const STALE_STATEMENT = new Set(['0A000', '26000']);
 const BEGIN: PreparedStep = { name: 'tenantwall_begin', text: 'BEGIN', values: [], returnsRow: false };
 const COMMIT: PreparedStep = { name: 'tenantwall_commit', text: 'COMMIT', values: [], returnsRow: false };
 
@@ -129,6 +132,7 @@ export class Tenantwall {
   readonly #ownerPool: pg.Pool;
   readonly #embedded: EmbeddedServer | undefined;
   readonly #guard: StatementGuard | undefined;
+  readonly #statements: StatementCache | undefined;
   #closed = false;
 
   private constructor(
@@ -145,6 +149,7 @@ export class Tenantwall {
     this.#ownerPool = ownerPool;
     this.#embedded = embedded;
     this.#guard = guard;
+    this.#statements = options.statementCacheSize > 0 ? new StatementCache(options.statementCacheSize) : undefined;
     this.tenants = new TenantRegistry(this);
   }
 
@@ -184,6 +189,8 @@ export class Tenantwall {
         connectionTimeoutMillis: options.connectTimeoutMs,
         statement_timeout: options.statementTimeoutMs === 0 ? undefined : options.statementTimeoutMs,
         application_name: 'tenantwall-app',
+        // Prepared statements must not fall back to one generic plan shared by every tenant (design.md).
+        ...(options.statementCacheSize > 0 ? { options: '-c plan_cache_mode=force_custom_plan' } : {}),
       } as pg.PoolConfig);
       appPool.on('error', () => undefined);
       await checkAppRole(appPool);
@@ -232,15 +239,25 @@ export class Tenantwall {
     this.#guard?.check(sql, params, tenantId);
     const client = await this.#checkout(this.#appPool);
     const explicit = this.options.scopeMode === 'explicit';
-    try {
-      const result = explicit
-        ? await runPipelined<R>(client, sql, params, [BEGIN, setLocalStep(this.options.settingName, tenantId)], [COMMIT])
-        : await runPipelined<R>(client, sql, params, [{ ...SET_TENANT, values: [this.options.settingName, tenantId] }]);
-      client.release();
-      return result;
-    } catch (err) {
-      await releaseAfterError(client, err, explicit);
-      throw mapPgError(err);
+    const before = explicit ? [BEGIN, setLocalStep(this.options.settingName, tenantId)] : [{ ...SET_TENANT, values: [this.options.settingName, tenantId] }];
+    const after = explicit ? [COMMIT] : [];
+    const cache = this.#statements;
+    for (let attempt = 0; ; attempt++) {
+      const statement = cache?.acquire(client, sql);
+      try {
+        const result = await runPipelined<R>(client, sql, params, before, after, statement);
+        if (statement) cache?.confirm(client, sql, statement);
+        client.release();
+        return result;
+      } catch (err) {
+        if (statement && (statement.parse || STALE_STATEMENT.has((err as { code?: string }).code ?? ''))) cache?.discard(client, sql, statement);
+        // A cached statement whose tables changed shape (a migration ran): prepare it afresh, once. Nothing ran.
+        if (attempt === 0 && statement && !statement.parse && STALE_STATEMENT.has((err as { code?: string }).code ?? '')) {
+          if (!explicit || (await client.query('ROLLBACK').then(() => true, () => false))) continue;
+        }
+        await releaseAfterError(client, err, explicit);
+        throw mapPgError(err);
+      }
     }
   }
 
