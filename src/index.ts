@@ -43,6 +43,7 @@ export {
   TenantScopeTransformer,
   TenantwallDialect,
   TENANT_PARAMETER,
+  type TenantColumn,
   type TenantKyselyOptions,
 } from './guard/kysely.ts';
 // audit

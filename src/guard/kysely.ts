@@ -1,4 +1,5 @@
 import {
+  type ColumnType,
   AliasNode,
   AndNode,
   BinaryOperationNode,
@@ -52,6 +53,12 @@ import { TenantwallError } from '../errors.ts';
 import type { Schema } from '../schema/declare.ts';
 import { quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
+
+/**
+ * The type of the tenant column in a Kysely `DB` interface: selectable, never inserted or updated by
+ * application code (the plugin sets it).
+ */
+export type TenantColumn = ColumnType<string, never, never>;
 
 /**
  * Stands for "the current tenant id" in a compiled query. The plugin puts it where tenant_id is compared or
