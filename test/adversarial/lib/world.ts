@@ -1,0 +1,143 @@
+/**
+ * A "world" for the adversarial suite: a fresh database with the service schema, the invoicing app built the way
+ * production builds it (plus optional test-only routes added through the Fastify instance), N tenants with one
+ * API key each, JWT signing for each tenant, and a superuser connection to look at the truth behind the API.
+ */
+import { randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
+import { SignJWT } from 'jose';
+import pg from 'pg';
+import { buildApp, type AppOptions } from '../../../service/app.ts';
+import { migrations, schema } from '../../../service/schema.ts';
+import type { CreateTenantwallOptions, Tenantwall } from '../../../src/index.ts';
+import { createTestTenantwall, type TestTenantwall } from '../../helpers/db.ts';
+
+export const ADMIN_TOKEN = 'adversarial-admin-token-0123456789abcdef';
+export const JWT_SECRET = 'adversarial-hs256-secret-that-is-long-enough-0123456789';
+export const JWT_ISS = 'https://issuer.adversarial.test';
+export const JWT_AUD = 'tenantwall-adversarial';
+export const BASE_DOMAIN = 'adv.test';
+
+export interface WorldTenant {
+  readonly idx: number;
+  readonly id: string;
+  readonly slug: string;
+  readonly key: string;
+  readonly keyId: string;
+  /** Uppercase tag put into every text value this tenant writes; never a substring of a UUID or of another tag. */
+  readonly marker: string;
+}
+
+export interface World {
+  readonly app: FastifyInstance;
+  readonly db: Tenantwall;
+  readonly t: TestTenantwall;
+  readonly tenants: readonly WorldTenant[];
+  /** Superuser client on the test database (the truth, RLS does not apply). */
+  readonly su: pg.Client;
+  /** Base URL when `listen` was asked for. */
+  readonly url: string | undefined;
+  admin(opts: InjectOptions): Promise<LightMyRequestResponse>;
+  as(who: WorldTenant, opts: InjectOptions, via?: 'key' | 'jwt'): Promise<LightMyRequestResponse>;
+  jwt(who: WorldTenant, claims?: Record<string, unknown>): Promise<string>;
+  /** Row counts of every table of the service (tenant tables per tenant, registry, keys). */
+  counts(): Promise<Record<string, number>>;
+  close(): Promise<void>;
+}
+
+export interface WorldOptions {
+  tenants: number;
+  app?: Partial<AppOptions>;
+  db?: Partial<CreateTenantwallOptions>;
+  /** Test-only routes or hooks, added before the app is ready. Never part of the production service. */
+  extend?: (app: FastifyInstance, db: Tenantwall) => void | Promise<void>;
+  listen?: boolean;
+}
+
+export function hex(bytes: number): string {
+  return randomBytes(bytes).toString('hex');
+}
+
+export async function signHs256(claims: Record<string, unknown>, opts: { exp?: string | number; secret?: string } = {}): Promise<string> {
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: 'HS256' })
+    .setIssuedAt()
+    .setIssuer(JWT_ISS)
+    .setAudience(JWT_AUD)
+    .setExpirationTime(opts.exp ?? '10m')
+    .sign(new TextEncoder().encode(opts.secret ?? JWT_SECRET));
+}
+
+export async function createWorld(opts: WorldOptions): Promise<World> {
+  const t = await createTestTenantwall(schema, migrations, opts.db ?? {});
+  const su = new pg.Client({ connectionString: t.database.url });
+  su.on('error', () => undefined);
+  await su.connect();
+  let app: FastifyInstance | undefined;
+  try {
+    app = await buildApp({
+      db: t.db,
+      adminToken: ADMIN_TOKEN,
+      ...opts.app,
+      tenantwall: { jwtSecret: JWT_SECRET, jwtIssuer: JWT_ISS, jwtAudience: JWT_AUD, ...opts.app?.tenantwall },
+    });
+    await opts.extend?.(app, t.db);
+    await app.ready();
+    let url: string | undefined;
+    if (opts.listen) {
+      await app.listen({ host: '127.0.0.1', port: 0 });
+      url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+    }
+    const theApp = app;
+    const admin = (o: InjectOptions) => theApp.inject({ ...o, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...o.headers } });
+    const run = hex(3).toUpperCase().replace(/[0-9]/g, (d) => 'GHIJKLMNOP'[Number(d)] as string);
+    const tenants: WorldTenant[] = [];
+    for (let i = 0; i < opts.tenants; i++) {
+      const slug = `adv-${i}-${hex(3)}`;
+      const created = await admin({ method: 'POST', url: '/admin/tenants', payload: { slug, name: `Adversarial ${i}` } });
+      if (created.statusCode !== 201) throw new Error(`tenant create: ${created.statusCode} ${created.body}`);
+      const id = created.json().id as string;
+      const key = await admin({ method: 'POST', url: `/admin/tenants/${id}/api-keys`, payload: { name: 'adversarial' } });
+      if (key.statusCode !== 201) throw new Error(`key create: ${key.statusCode} ${key.body}`);
+      // Letters only (no hex digits a-f) so a marker never hides inside a UUID, a key or another marker.
+      const marker = `QZ${'GHIJKLMNOPRSTUVWXY'[i % 18]}${i}${run}Q`;
+      tenants.push(Object.freeze({ idx: i, id, slug, key: key.json().key as string, keyId: key.json().id as string, marker }));
+    }
+    const jwt = (who: WorldTenant, claims: Record<string, unknown> = {}) => signHs256({ tenant_id: who.id, sub: `user-${who.idx}`, ...claims });
+    return {
+      app,
+      db: t.db,
+      t,
+      tenants,
+      su,
+      url,
+      admin,
+      jwt,
+      async as(who, o, via = 'key') {
+        const token = via === 'key' ? who.key : await jwt(who);
+        return theApp.inject({ ...o, headers: { authorization: `Bearer ${token}`, ...o.headers } });
+      },
+      async counts() {
+        const { rows } = await su.query<{ k: string; n: number }>(`
+          SELECT 'customers:' || tenant_id AS k, count(*)::int AS n FROM customers GROUP BY tenant_id
+          UNION ALL SELECT 'invoices:' || tenant_id, count(*)::int FROM invoices GROUP BY tenant_id
+          UNION ALL SELECT 'invoice_line_items:' || tenant_id, count(*)::int FROM invoice_line_items GROUP BY tenant_id
+          UNION ALL SELECT 'api_keys:' || tenant_id, count(*)::int FROM api_keys GROUP BY tenant_id
+          UNION ALL SELECT 'api_keys_revoked', count(*)::int FROM api_keys WHERE revoked_at IS NOT NULL
+          UNION ALL SELECT 'tenants:' || status, count(*)::int FROM tenants GROUP BY status`);
+        return Object.fromEntries(rows.map((r) => [r.k, r.n]));
+      },
+      async close() {
+        await theApp.close().catch(() => undefined);
+        await su.end().catch(() => undefined);
+        await t.close();
+      },
+    };
+  } catch (err) {
+    await app?.close().catch(() => undefined);
+    await su.end().catch(() => undefined);
+    await t.close();
+    throw err;
+  }
+}
