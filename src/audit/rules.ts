@@ -68,7 +68,7 @@ export const AUDIT_RULES: readonly RuleInfo[] = Object.freeze([
 
 /** Attacks of `tenantwall verify`; a finding means the attack succeeded. */
 export const VERIFY_ATTACKS: readonly RuleInfo[] = Object.freeze([
-  r('attack-read-cross-tenant', 'error', 'Read another tenant\'s rows', 'With tenant A set, rows of tenant B were returned.'),
+  r('attack-read-cross-tenant', 'error', 'Read another tenant\'s rows', 'With tenant A set, rows of tenant B were returned (plainly, or with row_security = off).'),
   r('attack-update-cross-tenant', 'error', 'Update another tenant\'s rows', 'With tenant A set, an UPDATE without WHERE changed rows of tenant B.'),
   r('attack-delete-cross-tenant', 'error', 'Delete another tenant\'s rows', 'With tenant A set, a DELETE without WHERE removed rows of tenant B.'),
   r('attack-insert-cross-tenant', 'error', 'Insert a row for another tenant', 'With tenant A set, a row with tenant B was accepted.'),
@@ -79,8 +79,7 @@ export const VERIFY_ATTACKS: readonly RuleInfo[] = Object.freeze([
   r('attack-truncate', 'error', 'TRUNCATE a tenant table', 'The application role emptied the table for all tenants (rolled back).'),
   r('attack-trigger', 'error', 'Create a trigger on a tenant table', 'The application role attached a trigger, which would see every tenant\'s writes.'),
   r('attack-ddl', 'error', 'Disable the policies', 'The application role could alter the table\'s row-level security (it owns the table or can act as its owner).'),
-  r('attack-set-role', 'error', 'Escape through SET ROLE', 'The application role switched to another role and read tenant B\'s rows.'),
-  r('attack-row-security-off', 'error', 'Escape through row_security = off', 'With row_security off, tenant B\'s rows were returned instead of an error.'),
+  r('attack-set-role', 'error', 'Escape through SET ROLE', 'The application role switched to another role and read tenant B\'s rows (directly, or after turning the table\'s RLS off as that role).'),
   r('attack-view-read', 'error', 'Read another tenant\'s rows through a view', 'A view showed tenant B\'s data to tenant A.'),
   r('attack-function-read', 'error', 'Read another tenant\'s rows through a function', 'A function the application can call returned a result that depends on tenant B\'s data while tenant A was set.'),
 ]);

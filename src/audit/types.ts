@@ -59,5 +59,7 @@ export interface Report {
   readonly stats: Readonly<Record<string, number>>;
   /** Notes that are not findings (e.g. attacks that could not run on a table). */
   readonly notes: readonly string[];
+  /** verify with `checksum`: content checksums taken before and after the attacks. */
+  readonly checksums?: { readonly before: string; readonly after: string } | undefined;
   readonly durationMs: number;
 }

@@ -1,0 +1,162 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import pg from 'pg';
+import { VERIFY_ATTACKS, databaseChecksum, runVerify } from '../../src/index.ts';
+import { type Baseline, TENANT_A, TENANT_B, TIGHT, createBaseline } from './baseline.ts';
+
+let base: Baseline;
+before(async () => {
+  base = await createBaseline();
+});
+after(async () => {
+  await base?.close();
+});
+
+async function checksumOf(url: string): Promise<string> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await databaseChecksum(c);
+  } finally {
+    await c.end();
+  }
+}
+
+async function verifyFixture(sql: string) {
+  const db = await base.fixture(sql);
+  const before = await checksumOf(db.url);
+  const report = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app, checksum: true });
+  const after = await checksumOf(db.url);
+  return { db, report, before, after };
+}
+
+interface Fixture {
+  readonly name: string;
+  readonly sql: (b: Baseline) => string;
+  /** Attacks expected to succeed: the one under test plus any the hole implies by construction. */
+  readonly expect: readonly string[];
+  readonly objects?: readonly string[];
+}
+
+const FIXTURES: Fixture[] = [
+  { name: 'attack-read-cross-tenant', sql: () => 'CREATE POLICY peek ON invoices FOR SELECT USING (true)', expect: ['attack-read-cross-tenant'], objects: ['public.invoices'] },
+  {
+    name: 'attack-read-cross-tenant (partition read directly)',
+    sql: () => `DO $$ DECLARE p regclass; BEGIN
+      SELECT tableoid::regclass INTO p FROM invoices WHERE tenant_id = '${TENANT_B}' LIMIT 1;
+      EXECUTE format('GRANT SELECT ON %s TO :app', p);
+      EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', p);
+    END $$`,
+    expect: ['attack-read-cross-tenant'],
+  },
+  { name: 'attack-update-cross-tenant', sql: () => `CREATE POLICY upd ON invoices FOR UPDATE USING (true) WITH CHECK (${TIGHT})`, expect: ['attack-update-cross-tenant'] },
+  { name: 'attack-delete-cross-tenant', sql: () => 'CREATE POLICY del ON invoices FOR DELETE USING (true)', expect: ['attack-delete-cross-tenant'] },
+  {
+    // customers is referenced by invoices: tenant A's invoices are deleted first, so the FK error can only be B's.
+    name: 'attack-delete-cross-tenant (referenced table)',
+    sql: () => 'CREATE POLICY del ON customers FOR DELETE USING (true)',
+    expect: ['attack-delete-cross-tenant'],
+    objects: ['public.customers'],
+  },
+  {
+    name: 'attack-update-cross-tenant (referenced table)',
+    sql: () => `CREATE POLICY upd ON customers FOR UPDATE USING (true) WITH CHECK (${TIGHT})`,
+    expect: ['attack-update-cross-tenant'],
+    objects: ['public.customers'],
+  },
+  { name: 'attack-insert-cross-tenant', sql: () => 'CREATE POLICY ins ON invoices FOR INSERT WITH CHECK (true)', expect: ['attack-insert-cross-tenant'] },
+  { name: 'attack-update-move-tenant', sql: () => `CREATE POLICY mv ON invoices FOR UPDATE USING (${TIGHT}) WITH CHECK (true)`, expect: ['attack-update-move-tenant'] },
+  { name: 'attack-no-tenant-setting', sql: () => `ALTER ROLE :app IN DATABASE :db SET tenantwall.tenant_id = '${TENANT_B}'`, expect: ['attack-no-tenant-setting'] },
+  {
+    name: 'attack-no-tenant-setting (policy that opens up when the setting is empty)',
+    sql: () => `DROP POLICY tenant_isolation ON customers; CREATE POLICY p ON customers USING ((${TIGHT}) OR coalesce(current_setting('tenantwall.tenant_id', true), '') = '') WITH CHECK (${TIGHT})`,
+    expect: ['attack-no-tenant-setting'],
+  },
+  { name: 'attack-unique-probe', sql: () => 'CREATE UNIQUE INDEX customers_email_global ON customers (email)', expect: ['attack-unique-probe'] },
+  {
+    // A foreign key needs a unique key on the referenced columns; without tenant_id that key is a probe too.
+    name: 'attack-fk-probe',
+    sql: () => 'CREATE UNIQUE INDEX customers_id_global ON customers (id); ALTER TABLE invoices ADD COLUMN payer_id uuid REFERENCES customers (id)',
+    expect: ['attack-fk-probe', 'attack-unique-probe'],
+  },
+  { name: 'attack-truncate', sql: () => 'GRANT TRUNCATE ON customers TO :app', expect: ['attack-truncate'] },
+  { name: 'attack-trigger', sql: () => 'GRANT TRIGGER ON customers TO :app', expect: ['attack-trigger'] },
+  { name: 'attack-ddl', sql: () => 'ALTER TABLE customers OWNER TO :app', expect: ['attack-ddl'] },
+  {
+    name: 'attack-set-role',
+    sql: (b) => {
+      const owner = b.role('vowner');
+      return `CREATE ROLE ${owner}; ALTER TABLE customers OWNER TO ${owner}; GRANT ${owner} TO :app`;
+    },
+    expect: ['attack-set-role'],
+  },
+  { name: 'attack-view-read', sql: () => 'CREATE VIEW all_customers AS SELECT * FROM customers; GRANT SELECT ON all_customers TO :app', expect: ['attack-view-read'] },
+  {
+    name: 'attack-view-read (view without the tenant column)',
+    sql: () => 'CREATE VIEW invoice_sum AS SELECT sum(amount_cents) AS s FROM invoices; GRANT SELECT ON invoice_sum TO :app',
+    expect: ['attack-view-read'],
+  },
+  {
+    name: 'attack-view-read (materialized view)',
+    sql: () => 'CREATE MATERIALIZED VIEW invoice_counts AS SELECT tenant_id, count(*) FROM invoices GROUP BY 1; GRANT SELECT ON invoice_counts TO :app',
+    expect: ['attack-view-read'],
+  },
+  {
+    name: 'attack-function-read',
+    sql: () => `CREATE FUNCTION all_invoice_total() RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = public AS 'SELECT sum(amount_cents)::bigint FROM invoices'`,
+    expect: ['attack-function-read'],
+  },
+];
+
+test('a clean verify run finds nothing and leaves the content checksum unchanged', async () => {
+  const { report, before, after } = await verifyFixture('');
+  assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}: ${f.message}`), []);
+  assert.deepEqual(report.notes, []);
+  assert.equal(before, after);
+  assert.deepEqual(report.checksums, { before, after });
+  assert.ok((report.stats.attempts ?? 0) > 20);
+});
+
+test('verify makes the rows it needs when a tenant has none, and still leaves no trace', async () => {
+  const { report, before, after } = await verifyFixture(`
+    CREATE TABLE notes (tenant_id uuid NOT NULL REFERENCES tenants (id), id bigint GENERATED ALWAYS AS IDENTITY, body text NOT NULL,
+      customer_id uuid NOT NULL, PRIMARY KEY (tenant_id, id), FOREIGN KEY (tenant_id, customer_id) REFERENCES customers (tenant_id, id));
+    ALTER TABLE notes ENABLE ROW LEVEL SECURITY; ALTER TABLE notes FORCE ROW LEVEL SECURITY;
+    CREATE POLICY tenant_isolation ON notes USING (${TIGHT}) WITH CHECK (${TIGHT});
+    GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO :app;
+    INSERT INTO notes (tenant_id, body, customer_id) VALUES ('${TENANT_A}', 'only A has one', '11111111-1111-4111-8111-111111111111');`);
+  assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}: ${f.message}`), []);
+  assert.deepEqual(report.notes, []);
+  // Identity values were given explicitly: the sequence did not move either.
+  assert.equal(before, after);
+});
+
+test('the checksum sees a one-row change (so an unchanged checksum means something)', async () => {
+  const db = await base.fixture();
+  const before = await checksumOf(db.url);
+  const c = new pg.Client({ connectionString: db.url });
+  await c.connect();
+  await c.query(`UPDATE invoices SET amount_cents = amount_cents + 1 WHERE tenant_id = '${TENANT_A}'`);
+  await c.end();
+  assert.notEqual(await checksumOf(db.url), before);
+});
+
+for (const fx of FIXTURES) {
+  test(`attack ${fx.name} succeeds on its hole and nothing else does`, async () => {
+    const { report, before, after } = await verifyFixture(fx.sql(base));
+    const fired = [...new Set(report.findings.map((f) => f.ruleId))].sort();
+    assert.deepEqual(fired, [...fx.expect].sort(), report.findings.map((f) => `${f.ruleId} ${f.object}: ${f.message}`).join('\n'));
+    if (fx.objects) assert.deepEqual([...new Set(report.findings.map((f) => f.object))].sort(), [...fx.objects].sort());
+    assert.equal(before, after, 'verify left no trace');
+  });
+}
+
+test('every attack has a fixture', () => {
+  const covered = new Set(FIXTURES.flatMap((f) => f.expect));
+  assert.deepEqual(VERIFY_ATTACKS.map((r) => r.id).filter((id) => !covered.has(id)), []);
+});
+
+test('verify refuses to run without the application role connection', async () => {
+  await assert.rejects(runVerify({ databaseUrl: 'postgres://x@127.0.0.1:1/db', appDatabaseUrl: '' }), /app-database-url/);
+  void TENANT_A;
+});
