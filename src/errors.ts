@@ -76,6 +76,22 @@ export const ERROR_CODES = {
   invalid_cursor: { status: 400, hint: 'Pass back the next_cursor of a previous page unchanged, with the same sort and order.' },
   conflict: { status: 409, hint: 'The request conflicts with existing data (duplicate key or a row still referenced); see details.' },
   internal_error: { status: 500, hint: 'An unexpected server error; the request id in the logs identifies it.' },
+  // metering, quotas and billing hooks (src/metering)
+  invalid_usage_event: {
+    status: 400,
+    hint: 'Send events as {event_id, meter, quantity?, timestamp?, properties?}; details.index and details.field name the bad one (see docs/metering.md).',
+  },
+  unknown_meter: { status: 400, hint: 'Use a meter declared in the metering configuration; details.meter names the unknown one.' },
+  batch_too_large: { status: 413, hint: 'Split the batch; details.limit is the maximum number of events per request.' },
+  invalid_usage_query: { status: 400, hint: 'Fix the query parameter named in details.field (from/to ISO timestamps, granularity minute|hour|day|month).' },
+  unknown_plan: { status: 400, hint: 'Assign a plan declared in the metering configuration.' },
+  rate_limited: { status: 429, hint: 'Slow down: retry after the Retry-After header (details.resets_at), or move to a plan with a higher rate limit.' },
+  quota_exceeded: { status: 429, hint: 'The quota of this billing period is used up (details.used/limit/resets_at); wait for the reset or upgrade the plan.' },
+  rate_limit_unavailable: {
+    status: 503,
+    hint: 'The rate-limit store (PostgreSQL or Redis) did not answer and the limiter fails closed; retry shortly or check the store.',
+  },
+  webhook_signature_invalid: { status: 401, hint: 'Verify with the endpoint secret (whsec_...) over the raw body and the webhook-id/-timestamp/-signature headers.' },
 } as const satisfies Record<string, { status: number; hint: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,0 +1,181 @@
+import type { Redis } from 'ioredis';
+import type { Tenantwall } from '../db/tenantwall.ts';
+import { TenantwallError } from '../errors.ts';
+import type { TenantId } from '../tenant/tenant-id.ts';
+
+/**
+ * Where the per-window request counts of all processes meet. `claim` atomically takes up to `want` units of
+ * the window's budget and answers how many it got and how many the window has handed out in total.
+ */
+export interface RateLimitStore {
+  claim(tenantId: TenantId, key: string, windowStartMs: number, windowMs: number, want: number, limit: number): Promise<{ granted: number; used: number }>;
+  close?(): Promise<void>;
+}
+
+/** Windows in PostgreSQL (table tw_rate_limits, tenant scope, one statement per claim). */
+export class PostgresRateLimitStore implements RateLimitStore {
+  readonly #db: Tenantwall;
+  constructor(db: Tenantwall) {
+    this.#db = db;
+  }
+
+  async claim(tenantId: TenantId, key: string, windowStartMs: number, windowMs: number, want: number, limit: number): Promise<{ granted: number; used: number }> {
+    // Windows older than a few lengths are garbage; deleting them here keeps the table at a few rows per key
+    // without a sweeper process. The upsert's row lock is what serializes claims of one key.
+    const { rows } = await this.#db.forTenant(tenantId).query<{ used: string; last_grant: string }>(
+      `WITH gc AS (
+         DELETE FROM tw_rate_limits WHERE tenant_id = $1 AND key = $2 AND window_start < $3::timestamptz - make_interval(secs => $6::double precision)
+       )
+       INSERT INTO tw_rate_limits AS r (tenant_id, key, window_start, used, last_grant)
+       VALUES ($1, $2, $3, least($4::bigint, $5::bigint), least($4::bigint, $5::bigint))
+       ON CONFLICT (tenant_id, key, window_start) DO UPDATE
+         SET last_grant = least($4::bigint, greatest(0, $5::bigint - r.used)), used = r.used + least($4::bigint, greatest(0, $5::bigint - r.used))
+       RETURNING used, last_grant`,
+      [tenantId, key, new Date(windowStartMs), want, limit, (windowMs * 3) / 1000],
+    );
+    const r = rows[0];
+    return { granted: Number(r?.last_grant ?? 0), used: Number(r?.used ?? 0) };
+  }
+}
+
+const CLAIM_LUA = `
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local grant = math.min(tonumber(ARGV[1]), math.max(0, tonumber(ARGV[2]) - used))
+if grant > 0 then
+  used = redis.call('INCRBY', KEYS[1], grant)
+  if used == grant then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+end
+return {grant, used}`;
+
+/** Windows in Redis: one Lua script per claim (atomic on the server), keys expire after the window. */
+export class RedisRateLimitStore implements RateLimitStore {
+  readonly #redis: Redis;
+  readonly #prefix: string;
+  readonly #owned: boolean;
+  constructor(redis: Redis, options: { prefix?: string; owned?: boolean } = {}) {
+    this.#redis = redis;
+    this.#prefix = options.prefix ?? 'tw:rl:';
+    this.#owned = options.owned ?? false;
+    redis.defineCommand('twClaim', { numberOfKeys: 1, lua: CLAIM_LUA });
+  }
+
+  async claim(tenantId: TenantId, key: string, windowStartMs: number, windowMs: number, want: number, limit: number): Promise<{ granted: number; used: number }> {
+    const k = `${this.#prefix}${tenantId}:${key}:${windowStartMs}`;
+    const res = (await (this.#redis as unknown as { twClaim(k: string, w: number, l: number, ttl: number): Promise<[number, number]> }).twClaim(
+      k,
+      want,
+      limit,
+      windowMs * 2,
+    )) as [number, number];
+    return { granted: Number(res[0]), used: Number(res[1]) };
+  }
+
+  async close(): Promise<void> {
+    if (this.#owned) this.#redis.disconnect();
+  }
+}
+
+export interface RateLimitDecision {
+  readonly allowed: boolean;
+  readonly limit: number;
+  /** Estimated units left in the window across all processes. */
+  readonly remaining: number;
+  /** End of the window (ms since epoch). */
+  readonly resetMs: number;
+  /** The store did not answer and the limiter failed open. */
+  readonly degraded: boolean;
+}
+
+export interface LimiterOptions {
+  readonly failure: 'open' | 'closed';
+  readonly timeoutMs: number;
+  readonly maxBatch: number;
+  readonly batchFraction: number;
+}
+
+class Window {
+  local = 0;
+  knownUsed = 0;
+  exhausted = false;
+  inflight: Promise<void> | undefined;
+  constructor(readonly startMs: number) {}
+}
+
+/**
+ * Fixed-window limiter with local leases. Far from the limit a process claims a batch of units from the store
+ * (`batchFraction` of what is left, at most `maxBatch`) and admits from that lease without a round trip, so a
+ * big tenant's requests neither wait on each other nor on the store. As the window fills, leases shrink to
+ * one unit, i.e. every request asks the store: it serializes only near the limit. Every admitted request spent
+ * a unit the store handed out, so all processes together never admit more than the limit per window; a lease
+ * left unused when the window ends is lost (the error is on the safe side).
+ */
+export class RateLimiter {
+  readonly #store: RateLimitStore;
+  readonly #options: LimiterOptions;
+  readonly #windows = new Map<string, Window>();
+
+  constructor(store: RateLimitStore, options: LimiterOptions) {
+    this.#store = store;
+    this.#options = options;
+  }
+
+  get store(): RateLimitStore {
+    return this.#store;
+  }
+
+  async take(tenantId: TenantId, key: string, limit: number, windowMs: number): Promise<RateLimitDecision> {
+    for (;;) {
+      const now = Date.now();
+      const startMs = Math.floor(now / windowMs) * windowMs;
+      const resetMs = startMs + windowMs;
+      const mapKey = `${tenantId}|${key}|${windowMs}`;
+      let w = this.#windows.get(mapKey);
+      if (!w || w.startMs !== startMs) {
+        if (this.#windows.size > 50_000) this.#sweep(now);
+        w = new Window(startMs);
+        this.#windows.set(mapKey, w);
+      }
+      if (w.local > 0) {
+        w.local--;
+        return { allowed: true, limit, remaining: Math.max(0, limit - w.knownUsed) + w.local, resetMs, degraded: false };
+      }
+      if (w.exhausted) return { allowed: false, limit, remaining: 0, resetMs, degraded: false };
+      if (w.inflight) {
+        await w.inflight.catch(() => undefined);
+        continue;
+      }
+      const left = Math.max(0, limit - w.knownUsed);
+      const want = Math.max(1, Math.min(this.#options.maxBatch, Math.floor(left * this.#options.batchFraction)));
+      const win = w;
+      let failed: unknown;
+      win.inflight = this.#claim(tenantId, key, startMs, windowMs, want, limit).then(
+        ({ granted, used }) => {
+          win.local += granted;
+          win.knownUsed = used;
+          if (granted === 0) win.exhausted = true;
+        },
+        (err: unknown) => {
+          failed = err;
+        },
+      );
+      await win.inflight;
+      win.inflight = undefined;
+      if (failed !== undefined) {
+        if (this.#options.failure === 'open') return { allowed: true, limit, remaining: Math.max(0, limit - win.knownUsed), resetMs, degraded: true };
+        throw new TenantwallError('rate_limit_unavailable', `The rate-limit store failed: ${(failed as Error).message ?? String(failed)}.`, { cause: failed });
+      }
+    }
+  }
+
+  #claim(tenantId: TenantId, key: string, startMs: number, windowMs: number, want: number, limit: number): Promise<{ granted: number; used: number }> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${this.#options.timeoutMs} ms`)), this.#options.timeoutMs);
+    });
+    return Promise.race([this.#store.claim(tenantId, key, startMs, windowMs, want, limit), timeout]).finally(() => clearTimeout(timer));
+  }
+
+  #sweep(now: number): void {
+    for (const [k, w] of this.#windows) if (w.startMs + 60_000 < now && !w.inflight) this.#windows.delete(k);
+  }
+}
