@@ -2,15 +2,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { TenantId, createGuard, isTenantwallError } from '../../src/index.ts';
 import { seedSchema } from '../fixtures/seed.ts';
-import { type CorpusEntry, O, T, corpus } from './corpus.ts';
+import { bind, corpus } from './corpus.ts';
 
 const A = TenantId.parse('0000000a-0000-4000-8000-000000000000');
 const B = TenantId.parse('0000000b-0000-4000-8000-000000000000');
 
-/** The entry's parameters with T/O replaced; by default `[T]` when the statement uses $1, else none. */
-export function bind(e: CorpusEntry, self: TenantId, other: TenantId): unknown[] {
-  return (e.params ?? (/\$1\b/.test(e.sql) ? [T] : [])).map((p) => (p === T ? self : p === O ? other : p));
-}
 
 test('the corpus has at least 150 statements, both verdicts, each with a reason', () => {
   assert.ok(corpus.length >= 150, `corpus has ${corpus.length} statements`);

@@ -27,6 +27,11 @@ export interface CorpusEntry {
   readonly minVersion?: number;
 }
 
+/** The entry's parameters with T/O replaced; by default `[T]` when the statement uses $1, else none. */
+export function bind(e: CorpusEntry, self: string, other: string): unknown[] {
+  return (e.params ?? (/\$1\b/.test(e.sql) ? [T] : [])).map((p) => (p === T ? self : p === O ? other : p));
+}
+
 const UNSCOPED = /not constrained to the tenant/;
 const a = (sql: string, why: string, extra: Partial<CorpusEntry> = {}): CorpusEntry => ({ sql, accept: true, why, ...extra });
 const r = (sql: string, why: string, reason: RegExp = UNSCOPED, extra: Partial<CorpusEntry> = {}): CorpusEntry => ({ sql, accept: false, why, reason, ...extra });

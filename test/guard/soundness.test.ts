@@ -9,8 +9,7 @@ import fc from 'fast-check';
 import { createGuard, type Guard, isTenantwallError } from '../../src/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
-import { bind } from './corpus.test.ts';
-import { corpus } from './corpus.ts';
+import { bind, corpus } from './corpus.ts';
 import { OTHER_TENANTS_CHECKSUM, type Outcome, TENANTS, inRolledBackTransaction, leakedTokens, runStatement, seedTenants } from './fixture.ts';
 
 const A = TENANTS.a;
