@@ -1,5 +1,7 @@
 import { TenantwallError } from '../errors.ts';
+import { auditCommand } from './audit.ts';
 import { migrateCommand } from './migrate.ts';
+import { verifyCommand } from './verify.ts';
 import { tenantsCommand } from './tenants.ts';
 
 /**
@@ -10,6 +12,8 @@ export type Command = (argv: string[]) => Promise<number>;
 
 const commands: Record<string, { run: Command; summary: string }> = {
   migrate: { run: migrateCommand, summary: 'apply pending migrations (--dry-run prints the SQL)' },
+  audit: { run: auditCommand, summary: 'report isolation holes from the catalog (--json, --sarif, --fail-on)' },
+  verify: { run: verifyCommand, summary: 'attack the database as the application role (rolled back)' },
   tenants: { run: tenantsCommand, summary: 'create, list, suspend, resume, rename, move, export, import, delete tenants' },
 };
 

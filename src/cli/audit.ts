@@ -1,0 +1,97 @@
+import fs from 'node:fs';
+import { reachesThreshold, runAudit } from '../audit/run-audit.ts';
+import { formatJson, formatSarif, formatText } from '../audit/format.ts';
+import type { Report } from '../audit/types.ts';
+import { TenantwallError } from '../errors.ts';
+import { parseFlags } from './flags.ts';
+
+/** Flags shared by `audit` and `verify`. */
+export const CHECK_FLAGS = {
+  'database-url': { type: 'string' },
+  'tenant-column': { type: 'string' },
+  setting: { type: 'string' },
+  'app-role': { type: 'string' },
+  tables: { type: 'string' },
+  exceptions: { type: 'string' },
+  format: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  sarif: { type: 'boolean', default: false },
+  output: { type: 'string' },
+  'fail-on': { type: 'string' },
+  help: { type: 'boolean', default: false },
+} as const;
+
+export const CHECK_USAGE = `  --database-url <url>     database to check (default DATABASE_URL)
+  --tenant-column <name>   tenant column (default tenant_id)
+  --setting <ns.name>      tenant setting (default tenantwall.tenant_id)
+  --app-role <role>        role the application connects as (default tenantwall_app)
+  --tables <a,b,...>       tenant tables (default: every table with the tenant column)
+  --exceptions <file>      JSON exception file (docs/audit.md)
+  --format text|json|sarif output format (default text; --json and --sarif are shorthands)
+  --output <file>          write the report to a file instead of stdout
+  --fail-on error|warn|info|none
+                           exit 1 when a finding of this severity or above remains (default error)
+exit codes: 0 nothing at or above --fail-on, 1 findings at or above --fail-on, 2 the check could not run`;
+
+type Values = { [K in keyof typeof CHECK_FLAGS]?: (typeof CHECK_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
+
+export function commonOptions(v: Values) {
+  return {
+    ...(v['database-url'] ? { databaseUrl: v['database-url'] } : {}),
+    ...(v['tenant-column'] ? { tenantColumn: v['tenant-column'] } : {}),
+    ...(v.setting ? { settingName: v.setting } : {}),
+    ...(v['app-role'] ? { appRole: v['app-role'] } : {}),
+    ...(v.tables ? { tables: v.tables.split(',').map((s) => s.trim()).filter((s) => s !== '') } : {}),
+    ...(v.exceptions ? { exceptions: v.exceptions } : {}),
+  };
+}
+
+function failOn(v: Values): 'error' | 'warn' | 'info' | 'none' {
+  const f = v['fail-on'] ?? 'error';
+  if (f !== 'error' && f !== 'warn' && f !== 'info' && f !== 'none') {
+    throw new TenantwallError('config_invalid', `--fail-on must be error, warn, info or none (got ${JSON.stringify(f)}).`, { details: { field: 'fail-on' } });
+  }
+  return f;
+}
+
+/** Prints the report in the chosen format and returns the exit code. */
+export function emit(report: Report, v: Values): number {
+  const threshold = failOn(v);
+  const format = v.sarif ? 'sarif' : v.json ? 'json' : (v.format ?? 'text');
+  let text: string;
+  if (format === 'json') text = formatJson(report);
+  else if (format === 'sarif') text = formatSarif(report);
+  else if (format === 'text') {
+    const color = v.output === undefined && process.stdout.isTTY === true && !process.env.NO_COLOR;
+    text = formatText(report, { color });
+  } else {
+    throw new TenantwallError('config_invalid', `--format must be text, json or sarif (got ${JSON.stringify(format)}).`, { details: { field: 'format' } });
+  }
+  if (v.output) fs.writeFileSync(v.output, `${text}\n`);
+  else console.log(text);
+  return reachesThreshold(report, threshold) ? 1 : 0;
+}
+
+/** Runs `fn`; a failure is one line on stderr and exit code 2, so CI can tell "holes found" from "did not run". */
+export async function guarded(name: string, fn: () => Promise<number>): Promise<number> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof TenantwallError) console.error(`tenantwall ${name}: [${err.code}] ${err.message}`);
+    else console.error(`tenantwall ${name}: ${(err as Error)?.message ?? String(err)}`);
+    return 2;
+  }
+}
+
+export async function auditCommand(argv: string[]): Promise<number> {
+  return guarded('audit', async () => {
+    const { values } = parseFlags(argv, CHECK_FLAGS);
+    if (values.help) {
+      console.log(`usage: tenantwall audit [options]\n\nReads the catalog and reports isolation holes (docs/audit.md).\n\n${CHECK_USAGE}`);
+      return 0;
+    }
+    failOn(values);
+    const report = await runAudit(commonOptions(values));
+    return emit(report, values);
+  });
+}

@@ -1,0 +1,44 @@
+import { runVerify } from '../audit/verify.ts';
+import { TenantwallError } from '../errors.ts';
+import { CHECK_FLAGS, CHECK_USAGE, commonOptions, emit, guarded } from './audit.ts';
+import { parseFlags } from './flags.ts';
+
+export async function verifyCommand(argv: string[]): Promise<number> {
+  return guarded('verify', async () => {
+    const { values } = parseFlags(argv, {
+      ...CHECK_FLAGS,
+      'app-database-url': { type: 'string' },
+      tenants: { type: 'string' },
+      checksum: { type: 'boolean', default: false },
+    });
+    if (values.help) {
+      console.log(
+        `usage: tenantwall verify --app-database-url <url> [options]\n\nAttacks the database as the application role inside a transaction that is rolled back (docs/audit.md).\n\n` +
+          `  --app-database-url <url> the application role's connection (default TENANTWALL_APP_DATABASE_URL)\n` +
+          `  --tenants <a>,<b>        the two tenants to attack with (default: first two of the registry)\n` +
+          `  --checksum               checksum the content before and after through --database-url\n${CHECK_USAGE}`,
+      );
+      return 0;
+    }
+    let tenants: [string, string] | undefined;
+    if (values.tenants) {
+      const parts = values.tenants.split(',').map((s) => s.trim());
+      if (parts.length !== 2 || !parts[0] || !parts[1]) {
+        throw new TenantwallError('config_invalid', '--tenants takes two ids separated by a comma.', { details: { field: 'tenants' } });
+      }
+      tenants = [parts[0], parts[1]];
+    }
+    const report = await runVerify({
+      ...commonOptions(values),
+      ...(values['app-database-url'] ? { appDatabaseUrl: values['app-database-url'] } : {}),
+      ...(tenants ? { tenants } : {}),
+      checksum: values.checksum === true,
+    });
+    const code = emit(report, values);
+    if (report.checksums && report.checksums.before !== report.checksums.after) {
+      console.error(`tenantwall verify: content checksum changed (${report.checksums.before} -> ${report.checksums.after})`);
+      return 1;
+    }
+    return code;
+  });
+}
