@@ -234,7 +234,8 @@ export class Metering {
     else if (this.options.rateLimitStore === 'redis') {
       const redis = new Redis(this.options.redisUrl, {
         lazyConnect: false,
-        enableOfflineQueue: false,
+        // Queued while (re)connecting; the limiter's own timeout still bounds the wait (fail open/closed).
+        enableOfflineQueue: true,
         maxRetriesPerRequest: 0,
         commandTimeout: this.options.rateLimitTimeoutMs,
         retryStrategy: (n) => Math.min(1000, n * 100),
