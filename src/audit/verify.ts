@@ -52,22 +52,27 @@ interface AttemptResult {
 const qi = (r: { schema: string; name: string }) => `${quoteIdent(r.schema)}.${quoteIdent(r.name)}`;
 const qn = (r: { schema: string; name: string }) => `${r.schema}.${r.name}`;
 
-/** A fresh value of `type` (text form) unlikely to collide with existing data; null when unknown. */
-function freshValue(type: string): string | null {
+/**
+ * A value of `type` (text form) unlikely to collide with existing data; null when unknown. `style` 0 is "large
+ * and unique", 1 "small" (fits range checks), 2 "digest-shaped" (fits length checks on hashes).
+ */
+function freshValue(type: string, style = 0): string | null {
   const t = type.toLowerCase();
-  const n = (max: number) => String(Math.floor(max / 2 + Math.random() * (max / 2 - 1)));
+  const n = (max: number) => String(style === 0 ? Math.floor(max / 2 + Math.random() * (max / 2 - 1)) : 1 + Math.floor(Math.random() * 99));
   if (t.endsWith('[]')) return '{}';
   if (t === 'uuid') return randomUUID();
   if (t === 'smallint') return n(32_000);
   if (t === 'integer') return n(2_000_000_000);
   if (t === 'bigint') return n(9_000_000_000_000);
   if (/^(numeric|decimal|real|double precision)/.test(t)) return n(1_000_000);
-  if (/^(text|character varying|varchar|citext|character|char|name)/.test(t)) return `tw-verify-${randomBytes(5).toString('hex')}`;
+  if (/^(text|character varying|varchar|citext|character|char|name)/.test(t)) {
+    return style === 0 ? `tw-verify-${randomBytes(5).toString('hex')}` : style === 1 ? `v${randomBytes(3).toString('hex')}` : randomBytes(32).toString('hex');
+  }
   if (t === 'boolean') return 'false';
   if (t === 'date') return '2000-01-01';
   if (t.startsWith('timestamp')) return '2000-01-01 00:00:00+00';
   if (t === 'json' || t === 'jsonb') return '{}';
-  if (t === 'bytea') return '\\x00';
+  if (t === 'bytea') return `\\x${randomBytes(style === 2 ? 32 : style === 1 ? 16 : 1).toString('hex')}`;
   if (t === 'inet' || t === 'cidr') return '10.0.0.1';
   return null;
 }
@@ -363,29 +368,44 @@ async function attack(
     for (const [k, tenant] of [['a', A], ['b', B]] as const) {
       await s.setTenant(tenant);
       const seen = await tries(`SELECT ${selectList(t)} FROM ${qi(rel)} WHERE ${qcol} = $1::${tcast(t)} LIMIT 1`, [tenant]);
-      if (seen.ok && seen.rows[0]) {
-        got[k] = seen.rows[0] as RowValues;
-        continue;
-      }
-      const values: RowValues = { [column]: tenant };
-      for (const c of t.columns) {
-        if (c.generated || c.name === column) continue;
-        const fk = t.fks.find((f) => f.columns.includes(c.name));
-        if (fk) {
-          const ref = rows.get(fk.target)?.[k];
-          const idx = fk.columns.indexOf(c.name);
-          if (ref) values[c.name] = ref[fk.targetColumns[idx] ?? ''] ?? null;
-          else if (c.notNull) values[c.name] = freshValue(c.type);
-          continue;
+      if (seen.ok && seen.rows[0]) got[k] = seen.rows[0] as RowValues;
+    }
+    for (const [k, other, tenant] of [['a', 'b', A], ['b', 'a', B]] as const) {
+      if (got[k]) continue;
+      await s.setTenant(tenant);
+      // The other tenant's row satisfies the table's checks: copy it, re-pointed at this tenant's parents.
+      const model = got[other];
+      const candidates: RowValues[] = [];
+      if (model) candidates.push(variant(t, model, tenant));
+      for (const style of [0, 1, 2]) {
+        const values: RowValues = { [column]: tenant };
+        for (const c of t.columns) {
+          if (c.generated || c.name === column || t.fks.some((f) => f.columns.includes(c.name))) continue;
+          if (c.identity !== '' || c.sequenceDefault) values[c.name] = freshValue(c.type, style);
+          else if (c.hasDefault || !c.notNull) continue;
+          else values[c.name] = freshValue(c.type, style);
         }
-        if (c.identity !== '' || c.sequenceDefault) values[c.name] = freshValue(c.type);
-        else if (c.hasDefault || !c.notNull) continue;
-        else values[c.name] = freshValue(c.type);
+        candidates.push(values);
       }
-      const ins = insertSql(t, values, true);
-      const made = await tries(ins.sql, ins.params, true);
-      if (made.ok && made.rows[0]) got[k] = made.rows[0] as RowValues;
-      else notes.push(`${qn(rel)}: could not pick or make a row for tenant ${tenant} (${made.message || 'not visible'}); row-based attacks skipped`);
+      let lastError = '';
+      for (const values of candidates) {
+        for (const fk of t.fks) {
+          const ref = rows.get(fk.target)?.[k];
+          fk.columns.forEach((c, idx) => {
+            if (c === column) return;
+            const col = t.columns.find((x) => x.name === c);
+            values[c] = ref ? (ref[fk.targetColumns[idx] ?? ''] ?? null) : col?.notNull ? freshValue(col.type) : null;
+          });
+        }
+        const ins = insertSql(t, values, true);
+        const made = await tries(ins.sql, ins.params, true);
+        if (made.ok && made.rows[0]) {
+          got[k] = made.rows[0] as RowValues;
+          break;
+        }
+        lastError = made.message;
+      }
+      if (!got[k]) notes.push(`${qn(rel)}: could not pick or make a row for tenant ${tenant} (${lastError || 'not visible'}); row-based attacks skipped`);
     }
     if (got.a && got.b) rows.set(rel.oid, { a: got.a, b: got.b });
   }
