@@ -3,7 +3,7 @@ import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
 import { quoteLiteral } from '../schema/ddl.ts';
 import { JOURNAL, lockTenant, openSession, placesOf, primaryKeyOf, q, readJournal, resolveTenant } from './internal.ts';
-import { dropStaging } from './move.ts';
+import { dropStaging, fkLinkedTables } from './move.ts';
 import type { ProgressListener } from './progress.ts';
 
 export interface DeleteOptions {
@@ -69,6 +69,11 @@ export async function deleteTenant(db: Tenantwall, ref: string, options: DeleteO
       await client.query('BEGIN');
       try {
         await client.query(`SET LOCAL lock_timeout = 5000`);
+        // Same lock order as a move (see lockForSwitch): parents of foreign-key-linked tables, then buckets;
+        // detaching takes ACCESS EXCLUSIVE on both anyway, for the catalog-only instant this transaction lasts.
+        const linked = fkLinkedTables(db);
+        for (const t of db.schema.tenantTables) if (linked.has(t.name)) await client.query(`LOCK TABLE ONLY ${q(t.name)} IN ACCESS EXCLUSIVE MODE`);
+        for (const p of dedicated) await client.query(`LOCK TABLE ONLY ${q(p.bucketRel)} IN ACCESS EXCLUSIVE MODE`);
         // Referencing tables first: detaching a referenced partition checks that nothing points into it.
         for (const p of [...dedicated].reverse()) {
           await client.query(`ALTER TABLE ${q(p.bucketRel)} DETACH PARTITION ${q(p.dedicatedRel)}`);

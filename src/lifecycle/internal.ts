@@ -75,13 +75,16 @@ export async function readJournal(client: pg.ClientBase, tenantId: string): Prom
  * Session-level advisory lock for one tenant's lifecycle work. A killed process loses its session and with it
  * the lock, so a rerun can take over; a live one makes the second caller fail fast instead of interleaving.
  */
-export async function lockTenant(client: pg.ClientBase, tenantId: string): Promise<void> {
-  const { rows } = await client.query<{ ok: boolean }>(
-    `SELECT pg_try_advisory_lock(hashtext('tenantwall.lifecycle'), hashtext($1)) AS ok`,
-    [tenantId],
-  );
-  if (!rows[0]?.ok) {
+export async function lockTenant(client: pg.ClientBase, tenantId: string, waitMs = 2000): Promise<void> {
+  // A short wait rather than a try: the backend of a just-killed process may still be noticing its dead socket.
+  await client.query(`SELECT set_config('lock_timeout', $1, false)`, [String(waitMs)]);
+  try {
+    await client.query(`SELECT pg_advisory_lock(hashtext('tenantwall.lifecycle'), hashtext($1))`, [tenantId]);
+  } catch (err) {
+    if ((err as { code?: string }).code !== '55P03') throw err;
     throw new TenantwallError('tenant_busy', `Another process is moving, deleting or importing tenant ${tenantId}.`, { details: { tenant: tenantId } });
+  } finally {
+    await client.query(`SELECT set_config('lock_timeout', '0', false)`);
   }
 }
 

@@ -93,15 +93,6 @@ export async function moveTenant(db: Tenantwall, ref: string, to: Placement, opt
     }
     const ctx = { db, client, tenantId: tenant.id, lockTimeoutMs: options.lockTimeoutMs ?? 5000, onProgress: options.onProgress };
     const r = to === 'dedicated' ? await toDedicated(ctx, todo, batchSize, journal !== undefined) : await toShared(ctx, todo);
-    // After COMMIT: the rows must be where the catalog says, with the same counts and checksums.
-    for (const [i, p] of todo.entries()) {
-      const expected = r.tables[i] as MovedTable;
-      const viaParent = await tableSum(client, p.table.name, tenant.id, db.schema.tenantColumn);
-      const inPlace = await tableSum(client, to === 'dedicated' ? p.dedicatedRel : p.sharedRel, tenant.id, db.schema.tenantColumn);
-      if (!same(viaParent, expected) || !same(inPlace, expected)) {
-        throw new TenantwallError('move_verification_failed', `After the move, ${p.table.name} of tenant ${tenant.slug} does not match its checksum.`);
-      }
-    }
     return { tenant, from, to, resumed: journal !== undefined, ...r, totalMs: performance.now() - started };
   } finally {
     await client.end().catch(() => undefined);
@@ -233,8 +224,7 @@ async function toDedicated(ctx: MoveCtx, todo: TablePlace[], batchSize: number, 
   const tables: MovedTable[] = [];
   await inTransaction(client, async () => {
     await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(ctx.lockTimeoutMs))}`);
-    // EXCLUSIVE blocks writes (of this bucket's tenants) but not reads.
-    for (const p of todo) await client.query(`LOCK TABLE ${q(p.sharedRel)} IN EXCLUSIVE MODE`);
+    await lockForSwitch(client, db, todo, 'dedicated');
     lockedAt = performance.now();
     for (const p of todo) {
       const source = await tableSum(client, p.sharedRel, tenantId, tc);
@@ -251,10 +241,16 @@ async function toDedicated(ctx: MoveCtx, todo: TablePlace[], batchSize: number, 
     }
     // Children before parents, so composite foreign keys between tenant tables stay satisfied throughout.
     for (const p of [...todo].reverse()) await client.query(`DELETE FROM ${q(p.sharedRel)} WHERE ${q(tc)} = ${lit}`);
+    // A reader that built its partition list before the ATTACH but takes its snapshot after our COMMIT would
+    // see neither the deleted shared rows nor the new partition. Readers lock the bucket before planning its
+    // partitions, so holding it ACCESS EXCLUSIVE makes every reader plan either before (old rows, old snapshot)
+    // or after the switch. This is the part of the window in which reads of the bucket's tenants wait.
     readBlockFrom = performance.now();
+    for (const p of todo) await client.query(`LOCK TABLE ONLY ${q(p.bucketRel)} IN ACCESS EXCLUSIVE MODE`);
     for (const p of todo) {
       await client.query(`ALTER TABLE ${q(p.bucketRel)} ATTACH PARTITION ${q(p.dedicatedRel)} FOR VALUES IN (${lit})`);
     }
+    await verifyPlaced(client, todo, tables, 'dedicatedRel', tenantId, tc);
     await client.query(`DELETE FROM ${JOURNAL} WHERE tenant_id = $1`, [tenantId]);
   });
   const committed = performance.now();
@@ -291,11 +287,13 @@ async function toShared(ctx: MoveCtx, todo: TablePlace[]): Promise<Phases> {
   ctx.onProgress?.({ operation: 'move', phase: 'switch', done: 0, total: todo.length });
   await inTransaction(client, async () => {
     await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(ctx.lockTimeoutMs))}`);
-    for (const p of todo) await client.query(`LOCK TABLE ${q(p.dedicatedRel)} IN EXCLUSIVE MODE`);
+    const blocksReads = await lockForSwitch(client, db, todo, 'shared');
     lockedAt = performance.now();
     for (const p of todo) tables.push({ table: p.table.name, ...(await tableSum(client, p.dedicatedRel, tenantId, tc)) });
     // DETACH takes ACCESS EXCLUSIVE on the bucket: from here until COMMIT reads of the bucket's tenants queue.
-    readBlockFrom = performance.now();
+    // Taken for all buckets first, in one order, so two readers of different tables cannot interleave with us.
+    readBlockFrom = blocksReads ? lockedAt : performance.now();
+    for (const p of todo) await client.query(`LOCK TABLE ONLY ${q(p.bucketRel)} IN ACCESS EXCLUSIVE MODE`);
     for (const p of [...todo].reverse()) {
       await client.query(`ALTER TABLE ${q(p.bucketRel)} DETACH PARTITION ${q(p.dedicatedRel)}`);
       // The detached copy keeps its foreign keys; without them the next (parent) table can be detached.
@@ -311,10 +309,63 @@ async function toShared(ctx: MoveCtx, todo: TablePlace[]): Promise<Phases> {
       ctx.onProgress?.({ operation: 'move', phase: 'switch', table: p.table.name, done: i + 1, total: todo.length });
     }
     for (const p of todo) await client.query(`DROP TABLE ${q(p.dedicatedRel)}`);
+    await verifyPlaced(client, todo, tables, 'sharedRel', tenantId, tc);
     await client.query(`DELETE FROM ${JOURNAL} WHERE tenant_id = $1`, [tenantId]);
   });
   const committed = performance.now();
   return { tables, rowsCopied: tables.reduce((a, t) => a + t.rows, 0), copyMs: 0, writeBlockedMs: committed - lockedAt, readBlockedMs: committed - readBlockFrom, reconciled: false };
+}
+
+/**
+ * Last check before COMMIT (writers are locked out, so nothing else can change these rows): through the parent
+ * and in the target partition, every moved table has exactly the rows and checksum it had before.
+ */
+async function verifyPlaced(client: pg.ClientBase, todo: readonly TablePlace[], tables: readonly MovedTable[], rel: 'sharedRel' | 'dedicatedRel', tenantId: string, tc: string): Promise<void> {
+  for (const [i, p] of todo.entries()) {
+    const expected = tables[i] as MovedTable;
+    const viaParent = await tableSum(client, p.table.name, tenantId, tc);
+    const inPlace = await tableSum(client, p[rel], tenantId, tc);
+    if (!same(viaParent, expected) || !same(inPlace, expected)) {
+      throw new TenantwallError('move_verification_failed', `After the switch, ${p.table.name} has ${viaParent.rows} rows (${inPlace.rows} in ${p[rel]}) for ${expected.rows}.`);
+    }
+  }
+}
+
+/** Tenant tables joined to another tenant table by a foreign key (either side). */
+export function fkLinkedTables(db: Tenantwall): Set<string> {
+  const tenantTables = new Set(db.schema.tenantTables.map((t) => t.name));
+  const linked = new Set<string>();
+  for (const t of db.schema.tenantTables) {
+    for (const fk of t.foreignKeys ?? []) {
+      if (tenantTables.has(fk.references) && fk.references !== t.name) {
+        linked.add(t.name);
+        linked.add(fk.references);
+      }
+    }
+  }
+  return linked;
+}
+
+/**
+ * Takes the switch's locks up front, in declaration order, so that no reader or writer can hold one lock we
+ * need while waiting for another we hold (a deadlock). Measured in PostgreSQL 15-18: ATTACH of a partition of
+ * a table in a foreign key between tenant tables takes SHARE ROW EXCLUSIVE on the other table; DETACH (and
+ * dropping the detached copy's foreign keys) takes ACCESS EXCLUSIVE on the other table. So for such tables
+ * shared -> dedicated blocks writes to the whole table (all tenants) for the window, and dedicated -> shared
+ * blocks reads and writes of the whole table. A table outside such foreign keys only has the tenant's own
+ * partition locked against writes.
+ */
+async function lockForSwitch(client: pg.ClientBase, db: Tenantwall, todo: readonly TablePlace[], direction: Placement): Promise<boolean> {
+  const linked = fkLinkedTables(db);
+  const moved = new Set(todo.map((p) => p.table.name));
+  const whole = db.schema.tenantTables.filter((t) => linked.has(t.name) && [...moved].some((m) => m === t.name || linked.has(m)));
+  for (const t of whole) {
+    await client.query(direction === 'dedicated' ? `LOCK TABLE ${q(t.name)} IN SHARE ROW EXCLUSIVE MODE` : `LOCK TABLE ONLY ${q(t.name)} IN ACCESS EXCLUSIVE MODE`);
+  }
+  for (const p of todo) {
+    if (!linked.has(p.table.name)) await client.query(`LOCK TABLE ${q(direction === 'dedicated' ? p.sharedRel : p.dedicatedRel)} IN EXCLUSIVE MODE`);
+  }
+  return whole.length > 0;
 }
 
 async function columnTypes(client: pg.ClientBase, relation: string, cols: readonly string[]): Promise<string[]> {
