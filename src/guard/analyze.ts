@@ -151,8 +151,9 @@ export class Analyzer {
       const kind = kindOf(stmt);
       this.#statement(stmt, null, null);
       return Object.freeze({ ok: true as const, tenantParams: Object.freeze([...this.#params].sort((a, b) => a - b)), kind });
-    } catch (err) {
-      if (!(err instanceof Refusal)) throw err;
+    } catch (caught) {
+      // A tree shape the verifier did not expect is a refusal too (fail closed), not a crash.
+      const err = caught instanceof Refusal ? caught : new Refusal(`the verifier could not analyse this statement (${(caught as Error)?.message ?? String(caught)})`);
       const a: { ok: false; reason: string; table?: string; location?: number } = { ok: false, reason: err.message };
       if (err.table !== undefined) a.table = err.table;
       if (err.location !== undefined) a.location = err.location;
