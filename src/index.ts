@@ -71,3 +71,5 @@ export { exportTenant, type ExportOptions, type ExportResult, type ExportManifes
 export { importTenant, type ImportOptions, type ImportResult } from './lifecycle/import.ts';
 export { deleteTenant, type DeleteOptions, type DeleteResult } from './lifecycle/delete.ts';
 export { bucketPartitionName, sharedPartitionName, dedicatedPartitionName, dedicatedPartitionSql } from './schema/ddl.ts';
+// metering
+export * from './metering/index.ts';

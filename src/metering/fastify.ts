@@ -1,0 +1,285 @@
+import { randomUUID, timingSafeEqual, createHash } from 'node:crypto';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { TenantwallError, isTenantwallError } from '../errors.ts';
+import { TtlCache } from '../fastify/ttl-cache.ts';
+import type { TenantId } from '../tenant/tenant-id.ts';
+import { type Metering, type QuotaDecision, type UsageRow, quotaExceeded, usageToCsv } from './metering.ts';
+import type { RateLimitDecision } from './rate-limit.ts';
+import { API_REQUESTS_METER, type Granularity, type RateLimit } from './spec.ts';
+
+/**
+ * Options of the metering Fastify plugin. Register it after the tenantwall plugin (tenantwall/fastify), which
+ * resolves the tenant of each request and maps errors to responses.
+ */
+export interface MeteringFastifyOptions {
+  metering: Metering;
+  /** Prefix of the tenant routes (ingestion, own usage, own quotas). Default `/usage`. */
+  usagePrefix?: string | undefined;
+  /** Admin bearer token for the cross-tenant routes. Default: none (admin routes are not registered). */
+  adminToken?: string | undefined;
+  /** Prefix of the admin routes. Default `/admin/usage`. */
+  adminPrefix?: string | undefined;
+  /** Record one `api_requests` event per tenant request (buffered, see `requestFlushMs`). Default `true`. */
+  recordRequests?: boolean | undefined;
+  /** Enforce the plan's rate limits on every tenant route. Default `true`. */
+  rateLimits?: boolean | undefined;
+  /** Body limit of the ingestion route, bytes. Default 1048576. */
+  ingestBodyLimit?: number | undefined;
+}
+
+/** Per-request metering state (`request.usage`). */
+export interface RequestUsage {
+  rate: Array<RateLimitDecision & { spec: RateLimit }>;
+  /** The quota this route consumed (or refused on). */
+  consumed: QuotaDecision | undefined;
+  amount: number;
+  /** Last known state of every quota of the plan, for the headers. */
+  quotas: readonly QuotaDecision[];
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Quota this route consumes before its handler runs: a quota name of the plan, or `{ name, amount }`. */
+    quota?: string | { name: string; amount?: number };
+    /** `false`: no rate limit, quota or request metering on this route. Default: metered. */
+    metering?: boolean;
+  }
+  interface FastifyRequest {
+    usage: RequestUsage | null;
+  }
+}
+
+function sha(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+const GRANULARITIES = new Set(['minute', 'hour', 'day', 'month']);
+
+function parseUsageQuery(q: Record<string, unknown>): { meters?: string[]; from?: string; to?: string; granularity?: Granularity; format: 'json' | 'csv'; tenantId?: string } {
+  const str = (field: string): string | undefined => {
+    const v = q[field];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string') throw new TenantwallError('invalid_usage_query', `Usage query ${field} must be given once.`, { details: { field } });
+    return v;
+  };
+  const format = str('format') ?? 'json';
+  if (format !== 'json' && format !== 'csv') throw new TenantwallError('invalid_usage_query', 'Usage query format must be json or csv.', { details: { field: 'format' } });
+  const granularity = str('granularity');
+  if (granularity !== undefined && !GRANULARITIES.has(granularity)) {
+    throw new TenantwallError('invalid_usage_query', 'Usage query granularity must be minute, hour, day or month.', { details: { field: 'granularity' } });
+  }
+  const meter = str('meter');
+  const out: ReturnType<typeof parseUsageQuery> = { format };
+  if (meter !== undefined) out.meters = meter.split(',').map((s) => s.trim()).filter(Boolean);
+  const from = str('from');
+  const to = str('to');
+  const tenantId = str('tenant_id');
+  if (from !== undefined) out.from = from;
+  if (to !== undefined) out.to = to;
+  if (granularity !== undefined) out.granularity = granularity as Granularity;
+  if (tenantId !== undefined) out.tenantId = tenantId;
+  return out;
+}
+
+function sendUsage(reply: FastifyReply, rows: UsageRow[], format: 'json' | 'csv') {
+  if (format === 'csv') return reply.type('text/csv; charset=utf-8').header('content-disposition', 'attachment; filename="usage.csv"').send(usageToCsv(rows));
+  return reply.send({ data: rows });
+}
+
+function headerList(ds: readonly QuotaDecision[], pick: (d: QuotaDecision) => string | number): string {
+  return ds.map((d) => `${d.quota}=${pick(d)}`).join(', ');
+}
+
+const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastify, opts) => {
+  const metering = opts.metering;
+  const prefix = (opts.usagePrefix ?? '/usage').replace(/\/$/, '');
+  const adminPrefix = (opts.adminPrefix ?? '/admin/usage').replace(/\/$/, '');
+  const recordRequests = opts.recordRequests ?? true;
+  const enforceRates = opts.rateLimits ?? true;
+  const ingestBodyLimit = opts.ingestBodyLimit ?? 1_048_576;
+  if (opts.adminToken !== undefined && opts.adminToken.length < 16) {
+    throw new TenantwallError('config_invalid', 'The metering admin token must be at least 16 characters.', { details: { field: 'adminToken' } });
+  }
+  if (!fastify.hasDecorator('tenantwall')) {
+    throw new TenantwallError('config_invalid', 'Register the tenantwall Fastify plugin before the metering plugin: it resolves the tenant of each request.');
+  }
+  // Quota states for the headers of routes that consume nothing: refreshed at most once per plan-cache TTL.
+  const known = new TtlCache<TenantId, Map<string, QuotaDecision>>(100_000, Math.max(1000, metering.options.planCacheTtlMs));
+
+  async function quotaStates(tenantId: TenantId): Promise<Map<string, QuotaDecision>> {
+    let m = known.get(tenantId);
+    if (m) return m;
+    m = new Map();
+    const plan = await metering.planOf(tenantId);
+    for (const name of Object.keys(plan.quotas)) {
+      const d = await metering.status(tenantId, name);
+      if (d) m.set(name, d);
+    }
+    known.set(tenantId, m);
+    return m;
+  }
+
+  fastify.decorateRequest('usage', null);
+  const metered = (request: FastifyRequest) => request.tenant !== null && !request.is404 && request.routeOptions.config.metering !== false;
+
+  fastify.addHook('onRequest', async (request, reply) => {
+    if (!metered(request)) return;
+    const tenant = request.tenant as NonNullable<typeof request.tenant>;
+    const usage: RequestUsage = { rate: [], consumed: undefined, amount: 0, quotas: [] };
+    request.usage = usage;
+    if (!enforceRates) return;
+    try {
+      usage.rate = await metering.rateLimit(tenant.id, request.tenantAuth?.apiKeyId);
+    } catch (err) {
+      if (isTenantwallError(err, 'rate_limited')) {
+        const d = err.details as { limit: number; retry_after: number; used: number };
+        reply.header('retry-after', String(d.retry_after));
+        reply.header('ratelimit-limit', String(d.limit));
+        reply.header('ratelimit-remaining', '0');
+        reply.header('ratelimit-reset', String(d.retry_after));
+      }
+      throw err;
+    }
+  });
+
+  fastify.addHook('preHandler', async (request, reply) => {
+    const usage = request.usage;
+    if (!usage || !request.tenant) return;
+    const tenantId = request.tenant.id;
+    const states = await quotaStates(tenantId);
+    const q = request.routeOptions.config.quota;
+    if (q !== undefined) {
+      const name = typeof q === 'string' ? q : q.name;
+      const amount = typeof q === 'string' ? 1 : (q.amount ?? 1);
+      const d = await metering.consume(tenantId, name, amount);
+      if (d) {
+        states.set(name, d);
+        usage.consumed = d;
+        if (!d.admitted) {
+          usage.quotas = [...states.values()];
+          reply.header('retry-after', String(Math.max(1, Math.ceil((d.resetsAt.getTime() - Date.now()) / 1000))));
+          throw quotaExceeded(d);
+        }
+        usage.amount = amount;
+      }
+    }
+    usage.quotas = [...states.values()];
+  });
+
+  fastify.addHook('onSend', async (request, reply, payload) => {
+    const usage = request.usage;
+    if (!usage) return payload;
+    const tight = usage.rate[0];
+    if (tight && !reply.hasHeader('ratelimit-limit')) {
+      reply.header('ratelimit-limit', String(tight.limit));
+      reply.header('ratelimit-remaining', String(tight.remaining));
+      reply.header('ratelimit-reset', String(Math.max(0, Math.ceil((tight.resetMs - Date.now()) / 1000))));
+    }
+    const softOver = usage.rate.find((d) => !d.allowed && d.spec.enforcement === 'soft');
+    if (softOver) reply.header('x-ratelimit-warning', `soft limit of ${softOver.limit} per ${softOver.spec.per} exceeded`);
+    if (usage.rate.some((d) => d.degraded)) reply.header('x-ratelimit-degraded', 'store unavailable; admitted (fail open)');
+    if (usage.quotas.length > 0) {
+      reply.header('x-quota-limit', headerList(usage.quotas, (d) => d.limit));
+      reply.header('x-quota-used', headerList(usage.quotas, (d) => d.used));
+      reply.header('x-quota-remaining', headerList(usage.quotas, (d) => d.remaining));
+      reply.header('x-quota-reset', headerList(usage.quotas, (d) => d.resetsAt.toISOString()));
+      const warn = usage.quotas.filter((d) => d.warning);
+      if (warn.length > 0) reply.header('x-quota-warning', headerList(warn, (d) => `${Math.floor((d.used * 100) / Math.max(1, d.limit))}%`));
+    }
+    return payload;
+  });
+
+  fastify.addHook('onResponse', async (request, reply) => {
+    const usage = request.usage;
+    if (!usage || !request.tenant) return;
+    const tenantId = request.tenant.id;
+    const c = usage.consumed;
+    if (c && usage.amount > 0) {
+      if (reply.statusCode >= 400) {
+        // The work the units paid for did not happen.
+        await metering.release(tenantId, c.quota, c.periodStart, usage.amount).catch((err: unknown) => request.log.warn({ err }, 'quota release failed'));
+        known.delete(tenantId);
+      } else {
+        metering.enqueue(tenantId, { event_id: `q_${randomUUID()}`, meter: c.meter, quantity: usage.amount, properties: { quota: c.quota } });
+      }
+    }
+    if (recordRequests) {
+      const props: Record<string, unknown> = { route: request.routeOptions.url ?? '', status: reply.statusCode };
+      const key = request.tenantAuth?.apiKeyId;
+      if (key !== undefined) props.api_key_id = key;
+      metering.enqueue(tenantId, { event_id: `r_${randomUUID()}`, meter: API_REQUESTS_METER, properties: props });
+    }
+  });
+
+  // ---- tenant routes: everything runs in the resolved tenant's scope ----
+  fastify.post(`${prefix}/events`, { bodyLimit: ingestBodyLimit, schema: { hide: true } }, async (request, reply) => {
+    const tenantId = (request.tenant as NonNullable<typeof request.tenant>).id;
+    const body = request.body as unknown;
+    // A batch is `{ "events": [...] }`; anything else is one event.
+    if (typeof body === 'object' && body !== null && !Array.isArray(body) && 'events' in body) {
+      const keys = Object.keys(body);
+      if (keys.length !== 1) throw new TenantwallError('invalid_usage_event', 'A batch body has only the field "events".', { details: { field: keys.find((k) => k !== 'events') ?? 'events' } });
+      const result = await metering.recordBatch(tenantId, (body as { events: unknown }).events as unknown[]);
+      return reply.code(200).send(result);
+    }
+    if (body === undefined || body === null) throw new TenantwallError('invalid_usage_event', 'Send one event or { "events": [...] } as JSON.', { details: { field: 'body' } });
+    return reply.code(200).send(await metering.record(tenantId, body as never));
+  });
+
+  fastify.get(prefix, { schema: { hide: true } }, async (request, reply) => {
+    const tenantId = (request.tenant as NonNullable<typeof request.tenant>).id;
+    const q = parseUsageQuery(request.query as Record<string, unknown>);
+    if (q.tenantId !== undefined && q.tenantId !== tenantId) {
+      // Asking for another tenant's usage looks exactly like asking for a tenant that has none.
+      return sendUsage(reply, [], q.format);
+    }
+    const rows = await metering.usage(tenantId, { meters: q.meters, from: q.from, to: q.to, granularity: q.granularity });
+    return sendUsage(reply, rows, q.format);
+  });
+
+  fastify.get(`${prefix}/quotas`, { schema: { hide: true } }, async (request) => {
+    const tenantId = (request.tenant as NonNullable<typeof request.tenant>).id;
+    const plan = await metering.planOf(tenantId);
+    const quotas = [];
+    for (const name of Object.keys(plan.quotas)) {
+      const d = await metering.status(tenantId, name);
+      if (d) quotas.push({ quota: d.quota, meter: d.meter, enforcement: d.enforcement, used: d.used, limit: d.limit, remaining: d.remaining, resets_at: d.resetsAt.toISOString() });
+    }
+    return { plan: plan.name, quotas, rate_limits: plan.rateLimits.map((r) => ({ scope: r.scope, per: r.per, limit: r.limit, enforcement: r.enforcement })) };
+  });
+
+  // ---- admin routes: all tenants, owner connection ----
+  const adminToken = opts.adminToken;
+  if (adminToken !== undefined) {
+    const expected = sha(adminToken);
+    const requireAdmin = async (request: FastifyRequest) => {
+      const m = /^Bearer[ ]+(\S+)\s*$/i.exec(request.headers.authorization ?? '');
+      if (!m || !timingSafeEqual(sha(m[1] as string), expected)) {
+        throw new TenantwallError('admin_unauthorized', 'Admin routes need the admin bearer token.');
+      }
+    };
+    const adminConfig = { tenant: false, metering: false };
+    fastify.get(adminPrefix, { config: adminConfig, preHandler: requireAdmin, schema: { hide: true } }, async (request, reply) => {
+      const q = parseUsageQuery(request.query as Record<string, unknown>);
+      const rows = await metering.adminUsage({ meters: q.meters, from: q.from, to: q.to, granularity: q.granularity, tenantId: q.tenantId });
+      return sendUsage(reply, rows, q.format);
+    });
+    fastify.put(`${adminPrefix}/tenants/:id/plan`, { config: adminConfig, preHandler: requireAdmin, schema: { hide: true } }, async (request) => {
+      const { id } = request.params as { id: string };
+      const plan = (request.body as { plan?: unknown } | undefined)?.plan;
+      if (typeof plan !== 'string') throw new TenantwallError('validation_failed', 'Send { "plan": "<name>" }.', { details: { field: 'plan' } });
+      const r = await metering.setPlan(id, plan);
+      known.delete(id as TenantId);
+      return { tenant_id: id, plan, changed: r.changed, version: r.version };
+    });
+  }
+
+  fastify.addHook('onClose', async () => {
+    await metering.flush();
+  });
+};
+
+(meteringPlugin as unknown as Record<symbol, unknown>)[Symbol.for('skip-override')] = true;
+(meteringPlugin as unknown as Record<symbol, unknown>)[Symbol.for('fastify.display-name')] = 'tenantwall-metering';
+
+export { meteringPlugin };
