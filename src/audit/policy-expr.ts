@@ -55,13 +55,19 @@ function walk(n: unknown, visit: (node: Node, inSub: boolean) => void, inSub = f
   for (const v of Object.values(node)) walk(v, visit, sub);
 }
 
+/** Functions (name or schema.name, lowercase) whose body reads the tenant setting, e.g. `app.current_tenant()`. */
+let helpers: ReadonlySet<string> = new Set();
+
 function readsSetting(n: Node | undefined, settingName: string): boolean {
   let found = false;
+  const wanted = settingName.toLowerCase();
   walk(n, (node) => {
     const call = node.FuncCall as Node | undefined;
-    if (call && funcName(call).replace(/^pg_catalog\./, '') === 'current_setting' && constString((call.args as Node[] | undefined)?.[0]) === settingName) {
-      found = true;
-    }
+    if (!call) return;
+    const name = funcName(call).toLowerCase().replace(/^pg_catalog\./, '');
+    // Setting names are case-insensitive in PostgreSQL.
+    if (name === 'current_setting' && constString((call.args as Node[] | undefined)?.[0])?.toLowerCase() === wanted) found = true;
+    else if (helpers.has(name)) found = true;
   });
   return found;
 }
@@ -87,6 +93,18 @@ function isTenantEquality(n: Node, column: string, settingName: string): boolean
 }
 
 const cache = new Map<string, ExprAnalysis>();
+
+/**
+ * Declares the helper functions that read the tenant setting (from the catalog being audited); a policy calling
+ * one counts as reading the setting. Clears the cache when the set changes.
+ */
+export function setSettingHelpers(names: Iterable<string>): void {
+  const next = new Set([...names].map((n) => n.toLowerCase()));
+  if (next.size !== helpers.size || [...next].some((n) => !helpers.has(n))) {
+    helpers = next;
+    cache.clear();
+  }
+}
 
 /** Classifies a policy expression as printed by pg_get_expr. Call `loadParser()` once first. */
 export function analyzePolicyExpr(expr: string | null, column: string, settingName: string): ExprAnalysis {

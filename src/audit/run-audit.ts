@@ -5,7 +5,7 @@ import { mapPgError } from '../db/pg-errors.ts';
 import { quoteIdent, quoteLiteral } from '../schema/ddl.ts';
 import { type Catalog, type Policy, type Relation, loadCatalog } from './catalog.ts';
 import { type AuditException, applyExceptions, loadExceptionsFile } from './exceptions.ts';
-import { type PolicyClass, analyzePolicyExpr, loadParser } from './policy-expr.ts';
+import { type PolicyClass, analyzePolicyExpr, loadParser, setSettingHelpers } from './policy-expr.ts';
 import { ruleInfo } from './rules.ts';
 import { type Finding, type ObjectKind, type Report, SEVERITY_RANK } from './types.ts';
 
@@ -215,6 +215,12 @@ export function evaluateRules(cat: Catalog, opts: ResolvedCheckOptions): { findi
   const policiesByRel = new Map<number, Policy[]>();
   for (const p of cat.policies) policiesByRel.set(p.rel, [...(policiesByRel.get(p.rel) ?? []), p]);
   const appliesToApp = (p: Policy) => !app || p.roles.includes(0) || app.memberOf.some((r) => p.roles.includes(r));
+  const settingText = opts.settingName.toLowerCase();
+  setSettingHelpers(
+    cat.functions
+      .filter((f) => /current_setting/i.test(f.source) && f.source.toLowerCase().includes(settingText))
+      .flatMap((f) => [f.name, `${f.schema}.${f.name}`]),
+  );
   const cls = (e: string | null): PolicyClass => analyzePolicyExpr(e, col, opts.settingName).cls;
   const exprsFor = (p: Policy, cmd: (typeof CMDS)[number]): (string | null)[] => {
     if (cmd === 'r' || cmd === 'd') return [p.qual];

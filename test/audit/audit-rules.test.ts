@@ -184,6 +184,20 @@ for (const fx of FIXTURES) {
   });
 }
 
+test('a policy reading the setting through a helper function (wrapped in a sub-select) is tight: no finding', async () => {
+  const report = await auditWith(`
+    CREATE FUNCTION current_tenant() RETURNS uuid LANGUAGE sql STABLE AS $$ SELECT nullif(current_setting('tenantwall.tenant_id', true), '')::uuid $$;
+    ${replacePolicy('customers', 'CREATE POLICY p ON customers USING (tenant_id = (SELECT current_tenant())) WITH CHECK (tenant_id = (SELECT current_tenant()))')}`);
+  assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}`), []);
+});
+
+test('the same helper called per row is reported as a per-row call only', async () => {
+  const report = await auditWith(`
+    CREATE FUNCTION current_tenant() RETURNS uuid LANGUAGE sql STABLE AS $$ SELECT nullif(current_setting('tenantwall.tenant_id', true), '')::uuid $$;
+    ${replacePolicy('customers', 'CREATE POLICY p ON customers USING (tenant_id = current_tenant()) WITH CHECK (tenant_id = current_tenant())')}`);
+  assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}`), ['policy-per-row-call public.customers.p']);
+});
+
 test('every audit rule has a fixture', () => {
   const covered = new Set(FIXTURES.flatMap((f) => f.expect));
   assert.deepEqual(AUDIT_RULES.map((r) => r.id).filter((id) => !covered.has(id)), []);
