@@ -64,6 +64,17 @@ function bearerToken(request: FastifyRequest): string | undefined {
   return m[1];
 }
 
+function repeatedHeader(raw: readonly string[]): string | undefined {
+  let host = 0;
+  let auth = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    if (name === 'host' && ++host > 1) return 'Host';
+    if (name === 'authorization' && ++auth > 1) return 'Authorization';
+  }
+  return undefined;
+}
+
 function subdomainSlug(request: FastifyRequest, baseDomain: string): string | undefined {
   const host = request.hostname.toLowerCase().replace(/\.$/, '');
   const suffix = `.${baseDomain}`;
@@ -151,6 +162,10 @@ const tenantwallPlugin: FastifyPluginAsync<TenantwallFastifyOptions> = async (fa
   fastify.decorateRequest('tenantAuth', null);
 
   fastify.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
+    // Node keeps the first of repeated Host and Authorization headers and drops the others, while a proxy in
+    // front may act on another one: refuse the ambiguity (RFC 9112 requires a 400 for a repeated Host).
+    const repeated = repeatedHeader(request.raw.rawHeaders);
+    if (repeated) throw new TenantwallError('bad_request', `The ${repeated} header appears more than once.`, { details: { field: repeated } });
     // Unknown routes answer 404 without asking for credentials; opted-out routes are not tenant-scoped.
     if (request.is404 || request.routeOptions.config.tenant === false) return;
     const { tenant, auth } = await resolve(request);
