@@ -34,8 +34,17 @@ export const typeboxValidatorCompiler: FastifySchemaCompiler<TSchema> = ({ schem
   }
   const check = TypeCompiler.Compile(schema);
   const coerce = httpPart === 'querystring' || httpPart === 'params' || httpPart === 'headers';
+  // Value.Convert reads "1.5", "1e2" and "1e400" as the integer 1 and "0x10" as 16: only plain decimal integers
+  // are converted, anything else stays a string and fails the check.
+  const properties = (schema as { properties?: Record<string, TSchema> }).properties ?? {};
+  const integerKeys = Object.keys(properties).filter((k) => properties[k]?.[Kind] === 'Integer');
   return (input: unknown) => {
+    // Convert works in place on the input object: take the raw strings first.
+    const raw = coerce && typeof input === 'object' && input !== null ? integerKeys.map((k) => [k, (input as Record<string, unknown>)[k]] as const) : [];
     const value = coerce ? Value.Default(schema, Value.Convert(schema, input)) : input;
+    if (typeof value === 'object' && value !== null) {
+      for (const [k, v] of raw) if (typeof v === 'string' && !/^-?[0-9]+$/.test(v)) (value as Record<string, unknown>)[k] = v;
+    }
     if (check.Check(value)) return { value };
     const errors: FieldError[] = [];
     for (const e of check.Errors(value)) {
