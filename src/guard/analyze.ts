@@ -216,12 +216,48 @@ export class Analyzer {
     for (const c of list) {
       const cte = c.CommonTableExpr as Node;
       if (cte.search_clause || cte.cycle_clause) throw new Refusal('SEARCH/CYCLE clauses are not supported', cte.location);
+      const colnames = names(cte.aliascolnames);
+      if (withClause.recursive && this.#recursiveCte(cte, colnames, outer, scope)) continue;
       // Non-recursive: `scope` holds only the CTEs before this one, so the body's own name means the table.
-      let out = this.#statement(cte.ctequery, outer, scope);
-      out = renameOutput(out, names(cte.aliascolnames));
+      const out = renameOutput(this.#statement(cte.ctequery, outer, scope), colnames);
       scope.names.set(cte.ctename, { output: out });
     }
     return scope;
+  }
+
+  /**
+   * `base UNION [ALL] step`: assume the self-reference carries the tenant in the columns where `base` does, and
+   * keep the assumption only if `step` then produces the tenant in those same columns. By induction over the
+   * iterations every row of the CTE has them. Returns false (nothing assumed) when that cannot be shown.
+   */
+  #recursiveCte(cte: Node, colnames: string[], outer: Level | null, scope: CteScope): boolean {
+    const sel = cte.ctequery?.SelectStmt as Node | undefined;
+    if (!sel || !sel.op || sel.op === 'SETOP_NONE' || sel.withClause) return false;
+    const params = new Set(this.#params);
+    let base: Output;
+    try {
+      base = renameOutput(this.#select(sel.larg, outer, scope), colnames);
+    } catch (err) {
+      if (err instanceof Refusal) return false;
+      throw err;
+    }
+    if (!base?.some((c) => c.pin)) {
+      this.#params = params;
+      return false;
+    }
+    scope.names.set(cte.ctename, { output: base });
+    try {
+      const out = renameOutput(this.#statement(cte.ctequery, outer, scope), colnames);
+      if (out && base.every((c, i) => !c.pin || out[i]?.pin)) {
+        scope.names.set(cte.ctename, { output: out });
+        return true;
+      }
+    } catch (err) {
+      if (!(err instanceof Refusal)) throw err;
+    }
+    this.#params = params;
+    scope.names.set(cte.ctename, { output: null });
+    return false;
   }
 
   #select(sel: Node, outer: Level | null, ctesIn: CteScope | null): Output {
