@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { VERIFY_ATTACKS, databaseChecksum, runVerify } from '../../src/index.ts';
 import { type Baseline, TENANT_A, TENANT_B, TIGHT, createBaseline } from './baseline.ts';
@@ -25,7 +25,7 @@ async function checksumOf(url: string): Promise<string> {
 async function verifyFixture(sql: string) {
   const db = await base.fixture(sql);
   const before = await checksumOf(db.url);
-  const report = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app, checksum: true });
+  const report = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app });
   const after = await checksumOf(db.url);
   return { db, report, before, after };
 }
@@ -113,7 +113,9 @@ test('a clean verify run finds nothing and leaves the content checksum unchanged
   assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}: ${f.message}`), []);
   assert.deepEqual(report.notes, []);
   assert.equal(before, after);
-  assert.deepEqual(report.checksums, { before, after });
+  const db = await base.fixture();
+  const own = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app, checksum: true });
+  assert.ok(own.checksums && own.checksums.before === own.checksums.after && own.checksums.before.length === 64);
   assert.ok((report.stats.attempts ?? 0) > 20);
 });
 
@@ -131,6 +133,13 @@ test('verify makes the rows it needs when a tenant has none, and still leaves no
   assert.equal(before, after);
 });
 
+test('a function it cannot call (required arguments) is named in the notes, not silently skipped', async () => {
+  const { report } = await verifyFixture(`CREATE FUNCTION invoice_of(p uuid) RETURNS bigint LANGUAGE sql STABLE AS 'SELECT amount_cents FROM invoices WHERE id = p'`);
+  assert.deepEqual(report.findings, []);
+  assert.equal(report.notes.length, 1);
+  assert.match(report.notes[0] ?? '', /public\.invoice_of\(p uuid\) reads public\.invoices but was not called/);
+});
+
 test('the checksum sees a one-row change (so an unchanged checksum means something)', async () => {
   const db = await base.fixture();
   const before = await checksumOf(db.url);
@@ -141,15 +150,18 @@ test('the checksum sees a one-row change (so an unchanged checksum means somethi
   assert.notEqual(await checksumOf(db.url), before);
 });
 
-for (const fx of FIXTURES) {
-  test(`attack ${fx.name} succeeds on its hole and nothing else does`, async () => {
-    const { report, before, after } = await verifyFixture(fx.sql(base));
-    const fired = [...new Set(report.findings.map((f) => f.ruleId))].sort();
-    assert.deepEqual(fired, [...fx.expect].sort(), report.findings.map((f) => `${f.ruleId} ${f.object}: ${f.message}`).join('\n'));
-    if (fx.objects) assert.deepEqual([...new Set(report.findings.map((f) => f.object))].sort(), [...fx.objects].sort());
-    assert.equal(before, after, 'verify left no trace');
-  });
-}
+// Each fixture is its own database, so they can run side by side.
+describe('attacks', { concurrency: 4 }, () => {
+  for (const fx of FIXTURES) {
+    test(`attack ${fx.name} succeeds on its hole and nothing else does`, async () => {
+      const { report, before, after } = await verifyFixture(fx.sql(base));
+      const fired = [...new Set(report.findings.map((f) => f.ruleId))].sort();
+      assert.deepEqual(fired, [...fx.expect].sort(), report.findings.map((f) => `${f.ruleId} ${f.object}: ${f.message}`).join('\n'));
+      if (fx.objects) assert.deepEqual([...new Set(report.findings.map((f) => f.object))].sort(), [...fx.objects].sort());
+      assert.equal(before, after, 'verify left no trace');
+    });
+  }
+});
 
 test('every attack has a fixture', () => {
   const covered = new Set(FIXTURES.flatMap((f) => f.expect));
