@@ -10,7 +10,12 @@ export const ADMIN = 'metering-admin-token-0123456789';
  * A small invoicing-like app: the tenantwall plugin resolves the tenant, the metering plugin enforces and
  * records. `GET /invoices/:id` is a scoped point lookup; `POST /invoices` consumes the `invoices` quota.
  */
-export async function buildMeteredApp(db: Tenantwall, metering: Metering | undefined, options: Partial<MeteringFastifyOptions> = {}): Promise<FastifyInstance> {
+export async function buildMeteredApp(
+  db: Tenantwall,
+  metering: Metering | undefined,
+  options: Partial<MeteringFastifyOptions> = {},
+  setup: (app: FastifyInstance) => void = () => undefined,
+): Promise<FastifyInstance> {
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
   await app.register(tenantwallPlugin, { db, apiKeyCacheTtlMs: 60_000 });
   if (metering) await app.register(meteringPlugin, { metering, adminToken: ADMIN, ...options } as MeteringFastifyOptions);
@@ -25,6 +30,7 @@ export async function buildMeteredApp(db: Tenantwall, metering: Metering | undef
     const { rows } = await db.query(`INSERT INTO invoices (tenant_id, customer) VALUES ($1, $2) RETURNING id, customer`, [db.currentTenantId(), customer]);
     return reply.code(201).send(rows[0]);
   });
+  setup(app);
   await app.ready();
   return app;
 }
