@@ -28,7 +28,7 @@ export function formatText(report: Report, options: { color?: boolean; verbose?:
   if (report.suppressed.length > 0) lines.push('', `${report.suppressed.length} finding(s) suppressed by exceptions.`);
   for (const u of report.unusedExceptions) lines.push(c(COLORS.warn, `unused exception: ${u.rule} on ${u.object} (remove it)`));
   const count = (s: Severity) => report.findings.filter((f) => f.severity === s).length;
-  const stats = Object.entries(report.stats).map(([k, v]) => `${v} ${k}`).join(', ');
+  const stats = Object.entries(report.stats).map(([k, v]) => `${v} ${k.replace(/[A-Z]/g, (ch) => ` ${ch.toLowerCase()}`)}`).join(', ');
   lines.push('');
   lines.push(`${count('error')} error(s), ${count('warn')} warning(s), ${count('info')} info; checked ${stats} in ${report.durationMs} ms.`);
   return lines.join('\n');
