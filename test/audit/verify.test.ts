@@ -163,6 +163,21 @@ describe('attacks', { concurrency: 4 }, () => {
   }
 });
 
+test('an application role that is superuser: every table reads across tenants, and still no trace', async () => {
+  const su = base.role('su');
+  const db = await base.fixture(`CREATE ROLE ${su} LOGIN SUPERUSER PASSWORD '${base.appPassword}'`);
+  const before = await checksumOf(db.url);
+  const appUrl = new URL(db.appUrl);
+  appUrl.username = su;
+  const report = await runVerify({ databaseUrl: db.url, appDatabaseUrl: appUrl.toString(), appRole: su });
+  const reads = report.findings.filter((f) => f.ruleId === 'attack-read-cross-tenant').map((f) => f.object).sort();
+  // Superusers may also name partitions directly: the partition holding B's rows leaks too.
+  assert.ok(reads.includes('public.customers') && reads.includes('public.invoices'), reads.join(', '));
+  assert.ok(reads.some((r) => r.startsWith('public.invoices_p')), reads.join(', '));
+  assert.ok(!report.findings.some((f) => f.ruleId === 'attack-set-role'));
+  assert.equal(await checksumOf(db.url), before);
+});
+
 test('every attack has a fixture', () => {
   const covered = new Set(FIXTURES.flatMap((f) => f.expect));
   assert.deepEqual(VERIFY_ATTACKS.map((r) => r.id).filter((id) => !covered.has(id)), []);
