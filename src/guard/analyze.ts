@@ -146,7 +146,7 @@ export class Analyzer {
       if (stmts.length > 1) {
         throw new Refusal(`${stmts.length} statements in one string; send one statement at a time`, stmts[1]?.stmt_location ?? undefined);
       }
-      if (sql.includes('"')) this.#checkQuotedIdentifiers(sql);
+      if (/u&"/i.test(sql)) this.#checkUnicodeIdentifiers(sql);
       const stmt = stmts[0]?.stmt as Node;
       const kind = kindOf(stmt);
       this.#statement(stmt, null, null);
@@ -162,18 +162,14 @@ export class Analyzer {
   }
 
   /**
-   * Quoting changes what a name means ("Invoices" is not invoices). A quoted name that is already the canonical
-   * lowercase form means the same as unquoted (query builders quote everything), so only those pass.
+   * Names are compared exactly as PostgreSQL folds them, so quoting cannot make the verifier see another table or
+   * column. Quoted names that no unquoted name folds to ("Invoices", "a b") are refused where they name objects
+   * found through the catalog (relations, functions, types); as column names and aliases they are harmless
+   * (query builders emit "camelCase" aliases). Unicode escapes are refused outright: nobody needs them.
    */
-  #checkQuotedIdentifiers(sql: string): void {
+  #checkUnicodeIdentifiers(sql: string): void {
     for (const t of scanSync(sql).tokens) {
-      if (t.text.startsWith('U&"') || t.text.startsWith('u&"')) throw new Refusal('Unicode-escaped identifiers are refused', t.start);
-      if (t.tokenName === 'IDENT' && t.text.startsWith('"')) {
-        const inner = t.text.slice(1, -1).replaceAll('""', '"');
-        if (!CANONICAL_IDENT.test(inner)) {
-          throw new Refusal(`quoted identifier ${t.text} is refused: only names that mean the same unquoted are allowed`, t.start);
-        }
-      }
+      if (/^u&"/i.test(t.text)) throw new Refusal('Unicode-escaped identifiers (U&"...") are refused', t.start);
     }
   }
 
@@ -517,6 +513,9 @@ export class Analyzer {
         rv.location,
         this.#config.schema.isTenantTable(relname) ? relname : undefined,
       );
+    }
+    if (!CANONICAL_IDENT.test(relname)) {
+      throw new Refusal(`quoted identifier "${relname}" is refused as a relation name: only names that mean the same unquoted are allowed`, rv.location);
     }
     const name = (alias?.aliasname as string | undefined) ?? relname;
     if (allowCte) {
@@ -890,6 +889,7 @@ export class Analyzer {
       case 'TypeCast': {
         const tn = names(b.typeName?.names);
         if (tn.length > 1 && tn[0] !== 'pg_catalog') throw new Refusal(`cast to ${tn.join('.')} is refused (schema-qualified type)`, b.location);
+        for (const t of tn) if (!CANONICAL_IDENT.test(t)) throw new Refusal(`quoted identifier "${t}" is refused as a type name`, b.location);
         this.#expr(b.arg, level, ctes);
         return;
       }
@@ -951,6 +951,7 @@ export class Analyzer {
     if (n.length > 2 || (n.length === 2 && n[0] !== 'pg_catalog')) {
       throw new Refusal(`function ${n.join('.')} is refused (schema-qualified; only pg_catalog builtins may be qualified)`, location);
     }
+    if (!CANONICAL_IDENT.test(name)) throw new Refusal(`quoted identifier "${name}" is refused as a function name`, location);
     if (SETTING_FUNCTIONS.has(name) && !this.#config.safeFunctions.has(name)) {
       throw new Refusal(`${name}() reads or changes settings such as the tenant setting and is refused in tenant scope`, location);
     }

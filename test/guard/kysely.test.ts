@@ -58,6 +58,7 @@ function compiler(plugins: boolean): Kysely<DB> {
 function queries(k: Kysely<DB>) {
   return {
     all: k.selectFrom('invoices').selectAll().orderBy('id'),
+    camelCase: k.selectFrom('invoices as inv').select(['inv.id', 'inv.amount_cents as totalAmount']).orderBy('totalAmount').orderBy('inv.id'),
     filtered: k.selectFrom('invoices').select(['id', 'amount_cents']).where('amount_cents', '>', 100).where((eb) => eb.or([eb('customer', 'like', '%-inv-%'), eb('amount_cents', '<', 0)])),
     innerJoin: k.selectFrom('invoices as i').innerJoin('customers as c', 'c.id', 'i.customer_id').select(['i.id', 'c.email']),
     leftJoin: k.selectFrom('invoices as i').leftJoin('customers as c', 'c.id', 'i.customer_id').select(['i.id', 'c.email']),
@@ -191,9 +192,9 @@ test('Kysely transactions run as tenantwall transactions: commit, rollback, save
     );
     const trx = await k.startTransaction().execute();
     await trx.insertInto('invoices').values({ id: id2, customer: 'sp', amount_cents: 1 }).execute();
-    const sp = await trx.savepoint('before_delete').execute();
+    const sp = await trx.savepoint('beforeDelete').execute();
     await sp.deleteFrom('invoices').where('id', '=', id1).execute();
-    await sp.rollbackToSavepoint('before_delete').execute();
+    await sp.rollbackToSavepoint('beforeDelete').execute();
     await trx.commit().execute();
     const rows = await k.selectFrom('invoices').select(['id', 'customer']).where('id', 'in', [id1, id2]).orderBy('id').execute();
     assert.deepEqual(rows, [
