@@ -3,6 +3,8 @@ import { auditCommand } from './audit.ts';
 import { migrateCommand } from './migrate.ts';
 import { verifyCommand } from './verify.ts';
 import { tenantsCommand } from './tenants.ts';
+import { usageCommand } from './usage.ts';
+import { webhooksCommand } from './webhooks.ts';
 
 /**
  * The tenantwall command. Thin: it parses flags and calls the library. Errors print one line without a stack
@@ -15,6 +17,8 @@ const commands: Record<string, { run: Command; summary: string }> = {
   audit: { run: auditCommand, summary: 'report isolation holes from the catalog (--json, --sarif, --fail-on)' },
   verify: { run: verifyCommand, summary: 'attack the database as the application role (rolled back)' },
   tenants: { run: tenantsCommand, summary: 'create, list, suspend, resume, rename, move, export, import, delete tenants' },
+  usage: { run: usageCommand, summary: 'query usage (table, CSV, JSON), close a billing period, set a plan' },
+  webhooks: { run: webhooksCommand, summary: 'replay dead deliveries, list deliveries, manage endpoints, run the relay' },
 };
 
 export function registerCommand(name: string, summary: string, run: Command): void {

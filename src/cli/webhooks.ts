@@ -1,0 +1,107 @@
+import { TenantwallError } from '../errors.ts';
+import { openMetering } from './usage.ts';
+import { parseFlags } from './flags.ts';
+
+const USAGE = `usage: tenantwall webhooks <subcommand> [options]
+
+  replay [--event <webhook-id>] [--tenant <id>] [--endpoint <id>] [--status dead,delivered,pending]
+  deliveries [--status pending|in_flight|delivered|dead] [--event <webhook-id>]
+  endpoints list
+  endpoints add <url> [--tenant <id>] [--types type1,type2]
+  endpoints disable <endpoint id>
+  relay [--once]
+
+replay puts matching deliveries (default: the dead-lettered ones) back to pending with a fresh attempt budget;
+they are sent again with the same webhook-id, so receivers that dedup by it bill nothing twice.
+Every subcommand takes --config <file>, --database-url <url> and --json. See docs/metering.md.`;
+
+const STATUSES = new Set(['dead', 'delivered', 'pending']);
+
+export async function webhooksCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, {
+    config: { type: 'string' },
+    'database-url': { type: 'string' },
+    event: { type: 'string' },
+    tenant: { type: 'string' },
+    endpoint: { type: 'string' },
+    status: { type: 'string' },
+    types: { type: 'string' },
+    once: { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false },
+    help: { type: 'boolean', default: false },
+  });
+  const [sub, ...args] = positionals;
+  if (values.help || sub === undefined) {
+    console.log(USAGE);
+    return sub === undefined && !values.help ? 2 : 0;
+  }
+  if (!['replay', 'deliveries', 'endpoints', 'relay'].includes(sub)) throw new TenantwallError('config_invalid', `Unknown webhooks subcommand ${JSON.stringify(sub)}.\n\n${USAGE}`);
+  const { db, metering } = await openMetering(values.config, values['database-url']);
+  const out = (human: string, json: unknown) => console.log(values.json ? JSON.stringify(json) : human);
+  try {
+    const hooks = metering.webhooks;
+    switch (sub) {
+      case 'replay': {
+        const statuses = (values.status ?? 'dead').split(',').map((s) => s.trim());
+        for (const s of statuses) if (!STATUSES.has(s)) throw new TenantwallError('config_invalid', `--status takes dead, delivered or pending (got ${JSON.stringify(s)}).`);
+        const n = await hooks.replay({
+          statuses: statuses as ('dead' | 'delivered' | 'pending')[],
+          ...(values.event ? { eventId: values.event } : {}),
+          ...(values.tenant ? { tenantId: values.tenant } : {}),
+          ...(values.endpoint ? { endpointId: values.endpoint } : {}),
+        });
+        out(`${n} deliver${n === 1 ? 'y' : 'ies'} queued for replay`, { replayed: n });
+        return 0;
+      }
+      case 'deliveries': {
+        const rows = await hooks.deliveries({ ...(values.status ? { status: values.status } : {}), ...(values.event ? { eventId: values.event } : {}) });
+        out(rows.map((r) => `${r.status.padEnd(9)} ${String(r.attempts).padStart(2)}  ${r.type.padEnd(24)} ${r.eventId}  ${r.lastError ?? ''}`.trimEnd()).join('\n') || '(none)', rows);
+        return 0;
+      }
+      case 'endpoints': {
+        const [action, arg] = args;
+        if (action === 'list') {
+          const eps = await hooks.listEndpoints();
+          // Secrets are shown only when an endpoint is created.
+          const shown = eps.map(({ secret: _secret, ...e }) => e);
+          out(shown.map((e) => `${e.id}  ${e.active ? 'active  ' : 'disabled'}  ${e.url}  tenant=${e.tenantId ?? '*'}  types=${e.eventTypes?.join(',') ?? '*'}`).join('\n') || '(none)', shown);
+          return 0;
+        }
+        if (action === 'add' && arg) {
+          const ep = await hooks.addEndpoint({
+            url: arg,
+            ...(values.tenant ? { tenantId: values.tenant } : {}),
+            ...(values.types ? { eventTypes: values.types.split(',').map((s) => s.trim()) } : {}),
+          });
+          out(`endpoint ${ep.id}\nsecret (shown once): ${ep.secret}`, ep);
+          return 0;
+        }
+        if (action === 'disable' && arg) {
+          const ok = await hooks.disableEndpoint(arg);
+          out(ok ? `endpoint ${arg} disabled` : `no endpoint ${arg}`, { disabled: ok });
+          return ok ? 0 : 1;
+        }
+        throw new TenantwallError('config_invalid', `endpoints needs list, add <url> or disable <id>.\n\n${USAGE}`);
+      }
+      default: {
+        const relay = hooks.relay();
+        if (values.once) {
+          const r = await relay.runOnce();
+          out(`dispatched ${r.dispatched}, delivered ${r.delivered}, failed ${r.failed}, dead ${r.dead}`, r);
+          return 0;
+        }
+        relay.start((err) => console.error(`tenantwall webhooks relay: ${(err as Error).message}`));
+        console.error('relay running; Ctrl-C stops it');
+        await new Promise<void>((resolve) => {
+          process.once('SIGINT', resolve);
+          process.once('SIGTERM', resolve);
+        });
+        await relay.stop();
+        return 0;
+      }
+    }
+  } finally {
+    await metering.close();
+    await db.close();
+  }
+}

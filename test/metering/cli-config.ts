@@ -1,0 +1,2 @@
+// Project config for the CLI tests: the metering fixture's schema, migrations and metering declaration.
+export { schema, migrations, spec as metering } from './fixture.ts';
