@@ -35,7 +35,7 @@ export const DEFAULT_SAFE_FUNCTIONS: readonly string[] = [
   'array_length', 'cardinality', 'array_position', 'array_positions', 'array_append', 'array_prepend', 'array_cat',
   'array_remove', 'array_replace', 'unnest', 'generate_series', 'array_lower', 'array_upper', 'array_ndims',
   // misc
-  'gen_random_uuid', 'greatest', 'least', 'num_nulls', 'num_nonnulls',
+  'gen_random_uuid', 'greatest', 'least', 'num_nulls', 'num_nonnulls', 'merge_action',
 ];
 
 /**
