@@ -113,8 +113,11 @@ const FUNCTIONS = String.raw`
 -- never admit more than the limit in total. Far from the limit, requests pick a random unlocked shard
 -- (SKIP LOCKED) and do not wait for each other; only when the free shards are all busy do they wait.
 -- Runs as the caller (SECURITY INVOKER): row-level security applies to every statement inside.
-CREATE FUNCTION tw_quota_consume(p_tenant uuid, p_quota text, p_meter text, p_period timestamptz, p_period_end timestamptz,
-  p_amount bigint, p_limit bigint, p_shards integer, p_hard boolean, p_thresholds integer[])
+-- Every argument defaults to NULL and NULLs return nothing: \`tenantwall verify\` can then call the function
+-- as the application role and see that it leaks nothing (it only calls functions it can call without arguments).
+CREATE FUNCTION tw_quota_consume(p_tenant uuid = NULL, p_quota text = NULL, p_meter text = NULL, p_period timestamptz = NULL,
+  p_period_end timestamptz = NULL, p_amount bigint = NULL, p_limit bigint = NULL, p_shards integer = NULL, p_hard boolean = NULL,
+  p_thresholds integer[] = NULL)
 RETURNS TABLE (admitted boolean, used bigint, quota_limit bigint)
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -127,6 +130,9 @@ DECLARE
   v_t integer;
   r record;
 BEGIN
+  IF p_tenant IS NULL OR p_quota IS NULL OR p_period IS NULL OR p_amount IS NULL OR p_limit IS NULL OR p_shards IS NULL OR p_hard IS NULL THEN
+    RETURN;
+  END IF;
   PERFORM 1 FROM tw_quota_counters c WHERE c.tenant_id = p_tenant AND c.quota = p_quota AND c.period_start = p_period LIMIT 1;
   IF NOT FOUND THEN
     INSERT INTO tw_quota_counters AS c (tenant_id, quota, period_start, shard, used, cap)
@@ -183,7 +189,7 @@ BEGIN
     FROM tw_quota_counters c WHERE c.tenant_id = p_tenant AND c.quota = p_quota AND c.period_start = p_period;
   -- Once per (quota, period, threshold): the deterministic id makes every later attempt a no-op.
   IF v_limit > 0 AND p_amount > 0 THEN
-    FOREACH v_t IN ARRAY p_thresholds LOOP
+    FOREACH v_t IN ARRAY coalesce(p_thresholds, ARRAY[]::integer[]) LOOP
       IF v_total * 100 >= v_t::bigint * v_limit THEN
         INSERT INTO tw_outbox (tenant_id, id, type, payload)
         VALUES (p_tenant,
@@ -201,13 +207,14 @@ END
 $fn$;
 
 -- Gives back units admitted for work that then failed.
-CREATE FUNCTION tw_quota_release(p_tenant uuid, p_quota text, p_period timestamptz, p_amount bigint)
+CREATE FUNCTION tw_quota_release(p_tenant uuid = NULL, p_quota text = NULL, p_period timestamptz = NULL, p_amount bigint = NULL)
 RETURNS bigint LANGUAGE plpgsql AS $fn$
 DECLARE
   v_left bigint := p_amount;
   v_take bigint;
   r record;
 BEGIN
+  IF p_amount IS NULL THEN RETURN 0; END IF;
   FOR r IN SELECT c.shard, c.used FROM tw_quota_counters c
             WHERE c.tenant_id = p_tenant AND c.quota = p_quota AND c.period_start = p_period AND c.used > 0
             ORDER BY c.shard FOR UPDATE LOOP
@@ -222,7 +229,7 @@ END
 $fn$;
 
 -- A plan change: redistributes what is left of the new limit over the shards (all locked, fixed order).
-CREATE FUNCTION tw_quota_rebalance(p_tenant uuid, p_quota text, p_period timestamptz, p_limit bigint, p_hard boolean)
+CREATE FUNCTION tw_quota_rebalance(p_tenant uuid = NULL, p_quota text = NULL, p_period timestamptz = NULL, p_limit bigint = NULL, p_hard boolean = NULL)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
   v_used bigint;
@@ -231,6 +238,7 @@ DECLARE
   v_i integer := 0;
   r record;
 BEGIN
+  IF p_limit IS NULL OR p_hard IS NULL THEN RETURN; END IF;
   SELECT coalesce(sum(c.used), 0), count(*) INTO v_used, v_n FROM (
     SELECT c2.used FROM tw_quota_counters c2
      WHERE c2.tenant_id = p_tenant AND c2.quota = p_quota AND c2.period_start = p_period ORDER BY c2.shard FOR UPDATE) c;
