@@ -198,6 +198,19 @@ test('the same helper called per row is reported as a per-row call only', async 
   assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}`), ['policy-per-row-call public.customers.p']);
 });
 
+test('exceptions: a prefix pattern suppresses with its reason, a stale entry is reported as unused, a bad one is refused', async () => {
+  const report = await auditWith('GRANT TRUNCATE ON customers TO :app; GRANT TRUNCATE ON invoices TO :app', {
+    exceptions: [
+      { rule: 'grant-truncate', object: 'public.cust*', reason: 'purge job, see runbook 7' },
+      { rule: 'rls-disabled', object: 'public.gone', reason: 'table dropped in v2, entry kept by mistake' },
+    ],
+  });
+  assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}`), ['grant-truncate public.invoices']);
+  assert.deepEqual(report.suppressed.map((x) => [x.finding.object, x.reason]), [['public.customers', 'purge job, see runbook 7']]);
+  assert.deepEqual(report.unusedExceptions.map((e) => e.object), ['public.gone']);
+  await assert.rejects(runAudit({ client: undefined, databaseUrl: 'postgres://x@127.0.0.1:1/db', exceptions: [{ rule: 'no-such-rule', object: 'x', reason: 'long enough reason' }] }), /unknown rule/);
+});
+
 test('every audit rule has a fixture', () => {
   const covered = new Set(FIXTURES.flatMap((f) => f.expect));
   assert.deepEqual(AUDIT_RULES.map((r) => r.id).filter((id) => !covered.has(id)), []);

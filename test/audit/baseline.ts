@@ -116,7 +116,8 @@ export async function createBaseline(): Promise<Baseline> {
       }
     },
     async close() {
-      for (const d of databases.reverse()) await superQuery('postgres', `DROP DATABASE IF EXISTS ${d} WITH (FORCE)`);
+      // Dropping one by one costs a few hundred ms each on a durable server; they are independent.
+      await Promise.all(databases.map((d) => superQuery('postgres', `DROP DATABASE IF EXISTS ${d} WITH (FORCE)`)));
       for (const r of [...roles, app]) {
         await superQuery('postgres', `DROP ROLE IF EXISTS "${r}"`).catch(() => undefined);
       }
