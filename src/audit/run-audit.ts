@@ -4,7 +4,7 @@ import { TenantwallError } from '../errors.ts';
 import { mapPgError } from '../db/pg-errors.ts';
 import { quoteIdent, quoteLiteral } from '../schema/ddl.ts';
 import { type Catalog, type Policy, type Relation, loadCatalog } from './catalog.ts';
-import { type AuditException, applyExceptions, loadExceptionsFile } from './exceptions.ts';
+import { type AuditException, applyExceptions, loadExceptionsFile, parseExceptions } from './exceptions.ts';
 import { type PolicyClass, analyzePolicyExpr, loadParser, setSettingHelpers } from './policy-expr.ts';
 import { ruleInfo } from './rules.ts';
 import { type Finding, type ObjectKind, type Report, SEVERITY_RANK } from './types.ts';
@@ -55,7 +55,8 @@ export function resolveCheckOptions(o: IsolationCheckOptions, env: NodeJS.Proces
   if (tenantColumn.trim() === '') throw bad('tenantColumn', 'must not be empty');
   if (!SETTING_RE.test(settingName)) throw bad('settingName', 'must look like namespace.name');
   if (appRole.trim() === '') throw bad('appRole', 'must not be empty');
-  const exceptions = typeof o.exceptions === 'string' ? loadExceptionsFile(o.exceptions) : (o.exceptions ?? []);
+  // Lists given in code get the same validation as files: a rule id that does not exist silences nothing.
+  const exceptions = typeof o.exceptions === 'string' ? loadExceptionsFile(o.exceptions) : parseExceptions([...(o.exceptions ?? [])], 'exceptions option');
   return Object.freeze({
     databaseUrl,
     tenantColumn,
