@@ -50,6 +50,7 @@ async function ensureJournal(client: pg.ClientBase): Promise<void> {
       operation text NOT NULL CHECK (operation IN ('move', 'delete')),
       target text,
       phase text NOT NULL,
+      since_xid bigint,
       started_at timestamptz NOT NULL DEFAULT now(),
       updated_at timestamptz NOT NULL DEFAULT now()
     )`);
@@ -64,10 +65,12 @@ export interface JournalRow {
   operation: 'move' | 'delete';
   target: string | null;
   phase: string;
+  /** Move: every row version written after the copy started has an xid at or above this (xid8 as text). */
+  since_xid: string | null;
 }
 
 export async function readJournal(client: pg.ClientBase, tenantId: string): Promise<JournalRow | undefined> {
-  const { rows } = await client.query<JournalRow>(`SELECT operation, target, phase FROM ${JOURNAL} WHERE tenant_id = $1`, [tenantId]);
+  const { rows } = await client.query<JournalRow>(`SELECT operation, target, phase, since_xid::text FROM ${JOURNAL} WHERE tenant_id = $1`, [tenantId]);
   return rows[0];
 }
 

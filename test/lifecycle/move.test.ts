@@ -119,10 +119,8 @@ test('a move killed mid-copy is journaled, changes nothing visible, and is resum
   const othersBefore = without(await allChecksums(t.database.url), K);
   const resumed = await runCli(['move', 'k', '--to', 'dedicated', '--json'], t.database.url);
   assert.equal(resumed.code, 0, resumed.stderr);
-  const result = JSON.parse(resumed.stdout) as { resumed: boolean; reconciled: boolean; to: string };
-  assert.deepEqual([result.resumed, result.reconciled], [true, true], resumed.stdout);
-  assert.equal(result.resumed, true);
-  assert.equal(result.reconciled, true);
+  const result = JSON.parse(resumed.stdout) as { resumed: boolean; reconciledRows: number; to: string };
+  assert.deepEqual([result.resumed, result.reconciledRows >= 1], [true, true], resumed.stdout);
   assert.equal((await tenantInfo(t.db, 'k')).placement, 'dedicated');
   assert.deepEqual(await tenantChecksums(t.db, K), expected);
   assert.deepEqual(without(await allChecksums(t.database.url), K), othersBefore);
