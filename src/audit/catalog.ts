@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { TenantwallError } from '../errors.ts';
 
 /**
  * One snapshot of the catalog, read with a handful of set-based queries (never one query per table): the audit
@@ -127,7 +128,7 @@ const nums = (v: unknown): number[] => ((v as unknown[] | null) ?? []).map(Numbe
 
 export async function loadCatalog(client: pg.ClientBase, appRole: string, tenantColumn: string, settingName: string): Promise<Catalog> {
   const meta = await client.query(
-    `SELECT current_database() AS db, current_setting('server_version') AS version,
+    `SELECT current_database() AS db, current_setting('server_version') AS version, current_setting('server_version_num')::int AS version_num,
        r.oid::int8 AS oid, r.rolname, r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolreplication,
        CASE WHEN r.oid IS NOT NULL THEN (SELECT array_agg(m.oid::int8) FROM pg_roles m WHERE pg_has_role(r.oid, m.oid, 'MEMBER')) END AS member_of,
        CASE WHEN r.oid IS NOT NULL THEN (SELECT array_agg(m.rolname::text ORDER BY m.rolname) FROM pg_roles m
@@ -138,6 +139,10 @@ export async function loadCatalog(client: pg.ClientBase, appRole: string, tenant
     [appRole],
   );
   const m = meta.rows[0] as Record<string, any>;
+  // The queries below use PostgreSQL 15 catalogs (pg_publication_namespace, security_invoker views).
+  if (Number(m.version_num) < 150000) {
+    throw new TenantwallError('server_version_unsupported', `The server runs PostgreSQL ${m.version as string}.`);
+  }
   const app: AppRole | undefined =
     m.oid === null
       ? undefined
