@@ -25,6 +25,16 @@ export interface MeteringFastifyOptions {
   rateLimits?: boolean | undefined;
   /** Body limit of the ingestion route, bytes. Default 1048576. */
   ingestBodyLimit?: number | undefined;
+  /**
+   * Quotas of routes you do not want to touch, keyed `"<METHOD> <route url>"` (e.g. `"POST /invoices"`); a route's
+   * own `config.quota` wins. Default: none.
+   */
+  routeQuotas?: Readonly<Record<string, string | { name: string; amount?: number }>> | undefined;
+  /**
+   * Rows-created metering: `"<METHOD> <route url>"` -> table name. A 2xx answer records one `rows.created` event
+   * (declare that meter) with `{ table }`. Counts top-level rows created through the API. Default: none.
+   */
+  createdRows?: Readonly<Record<string, string>> | undefined;
 }
 
 /** Per-request metering state (`request.usage`). */
@@ -52,6 +62,9 @@ declare module 'fastify' {
 function sha(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
+
+/** The meter `createdRows` records. */
+export const ROWS_CREATED_METER = 'rows.created';
 
 const GRANULARITIES = new Set(['minute', 'hour', 'day', 'month']);
 
@@ -97,6 +110,11 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
   const recordRequests = opts.recordRequests ?? true;
   const enforceRates = opts.rateLimits ?? true;
   const ingestBodyLimit = opts.ingestBodyLimit ?? 1_048_576;
+  const routeQuotas = opts.routeQuotas ?? {};
+  const createdRows = opts.createdRows ?? {};
+  if (Object.keys(createdRows).length > 0 && !metering.model.meters.has(ROWS_CREATED_METER)) {
+    throw new TenantwallError('config_invalid', `createdRows records the meter ${ROWS_CREATED_METER}: declare it ({ name: '${ROWS_CREATED_METER}', aggregation: 'count' }).`);
+  }
   if (opts.adminToken !== undefined && opts.adminToken.length < 16) {
     throw new TenantwallError('config_invalid', 'The metering admin token must be at least 16 characters.', { details: { field: 'adminToken' } });
   }
@@ -147,7 +165,7 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
     if (!usage || !request.tenant) return;
     const tenantId = request.tenant.id;
     const states = await quotaStates(tenantId);
-    const q = request.routeOptions.config.quota;
+    const q = request.routeOptions.config.quota ?? routeQuotas[`${request.method} ${request.routeOptions.url ?? ''}`];
     if (q !== undefined) {
       const name = typeof q === 'string' ? q : q.name;
       const amount = typeof q === 'string' ? 1 : (q.amount ?? 1);
@@ -202,6 +220,10 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
       } else {
         metering.enqueue(tenantId, { event_id: `q_${randomUUID()}`, meter: c.meter, quantity: usage.amount, properties: { quota: c.quota } });
       }
+    }
+    const table = createdRows[`${request.method} ${request.routeOptions.url ?? ''}`];
+    if (table !== undefined && reply.statusCode >= 200 && reply.statusCode < 300) {
+      metering.enqueue(tenantId, { event_id: `c_${randomUUID()}`, meter: ROWS_CREATED_METER, properties: { table } });
     }
     if (recordRequests) {
       const props: Record<string, unknown> = { route: request.routeOptions.url ?? '', status: reply.statusCode };

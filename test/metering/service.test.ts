@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { FastifyInstance, InjectOptions } from 'fastify';
+import { buildApp } from '../../service/app.ts';
+import { meteringSpec } from '../../service/metering.ts';
+import { migrations, schema } from '../../service/schema.ts';
+import { Metering } from '../../src/index.ts';
+import { createTestTenantwall, type TestTenantwall } from '../helpers/db.ts';
+
+const ADMIN = 'service-metering-admin-token-0123';
+
+describe('the reference service with metering on', () => {
+  let t: TestTenantwall;
+  let metering: Metering;
+  let app: FastifyInstance;
+  let key: string;
+  let tenantId: string;
+  const as = (o: InjectOptions) => app.inject({ ...o, headers: { authorization: `Bearer ${key}`, ...o.headers } });
+  before(async () => {
+    t = await createTestTenantwall(schema, migrations);
+    metering = new Metering(t.db, { spec: meteringSpec });
+    app = await buildApp({ db: t.db, adminToken: ADMIN, metering });
+    await app.ready();
+    tenantId = (await t.db.tenants.create({ slug: 'svc', name: 'Svc' })).id;
+    key = (await app.tenantwall.apiKeys.create(tenantId, { name: 'k' })).key;
+  });
+  after(async () => {
+    await app.close();
+    await metering.close();
+    await t.close();
+  });
+
+  test('POST /invoices consumes the hard monthly quota of the free plan (100), then 429 quota_exceeded', async () => {
+    let last = '';
+    for (let i = 0; i < 100; i++) {
+      const r = await as({ method: 'POST', url: '/invoices', payload: { customer: `c${i}`, amount_cents: 100 } });
+      assert.equal(r.statusCode, 201, r.body);
+      last = String(r.headers['x-quota-remaining']);
+    }
+    assert.equal(last, 'invoices=0');
+    const refused = await as({ method: 'POST', url: '/invoices', payload: { customer: 'over', amount_cents: 1 } });
+    assert.equal(refused.statusCode, 429);
+    assert.equal(refused.json().error.code, 'quota_exceeded');
+    assert.ok(Number(refused.headers['retry-after']) > 0);
+    const list = await as({ method: 'GET', url: '/invoices?limit=1' });
+    assert.equal(list.statusCode, 200);
+    assert.equal(list.headers['x-quota-remaining'], 'invoices=0');
+    assert.ok(list.headers['ratelimit-limit'] !== undefined);
+    // An upgrade through the admin route lifts the limit at once (pro: soft quota of 10000).
+    const up = await app.inject({ method: 'PUT', url: `/admin/usage/tenants/${tenantId}/plan`, payload: { plan: 'pro' }, headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.equal(up.statusCode, 200, up.body);
+    assert.equal((await as({ method: 'POST', url: '/invoices', payload: { customer: 'pro', amount_cents: 1 } })).statusCode, 201);
+  });
+
+  test('usage: api_requests and rows.created are recorded and queryable by the tenant', async () => {
+    await metering.flush();
+    const r = await as({ method: 'GET', url: '/usage?meter=rows.created,api_requests,invoices.created&granularity=month' });
+    assert.equal(r.statusCode, 200, r.body);
+    const byMeter = Object.fromEntries(r.json().data.map((x: { meter: string; value: number }) => [x.meter, x.value]));
+    assert.equal(byMeter['rows.created'], 101);
+    assert.equal(byMeter['invoices.created'], 101);
+    assert.ok(byMeter.api_requests >= 103);
+  });
+});
