@@ -4,7 +4,10 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOpt
 import type { Tenantwall } from '../src/index.ts';
 import { TenantwallLogController, type TenantwallFastifyOptions, errorBody, tenantwallPlugin, typeboxValidatorCompiler } from '../src/fastify/index.ts';
 import { TenantwallError } from '../src/index.ts';
+import { meteringPlugin } from '../src/metering/fastify.ts';
+import type { Metering } from '../src/metering/index.ts';
 import { adminRoutes } from './admin.ts';
+import { createdRows, routeQuotas } from './metering.ts';
 import { tenantRoutes } from './routes.ts';
 
 export interface AppOptions {
@@ -17,6 +20,8 @@ export interface AppOptions {
   bodyLimit?: number;
   /** Options of the tenantwall plugin besides `db` (resolvers, JWT keys, base domain, caches). */
   tenantwall?: Omit<TenantwallFastifyOptions, 'db'>;
+  /** Usage metering, plan quotas and rate limits (service/metering.ts). Default: off. */
+  metering?: Metering;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -86,6 +91,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   strictJsonBodies(app);
 
   await app.register(tenantwallPlugin, { db: options.db, ...options.tenantwall });
+  if (options.metering) await app.register(meteringPlugin, { metering: options.metering, adminToken: options.adminToken, routeQuotas, createdRows });
 
   // Routes of the documentation plugins are public (no tenant): they are registered below this hook.
   app.addHook('onRoute', (route) => {

@@ -4,8 +4,9 @@
  * demo keys are revoked); the server listens on PORT (default 3000).
  */
 import { randomBytes } from 'node:crypto';
-import { Tenantwall, type Tenant } from '../src/index.ts';
+import { Metering, Tenantwall, type Tenant } from '../src/index.ts';
 import { buildApp } from './app.ts';
+import { meteringSpec } from './metering.ts';
 import { createCustomer } from './repo/customers.ts';
 import { createInvoice } from './repo/invoices.ts';
 import { migrations, schema } from './schema.ts';
@@ -26,10 +27,16 @@ let adminToken = process.env.TENANTWALL_ADMIN_TOKEN;
 const generatedToken = !adminToken;
 adminToken ??= `adm_${randomBytes(24).toString('base64url')}`;
 
+// Metering: quotas and rate limits per plan, usage at /usage, billing webhooks through the outbox relay.
+const metering = new Metering(db, { spec: meteringSpec });
+const relay = metering.webhooks.relay();
+relay.start((err) => console.error(`webhook relay: ${(err as Error).message}`));
+
 const app = await buildApp({
   db,
   adminToken,
   logger: { level: process.env.LOG_LEVEL ?? 'info' },
+  metering,
 });
 
 async function demoTenant(spec: { slug: string; name: string }): Promise<{ tenant: Tenant; key: string }> {
@@ -94,6 +101,8 @@ async function stop(signal: string): Promise<void> {
   stopping = true;
   console.log(`${signal}: shutting down`);
   await app.close().catch(() => undefined);
+  await relay.stop().catch(() => undefined);
+  await metering.close().catch(() => undefined);
   await db.close().catch(() => undefined);
   process.exit(0);
 }

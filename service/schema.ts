@@ -1,5 +1,6 @@
 import { defineSchema, tenantTable, type Migration } from '../src/index.ts';
 import { apiKeysTable } from '../src/fastify/index.ts';
+import { meteringMigrationSql } from '../src/metering/index.ts';
 
 // Amounts are integer cents in bigint, bounded to what a JS number holds exactly (the API speaks JSON numbers).
 const MAX_CENTS = '9007199254740991';
@@ -63,4 +64,8 @@ export const schema = defineSchema({
   ],
 });
 
-export const migrations: Migration[] = [{ version: 1, name: 'invoicing', sql: (ctx) => ctx.createSchema() }];
+export const migrations: Migration[] = [
+  { version: 1, name: 'invoicing', sql: (ctx) => ctx.createSchema() },
+  // Usage events, quota counters, plans, outbox and webhook tables (docs/metering.md).
+  { version: 2, name: 'metering', sql: (ctx) => meteringMigrationSql(ctx) },
+];
