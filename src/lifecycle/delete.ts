@@ -72,7 +72,7 @@ export async function deleteTenant(db: Tenantwall, ref: string, options: DeleteO
         // Same lock order as a move (see lockForSwitch): parents of foreign-key-linked tables, then buckets;
         // detaching takes ACCESS EXCLUSIVE on both anyway, for the catalog-only instant this transaction lasts.
         const linked = fkLinkedTables(db);
-        for (const t of db.schema.tenantTables) if (linked.has(t.name)) await client.query(`LOCK TABLE ONLY ${q(t.name)} IN ACCESS EXCLUSIVE MODE`);
+        for (const t of [...db.schema.tenantTables].reverse()) if (linked.has(t.name)) await client.query(`LOCK TABLE ONLY ${q(t.name)} IN ACCESS EXCLUSIVE MODE`);
         for (const p of dedicated) await client.query(`LOCK TABLE ONLY ${q(p.bucketRel)} IN ACCESS EXCLUSIVE MODE`);
         // Referencing tables first: detaching a referenced partition checks that nothing points into it.
         for (const p of [...dedicated].reverse()) {

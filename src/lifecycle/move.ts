@@ -366,7 +366,7 @@ export function fkLinkedTables(db: Tenantwall): Set<string> {
 }
 
 /**
- * Takes the switch's locks up front, in declaration order, so that no reader or writer can hold one lock we
+ * Takes the switch's locks up front, in one order, so that no reader or writer can hold one lock we
  * need while waiting for another we hold (a deadlock). Measured in PostgreSQL 15-18: ATTACH of a partition of
  * a table in a foreign key between tenant tables takes SHARE ROW EXCLUSIVE on the other table; DETACH (and
  * dropping the detached copy's foreign keys) takes ACCESS EXCLUSIVE on the other table. So for such tables
@@ -377,7 +377,9 @@ export function fkLinkedTables(db: Tenantwall): Set<string> {
 async function lockForSwitch(client: pg.ClientBase, db: Tenantwall, todo: readonly TablePlace[], direction: Placement): Promise<boolean> {
   const linked = fkLinkedTables(db);
   const moved = new Set(todo.map((p) => p.table.name));
-  const whole = db.schema.tenantTables.filter((t) => linked.has(t.name) && [...moved].some((m) => m === t.name || linked.has(m)));
+  // Referencing tables first: a writer inserting a child row holds the child table, then locks the parent
+  // for its foreign key check, so this order cannot form a cycle with it.
+  const whole = db.schema.tenantTables.filter((t) => linked.has(t.name) && [...moved].some((m) => m === t.name || linked.has(m))).reverse();
   for (const t of whole) {
     await client.query(direction === 'dedicated' ? `LOCK TABLE ${q(t.name)} IN SHARE ROW EXCLUSIVE MODE` : `LOCK TABLE ONLY ${q(t.name)} IN ACCESS EXCLUSIVE MODE`);
   }
