@@ -300,14 +300,23 @@ export class Metering {
       at.push(e.occurredAt.toISOString());
       props.push(e.properties);
     }
-    const { rows } = await this.db.forTenant(tid).query<{ event_id: string }>(
-      `INSERT INTO tw_usage_events (tenant_id, event_id, meter, quantity, occurred_at, properties)
-       SELECT $1, u.e, u.m, u.q, u.t, u.p FROM unnest($2::text[], $3::text[], $4::numeric[], $5::timestamptz[], $6::jsonb[]) AS u(e, m, q, t, p)
-       ON CONFLICT (tenant_id, event_id) DO NOTHING
-       RETURNING event_id`,
+    // The tenant is checked once per statement (the events table has no per-row foreign key, see tables.ts):
+    // unknown and deleted tenants record nothing.
+    const { rows } = await this.db.forTenant(tid).query<{ status: string | null; ids: string[] }>(
+      `WITH t AS (SELECT status FROM ${quoteIdent(this.db.schema.registryTable)} WHERE id = $1),
+       ins AS (
+         INSERT INTO tw_usage_events (tenant_id, event_id, meter, quantity, occurred_at, properties)
+         SELECT $1, u.e, u.m, u.q, u.t, u.p FROM unnest($2::text[], $3::text[], $4::numeric[], $5::timestamptz[], $6::jsonb[]) AS u(e, m, q, t, p)
+          WHERE (SELECT status FROM t) IN ('active', 'suspended')
+         ON CONFLICT (tenant_id, event_id) DO NOTHING
+         RETURNING event_id)
+       SELECT (SELECT status FROM t) AS status, ARRAY(SELECT event_id FROM ins) AS ids`,
       [tid, ids, meters, qty, at, props],
     );
-    return new Set(rows.map((r) => r.event_id));
+    const r = rows[0];
+    if (!r || r.status === null) throw new TenantwallError('tenant_not_found', `Tenant ${tid} does not exist.`);
+    if (r.status === 'deleted') throw new TenantwallError('tenant_deleted', `Tenant ${tid} was deleted.`);
+    return new Set(r.ids);
   }
 
   /**

@@ -89,6 +89,10 @@ describe('usage events: dedup, validation, aggregation, isolation', () => {
       isCode('batch_too_large', (e) => assert.equal(e.status, 413)),
     );
     await assert.rejects(f.metering.recordBatch(A, []), isCode('invalid_usage_event'));
+    // No per-row foreign key on the events table: the statement itself refuses unknown tenants.
+    await assert.rejects(f.metering.record('0b6f9a3e-3c1d-4a8e-9a51-2f0c6d1e7b42', { event_id: 'ghost', meter: 'calls' }), isCode('tenant_not_found'));
+    const ghost = await f.t.db.dangerouslyCrossTenant().query(`SELECT count(*)::int AS n FROM tw_usage_events WHERE event_id = 'ghost'`);
+    assert.equal(ghost.rows[0]?.n, 0);
   });
 
   test('meters aggregate count, sum, max, unique-count and latest per bucket, late events included', async () => {

@@ -1,0 +1,151 @@
+/**
+ * Metering:
+ * 1. Ingestion: batches of 1000 usage events through `recordBatch` (one INSERT ... SELECT FROM unnest ...
+ *    ON CONFLICT DO NOTHING RETURNING per batch), 10% of every batch being retries of already stored ids, so the
+ *    dedup path is exercised. Reported as events/s (stored + deduplicated).
+ * 2. Usage query cost: rollups are computed from the raw events at query time; the month of one tenant by day.
+ * 3. Request cost: `GET /invoices/:id` of the reference service with metering on (rate limits of the plan,
+ *    quota headers, one buffered `api_requests` event per request) vs off, same database, same process,
+ *    alternating autocannon rounds. Figures are printed, never asserted; the machine is shared, so they are noisy.
+ */
+import type { AddressInfo } from 'node:net';
+import autocannon from 'autocannon';
+import pino from 'pino';
+import { buildApp } from '../service/app.ts';
+import { meteringSpec } from '../service/metering.ts';
+import { migrations, schema } from '../service/schema.ts';
+import { Metering, type MeteringSpec, type TenantId } from '../src/index.ts';
+import { type BenchHarness, measure } from './harness.ts';
+
+const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
+const BATCH = 1000;
+const TENANTS = 50;
+const CONNECTIONS = Number(process.env.BENCH_HTTP_CONNECTIONS ?? 32);
+const DURATION_S = Number(process.env.BENCH_HTTP_DURATION_S ?? 4);
+const ROUNDS = 2;
+
+// The service's meters, plus a plan whose limits the benchmark never reaches: refusals would be cheaper than
+// admissions and flatter the "on" figure.
+const spec: MeteringSpec = {
+  ...meteringSpec,
+  meters: [...meteringSpec.meters, { name: 'tokens', aggregation: 'sum' }],
+  plans: {
+    ...meteringSpec.plans,
+    bench: {
+      rateLimits: [
+        { scope: 'tenant', per: 'second', limit: 1_000_000 },
+        { scope: 'apiKey', per: 'minute', limit: 100_000_000 },
+      ],
+      quotas: { invoices: { meter: 'invoices.created', limit: 1_000_000, period: 'month', enforcement: 'hard' } },
+    },
+  },
+};
+
+function fmt(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+export default async function meteringBench(harness: BenchHarness): Promise<void> {
+  const db = await harness.createTenantwall(schema, migrations, { poolSize: 12 });
+  const metering = new Metering(db, { spec });
+  const tenants: TenantId[] = [];
+  for (let i = 0; i < TENANTS; i++) tenants.push((await db.tenants.create({ slug: `m${i}`, name: `M${i}` })).id);
+
+  // ---- 1. ingestion
+  const next = new Map<TenantId, number>();
+  const now = Date.now();
+  const batchFor = (tid: TenantId) => {
+    const start = next.get(tid) ?? 0;
+    next.set(tid, start + BATCH - BATCH / 10);
+    // The first tenth of each batch repeats the last ids of the previous batch: retries, answered as duplicates.
+    return Array.from({ length: BATCH }, (_, i) => ({
+      event_id: `ev-${start - BATCH / 10 + i}`,
+      meter: 'tokens',
+      quantity: (i % 7) + 1,
+      timestamp: new Date(now - ((start + i) % 86_400) * 1000).toISOString(),
+      properties: { model: i % 2 === 0 ? 'small' : 'large' },
+    }));
+  };
+  let accepted = 0;
+  let duplicates = 0;
+  await metering.recordBatch(tenants[0] as TenantId, batchFor(tenants[0] as TenantId)); // warm-up
+  const r = await measure(
+    async (i) => {
+      const tid = tenants[i % TENANTS] as TenantId;
+      const res = await metering.recordBatch(tid, batchFor(tid));
+      accepted += res.accepted;
+      duplicates += res.duplicates;
+    },
+    { durationMs: DURATION_MS, concurrency: 8 },
+  );
+  const eventsPerSec = (r.opsPerSec * BATCH);
+  console.log(`ingestion: batches of ${BATCH} (10% retried ids), 8 concurrent writers, ${TENANTS} tenants, ${DURATION_MS / 1000}s`);
+  console.log(`  ${fmt(eventsPerSec)} events/s (target >= 50,000)   ${fmt(r.opsPerSec)} batches/s   batch p50 ${r.p50.toFixed(1)} ms  p99 ${r.p99.toFixed(1)} ms`);
+  console.log(`  stored ${fmt(accepted)}, answered duplicate ${fmt(duplicates)}`);
+
+  // ---- 2. query cost (aggregation from raw events)
+  const big = tenants[0] as TenantId;
+  const count = Number((await db.forTenant(big).query(`SELECT count(*) AS n FROM tw_usage_events WHERE tenant_id = $1`, [big])).rows[0]?.n);
+  await db.dangerouslyCrossTenant().query('ANALYZE tw_usage_events');
+  const times: number[] = [];
+  for (let i = 0; i < 7; i++) {
+    const t0 = performance.now();
+    await metering.usage(big, { meters: ['tokens'], granularity: 'day', from: new Date(now - 31 * 86_400_000), to: new Date(now + 60_000) });
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  console.log(`usage query: one tenant's month by day over ${fmt(count)} raw events: median ${times[3]?.toFixed(1)} ms (aggregated on query, no rollup table)`);
+
+  // ---- 3. request cost: metering + quotas on vs off
+  const logger = { level: 'info', stream: pino.destination({ dest: '/dev/null', sync: false }) };
+  const off = await buildApp({ db, adminToken: 'bench-admin-token-0123456789', logger });
+  const on = await buildApp({ db, adminToken: 'bench-admin-token-0123456789', logger, metering });
+  const tenant = tenants[1] as TenantId;
+  await metering.setPlan(tenant, 'bench');
+  const { key } = await on.tenantwall.apiKeys.create(tenant, { name: 'bench' });
+  const { rows } = await db.forTenant(tenant).query<{ id: string }>(
+    `INSERT INTO invoices (tenant_id, customer, amount_cents, status, issued_at)
+     SELECT $1, 'customer ' || g, g * 100, 'issued', now() FROM generate_series(1, 2000) g RETURNING id`,
+    [tenant],
+  );
+  const ids = rows.map((x) => x.id);
+  await db.dangerouslyCrossTenant().query('ANALYZE invoices');
+  await off.listen({ port: 0, host: '127.0.0.1' });
+  await on.listen({ port: 0, host: '127.0.0.1' });
+  const offUrl = `http://127.0.0.1:${(off.server.address() as AddressInfo).port}`;
+  const onUrl = `http://127.0.0.1:${(on.server.address() as AddressInfo).port}`;
+  let n = 0;
+  const run = (url: string, duration: number) =>
+    autocannon({
+      url,
+      connections: CONNECTIONS,
+      duration,
+      headers: { authorization: `Bearer ${key}` },
+      requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/invoices/${ids[n++ % ids.length]}` }) }],
+    });
+  try {
+    const probe = await fetch(`${onUrl}/invoices/${ids[0]}`, { headers: { authorization: `Bearer ${key}` } });
+    if (probe.status !== 200 || !probe.headers.get('x-quota-remaining')) console.log(`! metered app answered ${probe.status} without quota headers`);
+    await run(offUrl, 1);
+    await run(onUrl, 1);
+    const acc = { on: { rps: 0, p99: 0, errors: 0 }, off: { rps: 0, p99: 0, errors: 0 } };
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [url, a] of [[offUrl, acc.off], [onUrl, acc.on]] as const) {
+        const res = await run(url, DURATION_S);
+        a.rps += res.requests.average / ROUNDS;
+        a.p99 = Math.max(a.p99, res.latency.p99);
+        a.errors += res.errors + res.non2xx + res.timeouts;
+      }
+    }
+    await metering.flush();
+    const recorded = Number((await db.forTenant(tenant).query(`SELECT count(*) AS n FROM tw_usage_events WHERE tenant_id = $1 AND meter = 'api_requests'`, [tenant])).rows[0]?.n);
+    console.log(`GET /invoices/:id of the reference service, ${CONNECTIONS} connections, ${ROUNDS} x ${DURATION_S}s each, alternating (autocannon, loopback)`);
+    console.log(`  metering off: ${fmt(acc.off.rps).padStart(7)} req/s  p99 ${acc.off.p99.toFixed(1)} ms  errors/non-2xx ${acc.off.errors}`);
+    console.log(`  metering on : ${fmt(acc.on.rps).padStart(7)} req/s  p99 ${acc.on.p99.toFixed(1)} ms  errors/non-2xx ${acc.on.errors}  (${fmt(recorded)} api_requests events recorded)`);
+    console.log(`  throughput ratio on/off: ${(acc.on.rps / acc.off.rps).toFixed(2)} (target >= 0.90)`);
+  } finally {
+    await on.close();
+    await off.close();
+    await metering.close();
+  }
+}
