@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { VERIFY_ATTACKS, databaseChecksum, runVerify } from '../../src/index.ts';
+import { VERIFY_ATTACKS, databaseChecksum, runAudit, runVerify } from '../../src/index.ts';
 import { type Baseline, TENANT_A, TENANT_B, TIGHT, createBaseline } from './baseline.ts';
 
 let base: Baseline;
@@ -154,11 +154,14 @@ test('the checksum sees a one-row change (so an unchanged checksum means somethi
 describe('attacks', { concurrency: 4 }, () => {
   for (const fx of FIXTURES) {
     test(`attack ${fx.name} succeeds on its hole and nothing else does`, async () => {
-      const { report, before, after } = await verifyFixture(fx.sql(base));
+      const { db, report, before, after } = await verifyFixture(fx.sql(base));
       const fired = [...new Set(report.findings.map((f) => f.ruleId))].sort();
       assert.deepEqual(fired, [...fx.expect].sort(), report.findings.map((f) => `${f.ruleId} ${f.object}: ${f.message}`).join('\n'));
       if (fx.objects) assert.deepEqual([...new Set(report.findings.map((f) => f.object))].sort(), [...fx.objects].sort());
       assert.equal(before, after, 'verify left no trace');
+      // The catalog audit names every hole verify exploits.
+      const audit = await runAudit({ databaseUrl: db.url, appRole: base.app });
+      assert.ok(audit.findings.some((f) => f.severity === 'error'), `audit misses the hole of ${fx.name}`);
     });
   }
 });
