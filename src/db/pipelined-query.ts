@@ -44,18 +44,30 @@ type Connection = {
 // Named prepared statements are per connection; remember which connections already parsed which step.
 const parsedOn = new WeakMap<object, Set<string>>();
 
-function sendStep(connection: Connection, step: PreparedStep): void {
+/**
+ * Sends one step; returns the name when its Parse was sent in this pipeline. After an error the server skips
+ * every message up to the Sync, including a later step's Parse (the COMMIT of explicit mode), so a name only
+ * counts as parsed once its pipeline succeeded (see PipelinedQuery.handleError). Until then it is closed and
+ * parsed again: closing a statement that does not exist is not an error.
+ */
+function sendStep(connection: Connection, step: PreparedStep): string | undefined {
   let parsed = parsedOn.get(connection);
   if (!parsed) {
     parsed = new Set();
     parsedOn.set(connection, parsed);
   }
+  let sent: string | undefined;
   if (step.name === '' || !parsed.has(step.name)) {
+    if (step.name !== '') {
+      connection.close({ type: 'S', name: step.name });
+      parsed.add(step.name);
+      sent = step.name;
+    }
     connection.parse({ text: step.text, name: step.name });
-    if (step.name !== '') parsed.add(step.name);
   }
   connection.bind({ statement: step.name, values: [...step.values] });
   connection.execute({});
+  return sent;
 }
 
 const BaseQuery = pg.Query as unknown as new (config: pg.QueryConfig) => any;
@@ -68,6 +80,8 @@ export class PipelinedQuery extends BaseQuery {
   private skipRows: number;
   private mainDone = false;
   private readonly statement: NamedStatement | undefined;
+  /** Step names whose Parse this pipeline sent: unknown to the server if the pipeline fails. */
+  private readonly parsedHere: string[] = [];
 
   constructor(
     text: string,
@@ -94,15 +108,26 @@ export class PipelinedQuery extends BaseQuery {
   prepare(connection: Connection): void {
     // CloseComplete answers are ignored by pg; closing an unknown statement is not an error.
     for (const name of this.statement?.close ?? []) connection.close({ type: 'S', name });
-    for (const step of this.before) sendStep(connection, step);
+    for (const step of this.before) this.#send(connection, step);
     super.prepare(connection);
   }
 
   // pg calls _getRows(connection, rows) after Describe to Execute the caller's portal and Sync.
   _getRows(connection: Connection, rows: number | undefined): void {
     connection.execute({ portal: this.portal, rows });
-    for (const step of this.after) sendStep(connection, step);
+    for (const step of this.after) this.#send(connection, step);
     connection.sync();
+  }
+
+  #send(connection: Connection, step: PreparedStep): void {
+    const name = sendStep(connection, step);
+    if (name !== undefined) this.parsedHere.push(name);
+  }
+
+  handleError(err: unknown, connection: Connection): void {
+    const parsed = parsedOn.get(connection);
+    for (const name of this.parsedHere) parsed?.delete(name);
+    super.handleError(err, connection);
   }
 
   handleDataRow(msg: unknown): void {
