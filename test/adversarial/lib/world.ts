@@ -129,7 +129,10 @@ export async function createWorld(opts: WorldOptions): Promise<World> {
         return Object.fromEntries(rows.map((r) => [r.k, r.n]));
       },
       async close() {
-        await theApp.close().catch(() => undefined);
+        const closing = theApp.close().catch(() => undefined);
+        // Sockets of clients that aborted mid-response can keep close() waiting for the keep-alive timeout (72 s).
+        if (opts.listen) theApp.server.closeAllConnections();
+        await closing;
         await su.end().catch(() => undefined);
         await t.close();
       },
