@@ -475,15 +475,21 @@ async function attack(
         found('attack-insert-cross-tenant', kind, name, `With tenant ${A} set, a row with ${column} = ${B} was accepted by ${name}${r.ok ? '' : ` (RLS passed; it then failed on ${r.code})`}.`, `-- the INSERT policy of ${name} must have WITH CHECK (${column} = <tenant setting>)`);
       }
     }
-    // Privilege checks happen before locks are taken, so a refused attempt never blocks other sessions.
-    const ddl = await tries(`ALTER TABLE ${qi(rel)} NO FORCE ROW LEVEL SECURITY`);
+    // Privilege checks happen before locks are taken, so a refused attempt never blocks other sessions; a
+    // permitted one waits at most 50 ms for its lock (a lock timeout then proves the permission).
+    const ddlTry = (sql: string) =>
+      s.isolated(async () => {
+        await s.raw(`SET LOCAL lock_timeout = '50ms'`);
+        return tries(sql);
+      });
+    const ddl = await ddlTry(`ALTER TABLE ${qi(rel)} NO FORCE ROW LEVEL SECURITY`);
     const owns = ddl.ok || (ddl.code !== undefined && ddl.code !== '42501');
     if (owns) found('attack-ddl', kind, name, `The application role could ALTER TABLE ${name} (it can turn its row-level security off; TRUNCATE and triggers follow).`, `ALTER TABLE ${qi(rel)} OWNER TO <migration owner>; -- and REVOKE the owner role from the application role`);
-    const tr = await tries(`TRUNCATE ${qi(rel)}`);
+    const tr = await ddlTry(`TRUNCATE ${qi(rel)}`);
     if (!owns && (tr.ok || (tr.code !== undefined && tr.code !== '42501'))) {
       found('attack-truncate', kind, name, `The application role could TRUNCATE ${name}${tr.ok ? '' : ` (permitted; stopped by ${tr.code})`}.`, `REVOKE TRUNCATE ON ${qi(rel)} FROM <app role>;`);
     }
-    const trig = await tries(`CREATE TRIGGER tw_verify_probe BEFORE UPDATE ON ${qi(rel)} FOR EACH ROW EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()`);
+    const trig = await ddlTry(`CREATE TRIGGER tw_verify_probe BEFORE UPDATE ON ${qi(rel)} FOR EACH ROW EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()`);
     if (!owns && (trig.ok || (trig.code !== undefined && trig.code !== '42501'))) {
       found('attack-trigger', kind, name, `The application role could create a trigger on ${name}.`, `REVOKE TRIGGER ON ${qi(rel)} FROM <app role>;`);
     }
