@@ -113,3 +113,38 @@ test('an import killed mid-way leaves nothing (one transaction); run again, it c
   assert.equal(copy.rows, 700 * 5);
   assert.deepEqual(await tenantChecksums(t.db, copy.tenant.id), await tenantChecksums(t.db, S));
 });
+
+test('the export reads one snapshot: rows committed while it runs are not in any file', async () => {
+  const before = await tenantChecksums(t.db, S);
+  const dir = path.join(tmp, 'snapshot');
+  let write: Promise<unknown> | undefined;
+  const r = await exportTenant(t.db, 's', {
+    dir,
+    batchSize: 50,
+    onProgress: (p) => {
+      // While customers are being written out, commit rows into customers and into notes (exported last).
+      if (p.table === 'customers' && p.done === 50 && !write) {
+        write = (async () => {
+          await t.db.forTenant(S).query(`INSERT INTO customers (tenant_id, id, email) VALUES ($1, 99001, 'late@example.com')`, [S]);
+          await t.db.forTenant(S).query(`INSERT INTO notes (tenant_id, id, body) VALUES ($1, 99001, 'late')`, [S]);
+        })();
+      }
+    },
+  });
+  await write;
+  assert.ok(write, 'the concurrent write ran');
+  assert.equal((await tenantChecksums(t.db, S)).notes?.rows, 701, 'the late rows are committed');
+  assert.deepEqual(Object.fromEntries(r.manifest.tables.map((x) => [x.table, { rows: x.rows, checksum: x.dataChecksum }])), before);
+  assert.equal(fs.readFileSync(path.join(dir, 'notes.ndjson'), 'utf8').includes('"late"'), false);
+  await t.db.forTenant(S).query(`DELETE FROM notes WHERE tenant_id = $1 AND id = 99001`, [S]);
+  await t.db.forTenant(S).query(`DELETE FROM customers WHERE tenant_id = $1 AND id = 99001`, [S]);
+});
+
+test('an export killed mid-way leaves no manifest, so it cannot be imported by mistake', async () => {
+  const dir = path.join(tmp, 'killed-export');
+  const killed = await runCliAndKill(['export', 's', '--out', dir, '--batch-size', '5'], t.database.url, (e) => e.phase === 'rows' && (e.done as number) >= 20);
+  assert.equal(killed.signal, 'SIGKILL');
+  assert.equal(fs.existsSync(path.join(dir, 'manifest.json')), false);
+  await assert.rejects(importTenant(t.db, { dir, slug: 'from-killed' }), code('import_invalid'));
+  assert.equal(await t.db.tenants.getBySlug('from-killed'), undefined);
+});
