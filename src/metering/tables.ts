@@ -128,6 +128,7 @@ DECLARE
   v_take bigint;
   v_admitted boolean := false;
   v_t integer;
+  v_id text;
   r record;
 BEGIN
   IF p_tenant IS NULL OR p_quota IS NULL OR p_period IS NULL OR p_amount IS NULL OR p_limit IS NULL OR p_shards IS NULL OR p_hard IS NULL THEN
@@ -187,18 +188,25 @@ BEGIN
   END IF;
   SELECT coalesce(sum(c.used), 0), CASE WHEN p_hard THEN sum(c.cap) ELSE p_limit END INTO v_total, v_limit
     FROM tw_quota_counters c WHERE c.tenant_id = p_tenant AND c.quota = p_quota AND c.period_start = p_period;
-  -- Once per (quota, period, threshold): the deterministic id makes every later attempt a no-op.
+  -- Once per (quota, period, threshold): the deterministic id makes every later attempt a no-op. The insert must
+  -- never wait for another transaction inserting the same id while we hold a shard lock (that wait closes
+  -- deadlock cycles with requests waiting for shards), hence the try-lock: whoever holds it inserts; if that
+  -- transaction rolled back, a later request past the threshold inserts the event.
   IF v_limit > 0 AND p_amount > 0 THEN
     FOREACH v_t IN ARRAY coalesce(p_thresholds, ARRAY[]::integer[]) LOOP
+      v_id := format('quota.threshold:%s:%s:%s:%s', p_tenant, p_quota, to_char(p_period AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), v_t);
+      -- Nested, not AND: SQL does not promise to evaluate the threshold test before taking the lock.
       IF v_total * 100 >= v_t::bigint * v_limit THEN
+       IF pg_try_advisory_xact_lock(hashtextextended(v_id, 0)) THEN
         INSERT INTO tw_outbox (tenant_id, id, type, payload)
         VALUES (p_tenant,
-          format('quota.threshold:%s:%s:%s:%s', p_tenant, p_quota, to_char(p_period AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), v_t),
+          v_id,
           'quota.threshold_crossed',
           jsonb_build_object('tenant_id', p_tenant, 'quota', p_quota, 'meter', p_meter, 'threshold_percent', v_t,
             'used', v_total, 'limit', v_limit, 'enforcement', CASE WHEN p_hard THEN 'hard' ELSE 'soft' END,
             'period_start', p_period, 'period_end', p_period_end))
         ON CONFLICT DO NOTHING;
+       END IF;
       END IF;
     END LOOP;
   END IF;
