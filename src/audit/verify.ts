@@ -557,6 +557,7 @@ async function attack(
     const leaked = await s.isolated(async () => {
       const set = await tries(`SET LOCAL ROLE ${quoteIdent(role)}`, [], true);
       if (!set.ok) return [];
+      await s.raw(`SET LOCAL lock_timeout = '50ms'`);
       await s.setTenant(A);
       const hits: string[] = [];
       for (const rel of ts.tables) {
