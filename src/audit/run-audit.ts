@@ -243,9 +243,14 @@ export function evaluateRules(cat: Catalog, opts: ResolvedCheckOptions): { findi
       if (applicable.length === 0) {
         push(make('policy-not-for-app-role', kind, name, `None of the policies of ${name} (${pols.map((p) => p.name).join(', ')}) applies to ${opts.appRole}.`, `ALTER POLICY ${quoteIdent(pols[0]?.name ?? 'tenant_isolation')} ON ${qi(r)} TO ${appName};`));
       }
+      // Commands a tight RESTRICTIVE policy already binds to the tenant: permissive policies are AND-ed with it.
+      const bound = new Set<string>();
       for (const cmd of CMDS) {
         const cps = applicable.filter((p) => p.cmd === '*' || p.cmd === cmd);
-        if (cps.some((p) => !p.permissive && exprsFor(p, cmd).every((e) => cls(e) === 'tight'))) continue;
+        if (cps.some((p) => !p.permissive && exprsFor(p, cmd).every((e) => cls(e) === 'tight'))) {
+          bound.add(cmd);
+          continue;
+        }
         const perm = cps.filter((p) => p.permissive);
         for (const p of perm) {
           for (const e of exprsFor(p, cmd)) {
@@ -264,7 +269,8 @@ export function evaluateRules(cat: Catalog, opts: ResolvedCheckOptions): { findi
         }
       }
       for (const p of applicable) {
-        if (p.permissive && p.check === null && p.cmd !== 'r' && p.cmd !== 'd') {
+        const writes = p.cmd === '*' ? ['a', 'w'] : [p.cmd];
+        if (p.permissive && p.check === null && p.cmd !== 'r' && p.cmd !== 'd' && !writes.every((c) => bound.has(c))) {
           push(make('policy-missing-with-check', 'policy', `${name}.${p.name}`, `Policy ${p.name} on ${name} (${CMD_NAME[p.cmd]}) has no WITH CHECK.`, `ALTER POLICY ${quoteIdent(p.name)} ON ${qi(r)} WITH CHECK (${pred(r)});`));
         }
         const calls = [...new Set([p.qual, p.check].flatMap((e) => analyzePolicyExpr(e, col, opts.settingName).perRowCalls))];

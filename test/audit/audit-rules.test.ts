@@ -211,6 +211,13 @@ test('exceptions: a prefix pattern suppresses with its reason, a stale entry is 
   await assert.rejects(runAudit({ client: undefined, databaseUrl: 'postgres://x@127.0.0.1:1/db', exceptions: [{ rule: 'no-such-rule', object: 'x', reason: 'long enough reason' }] }), /unknown rule/);
 });
 
+test('a RESTRICTIVE tenant policy AND-ed with a permissive USING (true) is tight: no finding', async () => {
+  const report = await auditWith(
+    replacePolicy('customers', `CREATE POLICY allow_all ON customers USING (true); CREATE POLICY tenant ON customers AS RESTRICTIVE USING (${TIGHT}) WITH CHECK (${TIGHT})`),
+  );
+  assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}`), []);
+});
+
 test('every audit rule has a fixture', () => {
   const covered = new Set(FIXTURES.flatMap((f) => f.expect));
   assert.deepEqual(AUDIT_RULES.map((r) => r.id).filter((id) => !covered.has(id)), []);

@@ -140,6 +140,14 @@ test('a function it cannot call (required arguments) is named in the notes, not 
   assert.match(report.notes[0] ?? '', /public\.invoice_of\(p uuid\) reads public\.invoices but was not called/);
 });
 
+test('a RESTRICTIVE tenant policy AND-ed with a permissive USING (true) withstands every attack', async () => {
+  const { report, before, after } = await verifyFixture(
+    `DROP POLICY tenant_isolation ON customers; CREATE POLICY allow_all ON customers USING (true); CREATE POLICY tenant ON customers AS RESTRICTIVE USING (${TIGHT}) WITH CHECK (${TIGHT})`,
+  );
+  assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}: ${f.message}`), []);
+  assert.equal(before, after);
+});
+
 test('the checksum sees a one-row change (so an unchanged checksum means something)', async () => {
   const db = await base.fixture();
   const before = await checksumOf(db.url);
