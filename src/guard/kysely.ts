@@ -134,10 +134,9 @@ export class TenantScopeTransformer extends OperationNodeTransformer {
     return { table: name, visible: alias ?? name };
   }
 
-  #wrap(node: OperationNode, ref: TableRef): OperationNode {
+  #wrap(ref: TableRef): OperationNode {
     const inner = SelectQueryNode.cloneWithSelections(SelectQueryNode.createFrom([TableNode.create(ref.table)]), [SelectionNode.create(SelectAllNode.create())]);
     const scoped: SelectQueryNode = { ...inner, where: WhereNode.create(tenantEquals(this.#column, ref.table)) };
-    void node;
     return AliasNode.create(scoped, IdentifierNode.create(ref.visible));
   }
 
@@ -149,7 +148,7 @@ export class TenantScopeTransformer extends OperationNodeTransformer {
     const newFroms = froms.map((f) => {
       const ref = this.#tenantRef(f);
       if (!ref) return f;
-      if (lastNullifying >= 0) return this.#wrap(f, ref);
+      if (lastNullifying >= 0) return this.#wrap(ref);
       where.push(tenantEquals(this.#column, ref.visible));
       return f;
     });
@@ -170,9 +169,9 @@ export class TenantScopeTransformer extends OperationNodeTransformer {
             where.push(tenantEquals(this.#column, ref.visible));
             return j;
           }
-          return { ...j, table: this.#wrap(j.table, ref) };
+          return { ...j, table: this.#wrap(ref) };
         default:
-          return { ...j, table: this.#wrap(j.table, ref) };
+          return { ...j, table: this.#wrap(ref) };
       }
     });
     return { froms: newFroms, joins: joins ? newJoins : undefined, where };
@@ -323,7 +322,7 @@ export class TenantScopeTransformer extends OperationNodeTransformer {
       if (using) {
         const src = this.#tenantRef(using.table);
         // The source must be scoped on its own: NOT MATCHED rows are not filtered by ON.
-        if (src) using = { ...using, table: this.#wrap(using.table, src) };
+        if (src) using = { ...using, table: this.#wrap(src) };
         if (target) using = { ...using, on: OnNode.create(andWith(using.on?.on, tenantEquals(this.#column, target.visible))) };
       }
       const whens = t.whens?.map((w) => {
