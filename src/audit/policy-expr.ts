@@ -121,7 +121,14 @@ export function analyzePolicyExpr(expr: string | null, column: string, settingNa
   }
   const perRow = new Set<string>();
   walk(root, (node, inSub) => {
-    if (node.FuncCall && !inSub) perRow.add(funcName(node.FuncCall as Node));
+    if (!node.FuncCall || inSub) return;
+    // A call on the row's columns (lower(email)) must run per row; one that does not (current_setting(...),
+    // a helper returning the tenant) could run once per statement if wrapped in a sub-select.
+    let readsColumn = false;
+    walk(node.FuncCall, (inner) => {
+      if (inner.ColumnRef) readsColumn = true;
+    });
+    if (!readsColumn) perRow.add(funcName(node.FuncCall as Node));
   });
   let cls: PolicyClass;
   const bare = stripCasts(root);

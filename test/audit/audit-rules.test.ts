@@ -218,6 +218,11 @@ test('a RESTRICTIVE tenant policy AND-ed with a permissive USING (true) is tight
   assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}`), []);
 });
 
+test('a function over the row\'s own columns is not a per-row call to hoist: no finding', async () => {
+  const report = await auditWith(replacePolicy('customers', `CREATE POLICY p ON customers USING ((${TIGHT}) AND lower(email) <> '') WITH CHECK (${TIGHT})`));
+  assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}`), []);
+});
+
 test('every audit rule has a fixture', () => {
   const covered = new Set(FIXTURES.flatMap((f) => f.expect));
   assert.deepEqual(AUDIT_RULES.map((r) => r.id).filter((id) => !covered.has(id)), []);
