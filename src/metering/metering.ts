@@ -490,10 +490,20 @@ export class Metering {
     const q = plan.quotas[quotaName];
     if (!q) return undefined;
     const { start, end } = periodBounds(q.period, new Date());
-    const { rows } = await this.db.forTenant(tid).query<{ admitted: boolean; used: string; quota_limit: string }>(
-      `SELECT admitted, used, quota_limit FROM tw_quota_consume($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-      [tid, q.name, q.meter, start, end, amount, q.limit, this.options.quotaShards, q.enforcement === 'hard', q.thresholds],
-    );
+    let rows: Array<{ admitted: boolean; used: string; quota_limit: string }>;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        ({ rows } = await this.db.forTenant(tid).query<{ admitted: boolean; used: string; quota_limit: string }>(
+          `SELECT admitted, used, quota_limit FROM tw_quota_consume($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+          [tid, q.name, q.meter, start, end, amount, q.limit, this.options.quotaShards, q.enforcement === 'hard', q.thresholds],
+        ));
+        break;
+      } catch (err) {
+        // Lock waits are ordered by shard, so deadlocks should not happen; if one does, the statement was rolled
+        // back as a whole and is safe to run again.
+        if ((err as { code?: string }).code !== '40P01' || attempt >= 3) throw err;
+      }
+    }
     const r = rows[0];
     const used = Number(r?.used ?? 0);
     const limit = Number(r?.quota_limit ?? q.limit);
