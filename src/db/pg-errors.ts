@@ -8,8 +8,9 @@ export function isConnectionError(err: unknown): boolean {
   if (!e) return false;
   if (e.code !== undefined && CONNECTION_CODES.has(e.code)) return true;
   // 57P01 admin shutdown / terminate_backend, 57P02 crash shutdown, 57P03 cannot connect now, 08xxx connection.
-  // 28xxx: authentication failed, which also means no usable connection.
-  if (e.code !== undefined && (/^(08|28)/.test(e.code) || /^57P0[123]$/.test(e.code))) return true;
+  // 28xxx: authentication failed, which also means no usable connection. 08P01 (protocol violation, e.g. a
+  // wrong parameter count) is the caller's mistake on a healthy connection.
+  if (e.code !== undefined && e.code !== '08P01' && (/^(08|28)/.test(e.code) || /^57P0[123]$/.test(e.code))) return true;
   const m = e.message ?? '';
   return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connect ECONNREFUSED/.test(m);
 }

@@ -83,3 +83,10 @@ test('startup refuses an application role that could bypass RLS: app_role_unsafe
     (e: unknown) => isCode('app_role_unsafe')(e) && /is SUPERUSER/.test((e as Error).message),
   );
 });
+
+test('a wrong parameter count is a query error, not "database unreachable", and the connection stays usable', async () => {
+  const tenant = await t.db.tenants.create({ slug: 'params', name: 'Params' });
+  const scope = t.db.forTenant(tenant.id);
+  await assert.rejects(scope.query('SELECT * FROM invoices WHERE tenant_id = $1 AND id = $2', [tenant.id]), (e: { code?: string }) => e.code === '08P01');
+  assert.equal((await scope.query('SELECT count(*)::int AS n FROM invoices WHERE tenant_id = $1', [tenant.id])).rows[0]?.n, 0);
+});
