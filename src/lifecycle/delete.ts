@@ -54,8 +54,8 @@ export async function deleteTenant(db: Tenantwall, ref: string, options: DeleteO
       // Refused by the data path from here on (suspended), and resumable if this process dies.
       if (tenant.status === 'active') await db.tenants.suspend(tenant.id);
       await client.query(
-        `INSERT INTO ${JOURNAL} (tenant_id, operation, phase) VALUES ($1, 'delete', 'deleting')
-         ON CONFLICT (tenant_id) DO UPDATE SET operation = 'delete', target = NULL, phase = 'deleting', updated_at = now()`,
+        `INSERT INTO ${JOURNAL} (subject_tenant, operation, phase) VALUES ($1, 'delete', 'deleting')
+         ON CONFLICT (subject_tenant) DO UPDATE SET operation = 'delete', target = NULL, phase = 'deleting', updated_at = now()`,
         [tenant.id],
       );
     }
@@ -112,7 +112,7 @@ export async function deleteTenant(db: Tenantwall, ref: string, options: DeleteO
       if (left > 0) throw new TenantwallError('tenant_busy', `Table ${t.name} still has ${left} rows of tenant ${tenant.slug} (written during the delete); run delete again.`);
     }
     const tombstone = await db.tenants.tombstone(tenant.id);
-    await client.query(`DELETE FROM ${JOURNAL} WHERE tenant_id = $1`, [tenant.id]);
+    await client.query(`DELETE FROM ${JOURNAL} WHERE subject_tenant = $1`, [tenant.id]);
     return { tenant: tombstone, droppedPartitions, rowsDeleted, resumed, dropMs, ms: performance.now() - started };
   } finally {
     await client.end().catch(() => undefined);

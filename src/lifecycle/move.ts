@@ -130,7 +130,7 @@ export async function dropStaging(client: pg.ClientBase, db: Tenantwall, tenantI
       await client.query(`DROP TABLE ${q(p.dedicatedRel)}`);
       dropped.push(p.dedicatedRel);
     }
-    await client.query(`DELETE FROM ${JOURNAL} WHERE tenant_id = $1 AND operation = 'move'`, [tenantId]);
+    await client.query(`DELETE FROM ${JOURNAL} WHERE subject_tenant = $1 AND operation = 'move'`, [tenantId]);
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
@@ -174,7 +174,7 @@ async function toDedicated(ctx: MoveCtx, todo: TablePlace[], batchSize: number, 
     if (!resumed) {
       // The oldest xid still invisible to us: any row written after the copy starts has an xid >= it.
       await client.query(
-        `INSERT INTO ${JOURNAL} (tenant_id, operation, target, phase, since_xid)
+        `INSERT INTO ${JOURNAL} (subject_tenant, operation, target, phase, since_xid)
          VALUES ($1, 'move', 'dedicated', 'copying', pg_snapshot_xmin(pg_current_snapshot())::text::bigint)`,
         [tenantId],
       );
@@ -233,7 +233,7 @@ async function toDedicated(ctx: MoveCtx, todo: TablePlace[], batchSize: number, 
     lockedAt = performance.now();
     // Fast path: only row versions written since the copy started (by xmin age), plus deleted rows. The
     // checksums decide; if they still differ (e.g. an xid wrapped), a full reconcile runs, then they must match.
-    const since = (await client.query<{ s: string | null }>(`SELECT since_xid::text AS s FROM ${JOURNAL} WHERE tenant_id = $1`, [tenantId])).rows[0]?.s;
+    const since = (await client.query<{ s: string | null }>(`SELECT since_xid::text AS s FROM ${JOURNAL} WHERE subject_tenant = $1`, [tenantId])).rows[0]?.s;
     const cutoff = since
       ? Number((await client.query<{ c: string }>(`SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::bigint - $1::bigint + 16)::text AS c`, [since])).rows[0]?.c)
       : undefined;
@@ -262,7 +262,7 @@ async function toDedicated(ctx: MoveCtx, todo: TablePlace[], batchSize: number, 
       await client.query(`ALTER TABLE ${q(p.bucketRel)} ATTACH PARTITION ${q(p.dedicatedRel)} FOR VALUES IN (${lit})`);
     }
     await verifyPlaced(client, todo, tables, 'dedicatedRel', tenantId, tc);
-    await client.query(`DELETE FROM ${JOURNAL} WHERE tenant_id = $1`, [tenantId]);
+    await client.query(`DELETE FROM ${JOURNAL} WHERE subject_tenant = $1`, [tenantId]);
   });
   const committed = performance.now();
   ctx.onProgress?.({ operation: 'move', phase: 'switch', done: todo.length, total: todo.length });
@@ -329,7 +329,7 @@ async function toShared(ctx: MoveCtx, todo: TablePlace[]): Promise<Phases> {
     }
     for (const p of todo) await client.query(`DROP TABLE ${q(p.dedicatedRel)}`);
     await verifyPlaced(client, todo, tables, 'sharedRel', tenantId, tc);
-    await client.query(`DELETE FROM ${JOURNAL} WHERE tenant_id = $1`, [tenantId]);
+    await client.query(`DELETE FROM ${JOURNAL} WHERE subject_tenant = $1`, [tenantId]);
   });
   const committed = performance.now();
   return { tables, rowsCopied: tables.reduce((a, t) => a + t.rows, 0), copyMs: 0, writeBlockedMs: committed - lockedAt, readBlockedMs: committed - readBlockFrom, reconciledRows: 0 };

@@ -105,7 +105,7 @@ test('a move killed mid-copy is journaled, changes nothing visible, and is resum
   const killed = await runCliAndKill(['move', 'k', '--to', 'dedicated', '--batch-size', '10'], t.database.url, (e) => e.phase === 'copy' && (e.done as number) > 0);
   assert.equal(killed.signal, 'SIGKILL');
   // Half-way: the journal row and an unattached staging copy exist; the tenant still reads from shared.
-  const journal = await superQuery(t.database.name, `SELECT operation, target, phase FROM tenantwall_lifecycle WHERE tenant_id = $1`, [K]);
+  const journal = await superQuery(t.database.name, `SELECT operation, target, phase FROM tenantwall_lifecycle WHERE subject_tenant = $1`, [K]);
   assert.deepEqual(journal.rows, [{ operation: 'move', target: 'dedicated', phase: 'copying' }]);
   const staging = await superQuery(t.database.name, `SELECT relispartition FROM pg_class WHERE relname = $1`, [dedicatedPartitionName('customers', K)]);
   assert.deepEqual(staging.rows, [{ relispartition: false }]);
