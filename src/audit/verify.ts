@@ -24,6 +24,14 @@ export interface VerifyOptions extends IsolationCheckOptions {
   /** Per-statement limits of the attack session, ms. Default 10000 (statement) and 2000 (lock). */
   statementTimeoutMs?: number | undefined;
   lockTimeoutMs?: number | undefined;
+  /** Called as the attacks advance (the CLI draws it on a terminal). */
+  onProgress?: ((p: VerifyProgress) => void) | undefined;
+}
+
+export interface VerifyProgress {
+  readonly phase: 'rows' | 'tables' | 'setting' | 'probes' | 'roles' | 'views-functions';
+  readonly done: number;
+  readonly total: number;
 }
 
 interface Column {
@@ -185,7 +193,7 @@ export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
       await app.query(`SET LOCAL statement_timeout = ${Math.max(0, options.statementTimeoutMs ?? 10_000)}`);
       await app.query(`SET LOCAL lock_timeout = ${Math.max(0, options.lockTimeoutMs ?? 2_000)}`);
       const s = new AttackSession(app, opts.settingName);
-      const result = await attack(s, cat, ts, tables, tenantA, tenantB, opts.tenantColumn, prepared.roles, notes);
+      const result = await attack(s, cat, ts, tables, tenantA, tenantB, opts.tenantColumn, prepared.roles, notes, options.onProgress ?? (() => undefined));
       findings.push(...result.findings);
       counter.attempts = result.attempts;
     } finally {
@@ -325,6 +333,7 @@ async function attack(
   column: string,
   roles: readonly string[],
   notes: string[],
+  progress: (p: VerifyProgress) => void,
 ): Promise<{ findings: Finding[]; attempts: number }> {
   let attempts = 0;
   const findings: Finding[] = [];
@@ -363,7 +372,8 @@ async function attack(
   // 1. rows of both tenants in every tenant table: picked when visible, made (in this transaction) otherwise
   const rows = new Map<number, { a: RowValues; b: RowValues }>();
   const roots = fkOrder(ts.tables, info);
-  for (const rel of roots) {
+  for (const [i, rel] of roots.entries()) {
+    progress({ phase: 'rows', done: i, total: roots.length });
     const t = info.get(rel.oid) as TableInfo;
     const got: Partial<Record<'a' | 'b', RowValues>> = {};
     for (const [k, tenant] of [['a', A], ['b', B]] as const) {
@@ -421,7 +431,8 @@ async function attack(
   // 2. per relation: read, update, delete, insert, move; DDL, TRUNCATE, triggers
   const readLeak = new Set<number>();
   const targets = [...ts.all.values()].filter((r) => !r.isPartition || (r.app && (r.app.select || r.app.update || r.app.delete || r.app.insert)));
-  for (const rel of targets) {
+  for (const [i, rel] of targets.entries()) {
+    progress({ phase: 'tables', done: i, total: targets.length });
     const t = info.get(rel.oid) as TableInfo;
     const root = rootOf(rel, ts);
     const kind: ObjectKind = rel.isPartition ? 'partition' : 'table';
@@ -496,6 +507,7 @@ async function attack(
   }
 
   // 3. the tenant setting: RESET (back to the session/role default) and an empty value must show nothing
+  progress({ phase: 'setting', done: 0, total: 1 });
   for (const rel of ts.tables) {
     if (readLeak.has(rel.oid)) continue;
     const variants: string[] = [];
@@ -514,6 +526,7 @@ async function attack(
   }
 
   // 4. existence probes: unique keys and foreign keys
+  progress({ phase: 'probes', done: 0, total: 1 });
   for (const rel of ts.tables) {
     const t = info.get(rel.oid) as TableInfo;
     const pair = rows.get(rel.oid);
@@ -553,7 +566,8 @@ async function attack(
   }
 
   // 5. SET ROLE to the owners and the roles the application role belongs to
-  for (const role of roles) {
+  for (const [i, role] of roles.entries()) {
+    progress({ phase: 'roles', done: i, total: roles.length });
     const leaked = await s.isolated(async () => {
       const set = await tries(`SET LOCAL ROLE ${quoteIdent(role)}`, [], true);
       if (!set.ok) return [];
@@ -581,6 +595,7 @@ async function attack(
   }
 
   // 6. views and functions: does what A sees change when only B's data changes?
+  progress({ phase: 'views-functions', done: 0, total: 1 });
   const depsOf = new Map<number, number[]>();
   for (const d of cat.viewDeps) depsOf.set(d.view, [...(depsOf.get(d.view) ?? []), d.ref]);
   const tenantDeps = (oid: number, seen = new Set<number>()): number[] => {

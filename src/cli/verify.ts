@@ -1,4 +1,4 @@
-import { runVerify } from '../audit/verify.ts';
+import { type VerifyProgress, runVerify } from '../audit/verify.ts';
 import { TenantwallError } from '../errors.ts';
 import { CHECK_FLAGS, CHECK_USAGE, commonOptions, emit, guarded } from './audit.ts';
 import { parseFlags } from './flags.ts';
@@ -28,12 +28,24 @@ export async function verifyCommand(argv: string[]): Promise<number> {
       }
       tenants = [parts[0], parts[1]];
     }
+    // Progress on a terminal only: redirected output and CI logs stay clean.
+    const tty = process.stderr.isTTY === true;
+    let drawn = false;
     const report = await runVerify({
+      ...(tty
+        ? {
+            onProgress: (p: VerifyProgress) => {
+              process.stderr.write(`\rverify: ${p.phase} ${p.done}/${p.total}`.padEnd(40));
+              drawn = true;
+            },
+          }
+        : {}),
       ...commonOptions(values),
       ...(values['app-database-url'] ? { appDatabaseUrl: values['app-database-url'] } : {}),
       ...(tenants ? { tenants } : {}),
       checksum: values.checksum === true,
     });
+    if (drawn) process.stderr.write('\r'.padEnd(41) + '\r');
     const code = emit(report, values);
     if (report.checksums && report.checksums.before !== report.checksums.after) {
       console.error(`tenantwall verify: content checksum changed (${report.checksums.before} -> ${report.checksums.after})`);

@@ -114,7 +114,9 @@ test('a clean verify run finds nothing and leaves the content checksum unchanged
   assert.deepEqual(report.notes, []);
   assert.equal(before, after);
   const db = await base.fixture();
-  const own = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app, checksum: true });
+  const phases = new Set<string>();
+  const own = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app, checksum: true, onProgress: (p) => phases.add(p.phase) });
+  assert.deepEqual([...phases].sort(), ['probes', 'roles', 'rows', 'setting', 'tables', 'views-functions'].filter((p) => p !== 'roles' || phases.has('roles')).sort());
   assert.ok(own.checksums && own.checksums.before === own.checksums.after && own.checksums.before.length === 64);
   assert.ok((report.stats.attempts ?? 0) > 20);
 });
