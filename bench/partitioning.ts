@@ -12,7 +12,8 @@
  * 5. Export (NDJSON and CSV): rows/s and peak RSS of this process.
  *
  * Env: BENCH_PART_SERIES="tenants:rows,..." (default 100:100000,1000:300000,5000:1000000),
- *      BENCH_PART_BUCKETS (16), BENCH_DURATION_MS (1500), BENCH_PART_BIG_ROWS (300000, used by 3-5).
+ *      BENCH_PART_BUCKETS (16), BENCH_DURATION_MS (1500), BENCH_PART_BIG_ROWS (300000, used by 3-5),
+ *      BENCH_PART_PARTS (series,delete,move: which sections run; series includes the plan cache check).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -252,9 +253,9 @@ async function moveAndExport(h: BenchHarness): Promise<void> {
 
 export default async function run(h: BenchHarness): Promise<void> {
   console.log(`PostgreSQL ${h.serverVersion}; ${os.cpus().length} CPUs; the machine may be shared with other test runs, so figures are noisy.`);
-  const last = await scaleSeries(h);
-  await planCache(last);
-  await deleteBig(h);
-  await moveAndExport(h);
+  const parts = new Set((process.env.BENCH_PART_PARTS ?? 'series,delete,move').split(','));
+  if (parts.has('series')) await planCache(await scaleSeries(h));
+  if (parts.has('delete')) await deleteBig(h);
+  if (parts.has('move')) await moveAndExport(h);
 }
 
