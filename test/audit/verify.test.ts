@@ -116,7 +116,7 @@ test('a clean verify run finds nothing and leaves the content checksum unchanged
   const db = await base.fixture();
   const phases = new Set<string>();
   const own = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app, checksum: true, onProgress: (p) => phases.add(p.phase) });
-  assert.deepEqual([...phases].sort(), ['probes', 'roles', 'rows', 'setting', 'tables', 'views-functions'].filter((p) => p !== 'roles' || phases.has('roles')).sort());
+  for (const phase of ['rows', 'tables', 'setting', 'probes', 'views-functions']) assert.ok(phases.has(phase), `progress reports ${phase}`);
   assert.ok(own.checksums && own.checksums.before === own.checksums.after && own.checksums.before.length === 64);
   assert.ok((report.stats.attempts ?? 0) > 20);
 });
