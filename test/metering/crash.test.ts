@@ -85,7 +85,9 @@ describe('crash safety (kill -9)', () => {
 
     /** Sends until acknowledged, like a client that retries on connection errors (same payload, same ids). */
     async function until(make: (base: string) => Promise<Response>): Promise<Response> {
+      const deadline = Date.now() + 60_000;
       for (;;) {
+        if (Date.now() > deadline) throw new Error('no acknowledgement within 60 s: the restarted server does not answer');
         try {
           const r = await make(current.base);
           if (r.status < 500) return r;
@@ -127,14 +129,23 @@ describe('crash safety (kill -9)', () => {
         }
       }
     };
-    const workers = Array.from({ length: 6 }, (_, w) => worker(w));
-    for (let k = 0; k < 2; k++) {
-      await sleep(300 + Math.floor(Math.random() * 900));
-      await kill9(current);
-      current = server = await startServer(f.t.database.url);
+    const workers = Array.from({ length: 6 }, (_, w) =>
+      worker(w).catch((err: unknown) => {
+        stop = true;
+        throw err;
+      }),
+    );
+    try {
+      for (let k = 0; k < 2 && !stop; k++) {
+        await sleep(300 + Math.floor(Math.random() * 900));
+        await kill9(current);
+        current = server = await startServer(f.t.database.url);
+      }
+      await sleep(300);
+    } finally {
+      stop = true;
+      await Promise.allSettled(workers);
     }
-    await sleep(300);
-    stop = true;
     await Promise.all(workers);
     try {
       assert.ok(failures > 0, 'the kills interrupted requests');

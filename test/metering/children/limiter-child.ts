@@ -6,7 +6,7 @@ import { Tenantwall, defineSchema } from '../../../src/index.ts';
 import { Metering } from '../../../src/metering/index.ts';
 
 const [url, tenantId, store, attempts] = process.argv.slice(2) as [string, string, 'postgres' | 'redis', string];
-const db = await Tenantwall.connect({ schema: defineSchema({ tables: [] }), databaseUrl: url, manageRoles: false, poolSize: 8 });
+const db = await Tenantwall.connect({ schema: defineSchema({ tables: [] }), databaseUrl: url, manageRoles: false, poolSize: 4 });
 const metering = new Metering(db, {
   spec: { meters: [], plans: { rl: { rateLimits: [{ scope: 'tenant', per: 'minute', limit: 300 }] } }, defaultPlan: 'rl' },
   rateLimitStore: store,

@@ -9,7 +9,7 @@ import { buildMeteredApp } from '../app.ts';
 import { schema, spec } from '../fixture.ts';
 
 const url = process.argv[2] as string;
-const db = await Tenantwall.connect({ schema, databaseUrl: url, manageRoles: false, poolSize: 6 });
+const db = await Tenantwall.connect({ schema, databaseUrl: url, manageRoles: false, poolSize: 4 });
 const metering = new Metering(db, { spec, planCacheTtlMs: 200 });
 const crashOn = process.env.CRASH_ON_EVENT;
 const app = await buildMeteredApp(db, metering, {}, (a) => {
