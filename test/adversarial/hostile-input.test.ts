@@ -10,7 +10,10 @@ import { createHmac } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance, InjectOptions } from 'fastify';
-import { SignJWT, exportSPKI, generateKeyPair, base64url } from 'jose';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { SignJWT, exportJWK, exportSPKI, generateKeyPair, base64url } from 'jose';
 import { buildApp } from '../../service/app.ts';
 import { ERROR_CODES } from '../../src/index.ts';
 import { Ledger, errorCode } from './lib/leak.ts';
@@ -57,6 +60,9 @@ const SQLI = [
 
 let world: World;
 let rsApp: FastifyInstance;
+let jwksApp: FastifyInstance;
+let jwksDir: string;
+let jwksPublic: Record<string, unknown>;
 let port: number;
 let A: WorldTenant;
 let B: WorldTenant;
@@ -97,8 +103,16 @@ before(async () => {
   otherRsaKey = (await generateKeyPair('RS256')).privateKey;
   rsApp = await buildApp({ db: world.db, adminToken: ADMIN_TOKEN, tenantwall: { jwtPublicKey: rsaPublicPem, jwtIssuer: JWT_ISS, jwtAudience: JWT_AUD } });
   await rsApp.ready();
+  // A third deployment with a JWKS file: there the kid does select the key.
+  jwksPublic = { ...(await exportJWK(rsa.publicKey)), kid: 'good-key', alg: 'RS256', use: 'sig' };
+  jwksDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantwall-adv-jwks-'));
+  fs.writeFileSync(path.join(jwksDir, 'jwks.json'), JSON.stringify({ keys: [jwksPublic] }));
+  jwksApp = await buildApp({ db: world.db, adminToken: ADMIN_TOKEN, tenantwall: { jwtJwksFile: path.join(jwksDir, 'jwks.json'), jwtIssuer: JWT_ISS, jwtAudience: JWT_AUD } });
+  await jwksApp.ready();
 });
 after(async () => {
+  await jwksApp?.close();
+  if (jwksDir) fs.rmSync(jwksDir, { recursive: true, force: true });
   await rsApp?.close();
   await world?.close();
 });
@@ -118,6 +132,7 @@ async function sendRaw(h: string | Buffer, body?: Buffer | string): Promise<Outc
   return { status: r.status, body: r.body, sent: `${h.toString()} ${body?.toString() ?? ''}` };
 }
 const rs = () => rsApp;
+const jwks = () => jwksApp;
 
 function b64json(o: unknown): string {
   return base64url.encode(JSON.stringify(o));
@@ -346,6 +361,16 @@ async function corpus(): Promise<Case[]> {
     jwtCase(`kid injection ${JSON.stringify(kid.slice(0, 30))}, signed with an empty key`, () => hsWith(new Uint8Array(0), { kid }, claimsFor(B)));
     jwtCase(`kid injection ${JSON.stringify(kid.slice(0, 30))}, signed with the kid as key`, () => hsWith(kid, { kid }, claimsFor(B)));
   }
+  // JWKS deployment: the kid picks the key, so it is where kid tricks would bite.
+  const rsKid = (kid: string, key: PrivateKey, extra: Record<string, unknown> = {}) => () => new SignJWT(claimsFor(B)).setProtectedHeader({ alg: 'RS256', kid, ...extra }).sign(key);
+  jwtCase('JWKS: right kid, attacker key', rsKid('good-key', otherRsaKey), jwks);
+  jwtCase('JWKS: unknown kid', rsKid('other-key', otherRsaKey), jwks);
+  jwtCase('JWKS: kid path traversal', rsKid('../../../../etc/passwd', otherRsaKey), jwks);
+  jwtCase('JWKS: kid SQL injection', rsKid(`good-key' OR '1'='1`, otherRsaKey), jwks);
+  jwtCase('JWKS: embedded jwk of the attacker with the good kid', async () => rsKid('good-key', otherRsaKey, { jwk: { kty: 'RSA', n: 'AQAB', e: 'AQAB' } })(), jwks);
+  jwtCase('JWKS: HS256 signed with the JWKS public key JSON', () => hsWith(JSON.stringify(jwksPublic), { kid: 'good-key' }, claimsFor(B)), jwks);
+  jwtCase('JWKS: HS256 signed with the modulus', () => hsWith(String(jwksPublic.n), { kid: 'good-key' }, claimsFor(B)), jwks);
+  jwtCase('JWKS: alg none with the good kid', unsigned({ alg: 'none', kid: 'good-key' }, claimsFor(B)), jwks);
   jwtCase('jku header to an attacker JWKS', () => new SignJWT(claimsFor(B)).setProtectedHeader({ alg: 'RS256', jku: 'http://127.0.0.1:1/jwks.json' }).sign(otherRsaKey), rs);
   jwtCase('x5u header', () => new SignJWT(claimsFor(B)).setProtectedHeader({ alg: 'RS256', x5u: 'http://127.0.0.1:1/cert.pem' }).sign(otherRsaKey), rs);
   jwtCase('crit header with an unknown extension', () => hsWith(JWT_SECRET, { crit: ['exp-x'], 'exp-x': 1 }, claimsFor(B)));
@@ -477,6 +502,17 @@ async function corpus(): Promise<Case[]> {
 }
 
 describe('hostile input corpus', () => {
+  // Controls: each deployment accepts a genuine credential, so its refusals below are not misconfiguration.
+  test('genuine credentials work on every deployment the corpus attacks', async () => {
+    const ok = async (app: FastifyInstance, token: string) => (await app.inject({ method: 'GET', url: '/invoices', headers: { authorization: `Bearer ${token}` } })).statusCode;
+    assert.equal(await ok(world.app, A.key), 200);
+    assert.equal(await ok(world.app, await signHs256({ tenant_id: A.id })), 200);
+    assert.equal(await ok(rsApp, await new SignJWT(claimsFor(A)).setProtectedHeader({ alg: 'RS256' }).sign(rsaKey)), 200);
+    assert.equal(await ok(jwksApp, await new SignJWT(claimsFor(A)).setProtectedHeader({ alg: 'RS256', kid: 'good-key' }).sign(rsaKey)), 200);
+    assert.equal((await rawRequest(port, head('GET', '/invoices', [['Authorization', `Bearer ${A.key}`], ['Host', `${A.slug}.${BASE_DOMAIN}`]]))).status, 200);
+    assert.equal((await rawRequest(port, head('GET', '/invoices', [['X-Tenant-ID', A.id]]))).status, 200);
+  });
+
   test('every case: 4xx with a stable code, no 5xx, no leak, nothing written', async () => {
     const cases = await corpus();
     assert.ok(cases.filter((c) => (c.kind ?? 'refuse') === 'refuse').length >= 200, `only ${cases.length} refusing cases`);
