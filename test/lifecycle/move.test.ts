@@ -92,6 +92,11 @@ test('bad input: unknown tenant, the placement it already has, an unknown placem
   await moveTenant(t.db, 'o0', 'dedicated');
   await assert.rejects(moveTenant(t.db, 'o0', 'dedicated'), code('placement_unchanged'));
   await moveTenant(t.db, 'o0', 'shared');
+  // A tenant without rows moves too (nothing to copy, the switch only attaches empty partitions).
+  await t.db.tenants.create({ slug: 'empty', name: 'Empty' });
+  assert.equal((await moveTenant(t.db, 'empty', 'dedicated')).rowsCopied, 0);
+  assert.equal((await tenantInfo(t.db, 'empty')).placement, 'dedicated');
+  await moveTenant(t.db, 'empty', 'shared');
   assert.deepEqual(await allChecksums(t.database.url), before);
   // Through the CLI: one line with the code, non-zero exit.
   const cli = await runCli(['move', 'a', '--to', 'shared'], t.database.url);
