@@ -1,11 +1,13 @@
 /**
  * `npm start`: the invoicing API with no configuration. Without DATABASE_URL an embedded PostgreSQL keeps its
  * data in .data/postgres; migrations run; two demo tenants get fresh demo API keys (printed once, the previous
- * demo keys are revoked); the server listens on PORT (default 3000).
+ * demo keys are revoked); the server listens on PORT (default 3000). The statement guard is on unless
+ * TENANTWALL_GUARD=off.
  */
 import { randomBytes } from 'node:crypto';
 import { Metering, Tenantwall, type Tenant } from '../src/index.ts';
 import { buildApp } from './app.ts';
+import { serviceGuard } from './guard.ts';
 import { meteringSpec } from './metering.ts';
 import { createCustomer } from './repo/customers.ts';
 import { createInvoice } from './repo/invoices.ts';
@@ -19,7 +21,10 @@ const DEMO = [
 ];
 
 console.log(process.env.DATABASE_URL ? 'Connecting to DATABASE_URL ...' : 'Starting the embedded PostgreSQL in .data/postgres (first start takes a few seconds) ...');
-const db = await Tenantwall.connect({ schema });
+// The statement guard verifies every tenant-scoped statement (docs/guard.md); TENANTWALL_GUARD=off turns it off.
+const guardOff = process.env.TENANTWALL_GUARD === 'off';
+const db = await Tenantwall.connect({ schema, ...(guardOff ? {} : { guard: serviceGuard() }) });
+if (guardOff) console.log('TENANTWALL_GUARD=off: statements are not verified by the guard (row-level security still applies).');
 const migrated = await db.migrate(migrations);
 console.log(`Migrations: ${migrated.applied.length} applied, ${migrated.alreadyApplied} already there.`);
 

@@ -1,7 +1,8 @@
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import { buildApp, type AppOptions } from '../../service/app.ts';
 import { migrations, schema } from '../../service/schema.ts';
-import { createTestTenantwall, type TestTenantwall } from '../helpers/db.ts';
+import { serviceGuard } from '../../service/guard.ts';
+import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 import type { Tenantwall } from '../../src/index.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
@@ -25,9 +26,40 @@ export interface ServiceFixture {
   close(): Promise<void>;
 }
 
-/** A fresh database with the service schema, the app, and two tenants (A, B) with one API key each. */
+/**
+ * `TW_TEST_RLS=off`: the service's tests run with row-level security disabled on every table (partitions
+ * included), so only the application guard stands between tenants (layer independence, docs/guard.md).
+ * test/service/rls-off.test.ts re-runs the service suite this way inside `npm test`.
+ */
+export const RLS_OFF = process.env.TW_TEST_RLS === 'off';
+
+/** Turns row-level security off on every table of `database` that has it (superuser), and checks that it is off. */
+export async function disableRls(database: string): Promise<string[]> {
+  const { rows } = await superQuery(
+    database,
+    `SELECT c.oid::regclass::text AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p') AND (c.relrowsecurity OR c.relforcerowsecurity) AND n.nspname NOT IN ('pg_catalog', 'information_schema')`,
+  );
+  const names = rows.map((r) => r.name as string);
+  if (names.length === 0) throw new Error('no table with row-level security found: nothing to disable?');
+  await superQuery(database, names.map((n) => `ALTER TABLE ${n} NO FORCE ROW LEVEL SECURITY; ALTER TABLE ${n} DISABLE ROW LEVEL SECURITY;`).join('\n'));
+  const left = await superQuery(database, `SELECT count(*)::int AS n FROM pg_class WHERE relrowsecurity OR relforcerowsecurity`);
+  if (left.rows[0]?.n !== 0) throw new Error('row-level security is still on somewhere');
+  return names;
+}
+
+/**
+ * A fresh database with the service schema, the app, and two tenants (A, B) with one API key each. The service's
+ * statement guard is on, as in `npm start`; with TW_TEST_RLS=off row-level security is off on every table.
+ */
 export async function startService(appOptions: Partial<AppOptions> = {}): Promise<ServiceFixture> {
-  const t = await createTestTenantwall(schema, migrations);
+  const t = await createTestTenantwall(schema, migrations, { guard: serviceGuard() });
+  if (RLS_OFF) {
+    const names = await disableRls(t.database.name);
+    for (const table of schema.tenantTables) {
+      if (!names.includes(table.name)) throw new Error(`row-level security was not on for ${table.name}`);
+    }
+  }
   const app = await buildApp({ db: t.db, adminToken: ADMIN_TOKEN, ...appOptions });
   await app.ready();
   const admin = (opts: InjectOptions) => app.inject({ ...opts, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...opts.headers } });
@@ -41,6 +73,14 @@ export async function startService(appOptions: Partial<AppOptions> = {}): Promis
   }
   const a = await tenant('tenant-a');
   const b = await tenant('tenant-b');
+  if (RLS_OFF) {
+    // Without RLS, the guard is the only layer: it must be there and refuse an unscoped statement.
+    const refused = await t.db.forTenant(a.id).query('SELECT count(*) FROM invoices').then(
+      () => false,
+      (err: unknown) => (err as { code?: string }).code === 'unscoped_query',
+    );
+    if (!refused) throw new Error('TW_TEST_RLS=off needs the statement guard, but an unscoped statement was not refused');
+  }
   return {
     app,
     db: t.db,

@@ -1,0 +1,23 @@
+import { type Guard, createGuard, defineSchema, meteringTables } from '../src/index.ts';
+import { schema } from './schema.ts';
+
+/**
+ * The service's statement guard: every statement sent in tenant scope is verified against the declared tables
+ * before it reaches PostgreSQL (docs/guard.md). The guard's schema is the service's tables plus the metering
+ * tables, which the metering migration creates as tenant tables (forced RLS, tenant_id first in every key) but
+ * which are not part of `schema` (see docs/metering.md); declared here, they get the same proof obligation.
+ *
+ * Two allowances, both for the metering part's statements:
+ * - the tenant registry (`tenants`) may be read without a tenant predicate. It is not tenant data in the RLS
+ *   sense: the application role already holds a plain SELECT grant on it, with no row-level security.
+ * - the quota functions (tw_quota_consume, tw_quota_release, tw_quota_rebalance) are declared safe. They are
+ *   SECURITY INVOKER and touch only the counter rows of the tenant they are given (`p_tenant`), which metering
+ *   always passes as the tenant of the scope.
+ */
+export function serviceGuard(): Guard {
+  const guardSchema = defineSchema({ tables: [...schema.tables, ...meteringTables], registryTable: schema.registryTable, tenantColumn: schema.tenantColumn });
+  return createGuard(guardSchema, {
+    allowRelations: [schema.registryTable],
+    allowFunctions: ['tw_quota_consume', 'tw_quota_release', 'tw_quota_rebalance'],
+  });
+}
