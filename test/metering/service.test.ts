@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance, InjectOptions } from 'fastify';
 import { buildApp } from '../../service/app.ts';
+import { serviceGuard } from '../../service/guard.ts';
 import { meteringSpec } from '../../service/metering.ts';
 import { migrations, schema } from '../../service/schema.ts';
 import { Metering } from '../../src/index.ts';
@@ -9,7 +10,7 @@ import { createTestTenantwall, type TestTenantwall } from '../helpers/db.ts';
 
 const ADMIN = 'service-metering-admin-token-0123';
 
-describe('the reference service with metering on', () => {
+describe('the reference service with metering on (and its statement guard)', () => {
   let t: TestTenantwall;
   let metering: Metering;
   let app: FastifyInstance;
@@ -17,7 +18,8 @@ describe('the reference service with metering on', () => {
   let tenantId: string;
   const as = (o: InjectOptions) => app.inject({ ...o, headers: { authorization: `Bearer ${key}`, ...o.headers } });
   before(async () => {
-    t = await createTestTenantwall(schema, migrations);
+    // As `npm start` runs it: statement guard on.
+    t = await createTestTenantwall(schema, migrations, { guard: serviceGuard() });
     // The service's plans, without the free plan's 50/s rate limit: 100 requests in a row must meet the quota.
     const free = { ...meteringSpec.plans.free, rateLimits: [] };
     metering = new Metering(t.db, { spec: { ...meteringSpec, plans: { ...meteringSpec.plans, free } } });
