@@ -78,6 +78,7 @@ before(async () => {
   world = await createWorld({
     tenants: 3,
     listen: true,
+    guard: true,
     app: { tenantwall: { baseDomain: BASE_DOMAIN, trustTenantHeader: true, resolvers: ['apiKey', 'jwt', 'subdomain', 'header'] } },
   });
   port = (world.app.server.address() as AddressInfo).port;

@@ -16,7 +16,7 @@ let fuzzer: Fuzzer;
 
 before(async () => {
   // One spare tenant on top: the admin lane suspends it and rotates its keys while the others are fuzzed.
-  world = await createWorld({ tenants: TENANTS + 1, db: { poolSize: 6 } });
+  world = await createWorld({ tenants: TENANTS + 1, db: { poolSize: 6 }, guard: true });
   const doc = (await world.app.inject({ method: 'GET', url: '/openapi.json' })).json();
   fuzzer = new Fuzzer(world, openApiEndpoints(doc));
 });
@@ -55,6 +55,34 @@ test(`random operation sequences of ${TENANTS} concurrent tenants never show one
   if (missed.length > 0) console.log(`# leak fuzz: swept ${missed.length} endpoint(s) the random run missed: ${missed.join(', ')}`);
   assert.deepEqual(fuzzer.endpoints.filter((e) => !s.byEndpoint.has(e)), [], 'endpoints never called');
 });
+
+// Each layer alone must stop a leak (design.md): the same property with row-level security disabled on every
+// table (the guard alone), and with the guard off (row-level security alone).
+for (const layer of ['guard alone (RLS disabled)', 'RLS alone (no guard)'] as const) {
+  test(`one layer at a time: ${layer}`, async () => {
+    const rlsOff = layer.startsWith('guard');
+    const w = await createWorld({ tenants: TENANTS + 1, guard: rlsOff, rlsOff });
+    try {
+      if (rlsOff) {
+        const rls = await w.su.query(`SELECT count(*)::int AS n FROM pg_class WHERE relrowsecurity OR relforcerowsecurity`);
+        assert.equal(rls.rows[0].n, 0, 'row-level security is still on somewhere');
+      } else {
+        await assert.doesNotReject(w.db.forTenant(w.tenants[0]?.id as string).query('SELECT count(*) FROM invoices'), 'the guard is on');
+      }
+      const f = new Fuzzer(w, openApiEndpoints((await w.app.inject({ method: 'GET', url: '/openapi.json' })).json()));
+      const ops = Math.max(50, Math.floor(config.ops / 2.5));
+      const numRuns = Math.ceil(ops / ((config.maxLen / 2) * (TENANTS + 0.5)));
+      const details = await fc.check(fc.asyncProperty(f.runArbitrary(config.maxLen), (input) => f.run(input)), { seed: config.seed, numRuns, interruptAfterTimeLimit: config.timeMs, markInterruptAsFailure: false });
+      console.log(`# leak fuzz, ${layer}: ${f.stats.ops} operations, ${f.stats.requests} requests, ${f.stats.differentials} foreign-vs-random comparisons (seed ${config.seed})`);
+      if (details.failed) {
+        console.log(`# counterexample: ${fc.stringify(details.counterexample)}`);
+        throw details.errorInstance;
+      }
+    } finally {
+      await w.close();
+    }
+  });
+}
 
 test('the fuzzer finds a planted existence oracle (403 for another tenant\'s customer) and shrinks it', async () => {
   // The same app with one planted bug: GET /customers/:id answers 403 instead of 404 when the customer exists in

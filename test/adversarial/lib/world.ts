@@ -11,7 +11,9 @@ import pg from 'pg';
 import { buildApp, type AppOptions } from '../../../service/app.ts';
 import { migrations, schema } from '../../../service/schema.ts';
 import type { CreateTenantwallOptions, Tenantwall } from '../../../src/index.ts';
+import { serviceGuard } from '../../../service/guard.ts';
 import { createTestTenantwall, type TestTenantwall } from '../../helpers/db.ts';
+import { disableRls } from '../../service/setup.ts';
 
 export const ADMIN_TOKEN = 'adversarial-admin-token-0123456789abcdef';
 export const JWT_SECRET = 'adversarial-hs256-secret-that-is-long-enough-0123456789';
@@ -53,6 +55,10 @@ export interface WorldOptions {
   /** Test-only routes or hooks, added before the app is ready. Never part of the production service. */
   extend?: (app: FastifyInstance, db: Tenantwall) => void | Promise<void>;
   listen?: boolean;
+  /** The service's statement guard, as `npm start` runs it. Default false (the probes of pool poisoning are unscoped on purpose). */
+  guard?: boolean;
+  /** Row-level security disabled on every table (superuser), to attack the guard alone. Needs `guard`. */
+  rlsOff?: boolean;
 }
 
 export function hex(bytes: number): string {
@@ -70,7 +76,11 @@ export async function signHs256(claims: Record<string, unknown>, opts: { exp?: s
 }
 
 export async function createWorld(opts: WorldOptions): Promise<World> {
-  const t = await createTestTenantwall(schema, migrations, opts.db ?? {});
+  const t = await createTestTenantwall(schema, migrations, { ...(opts.guard ? { guard: serviceGuard() } : {}), ...opts.db });
+  if (opts.rlsOff) {
+    if (!opts.guard) throw new Error('rlsOff without guard would leave no layer');
+    await disableRls(t.database.name);
+  }
   const su = new pg.Client({ connectionString: t.database.url });
   su.on('error', () => undefined);
   await su.connect();
