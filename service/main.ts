@@ -10,6 +10,7 @@ import { buildApp } from './app.ts';
 import { serviceGuard } from './guard.ts';
 import { meteringSpec } from './metering.ts';
 import { createCustomer } from './repo/customers.ts';
+import { serviceKysely } from './repo/db.ts';
 import { createInvoice } from './repo/invoices.ts';
 import { migrations, schema } from './schema.ts';
 
@@ -48,7 +49,7 @@ async function demoTenant(spec: { slug: string; name: string }): Promise<{ tenan
   let tenant = await db.tenants.getBySlug(spec.slug);
   if (!tenant) {
     tenant = await db.tenants.create(spec);
-    await db.forTenant(tenant.id).transaction(async (tx) => {
+    await serviceKysely(db, tenant.id).transaction().execute(async (tx) => {
       const customer = await createCustomer(tx, { name: `${spec.name} Customer`, email: `billing@${spec.slug}.example` });
       await createInvoice(tx, {
         customer_id: customer.id,

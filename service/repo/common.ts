@@ -1,5 +1,7 @@
-import { TenantwallError, type TenantQueryable } from '../../src/index.ts';
+import { type SelectQueryBuilder, sql } from 'kysely';
+import { TenantwallError } from '../../src/index.ts';
 import { type CursorValueKind, decodeCursor, encodeCursor } from './cursor.ts';
+import type { DB } from './db.ts';
 
 export interface Page<T> {
   data: T[];
@@ -20,27 +22,30 @@ export function iso(d: Date | null): string | null {
   return d === null ? null : d.toISOString();
 }
 
+/** `date_trunc('milliseconds', now())`: stored timestamps are milliseconds, like the values in cursors. */
+export const nowMs = sql<Date>`date_trunc('milliseconds', now())`;
+
+const CASTS = { timestamp: 'timestamptz', integer: 'bigint', text: 'text' } as const;
+
 /**
- * Appends the keyset condition and ORDER BY/LIMIT of one page to `where`, with the sort column taken from a
- * fixed whitelist (never from input). Returns SQL text and the parameter list it extends.
+ * One keyset page: `(sort, id) > / < (cursor value, cursor id)`, ORDER BY sort, id and LIMIT limit + 1 (the
+ * extra row tells whether another page exists). The sort column comes from a fixed whitelist (never from input).
  */
-export function keysetSql(
-  params: unknown[],
-  sortColumn: string,
+export function keysetPage<T extends keyof DB & string, O>(
+  qb: SelectQueryBuilder<DB, T, O>,
+  sortColumn: keyof DB[T] & string,
   kind: CursorValueKind,
   page: PageRequest,
-): { condition: string; tail: string } {
-  let condition = '';
+): SelectQueryBuilder<DB, T, O> {
+  let q = qb;
   if (page.cursor !== undefined) {
     const c = decodeCursor(page.cursor, { sort: sortColumn, order: page.order, kind });
-    const cast = kind === 'timestamp' ? 'timestamptz' : kind === 'integer' ? 'bigint' : 'text';
-    params.push(c.value, c.id);
     const op = page.order === 'asc' ? '>' : '<';
-    condition = ` AND (${sortColumn}, id) ${op} ($${params.length - 1}::${cast}, $${params.length}::uuid)`;
+    q = q.where((eb) =>
+      eb(eb.refTuple(sortColumn as never, 'id' as never), op, eb.tuple(eb.cast(eb.val(c.value), CASTS[kind]), eb.cast(eb.val(c.id), 'uuid')) as never),
+    );
   }
-  params.push(page.limit + 1);
-  const dir = page.order === 'asc' ? 'ASC' : 'DESC';
-  return { condition, tail: ` ORDER BY ${sortColumn} ${dir}, id ${dir} LIMIT $${params.length}` };
+  return q.orderBy(sortColumn as never, page.order).orderBy('id' as never, page.order).limit(page.limit + 1);
 }
 
 /** Cuts the extra row that tells whether another page exists and makes its cursor. */
@@ -59,8 +64,6 @@ export function toPage<R extends { id: string }, T>(
     next_cursor: more && last ? encodeCursor({ sort: sortColumn, order: page.order, value: sortValue(last), id: last.id }) : null,
   };
 }
-
-export type Q = TenantQueryable;
 
 /** Postgres error code of a driver error, if any. */
 export function pgCode(err: unknown): string | undefined {

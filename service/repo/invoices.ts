@@ -1,5 +1,6 @@
-import { TenantwallError, type TenantTransaction } from '../../src/index.ts';
-import { type Page, type PageRequest, type Q, iso, keysetSql, notFound, pgCode, toPage } from './common.ts';
+import { TenantwallError } from '../../src/index.ts';
+import { type Page, type PageRequest, iso, keysetPage, notFound, nowMs, pgCode, toPage } from './common.ts';
+import type { K } from './db.ts';
 
 export type InvoiceStatus = 'draft' | 'issued' | 'paid' | 'void';
 
@@ -60,8 +61,8 @@ type InvoiceRow = Omit<Invoice, 'amount_cents' | 'issued_at' | 'created_at' | 'u
 };
 type ItemRow = Omit<LineItem, 'unit_amount_cents' | 'amount_cents' | 'created_at'> & { unit_amount_cents: string; amount_cents: string; created_at: Date };
 
-const INVOICE_COLS = 'id, customer, customer_id, amount_cents, currency, status, issued_at, created_at, updated_at';
-const ITEM_COLS = 'id, invoice_id, position, description, quantity, unit_amount_cents, amount_cents, created_at';
+const INVOICE_COLS = ['id', 'customer', 'customer_id', 'amount_cents', 'currency', 'status', 'issued_at', 'created_at', 'updated_at'] as const;
+const ITEM_COLS = ['id', 'invoice_id', 'position', 'description', 'quantity', 'unit_amount_cents', 'amount_cents', 'created_at'] as const;
 
 function toInvoice(r: InvoiceRow): Invoice {
   return {
@@ -105,14 +106,14 @@ function lineAmount(item: LineItemInput, field: string): number {
 }
 
 /** The name of a customer of the current tenant; `not_found` naming `customer_id` otherwise. */
-async function customerName(q: Q, customerId: string): Promise<string> {
-  const { rows } = await q.query<{ name: string }>(`SELECT name FROM customers WHERE tenant_id = $1 AND id = $2`, [q.tenantId, customerId]);
-  if (!rows[0]) throw notFound('customer', customerId, 'customer_id');
-  return rows[0].name;
+async function customerName(k: K, customerId: string): Promise<string> {
+  const row = await k.selectFrom('customers').select('name').where('id', '=', customerId).executeTakeFirst();
+  if (!row) throw notFound('customer', customerId, 'customer_id');
+  return row.name;
 }
 
-/** Creates an invoice and its line items in the caller's transaction: all rows or none. */
-export async function createInvoice(tx: TenantTransaction, input: InvoiceInput): Promise<Invoice & { line_items: LineItem[] }> {
+/** Creates an invoice and its line items in the caller's transaction (a Kysely transaction): all rows or none. */
+export async function createInvoice(tx: K, input: InvoiceInput): Promise<Invoice & { line_items: LineItem[] }> {
   const customerId = input.customer_id ?? null;
   let customer = input.customer;
   if (customerId !== null) {
@@ -135,21 +136,28 @@ export async function createInvoice(tx: TenantTransaction, input: InvoiceInput):
   const status = input.status ?? 'draft';
   const issuedAt = status === 'issued' ? (input.issued_at ?? new Date().toISOString()) : null;
   if (status === 'draft' && input.issued_at !== undefined) throw invalid('issued_at', 'Invalid body field "issued_at": a draft has no issue date.');
-  const { rows } = await tx.query<InvoiceRow>(
-    `INSERT INTO invoices (tenant_id, customer, customer_id, amount_cents, currency, status, issued_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ${INVOICE_COLS}`,
-    [tx.tenantId, customer, customerId, amount, input.currency ?? 'EUR', status, issuedAt],
-  );
-  const invoice = toInvoice(rows[0] as InvoiceRow);
+  const row = await tx
+    .insertInto('invoices')
+    .values({ customer, customer_id: customerId, amount_cents: amount, currency: input.currency ?? 'EUR', status, issued_at: issuedAt })
+    .returning(INVOICE_COLS)
+    .executeTakeFirstOrThrow();
+  const invoice = toInvoice(row);
   const created: LineItem[] = [];
   for (const [i, it] of items.entries()) {
     try {
-      const r = await tx.query<ItemRow>(
-        `INSERT INTO invoice_line_items (tenant_id, invoice_id, position, description, quantity, unit_amount_cents, amount_cents)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ${ITEM_COLS}`,
-        [tx.tenantId, invoice.id, it.position ?? i + 1, it.description, it.quantity, it.unit_amount_cents, lineAmount(it, `line_items.${i}`)],
-      );
-      created.push(toItem(r.rows[0] as ItemRow));
+      const item = await tx
+        .insertInto('invoice_line_items')
+        .values({
+          invoice_id: invoice.id,
+          position: it.position ?? i + 1,
+          description: it.description,
+          quantity: it.quantity,
+          unit_amount_cents: it.unit_amount_cents,
+          amount_cents: lineAmount(it, `line_items.${i}`),
+        })
+        .returning(ITEM_COLS)
+        .executeTakeFirstOrThrow();
+      created.push(toItem(item));
     } catch (err) {
       if (pgCode(err) === '23505') throw conflict(`line_items.${i}.position`, `Line item ${i} repeats position ${it.position ?? i + 1}.`, err);
       throw err;
@@ -158,10 +166,10 @@ export async function createInvoice(tx: TenantTransaction, input: InvoiceInput):
   return { ...invoice, line_items: created };
 }
 
-export async function getInvoice(q: Q, id: string): Promise<Invoice> {
-  const { rows } = await q.query<InvoiceRow>(`SELECT ${INVOICE_COLS} FROM invoices WHERE tenant_id = $1 AND id = $2`, [q.tenantId, id]);
-  if (!rows[0]) throw notFound('invoice', id);
-  return toInvoice(rows[0]);
+export async function getInvoice(k: K, id: string): Promise<Invoice> {
+  const row = await k.selectFrom('invoices').select(INVOICE_COLS).where('id', '=', id).executeTakeFirst();
+  if (!row) throw notFound('invoice', id);
+  return toInvoice(row);
 }
 
 const TRANSITIONS: Record<InvoiceStatus, readonly InvoiceStatus[]> = {
@@ -172,41 +180,42 @@ const TRANSITIONS: Record<InvoiceStatus, readonly InvoiceStatus[]> = {
 };
 
 /** Updates an invoice under a row lock: content changes only while draft, status along the allowed transitions. */
-export async function updateInvoice(tx: TenantTransaction, id: string, patch: InvoicePatch): Promise<Invoice> {
-  const { rows } = await tx.query<InvoiceRow>(`SELECT ${INVOICE_COLS} FROM invoices WHERE tenant_id = $1 AND id = $2 FOR UPDATE`, [tx.tenantId, id]);
-  const current = rows[0];
+export async function updateInvoice(tx: K, id: string, patch: InvoicePatch): Promise<Invoice> {
+  const current = await tx.selectFrom('invoices').select(INVOICE_COLS).where('id', '=', id).forUpdate().executeTakeFirst();
   if (!current) throw notFound('invoice', id);
   const contentChange = patch.customer !== undefined || patch.customer_id !== undefined || patch.amount_cents !== undefined || patch.currency !== undefined;
   if (contentChange && current.status !== 'draft') throw conflict('status', `Invoice ${id} is ${current.status}; only drafts can be edited.`);
   const next = patch.status ?? current.status;
   if (!TRANSITIONS[current.status].includes(next)) throw conflict('status', `An invoice cannot go from ${current.status} to ${next}.`);
   if (patch.amount_cents !== undefined) {
-    const items = await tx.query(`SELECT 1 FROM invoice_line_items WHERE tenant_id = $1 AND invoice_id = $2 LIMIT 1`, [tx.tenantId, id]);
-    if (items.rows.length > 0) throw conflict('amount_cents', 'The amount of an invoice with line items is their sum; edit the line items.');
+    const item = await tx.selectFrom('invoice_line_items').select('id').where('invoice_id', '=', id).limit(1).executeTakeFirst();
+    if (item) throw conflict('amount_cents', 'The amount of an invoice with line items is their sum; edit the line items.');
   }
   let customer = patch.customer;
   if (patch.customer_id) customer ??= await customerName(tx, patch.customer_id);
   const issuing = next === 'issued' && current.status !== 'issued';
   if (patch.issued_at !== undefined && next === 'draft') throw invalid('issued_at', 'Invalid body field "issued_at": a draft has no issue date.');
   const issuedAt = patch.issued_at ?? (issuing ? new Date().toISOString() : null);
-  const { rows: updated } = await tx.query<InvoiceRow>(
-    `UPDATE invoices SET
-       customer = coalesce($3, customer),
-       customer_id = CASE WHEN $4 THEN $5::uuid ELSE customer_id END,
-       amount_cents = coalesce($6, amount_cents),
-       currency = coalesce($7, currency),
-       status = $8,
-       issued_at = coalesce($9::timestamptz, issued_at),
-       updated_at = date_trunc('milliseconds', now())
-     WHERE tenant_id = $1 AND id = $2 RETURNING ${INVOICE_COLS}`,
-    [tx.tenantId, id, customer ?? null, patch.customer_id !== undefined, patch.customer_id ?? null, patch.amount_cents ?? null, patch.currency ?? null, next, issuedAt],
-  );
-  return toInvoice(updated[0] as InvoiceRow);
+  const updated = await tx
+    .updateTable('invoices')
+    .set({
+      ...(customer !== undefined ? { customer } : {}),
+      ...(patch.customer_id !== undefined ? { customer_id: patch.customer_id } : {}),
+      ...(patch.amount_cents !== undefined ? { amount_cents: patch.amount_cents } : {}),
+      ...(patch.currency !== undefined ? { currency: patch.currency } : {}),
+      status: next,
+      ...(issuedAt !== null ? { issued_at: issuedAt } : {}),
+      updated_at: nowMs,
+    })
+    .where('id', '=', id)
+    .returning(INVOICE_COLS)
+    .executeTakeFirstOrThrow();
+  return toInvoice(updated);
 }
 
-export async function deleteInvoice(q: Q, id: string): Promise<void> {
-  const { rowCount } = await q.query(`DELETE FROM invoices WHERE tenant_id = $1 AND id = $2`, [q.tenantId, id]);
-  if (!rowCount) throw notFound('invoice', id);
+export async function deleteInvoice(k: K, id: string): Promise<void> {
+  const r = await k.deleteFrom('invoices').where('id', '=', id).executeTakeFirst();
+  if (r.numDeletedRows === 0n) throw notFound('invoice', id);
 }
 
 export const INVOICE_SORTS = ['created_at', 'amount_cents'] as const;
@@ -220,69 +229,78 @@ export interface InvoiceFilter {
   issued_to?: string | undefined;
 }
 
-export async function listInvoices(q: Q, page: PageRequest & InvoiceFilter & { sort: InvoiceSort }): Promise<Page<Invoice>> {
-  const params: unknown[] = [q.tenantId];
-  let where = 'tenant_id = $1';
-  const add = (sql: string, value: unknown) => {
-    params.push(value);
-    where += ` AND ${sql.replace('?', `$${params.length}`)}`;
-  };
-  if (page.status !== undefined) add('status = ?', page.status);
-  if (page.customer_id !== undefined) add('customer_id = ?', page.customer_id);
-  if (page.customer !== undefined) add('customer = ?', page.customer);
-  if (page.issued_from !== undefined) add('issued_at >= ?::timestamptz', page.issued_from);
-  if (page.issued_to !== undefined) add('issued_at < ?::timestamptz', page.issued_to);
+export async function listInvoices(k: K, page: PageRequest & InvoiceFilter & { sort: InvoiceSort }): Promise<Page<Invoice>> {
+  let q = k.selectFrom('invoices').select(INVOICE_COLS);
+  if (page.status !== undefined) q = q.where('status', '=', page.status);
+  if (page.customer_id !== undefined) q = q.where('customer_id', '=', page.customer_id);
+  if (page.customer !== undefined) q = q.where('customer', '=', page.customer);
+  const from = page.issued_from;
+  const to = page.issued_to;
+  if (from !== undefined) q = q.where((eb) => eb('issued_at', '>=', eb.cast<Date>(eb.val(from), 'timestamptz')));
+  if (to !== undefined) q = q.where((eb) => eb('issued_at', '<', eb.cast<Date>(eb.val(to), 'timestamptz')));
   const kind = page.sort === 'amount_cents' ? 'integer' : 'timestamp';
-  const { condition, tail } = keysetSql(params, page.sort, kind, page);
-  const { rows } = await q.query<InvoiceRow>(`SELECT ${INVOICE_COLS} FROM invoices WHERE ${where}${condition}${tail}`, params);
+  const rows = await keysetPage(q, page.sort, kind, page).execute();
   return toPage(rows, page, page.sort, (r) => (page.sort === 'amount_cents' ? Number(r.amount_cents) : (iso(r.created_at) as string)), toInvoice);
 }
 
 // ---- line items ----
 
-async function lockDraftInvoice(tx: TenantTransaction, invoiceId: string): Promise<void> {
-  const { rows } = await tx.query<{ status: InvoiceStatus }>(`SELECT status FROM invoices WHERE tenant_id = $1 AND id = $2 FOR UPDATE`, [tx.tenantId, invoiceId]);
-  if (!rows[0]) throw notFound('invoice', invoiceId, 'invoice_id');
-  if (rows[0].status !== 'draft') throw conflict('status', `Invoice ${invoiceId} is ${rows[0].status}; only drafts' line items can change.`);
+async function lockDraftInvoice(tx: K, invoiceId: string): Promise<void> {
+  const row = await tx.selectFrom('invoices').select('status').where('id', '=', invoiceId).forUpdate().executeTakeFirst();
+  if (!row) throw notFound('invoice', invoiceId, 'invoice_id');
+  if (row.status !== 'draft') throw conflict('status', `Invoice ${invoiceId} is ${row.status}; only drafts' line items can change.`);
 }
 
-async function refreshTotal(tx: TenantTransaction, invoiceId: string): Promise<void> {
-  await tx.query(
-    `UPDATE invoices SET amount_cents = (SELECT coalesce(sum(amount_cents), 0) FROM invoice_line_items WHERE tenant_id = $1 AND invoice_id = $2),
-       updated_at = date_trunc('milliseconds', now())
-     WHERE tenant_id = $1 AND id = $2`,
-    [tx.tenantId, invoiceId],
-  );
+async function refreshTotal(tx: K, invoiceId: string): Promise<void> {
+  await tx
+    .updateTable('invoices')
+    .set((eb) => ({
+      amount_cents: eb
+        .selectFrom('invoice_line_items')
+        .select((e) => e.fn.coalesce(e.fn.sum<string>('invoice_line_items.amount_cents'), e.lit(0)).as('total'))
+        .where('invoice_line_items.invoice_id', '=', invoiceId) as never,
+      updated_at: nowMs,
+    }))
+    .where('id', '=', invoiceId)
+    .execute();
 }
 
-export async function addLineItem(tx: TenantTransaction, invoiceId: string, input: LineItemInput): Promise<LineItem> {
+export async function addLineItem(tx: K, invoiceId: string, input: LineItemInput): Promise<LineItem> {
   await lockDraftInvoice(tx, invoiceId);
   try {
-    const { rows } = await tx.query<ItemRow>(
-      `INSERT INTO invoice_line_items (tenant_id, invoice_id, position, description, quantity, unit_amount_cents, amount_cents)
-       VALUES ($1, $2, coalesce($3, (SELECT coalesce(max(position), 0) + 1 FROM invoice_line_items WHERE tenant_id = $1 AND invoice_id = $2)), $4, $5, $6, $7)
-       RETURNING ${ITEM_COLS}`,
-      [tx.tenantId, invoiceId, input.position ?? null, input.description, input.quantity, input.unit_amount_cents, lineAmount(input, 'quantity')],
-    );
+    const row = await tx
+      .insertInto('invoice_line_items')
+      .values((eb) => ({
+        invoice_id: invoiceId,
+        // Next free position: one more than the highest (the invoice row is locked, so adds do not race).
+        position:
+          input.position ??
+          (eb
+            .selectFrom('invoice_line_items')
+            .select((e) => e(e.fn.coalesce(e.fn.max('invoice_line_items.position'), e.lit(0)), '+', e.lit(1)).as('next'))
+            .where('invoice_line_items.invoice_id', '=', invoiceId) as never),
+        description: input.description,
+        quantity: input.quantity,
+        unit_amount_cents: input.unit_amount_cents,
+        amount_cents: lineAmount(input, 'quantity'),
+      }))
+      .returning(ITEM_COLS)
+      .executeTakeFirstOrThrow();
     await refreshTotal(tx, invoiceId);
-    return toItem(rows[0] as ItemRow);
+    return toItem(row);
   } catch (err) {
     if (pgCode(err) === '23505') throw conflict('position', `The invoice already has a line item at position ${input.position}.`, err);
     throw err;
   }
 }
 
-export async function getLineItem(q: Q, invoiceId: string, id: string): Promise<LineItem> {
-  const { rows } = await q.query<ItemRow>(`SELECT ${ITEM_COLS} FROM invoice_line_items WHERE tenant_id = $1 AND invoice_id = $2 AND id = $3`, [
-    q.tenantId,
-    invoiceId,
-    id,
-  ]);
-  if (!rows[0]) throw notFound('line item', id);
-  return toItem(rows[0]);
+export async function getLineItem(k: K, invoiceId: string, id: string): Promise<LineItem> {
+  const row = await k.selectFrom('invoice_line_items').select(ITEM_COLS).where('invoice_id', '=', invoiceId).where('id', '=', id).executeTakeFirst();
+  if (!row) throw notFound('line item', id);
+  return toItem(row);
 }
 
-export async function updateLineItem(tx: TenantTransaction, invoiceId: string, id: string, patch: Partial<LineItemInput>): Promise<LineItem> {
+export async function updateLineItem(tx: K, invoiceId: string, id: string, patch: Partial<LineItemInput>): Promise<LineItem> {
   await lockDraftInvoice(tx, invoiceId);
   const current = await getLineItem(tx, invoiceId, id);
   const merged: LineItemInput = {
@@ -292,36 +310,40 @@ export async function updateLineItem(tx: TenantTransaction, invoiceId: string, i
     position: patch.position ?? current.position,
   };
   try {
-    const { rows } = await tx.query<ItemRow>(
-      `UPDATE invoice_line_items SET position = $4, description = $5, quantity = $6, unit_amount_cents = $7, amount_cents = $8
-       WHERE tenant_id = $1 AND invoice_id = $2 AND id = $3 RETURNING ${ITEM_COLS}`,
-      [tx.tenantId, invoiceId, id, merged.position, merged.description, merged.quantity, merged.unit_amount_cents, lineAmount(merged, 'quantity')],
-    );
+    const row = await tx
+      .updateTable('invoice_line_items')
+      .set({
+        position: merged.position as number,
+        description: merged.description,
+        quantity: merged.quantity,
+        unit_amount_cents: merged.unit_amount_cents,
+        amount_cents: lineAmount(merged, 'quantity'),
+      })
+      .where('invoice_id', '=', invoiceId)
+      .where('id', '=', id)
+      .returning(ITEM_COLS)
+      .executeTakeFirstOrThrow();
     await refreshTotal(tx, invoiceId);
-    return toItem(rows[0] as ItemRow);
+    return toItem(row);
   } catch (err) {
     if (pgCode(err) === '23505') throw conflict('position', `The invoice already has a line item at position ${merged.position}.`, err);
     throw err;
   }
 }
 
-export async function deleteLineItem(tx: TenantTransaction, invoiceId: string, id: string): Promise<void> {
+export async function deleteLineItem(tx: K, invoiceId: string, id: string): Promise<void> {
   await lockDraftInvoice(tx, invoiceId);
-  const { rowCount } = await tx.query(`DELETE FROM invoice_line_items WHERE tenant_id = $1 AND invoice_id = $2 AND id = $3`, [tx.tenantId, invoiceId, id]);
-  if (!rowCount) throw notFound('line item', id);
+  const r = await tx.deleteFrom('invoice_line_items').where('invoice_id', '=', invoiceId).where('id', '=', id).executeTakeFirst();
+  if (r.numDeletedRows === 0n) throw notFound('line item', id);
   await refreshTotal(tx, invoiceId);
 }
 
-export async function listLineItems(q: Q, invoiceId: string, page: PageRequest): Promise<Page<LineItem>> {
+export async function listLineItems(k: K, invoiceId: string, page: PageRequest): Promise<Page<LineItem>> {
   // Answer 404 for an unknown (or another tenant's) invoice rather than an empty page.
-  await getInvoice(q, invoiceId).catch((err: unknown) => {
+  await getInvoice(k, invoiceId).catch((err: unknown) => {
     throw err instanceof TenantwallError && err.code === 'not_found' ? notFound('invoice', invoiceId, 'invoice_id') : err;
   });
-  const params: unknown[] = [q.tenantId, invoiceId];
-  const { condition, tail } = keysetSql(params, 'position', 'integer', page);
-  const { rows } = await q.query<ItemRow>(
-    `SELECT ${ITEM_COLS} FROM invoice_line_items WHERE tenant_id = $1 AND invoice_id = $2${condition}${tail}`,
-    params,
-  );
+  const q = k.selectFrom('invoice_line_items').select(ITEM_COLS).where('invoice_id', '=', invoiceId);
+  const rows = await keysetPage(q, 'position', 'integer', page).execute();
   return toPage(rows, page, 'position', (r) => r.position, toItem);
 }

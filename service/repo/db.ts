@@ -1,0 +1,66 @@
+import type { ColumnType, Generated, Kysely, Transaction } from 'kysely';
+import { type TenantColumn, type TenantId, type Tenantwall, createTenantKysely } from '../../src/index.ts';
+
+/**
+ * The service's tables as Kysely sees them (service/schema.ts declares them). `tenant_id` is a TenantColumn:
+ * readable, never written by the service. tenantwall's Kysely plugin adds `tenant_id = <current tenant>` to every
+ * reference and sets it on every insert, and the statement guard verifies the result before it is sent.
+ *
+ * Types are what the pg driver returns: bigint as string, timestamptz as Date. Inserts take numbers for bigint
+ * columns and ISO strings (or Dates) for timestamps.
+ */
+type Bigint = ColumnType<string, number, number>;
+type Timestamp = ColumnType<Date, never, never>;
+type Stamp = ColumnType<Date, never, Date | string>;
+type MaybeTimestamp = ColumnType<Date | null, string | null | undefined, string | null>;
+
+export interface CustomersTable {
+  tenant_id: TenantColumn;
+  id: Generated<string>;
+  name: string;
+  email: string | null;
+  created_at: Timestamp;
+  updated_at: Stamp;
+}
+
+export interface InvoicesTable {
+  tenant_id: TenantColumn;
+  id: Generated<string>;
+  customer: string;
+  customer_id: string | null;
+  amount_cents: Bigint;
+  currency: string;
+  status: 'draft' | 'issued' | 'paid' | 'void';
+  issued_at: MaybeTimestamp;
+  created_at: Timestamp;
+  updated_at: Stamp;
+}
+
+export interface InvoiceLineItemsTable {
+  tenant_id: TenantColumn;
+  id: Generated<string>;
+  invoice_id: string;
+  position: number;
+  description: string;
+  quantity: number;
+  unit_amount_cents: Bigint;
+  amount_cents: Bigint;
+  created_at: Timestamp;
+}
+
+export interface DB {
+  customers: CustomersTable;
+  invoices: InvoicesTable;
+  invoice_line_items: InvoiceLineItemsTable;
+}
+
+/** A query handle of the service: the tenant-scoped Kysely instance or one of its transactions. */
+export type K = Kysely<DB> | Transaction<DB>;
+
+/**
+ * The service's query builder: statements run for the implicit tenant (the request's, set by the tenantwall
+ * Fastify plugin, or runWithTenant) or for `tenantId` when given; Kysely transactions are tenantwall transactions.
+ */
+export function serviceKysely(db: Tenantwall, tenantId?: TenantId | string): Kysely<DB> {
+  return createTenantKysely<DB>(db, tenantId === undefined ? {} : { tenantId });
+}
