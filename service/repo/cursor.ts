@@ -3,7 +3,8 @@ import { TenantwallError } from '../../src/index.ts';
 /**
  * Keyset cursor: the sort key and id of the last row of a page, base64url JSON. It is opaque to clients but not
  * secret: a forged cursor can only move the starting point, because every list query is also constrained to
- * the caller's tenant (tenant_id = $1 and row-level security), so it never reaches another tenant's rows.
+ * the caller's tenant (the tenant predicate that tenantwall's Kysely plugin adds, verified by the guard, and
+ * row-level security), so it never reaches another tenant's rows.
  */
 export interface Cursor {
   readonly sort: string;
