@@ -22,7 +22,7 @@ const BATCH = 1000;
 const TENANTS = 50;
 const CONNECTIONS = Number(process.env.BENCH_HTTP_CONNECTIONS ?? 32);
 const DURATION_S = Number(process.env.BENCH_HTTP_DURATION_S ?? 4);
-const ROUNDS = 2;
+const ROUNDS = 3;
 
 // The service's meters, plus a plan whose limits the benchmark never reaches: refusals would be cheaper than
 // admissions and flatter the "on" figure.
