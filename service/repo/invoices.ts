@@ -257,8 +257,8 @@ async function refreshTotal(tx: K, invoiceId: string): Promise<void> {
     .set((eb) => ({
       amount_cents: eb
         .selectFrom('invoice_line_items')
-        .select((e) => e.fn.coalesce(e.fn.sum<string>('invoice_line_items.amount_cents'), e.lit(0)).as('total'))
-        .where('invoice_line_items.invoice_id', '=', invoiceId) as never,
+        .select((e) => e.fn.coalesce(e.fn.sum<number>('invoice_line_items.amount_cents'), e.lit(0)).as('total'))
+        .where('invoice_line_items.invoice_id', '=', invoiceId),
       updated_at: nowMs,
     }))
     .where('id', '=', invoiceId)
@@ -278,7 +278,7 @@ export async function addLineItem(tx: K, invoiceId: string, input: LineItemInput
           (eb
             .selectFrom('invoice_line_items')
             .select((e) => e(e.fn.coalesce(e.fn.max('invoice_line_items.position'), e.lit(0)), '+', e.lit(1)).as('next'))
-            .where('invoice_line_items.invoice_id', '=', invoiceId) as never),
+            .where('invoice_line_items.invoice_id', '=', invoiceId)),
         description: input.description,
         quantity: input.quantity,
         unit_amount_cents: input.unit_amount_cents,
