@@ -5,7 +5,7 @@ import { TtlCache } from '../fastify/ttl-cache.ts';
 import type { TenantId } from '../tenant/tenant-id.ts';
 import { type Metering, type QuotaDecision, type UsageRow, quotaExceeded, usageToCsv } from './metering.ts';
 import type { RateLimitDecision } from './rate-limit.ts';
-import { API_REQUESTS_METER, type Granularity, type RateLimit } from './spec.ts';
+import type { Granularity, RateLimit } from './spec.ts';
 
 /**
  * Options of the metering Fastify plugin. Register it after the tenantwall plugin (tenantwall/fastify), which
@@ -19,7 +19,7 @@ export interface MeteringFastifyOptions {
   adminToken?: string | undefined;
   /** Prefix of the admin routes. Default `/admin/usage`. */
   adminPrefix?: string | undefined;
-  /** Record one `api_requests` event per tenant request (buffered, see `requestFlushMs`). Default `true`. */
+  /** Count tenant requests on `api_requests`, summed in memory per minute (see `requestFlushMs`). Default `true`. */
   recordRequests?: boolean | undefined;
   /** Enforce the plan's rate limits on every tenant route. Default `true`. */
   rateLimits?: boolean | undefined;
@@ -226,10 +226,7 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
       metering.enqueue(tenantId, { event_id: `c_${randomUUID()}`, meter: ROWS_CREATED_METER, properties: { table } });
     }
     if (recordRequests) {
-      const props: Record<string, unknown> = { route: request.routeOptions.url ?? '', status: reply.statusCode };
-      const key = request.tenantAuth?.apiKeyId;
-      if (key !== undefined) props.api_key_id = key;
-      metering.enqueue(tenantId, { event_id: `r_${randomUUID()}`, meter: API_REQUESTS_METER, properties: props });
+      metering.countRequest(tenantId, { route: request.routeOptions.url ?? '', status: reply.statusCode, api_key_id: request.tenantAuth?.apiKeyId });
     }
   });
 

@@ -78,7 +78,11 @@ function invalid(what: string): TenantwallError {
 export function defineMetering(spec: MeteringSpec): MeteringModel {
   const meters = new Map<string, Meter>();
   const all: MeterSpec[] = [...spec.meters];
-  if (!all.some((m) => m.name === API_REQUESTS_METER)) all.push({ name: API_REQUESTS_METER, aggregation: 'count', description: 'API requests (recorded by the Fastify hook)' });
+  // A sum: the request hook writes one event per (tenant, minute, route, status, API key) whose quantity is the
+  // number of requests, not one row per request.
+  const declared = all.find((m) => m.name === API_REQUESTS_METER);
+  if (!declared) all.push({ name: API_REQUESTS_METER, aggregation: 'sum', description: 'API requests (recorded by the Fastify hook)' });
+  else if (declared.aggregation !== 'sum') throw invalid(`meter ${API_REQUESTS_METER} is recorded pre-aggregated per minute: declare it with aggregation sum`);
   for (const m of all) {
     if (!NAME_RE.test(m.name)) throw invalid(`meter name ${JSON.stringify(m.name)} must match ${NAME_RE.source}`);
     if (meters.has(m.name)) throw invalid(`meter ${m.name} is declared twice`);

@@ -151,7 +151,7 @@ describe('HTTP: ingestion, usage queries, quotas and rate limits on requests', (
     }
   });
 
-  test('every tenant request is recorded on the api_requests meter, per API key', async () => {
+  test('every tenant request is counted on the api_requests meter, per API key, pre-aggregated per minute', async () => {
     await f.metering.flush();
     const before = await f.metering.usage(B.id, { meters: ['api_requests'], granularity: 'month' });
     for (let i = 0; i < 4; i++) await as(B, { method: 'GET', url: `/invoices/${invoiceA}` }); // 404 for B: still a request
@@ -160,9 +160,12 @@ describe('HTTP: ingestion, usage queries, quotas and rate limits on requests', (
     const n = (rows: typeof afterRows) => rows.reduce((s, r) => s + r.value, 0);
     assert.equal(n(afterRows) - n(before), 4);
     const perKey = await f.t.db.forTenant(B.id).query(
-      `SELECT count(DISTINCT properties->>'api_key_id')::int AS keys, count(*) FILTER (WHERE properties->>'status' = '404')::int AS not_found FROM tw_usage_events WHERE tenant_id = $1 AND meter = 'api_requests'`,
+      `SELECT count(DISTINCT properties->>'api_key_id')::int AS keys, (sum(quantity) FILTER (WHERE properties->>'status' = '404'))::int AS not_found FROM tw_usage_events WHERE tenant_id = $1 AND meter = 'api_requests'`,
       [B.id],
     );
     assert.deepEqual(perKey.rows[0], { keys: 1, not_found: 4 });
+    // Pre-aggregated: one row per (minute, route, status, key), not one per request.
+    const rowsFor404 = await f.t.db.forTenant(B.id).query(`SELECT count(*)::int AS n FROM tw_usage_events WHERE tenant_id = $1 AND meter = 'api_requests' AND properties->>'status' = '404'`, [B.id]);
+    assert.ok(rowsFor404.rows[0]?.n <= 2, `${rowsFor404.rows[0]?.n} rows for 4 requests`);
   });
 });
