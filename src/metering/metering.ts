@@ -48,7 +48,7 @@ export interface MeteringOptions {
   rateLimitTimeoutMs?: number | undefined;
   /** Largest lease of units one process claims at once. Env `TENANTWALL_RATE_LIMIT_MAX_BATCH`. Default 50. */
   rateLimitMaxBatch?: number | undefined;
-  /** Share of the window's remaining budget one claim may take (0..1]. Env `TENANTWALL_RATE_LIMIT_BATCH_FRACTION`. Default 0.02. */
+  /** Share of the window's remaining budget one claim may take (0..1]. Env `TENANTWALL_RATE_LIMIT_BATCH_FRACTION`. Default 0.1. */
   rateLimitBatchFraction?: number | undefined;
   /** Flush interval of buffered request events (the `api_requests` meter), ms. Env `TENANTWALL_METERING_FLUSH_MS`. Default 1000. */
   requestFlushMs?: number | undefined;
@@ -101,7 +101,7 @@ export function resolveMeteringOptions(input: Omit<MeteringOptions, 'spec'>, env
   if (typeof store === 'string' && store !== 'postgres' && store !== 'redis') throw invalid('rateLimitStore', 'must be postgres or redis');
   const failure = input.rateLimitFailure ?? envStr(env, 'TENANTWALL_RATE_LIMIT_FAILURE') ?? 'open';
   if (failure !== 'open' && failure !== 'closed') throw invalid('rateLimitFailure', 'must be open or closed');
-  const fraction = input.rateLimitBatchFraction ?? envNum(env, 'TENANTWALL_RATE_LIMIT_BATCH_FRACTION') ?? 0.02;
+  const fraction = input.rateLimitBatchFraction ?? envNum(env, 'TENANTWALL_RATE_LIMIT_BATCH_FRACTION') ?? 0.1;
   if (!(fraction > 0 && fraction <= 1)) throw invalid('rateLimitBatchFraction', 'must be in (0, 1]');
   return Object.freeze({
     maxBatchSize: int('maxBatchSize', input.maxBatchSize ?? envNum(env, 'TENANTWALL_METERING_MAX_BATCH') ?? 1000, 1, 100_000),

@@ -96,6 +96,7 @@ export interface LimiterOptions {
 class Window {
   local = 0;
   knownUsed = 0;
+  lastGrant = 0;
   exhausted = false;
   inflight: Promise<void> | undefined;
   constructor(readonly startMs: number) {}
@@ -137,6 +138,10 @@ export class RateLimiter {
       }
       if (w.local > 0) {
         w.local--;
+        // Refill in the background before the lease runs dry, so requests far from the limit never queue behind
+        // a store round trip. Only when the last claim was a real batch: near the limit (one-unit claims) every
+        // request asks the store itself.
+        if (w.local * 4 < w.lastGrant && w.lastGrant > 1 && !w.inflight && !w.exhausted) this.#refill(w, tenantId, key, limit, windowMs);
         return { allowed: true, limit, remaining: Math.max(0, limit - w.knownUsed) + w.local, resetMs, degraded: false };
       }
       if (w.exhausted) return { allowed: false, limit, remaining: 0, resetMs, degraded: false };
@@ -151,6 +156,7 @@ export class RateLimiter {
       win.inflight = this.#claim(tenantId, key, startMs, windowMs, want, limit).then(
         ({ granted, used }) => {
           win.local += granted;
+          win.lastGrant = granted;
           win.knownUsed = used;
           if (granted === 0) win.exhausted = true;
         },
@@ -165,6 +171,25 @@ export class RateLimiter {
         throw new TenantwallError('rate_limit_unavailable', `The rate-limit store failed: ${(failed as Error).message ?? String(failed)}.`, { cause: failed });
       }
     }
+  }
+
+  #refill(w: Window, tenantId: TenantId, key: string, limit: number, windowMs: number): void {
+    const want = Math.max(1, Math.min(this.#options.maxBatch, Math.floor(Math.max(0, limit - w.knownUsed) * this.#options.batchFraction)));
+    w.inflight = this.#claim(tenantId, key, w.startMs, windowMs, want, limit)
+      .then(
+        ({ granted, used }) => {
+          w.local += granted;
+          w.lastGrant = granted;
+          w.knownUsed = used;
+          if (granted === 0) w.exhausted = true;
+        },
+        // A failed refill is not a failed request: the next request that finds the lease empty asks again and
+        // applies the fail-open/closed rule.
+        () => undefined,
+      )
+      .finally(() => {
+        w.inflight = undefined;
+      });
   }
 
   #claim(tenantId: TenantId, key: string, startMs: number, windowMs: number, want: number, limit: number): Promise<{ granted: number; used: number }> {
