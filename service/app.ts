@@ -1,11 +1,8 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
-import type { Tenantwall } from '../src/index.ts';
-import { TenantwallLogController, type TenantwallFastifyOptions, errorBody, tenantwallPlugin, typeboxValidatorCompiler } from '../src/fastify/index.ts';
-import { TenantwallError } from '../src/index.ts';
-import { meteringPlugin } from '../src/metering/fastify.ts';
-import type { Metering } from '../src/metering/index.ts';
+import { TenantwallLogController, type TenantwallFastifyOptions, errorBody, meteringPlugin, tenantwallPlugin, typeboxValidatorCompiler } from '../src/fastify/index.ts';
+import { type Metering, type Tenantwall, TenantwallError } from '../src/index.ts';
 import { adminRoutes } from './admin.ts';
 import { createdRows, routeQuotas } from './metering.ts';
 import { tenantRoutes } from './routes.ts';
@@ -75,6 +72,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: options.logger ?? false,
     bodyLimit: options.bodyLimit ?? 64 * 1024,
+    // close() must not wait for clients that stopped mid-request (Node keeps them until its headers timeout).
+    forceCloseConnections: true,
     // Ids from clients are never trusted as request ids (log forging); Fastify generates them.
     requestIdHeader: false,
     // One line per request, written once the tenant is known, so every line carries request and tenant id.

@@ -7,3 +7,4 @@ export { toTenantwallError, errorBody, makeErrorHandler, type ErrorBody } from '
 export { typeboxValidatorCompiler, type FieldError } from './validation.ts';
 export { TtlCache } from './ttl-cache.ts';
 export { TenantwallLogController } from './log-controller.ts';
+export { meteringPlugin, type MeteringFastifyOptions } from '../metering/fastify.ts';
