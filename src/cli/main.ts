@@ -21,10 +21,6 @@ const commands: Record<string, { run: Command; summary: string }> = {
   webhooks: { run: webhooksCommand, summary: 'replay dead deliveries, list deliveries, manage endpoints, run the relay' },
 };
 
-export function registerCommand(name: string, summary: string, run: Command): void {
-  commands[name] = { run, summary };
-}
-
 function usage(): string {
   return [
     'usage: tenantwall <command> [options]',
