@@ -5,14 +5,12 @@
  * Both servers listen on loopback and are driven by autocannon in the same run, alternately, so machine noise
  * hits both. Figures are printed, never asserted.
  */
-import type { AddressInfo } from 'node:net';
-import autocannon from 'autocannon';
 import Fastify from 'fastify';
 import pg from 'pg';
 import pino from 'pino';
 import { buildApp } from '../service/app.ts';
 import { migrations, schema } from '../service/schema.ts';
-import type { BenchHarness } from './harness.ts';
+import { type BenchHarness, invoiceLoad, listenLocal } from './harness.ts';
 
 const INVOICES = 2_000;
 const CONNECTIONS = Number(process.env.BENCH_HTTP_CONNECTIONS ?? 32);
@@ -53,20 +51,9 @@ export default async function httpBench(harness: BenchHarness): Promise<void> {
     return { ...r, amount_cents: Number(r.amount_cents) };
   });
 
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  await bare.listen({ port: 0, host: '127.0.0.1' });
-  const fullUrl = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
-  const bareUrl = `http://127.0.0.1:${(bare.server.address() as AddressInfo).port}`;
-
-  let n = 0;
-  const run = (url: string, duration: number) =>
-    autocannon({
-      url,
-      connections: CONNECTIONS,
-      duration,
-      headers: { authorization: `Bearer ${key}` },
-      requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/invoices/${ids[n++ % ids.length]}` }) }],
-    });
+  const fullUrl = await listenLocal(app);
+  const bareUrl = await listenLocal(bare);
+  const run = invoiceLoad(key, ids, CONNECTIONS);
 
   try {
     // Sanity: both answer 200 with the same row.

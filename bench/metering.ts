@@ -8,14 +8,12 @@
  *    quota headers, requests counted in memory and written as `api_requests` events per minute) vs off, same database, same process,
  *    alternating autocannon rounds. Figures are printed, never asserted; the machine is shared, so they are noisy.
  */
-import type { AddressInfo } from 'node:net';
-import autocannon from 'autocannon';
 import pino from 'pino';
 import { buildApp } from '../service/app.ts';
 import { meteringSpec } from '../service/metering.ts';
 import { migrations, schema } from '../service/schema.ts';
 import { Metering, type MeteringSpec, type TenantId } from '../src/index.ts';
-import { type BenchHarness, measure } from './harness.ts';
+import { type BenchHarness, invoiceLoad, listenLocal, measure } from './harness.ts';
 
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
 const BATCH = 1000;
@@ -110,19 +108,9 @@ export default async function meteringBench(harness: BenchHarness): Promise<void
   );
   const ids = rows.map((x) => x.id);
   await db.dangerouslyCrossTenant().query('ANALYZE invoices');
-  await off.listen({ port: 0, host: '127.0.0.1' });
-  await on.listen({ port: 0, host: '127.0.0.1' });
-  const offUrl = `http://127.0.0.1:${(off.server.address() as AddressInfo).port}`;
-  const onUrl = `http://127.0.0.1:${(on.server.address() as AddressInfo).port}`;
-  let n = 0;
-  const run = (url: string, duration: number) =>
-    autocannon({
-      url,
-      connections: CONNECTIONS,
-      duration,
-      headers: { authorization: `Bearer ${key}` },
-      requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/invoices/${ids[n++ % ids.length]}` }) }],
-    });
+  const offUrl = await listenLocal(off);
+  const onUrl = await listenLocal(on);
+  const run = invoiceLoad(key, ids, CONNECTIONS);
   try {
     const probe = await fetch(`${onUrl}/invoices/${ids[0]}`, { headers: { authorization: `Bearer ${key}` } });
     if (probe.status !== 200 || !probe.headers.get('x-quota-remaining')) console.log(`! metered app answered ${probe.status} without quota headers`);
