@@ -1,11 +1,11 @@
-import { type Guard, createGuard, defineSchema, meteringTables } from '../src/index.ts';
+import { type Guard, createGuard } from '../src/index.ts';
 import { schema } from './schema.ts';
 
 /**
  * The service's statement guard: every statement sent in tenant scope is verified against the declared tables
- * before it reaches PostgreSQL (docs/guard.md). The guard's schema is the service's tables plus the metering
- * tables, which the metering migration creates as tenant tables (forced RLS, tenant_id first in every key) but
- * which are not part of `schema` (see docs/metering.md); declared here, they get the same proof obligation.
+ * before it reaches PostgreSQL (docs/guard.md). `schema` holds the service's tables and the metering tables
+ * (created by migration 2 as tenant tables: forced RLS, tenant_id first in every key), so both get the same
+ * proof obligation.
  *
  * Two allowances, both for the metering part's statements:
  * - the tenant registry (`tenants`) may be read without a tenant predicate. It is not tenant data in the RLS
@@ -15,8 +15,7 @@ import { schema } from './schema.ts';
  *   always passes as the tenant of the scope.
  */
 export function serviceGuard(): Guard {
-  const guardSchema = defineSchema({ tables: [...schema.tables, ...meteringTables], registryTable: schema.registryTable, tenantColumn: schema.tenantColumn });
-  return createGuard(guardSchema, {
+  return createGuard(schema, {
     allowRelations: [schema.registryTable],
     allowFunctions: ['tw_quota_consume', 'tw_quota_release', 'tw_quota_rebalance'],
   });

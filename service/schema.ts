@@ -1,6 +1,6 @@
 import { defineSchema, tenantTable, type Migration } from '../src/index.ts';
 import { apiKeysTable } from '../src/fastify/index.ts';
-import { meteringMigrationSql } from '../src/index.ts';
+import { meteringMigrationSql, meteringTables } from '../src/index.ts';
 
 // Amounts are integer cents in bigint, bounded to what a JS number holds exactly (the API speaks JSON numbers).
 const MAX_CENTS = '9007199254740991';
@@ -10,8 +10,7 @@ const MAX_CENTS = '9007199254740991';
  * and index with it, and forces row-level security. Timestamps are truncated to milliseconds so the values
  * in keyset cursors (JSON, millisecond ISO strings) compare exactly with the stored ones.
  */
-export const schema = defineSchema({
-  tables: [
+const invoicingTables = [
     apiKeysTable('api_keys'),
     tenantTable({
       name: 'customers',
@@ -61,11 +60,17 @@ export const schema = defineSchema({
       foreignKeys: [{ columns: ['invoice_id'], references: 'invoices', onDelete: 'cascade' }],
       indexes: [{ columns: ['invoice_id', 'position'], unique: true }],
     }),
-  ],
-});
+];
+
+/**
+ * Everything tenant-owned the service stores: its own tables and the metering tables (created by migration 2).
+ * Connecting with the whole set makes the guard, export, move and delete cover usage rows too.
+ */
+export const schema = defineSchema({ tables: [...invoicingTables, ...meteringTables] });
 
 export const migrations: Migration[] = [
-  { version: 1, name: 'invoicing', sql: (ctx) => ctx.createSchema() },
+  // The SQL of migration 1 is exactly what createSchema() gave before the metering tables joined `schema`.
+  { version: 1, name: 'invoicing', sql: (ctx) => [ctx.createRegistry(), ...invoicingTables.map((t) => ctx.createTable(t.name))].join('\n\n') },
   // Usage events, quota counters, plans, outbox and webhook tables (docs/metering.md).
   { version: 2, name: 'metering', sql: (ctx) => meteringMigrationSql(ctx) },
 ];

@@ -1,12 +1,14 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { TenantwallError } from '../errors.ts';
-import { type DdlContext, quoteIdent, schemaSql, tableSql } from './ddl.ts';
+import { type DdlContext, quoteIdent, registrySql, schemaSql, tableSql } from './ddl.ts';
 
 /** Helpers a migration's SQL function receives. */
 export interface MigrationContext extends DdlContext {
   /** DDL of the registry and all declared tables. */
   createSchema(): string;
+  /** DDL of the tenants registry alone (for migrations that create a chosen subset of the tables). */
+  createRegistry(): string;
   /** DDL of one declared table. */
   createTable(name: string): string;
 }
@@ -42,6 +44,7 @@ export function renderMigrations(migrations: readonly Migration[], ctx: DdlConte
   const mctx: MigrationContext = {
     ...ctx,
     createSchema: () => schemaSql(ctx),
+    createRegistry: () => registrySql(ctx),
     createTable: (name) => {
       const t = ctx.schema.table(name);
       if (!t) throw new TenantwallError('migration_invalid', `Migration refers to undeclared table ${name}.`);
