@@ -10,7 +10,8 @@ describe('quotas: hard limits under concurrency, soft warnings, thresholds, plan
   const outbox = async (tid: TenantId, type: string) =>
     (await f.t.db.forTenant(tid).query(`SELECT id, payload FROM tw_outbox WHERE tenant_id = $1 AND type = $2 ORDER BY id`, [tid, type])).rows;
   before(async () => {
-    f = await startMetering({ quotaShards: 8 }, { poolSize: 12 });
+    // 300 requests queue for 12 connections: on a loaded machine the default 5 s wait for a connection is too short.
+    f = await startMetering({ quotaShards: 8 }, { poolSize: 12, connectTimeoutMs: 60_000 });
   });
   after(() => f.close());
 
