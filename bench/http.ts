@@ -2,20 +2,21 @@
  * HTTP: `GET /invoices/:id` through the whole stack (API key resolution, tenant context, one-round-trip scoped
  * query under forced RLS, TypeBox validation, response serialization, pino logging to /dev/null) against a bare
  * Fastify route in the same process that runs the same SELECT over a plain pg pool with no tenancy at all.
- * Both servers listen on loopback and are driven by autocannon in the same run, alternately, so machine noise
- * hits both. Figures are printed, never asserted.
+ * Both servers listen on loopback and are driven by autocannon from a separate process (bench/load.ts) in the
+ * same run, alternately, so machine noise hits both. Figures are printed, never asserted.
  */
 import Fastify from 'fastify';
 import pg from 'pg';
 import pino from 'pino';
 import { buildApp } from '../service/app.ts';
 import { migrations, schema } from '../service/schema.ts';
-import { type BenchHarness, invoiceLoad, listenLocal } from './harness.ts';
+import { type BenchHarness, listenLocal } from './harness.ts';
+import { type Comparison, compareAlternating } from './load.ts';
 
 const INVOICES = 2_000;
 const CONNECTIONS = Number(process.env.BENCH_HTTP_CONNECTIONS ?? 32);
 const DURATION_S = Number(process.env.BENCH_HTTP_DURATION_S ?? 5);
-const ROUNDS = 2;
+const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 4);
 const COLS = 'id, customer, customer_id, amount_cents, currency, status, issued_at, created_at, updated_at';
 
 export default async function httpBench(harness: BenchHarness): Promise<void> {
@@ -53,7 +54,7 @@ export default async function httpBench(harness: BenchHarness): Promise<void> {
 
   const fullUrl = await listenLocal(app);
   const bareUrl = await listenLocal(bare);
-  const run = invoiceLoad(key, ids, CONNECTIONS);
+  const paths = process.env.ONE ? [`/invoices/${ids[0]}`] : ids.map((id) => `/invoices/${id}`);
 
   try {
     // Sanity: both answer 200 with the same row.
@@ -64,22 +65,17 @@ export default async function httpBench(harness: BenchHarness): Promise<void> {
     ]);
     if (JSON.stringify(a) !== JSON.stringify(b)) console.log(`! full stack and bare route disagree:\n  ${JSON.stringify(a)}\n  ${JSON.stringify(b)}`);
 
-    await run(fullUrl, 2);
-    await run(bareUrl, 2);
-    const full = { rps: 0, p99: 0, errors: 0 };
-    const base = { rps: 0, p99: 0, errors: 0 };
-    for (let round = 0; round < ROUNDS; round++) {
-      for (const [url, acc] of [[fullUrl, full], [bareUrl, base]] as const) {
-        const r = await run(url, DURATION_S);
-        acc.rps += r.requests.average / ROUNDS;
-        acc.p99 = Math.max(acc.p99, r.latency.p99);
-        acc.errors += r.errors + r.non2xx + r.timeouts;
-      }
-    }
-    console.log(`GET /invoices/:id, ${CONNECTIONS} connections, ${ROUNDS} x ${DURATION_S}s each, alternating (autocannon, loopback)`);
-    console.log(`  full stack : ${full.rps.toFixed(0).padStart(7)} req/s  p99 ${full.p99.toFixed(1)} ms  errors/non-2xx ${full.errors}`);
-    console.log(`  bare route : ${base.rps.toFixed(0).padStart(7)} req/s  p99 ${base.p99.toFixed(1)} ms  errors/non-2xx ${base.errors}`);
-    console.log(`  throughput ratio full/bare: ${(full.rps / base.rps).toFixed(2)} (target >= 0.80)   p99 ratio full/bare: ${(full.p99 / base.p99).toFixed(2)}`);
+    const c = await compareAlternating(
+      [
+        { name: 'full stack', url: fullUrl, paths, headers: { authorization: `Bearer ${key}` } },
+        { name: 'bare route', url: bareUrl, paths },
+      ],
+      { connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, warmupS: 3 },
+    );
+    console.log(`GET /invoices/:id, ${CONNECTIONS} connections, ${ROUNDS} rounds x ${DURATION_S}s each, alternating (autocannon in a separate process, loopback)`);
+    for (const f of c.figures) console.log(`  ${f.name} : ${f.rps.toFixed(0).padStart(7)} req/s  p99 ${f.p99.toFixed(1)} ms  errors/non-2xx ${f.failures}  server CPU ${f.cpuUsPerRequest.toFixed(0)} µs/request`);
+    const [full, base] = c.figures as [Comparison['figures'][number], Comparison['figures'][number]];
+    console.log(`  throughput ratio full/bare: median ${c.median.toFixed(2)} (target >= 0.80), per round ${c.ratios.map((r) => r.toFixed(2)).join(' ')}   p99 ratio full/bare: ${(full.p99 / base.p99).toFixed(2)}`);
   } finally {
     await app.close();
     await bare.close();

@@ -46,6 +46,7 @@ export {
   type TenantColumn,
   type TenantKyselyOptions,
 } from './guard/kysely.ts';
+export { prepareQuery, type Param, type PreparedQuery, type PreparedValue } from './guard/kysely-prepared.ts';
 // audit
 export { runAudit, reachesThreshold, type AuditOptions, type IsolationCheckOptions } from './audit/run-audit.ts';
 export { AUDIT_RULES, VERIFY_ATTACKS, ruleInfo } from './audit/rules.ts';

@@ -1,6 +1,6 @@
-import { TenantwallError } from '../../src/index.ts';
+import { type Param, TenantwallError } from '../../src/index.ts';
 import { type Page, type PageRequest, iso, keysetPage, notFound, nowMs, pgCode, toPage } from './common.ts';
-import type { K } from './db.ts';
+import { type K, prepared } from './db.ts';
 
 export type InvoiceStatus = 'draft' | 'issued' | 'paid' | 'void';
 
@@ -166,8 +166,10 @@ export async function createInvoice(tx: K, input: InvoiceInput): Promise<Invoice
   return { ...invoice, line_items: created };
 }
 
+const invoiceById = prepared((db, param: Param<{ id: string }>) => db.selectFrom('invoices').select(INVOICE_COLS).where('id', '=', param('id')));
+
 export async function getInvoice(k: K, id: string): Promise<Invoice> {
-  const row = await k.selectFrom('invoices').select(INVOICE_COLS).where('id', '=', id).executeTakeFirst();
+  const row = await invoiceById(k).executeTakeFirst({ id }, k);
   if (!row) throw notFound('invoice', id);
   return toInvoice(row);
 }

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
 import { tenantTable, type TenantTable } from '../schema/declare.ts';
@@ -50,7 +50,7 @@ export function looksLikeApiKey(token: string): boolean {
 }
 
 function sha256(value: string): Buffer {
-  return createHash('sha256').update(value).digest();
+  return hash('sha256', value, 'buffer');
 }
 
 /** The declaration of the API key table; put it in your schema (`defineSchema({ tables: [apiKeysTable(), ...] })`). */
@@ -128,7 +128,7 @@ export class ApiKeyStore {
 
   /** The tenant and key id of a valid, unrevoked key; `unauthenticated` otherwise. */
   async verify(key: string): Promise<{ tenantId: TenantId; keyId: string }> {
-    const cacheKey = sha256(key).toString('base64');
+    const cacheKey = hash('sha256', key, 'base64');
     const cached = this.#verified.get(cacheKey);
     if (cached) return cached;
     const parsed = parseApiKey(key);

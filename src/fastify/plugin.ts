@@ -171,9 +171,11 @@ const tenantwallPlugin: FastifyPluginAsync<TenantwallFastifyOptions> = async (fa
     const { tenant, auth } = await resolve(request);
     request.tenant = tenant;
     request.tenantAuth = auth;
-    // Every later line of this request (including Fastify's "request completed") carries the tenant.
-    request.log = request.log.child({ tenantId: tenant.id });
-    reply.log = request.log;
+    // Every later line of this request (including Fastify's "request completed") carries the tenant. pino adds
+    // it to the request's own child logger in place; other loggers get a child.
+    const log = request.log as FastifyRequest['log'] & { setBindings?: (bindings: Record<string, unknown>) => void };
+    if (typeof log.setBindings === 'function' && reply.log === log) log.setBindings({ tenantId: tenant.id });
+    else reply.log = request.log = log.child({ tenantId: tenant.id });
   });
 
   // Callback style on purpose: calling `done` inside runWithTenant makes the handler, and everything it

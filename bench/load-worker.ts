@@ -1,0 +1,25 @@
+/**
+ * The HTTP load generator of the benchmarks, in its own process (bench/load.ts forks it): a client sharing the
+ * server's event loop would take CPU from the server it measures. Each message is one autocannon run.
+ */
+import autocannon from 'autocannon';
+import type { LoadRequest, LoadResult } from './load.ts';
+
+process.on('message', (msg: LoadRequest) => {
+  let n = 0;
+  autocannon(
+    {
+      url: msg.url,
+      connections: msg.connections,
+      duration: msg.durationS,
+      headers: msg.headers,
+      requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: msg.paths[n++ % msg.paths.length] as string }) }],
+    },
+    (err, r) => {
+      const reply: LoadResult = err
+        ? { error: String(err) }
+        : { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, failures: r.errors + r.non2xx + r.timeouts };
+      process.send?.(reply);
+    },
+  );
+});
