@@ -4,7 +4,7 @@
  * table without RLS. Rounds alternate between variants so drift on a shared 2-core machine hits all of them.
  */
 import { defineSchema, tenantTable, type Migration, type TenantId } from '../src/index.ts';
-import { type BenchHarness, measure } from './harness.ts';
+import { type BenchHarness, measure, postgresCpuUs } from './harness.ts';
 
 const schema = defineSchema({
   tables: [
@@ -49,19 +49,21 @@ function fmt(n: number, digits = 0): string {
  * machine throughput drifts by tens of percent between rounds, far more than between variants within one.
  */
 async function compare(title: string, variants: Variant[]): Promise<Map<string, { ops: number; ratio: number }>> {
-  const samples = new Map<string, Array<{ opsPerSec: number; p50: number; p99: number; ratio: number }>>();
+  const samples = new Map<string, Array<{ opsPerSec: number; p50: number; p99: number; ratio: number; pgUs: number }>>();
   for (const v of variants) await measure(v.op, { durationMs: 500, concurrency: CONCURRENCY }); // warm-up
   for (let r = 0; r < ROUNDS; r++) {
     let base = 0;
     for (const v of variants) {
+      const pg0 = postgresCpuUs();
       const m = await measure(v.op, { durationMs: DURATION_MS, concurrency: CONCURRENCY });
+      const pgUs = (postgresCpuUs() - pg0) / m.ops;
       if (base === 0) base = m.opsPerSec;
-      samples.set(v.name, [...(samples.get(v.name) ?? []), { ...m, ratio: m.opsPerSec / base }]);
+      samples.set(v.name, [...(samples.get(v.name) ?? []), { ...m, ratio: m.opsPerSec / base, pgUs }]);
     }
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
   const out = new Map<string, { ops: number; ratio: number }>();
-  console.log(`\n${title} (median of ${ROUNDS} rounds x ${DURATION_MS} ms, ${CONCURRENCY} workers, pool ${POOL}; ratio = vs the first line in the same round)`);
+  console.log(`\n${title} (median of ${ROUNDS} rounds x ${DURATION_MS} ms, ${CONCURRENCY} workers, pool ${POOL}; ratio = vs the first line in the same round; pg = CPU time of the PostgreSQL processes per operation)`);
   for (const v of variants) {
     const s = samples.get(v.name) ?? [];
     const ratios = s.map((x) => x.ratio);
@@ -69,7 +71,7 @@ async function compare(title: string, variants: Variant[]): Promise<Map<string, 
     const ratio = median(ratios);
     out.set(v.name, { ops, ratio });
     console.log(
-      `  ${v.name.padEnd(50)} ${fmt(ops).padStart(8)} ops/s  p50 ${fmt(median(s.map((x) => x.p50)), 3)} ms  p99 ${fmt(median(s.map((x) => x.p99)), 3)} ms  ratio ${fmt(ratio, 2)} (${fmt(Math.min(...ratios), 2)}-${fmt(Math.max(...ratios), 2)})`,
+      `  ${v.name.padEnd(50)} ${fmt(ops).padStart(8)} ops/s  p50 ${fmt(median(s.map((x) => x.p50)), 3)} ms  p99 ${fmt(median(s.map((x) => x.p99)), 3)} ms  ratio ${fmt(ratio, 2)} (${fmt(Math.min(...ratios), 2)}-${fmt(Math.max(...ratios), 2)})  pg ${fmt(median(s.map((x) => x.pgUs)))} µs`,
     );
   }
   return out;
@@ -103,6 +105,7 @@ export default async function run(h: BenchHarness): Promise<void> {
   const lookups = await compare('primary-key lookup', [
     { name: 'bare driver, no tenancy (invoices_plain)', op: (i) => bare.query('SELECT * FROM invoices_plain WHERE tenant_id = $1 AND id = $2', [key(i).tenant_id, key(i).id]) },
     { name: 'forTenant(id).query, implicit (1 round trip)', op: (i) => db.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id]) },
+    { name: "forTenant(id).query, plan: 'generic'", op: (i) => db.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id], { plan: 'generic' }) },
     { name: 'forTenant(id).query, no statement cache', op: (i) => uncachedDb.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id]) },
     { name: 'forTenant(id).query, explicit BEGIN/SET LOCAL', op: (i) => explicitDb.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id]) },
     {
@@ -121,7 +124,7 @@ export default async function run(h: BenchHarness): Promise<void> {
       },
     },
   ]);
-  console.log(`  => scoped lookup / bare lookup = ${fmt(lookups.get('forTenant(id).query, implicit (1 round trip)')?.ratio ?? 0, 2)} (target >= 0.90)`);
+  console.log(`  => scoped lookup / bare lookup = ${fmt(lookups.get('forTenant(id).query, implicit (1 round trip)')?.ratio ?? 0, 2)} (target >= 0.90); with plan: 'generic' ${fmt(lookups.get("forTenant(id).query, plan: 'generic'")?.ratio ?? 0, 2)}`);
 
   let n = 0;
   const insert = 'INSERT INTO invoices (tenant_id, customer, amount_cents) VALUES ($1, $2, $3)';

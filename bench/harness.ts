@@ -76,6 +76,27 @@ export async function openHarness(): Promise<{ harness: BenchHarness; close(): P
   };
 }
 
+/** CPU time (µs) used so far by the PostgreSQL server processes on this machine; 0 where /proc is not readable. */
+export function postgresCpuUs(): number {
+  let ticks = 0;
+  let pids: string[];
+  try {
+    pids = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+  } catch {
+    return 0;
+  }
+  for (const pid of pids) {
+    try {
+      if (!fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').startsWith('postgres')) continue;
+      const fields = (fs.readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1] as string).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return ticks * 10_000; // USER_HZ = 100
+}
+
 /** Percentile of sorted latencies (ms). */
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return NaN;

@@ -3,10 +3,11 @@
  * server's event loop would take CPU from the server it measures. Each message is one autocannon run.
  */
 import autocannon from 'autocannon';
-import type { LoadRequest, LoadResult } from './load.ts';
+import { type LoadRequest, type LoadResult, cpuUs } from './load.ts';
 
 process.on('message', (msg: LoadRequest) => {
   let n = 0;
+  const cpu0 = process.cpuUsage();
   autocannon(
     {
       url: msg.url,
@@ -18,7 +19,7 @@ process.on('message', (msg: LoadRequest) => {
     (err, r) => {
       const reply: LoadResult = err
         ? { error: String(err) }
-        : { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, failures: r.errors + r.non2xx + r.timeouts };
+        : { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, failures: r.errors + r.non2xx + r.timeouts, requests: r.requests.total, cpuUs: cpuUs(process.cpuUsage(cpu0)) };
       process.send?.(reply);
     },
   );

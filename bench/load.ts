@@ -1,4 +1,5 @@
 import { type ChildProcess, fork } from 'node:child_process';
+import { postgresCpuUs } from './harness.ts';
 
 export interface LoadRequest {
   url: string;
@@ -9,7 +10,11 @@ export interface LoadRequest {
   durationS: number;
 }
 
-export type LoadResult = { rps: number; p50: number; p99: number; failures: number } | { error: string };
+type LoadFigures = { rps: number; p50: number; p99: number; failures: number; requests: number; cpuUs: number };
+export type LoadResult = LoadFigures | { error: string };
+
+export const cpuUs = (u: NodeJS.CpuUsage): number => u.user + u.system;
+
 
 /** One server of a comparison: its base URL, the paths to cycle over and the request headers. */
 export interface LoadTarget {
@@ -19,12 +24,20 @@ export interface LoadTarget {
   readonly headers?: Record<string, string>;
 }
 
+export interface TargetFigures {
+  name: string;
+  rps: number;
+  p99: number;
+  failures: number;
+  cpu: { server: number; postgres: number; client: number };
+}
+
 export interface Comparison {
   /**
    * Per target: mean req/s over the rounds, worst p99 (ms), failed requests (errors, non-2xx, timeouts), and the
-   * CPU time this process (the servers) spent per request, in microseconds.
+   * CPU time per request (µs) of this process (the servers), of the PostgreSQL processes and of the load generator.
    */
-  readonly figures: ReadonlyArray<{ name: string; rps: number; p99: number; failures: number; cpuUsPerRequest: number }>;
+  readonly figures: ReadonlyArray<TargetFigures>;
   /** Per round: req/s of the first target / req/s of the second. */
   readonly ratios: readonly number[];
   readonly median: number;
@@ -38,7 +51,7 @@ export interface Comparison {
 export async function compareAlternating(targets: readonly [LoadTarget, LoadTarget], options: { connections: number; durationS: number; rounds: number; warmupS: number }): Promise<Comparison> {
   const child: ChildProcess = fork(new URL('./load-worker.ts', import.meta.url), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const run = (t: LoadTarget, durationS: number) =>
-    new Promise<{ rps: number; p50: number; p99: number; failures: number }>((resolve, reject) => {
+    new Promise<LoadFigures>((resolve, reject) => {
       const onExit = (code: number | null) => reject(new Error(`the load generator exited (${code})`));
       child.once('exit', onExit);
       child.once('message', (r: LoadResult) => {
@@ -51,16 +64,21 @@ export async function compareAlternating(targets: readonly [LoadTarget, LoadTarg
     });
   try {
     for (const t of targets) await run(t, options.warmupS);
-    const acc = targets.map((t) => ({ name: t.name, rps: 0, p99: 0, failures: 0, cpuUsPerRequest: 0 }));
+    const acc: TargetFigures[] = targets.map((t) => ({ name: t.name, rps: 0, p99: 0, failures: 0, cpu: { server: 0, postgres: 0, client: 0 } }));
     const ratios: number[] = [];
     for (let round = 0; round < options.rounds; round++) {
       const rps: number[] = [];
       for (const [i, t] of targets.entries()) {
-        const cpu0 = process.cpuUsage();
+        const server0 = process.cpuUsage();
+        const pg0 = postgresCpuUs();
         const r = await run(t, options.durationS);
-        const cpu = process.cpuUsage(cpu0);
-        const a = acc[i] as (typeof acc)[number];
-        a.cpuUsPerRequest += (cpu.user + cpu.system) / (r.rps * options.durationS) / options.rounds;
+        const server = cpuUs(process.cpuUsage(server0));
+        const pgUs = postgresCpuUs() - pg0;
+        const a = acc[i] as TargetFigures;
+        const share = (us: number) => us / Math.max(1, r.requests) / options.rounds;
+        a.cpu.server += share(server);
+        a.cpu.postgres += share(pgUs);
+        a.cpu.client += share(r.cpuUs);
         a.rps += r.rps / options.rounds;
         a.p99 = Math.max(a.p99, r.p99);
         a.failures += r.failures;
@@ -75,4 +93,10 @@ export async function compareAlternating(targets: readonly [LoadTarget, LoadTarg
   } finally {
     child.kill();
   }
+}
+
+/** One line of figures for a target: throughput, p99, failures and where the CPU went per request. */
+export function describe(f: TargetFigures): string {
+  const c = f.cpu;
+  return `${f.rps.toFixed(0).padStart(7)} req/s  p99 ${f.p99.toFixed(1)} ms  errors/non-2xx ${f.failures}  CPU per request: server ${c.server.toFixed(0)} µs, postgres ${c.postgres.toFixed(0)} µs, load generator ${c.client.toFixed(0)} µs`;
 }

@@ -9,6 +9,7 @@ export {
   type CreateTenantwallOptions,
   type CrossTenantHandle,
   type Params,
+  type QueryOptions,
   type Row,
   type StatementGuard,
   type TenantQueryable,

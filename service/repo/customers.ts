@@ -1,6 +1,6 @@
-import { TenantwallError } from '../../src/index.ts';
+import { type Param, TenantwallError } from '../../src/index.ts';
 import { type Page, type PageRequest, iso, keysetPage, notFound, nowMs, pgCode, toPage } from './common.ts';
-import type { K } from './db.ts';
+import { type K, prepared } from './db.ts';
 
 export interface Customer {
   id: string;
@@ -34,8 +34,11 @@ export async function createCustomer(k: K, input: { name: string; email?: string
   }
 }
 
+// A lookup by the primary key (tenant_id, id): one plan fits every tenant.
+const customerById = prepared((db, param: Param<{ id: string }>) => db.selectFrom('customers').select(COLS).where('id', '=', param('id')), { plan: 'generic' });
+
 export async function getCustomer(k: K, id: string): Promise<Customer> {
-  const row = await k.selectFrom('customers').select(COLS).where('id', '=', id).executeTakeFirst();
+  const row = await customerById(k).executeTakeFirst({ id }, k);
   if (!row) throw notFound('customer', id);
   return toCustomer(row);
 }

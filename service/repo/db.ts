@@ -1,5 +1,5 @@
 import type { ColumnType, Compilable, Generated, Kysely, Transaction } from 'kysely';
-import { type Param, type PreparedQuery, type PreparedValue, type TenantColumn, type TenantId, type Tenantwall, createTenantKysely, prepareQuery } from '../../src/index.ts';
+import { type Param, type PreparedQuery, type PreparedValue, type QueryOptions, type TenantColumn, type TenantId, type Tenantwall, createTenantKysely, prepareQuery } from '../../src/index.ts';
 
 /**
  * The service's tables as Kysely sees them (service/schema.ts declares them). `tenant_id` is a TenantColumn:
@@ -69,12 +69,12 @@ export function serviceKysely(db: Tenantwall, tenantId?: TenantId | string): Kys
  * A read the service runs on every request of a route, compiled once per query handle (`prepareQuery`): the
  * builder, the tenant plugin and the compiler run on the first call only. Same SQL, same scoping, same guard.
  */
-export function prepared<P extends Record<string, PreparedValue>, O>(build: (db: Kysely<DB>, param: Param<P>) => Compilable<O>): (k: K) => PreparedQuery<P, O> {
+export function prepared<P extends Record<string, PreparedValue>, O>(build: (db: Kysely<DB>, param: Param<P>) => Compilable<O>, options?: QueryOptions): (k: K) => PreparedQuery<P, O> {
   const byHandle = new WeakMap<K, PreparedQuery<P, O>>();
   return (k) => {
     let q = byHandle.get(k);
     if (!q) {
-      q = prepareQuery(k, build);
+      q = prepareQuery(k, build, options);
       byHandle.set(k, q);
     }
     return q;

@@ -166,7 +166,13 @@ export async function createInvoice(tx: K, input: InvoiceInput): Promise<Invoice
   return { ...invoice, line_items: created };
 }
 
-const invoiceById = prepared((db, param: Param<{ id: string }>) => db.selectFrom('invoices').select(INVOICE_COLS).where('id', '=', param('id')));
+// Lookups by the primary key (tenant_id, id): one plan fits every tenant.
+const invoiceById = prepared((db, param: Param<{ id: string }>) => db.selectFrom('invoices').select(INVOICE_COLS).where('id', '=', param('id')), { plan: 'generic' });
+const lineItemById = prepared(
+  (db, param: Param<{ invoiceId: string; id: string }>) =>
+    db.selectFrom('invoice_line_items').select(ITEM_COLS).where('invoice_id', '=', param('invoiceId')).where('id', '=', param('id')),
+  { plan: 'generic' },
+);
 
 export async function getInvoice(k: K, id: string): Promise<Invoice> {
   const row = await invoiceById(k).executeTakeFirst({ id }, k);
@@ -297,7 +303,7 @@ export async function addLineItem(tx: K, invoiceId: string, input: LineItemInput
 }
 
 export async function getLineItem(k: K, invoiceId: string, id: string): Promise<LineItem> {
-  const row = await k.selectFrom('invoice_line_items').select(ITEM_COLS).where('invoice_id', '=', invoiceId).where('id', '=', id).executeTakeFirst();
+  const row = await lineItemById(k).executeTakeFirst({ invoiceId, id }, k);
   if (!row) throw notFound('line item', id);
   return toItem(row);
 }

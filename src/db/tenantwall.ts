@@ -15,6 +15,21 @@ import { TenantRegistry } from './tenant-registry.ts';
 export type Row = Record<string, any>;
 export type Params = readonly unknown[];
 
+/** Options of one tenant-scoped statement (`forTenant(id).query`, `db.query`). */
+export interface QueryOptions {
+  /**
+   * How PostgreSQL plans the statement when it runs from the statement cache.
+   * - `custom` (default): planned afresh for every execution with its parameter values, so each tenant gets
+   *   estimates for its own data (design.md, generic-plan trap).
+   * - `generic`: one plan per cached statement, reused for every tenant. Only for statements whose best plan
+   *   cannot depend on the tenant's data, i.e. lookups by a primary or unique key that starts with tenant_id
+   *   (at most one row for every tenant). It saves the planning of every execution, which is most of the
+   *   server's time for such a lookup. No effect with `statementCacheSize: 0` (unnamed statements are always
+   *   planned for their values) or inside `transaction()`.
+   */
+  plan?: 'custom' | 'generic' | undefined;
+}
+
 /**
  * Checks a statement before it is sent in tenant scope. The guard part (tenantwall's SQL verifier) implements
  * it; it throws to refuse the statement.
@@ -26,7 +41,7 @@ export interface StatementGuard {
 /** Anything that runs SQL in one tenant's scope. */
 export interface TenantQueryable {
   readonly tenantId: TenantId;
-  query<R extends Row = Row>(sql: string, params?: Params): Promise<pg.QueryResult<R>>;
+  query<R extends Row = Row>(sql: string, params?: Params, options?: QueryOptions): Promise<pg.QueryResult<R>>;
 }
 
 export interface TenantTransaction extends TenantQueryable {
@@ -56,8 +71,8 @@ export class TenantScope implements TenantQueryable {
   }
 
   /** One statement, scoped to this tenant for its own transaction only, in one network round trip. */
-  query<R extends Row = Row>(sql: string, params: Params = []): Promise<pg.QueryResult<R>> {
-    return this.#db.runScoped<R>(this.tenantId, sql, params);
+  query<R extends Row = Row>(sql: string, params: Params = [], options?: QueryOptions): Promise<pg.QueryResult<R>> {
+    return this.#db.runScoped<R>(this.tenantId, sql, params, options);
   }
 
   /** An interactive transaction with the tenant set first; commits when `fn` resolves, rolls back when it throws. */
@@ -119,6 +134,12 @@ const SET_TENANT: Omit<PreparedStep, 'values'> = {
   text: 'SELECT set_config($1, $2, true)',
   returnsRow: true,
 };
+const SET_TENANT_GENERIC_PLAN: Omit<PreparedStep, 'values'> = {
+  name: 'tenantwall_set_tenant_generic_plan',
+  text: "SELECT set_config($1, $2, true), set_config('plan_cache_mode', 'force_generic_plan', true)",
+  returnsRow: true,
+};
+const SET_GENERIC_PLAN: PreparedStep = { name: 'tenantwall_generic_plan', text: 'SET LOCAL plan_cache_mode = force_generic_plan', values: [], returnsRow: false };
 // 0A000 "cached plan must not change result type", 26000 "prepared statement does not exist".
 const STALE_STATEMENT = new Set(['0A000', '26000']);
 const BEGIN: PreparedStep = { name: 'tenantwall_begin', text: 'BEGIN', values: [], returnsRow: false };
@@ -213,8 +234,8 @@ export class Tenantwall {
   }
 
   /** A statement in the implicit tenant's scope; `tenant_context_missing` outside a tenant context. */
-  async query<R extends Row = Row>(sql: string, params: Params = []): Promise<pg.QueryResult<R>> {
-    return this.runScoped<R>(requireTenantId(), sql, params);
+  async query<R extends Row = Row>(sql: string, params: Params = [], options?: QueryOptions): Promise<pg.QueryResult<R>> {
+    return this.runScoped<R>(requireTenantId(), sql, params, options);
   }
 
   /** A transaction in the implicit tenant's scope. */
@@ -233,13 +254,20 @@ export class Tenantwall {
   }
 
   /** @internal used by TenantScope */
-  async runScoped<R extends Row>(tenantId: TenantId, sql: string, params: Params): Promise<pg.QueryResult<R>> {
+  async runScoped<R extends Row>(tenantId: TenantId, sql: string, params: Params, options?: QueryOptions): Promise<pg.QueryResult<R>> {
     this.#assertOpen();
     if (sql.trim() === '') throw new TenantwallError('unscoped_query', 'Empty statement.');
     this.#guard?.check(sql, params, tenantId);
-    const client = await this.#checkout(this.#appPool);
+    const generic = options?.plan === 'generic';
+    if (options?.plan !== undefined && !generic && options.plan !== 'custom') {
+      throw new TenantwallError('config_invalid', `Unknown plan option ${JSON.stringify(options.plan)}: use 'custom' or 'generic'.`, { details: { field: 'plan' } });
+    }
     const explicit = this.options.scopeMode === 'explicit';
-    const before = explicit ? [BEGIN, setLocalStep(this.options.settingName, tenantId)] : [{ ...SET_TENANT, values: [this.options.settingName, tenantId] }];
+    // A generic plan is chosen per statement: the setting is local to this pipeline's transaction, like the tenant.
+    const before = explicit
+      ? [BEGIN, setLocalStep(this.options.settingName, tenantId), ...(generic ? [SET_GENERIC_PLAN] : [])]
+      : [{ ...(generic ? SET_TENANT_GENERIC_PLAN : SET_TENANT), values: [this.options.settingName, tenantId] }];
+    const client = await this.#checkout(this.#appPool);
     const after = explicit ? [COMMIT] : [];
     const cache = this.#statements;
     for (let attempt = 0; ; attempt++) {

@@ -1,5 +1,7 @@
 import { type CompiledQuery, type Compilable, type Kysely, type QueryResult, createQueryId } from 'kysely';
+import type { QueryOptions } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
+import { QUERY_OPTIONS } from './kysely.ts';
 
 /** Values a prepared query's parameters can take: what a driver sends as one bind parameter. */
 export type PreparedValue = string | number | bigint | boolean | Date | null;
@@ -50,10 +52,14 @@ export interface PreparedQuery<P extends Record<string, PreparedValue>, O> {
  * (a cache hit after the first run), and RLS still applies. A parameter can only stand for a value; used where
  * Kysely would write SQL text it is refused when the query is prepared. Every declared parameter must be used
  * and every execution must give all of them (`config_invalid` otherwise).
+ *
+ * `options` are the statement options of `forTenant(id).query` (e.g. `{ plan: 'generic' }` for a lookup by a
+ * tenant-leading primary key); they apply when the query runs outside a transaction.
  */
 export function prepareQuery<DB, P extends Record<string, PreparedValue>, O>(
   db: Kysely<DB>,
   build: (db: Kysely<DB>, param: Param<P>) => Compilable<O>,
+  options?: QueryOptions,
 ): PreparedQuery<P, O> {
   const placeholders = new Map<string, Placeholder>();
   const param = ((name: string) => {
@@ -80,7 +86,7 @@ export function prepareQuery<DB, P extends Record<string, PreparedValue>, O>(
       const slot = slots[i];
       return slot === undefined ? v : params[slot];
     });
-    return { ...compiled, parameters, queryId: createQueryId() };
+    return { ...compiled, parameters, queryId: createQueryId(), ...(options ? { [QUERY_OPTIONS]: options } : {}) };
   };
 
   const run = (params: P, on: Kysely<any> | undefined) => (on ?? db).executeQuery<O>(bind(params));

@@ -48,7 +48,7 @@ import {
   WhereNode,
   type WithNode,
 } from 'kysely';
-import type { Params, Tenantwall, TenantTransaction } from '../db/tenantwall.ts';
+import type { Params, QueryOptions, Tenantwall, TenantTransaction } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
 import type { Schema } from '../schema/declare.ts';
 import { quoteIdent } from '../schema/ddl.ts';
@@ -386,6 +386,12 @@ export class TenantScopePlugin implements KyselyPlugin {
 // ---------------------------------------------------------------------------------------------------------------
 // Dialect and driver: Kysely runs its statements through tenantwall's scoped query path.
 
+/**
+ * A compiled query may carry tenantwall statement options under this key (prepareQuery sets it); the driver
+ * passes them to the scoped query. Kysely hands the same compiled object to the driver.
+ */
+export const QUERY_OPTIONS: unique symbol = Symbol('tenantwall.queryOptions');
+
 function bindTenant(params: readonly unknown[], tenantId: TenantId): unknown[] {
   return params.map((p) => (p === TENANT_PARAMETER ? tenantId : p));
 }
@@ -419,7 +425,8 @@ class TenantwallConnection implements DatabaseConnection {
     const tx = this.#tx;
     if (tx) return toResult<R>(await tx.query(compiled.sql, bindTenant(compiled.parameters, tx.tenantId) as Params));
     const tenantId = this.#tenant();
-    return toResult<R>(await this.#target.db.forTenant(tenantId).query(compiled.sql, bindTenant(compiled.parameters, tenantId)));
+    const options = (compiled as { [QUERY_OPTIONS]?: QueryOptions })[QUERY_OPTIONS];
+    return toResult<R>(await this.#target.db.forTenant(tenantId).query(compiled.sql, bindTenant(compiled.parameters, tenantId), options));
   }
 
   // eslint-disable-next-line require-yield

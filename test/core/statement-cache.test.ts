@@ -16,7 +16,13 @@ for (const scopeMode of ['implicit', 'explicit'] as const) {
     after(() => t.close());
 
     // The caller's statements held on the connection; tenantwall's own steps (set_config, BEGIN, COMMIT) excluded.
-    const FIXED = new Set(['SELECT set_config($1, $2, true)', 'BEGIN', 'COMMIT']);
+    const FIXED = new Set([
+      'SELECT set_config($1, $2, true)',
+      "SELECT set_config($1, $2, true), set_config('plan_cache_mode', 'force_generic_plan', true)",
+      'SET LOCAL plan_cache_mode = force_generic_plan',
+      'BEGIN',
+      'COMMIT',
+    ]);
     const prepared = async () =>
       (await t.db.forTenant(A).query<{ statement: string }>(`SELECT statement FROM pg_prepared_statements ORDER BY prepare_time`)).rows
         .map((r) => r.statement)
@@ -44,6 +50,33 @@ for (const scopeMode of ['implicit', 'explicit'] as const) {
       await assert.rejects(t.db.forTenant(A).query('SELECT amount_cents FROM invoices WHERE amount_cents = $1', ['nope']));
       assert.equal((await t.db.forTenant(A).query('SELECT customer FROM invoices WHERE tenant_id = $1', [A])).rowCount, 1);
       assert.ok((await prepared()).length <= 4);
+    });
+
+    test("plan: 'generic' reuses one plan across tenants, keeps them apart, and leaves the connection on custom plans", async () => {
+      const B = (await t.db.tenants.create({ slug: `b-generic`, name: 'B' })).id;
+      await t.db.forTenant(B).query(`INSERT INTO invoices (tenant_id, customer, amount_cents) VALUES ($1, 'b1', 2)`, [B]);
+      const sql = 'SELECT customer FROM invoices WHERE tenant_id = $1 AND customer = $2';
+      const plans = async () =>
+        (await t.db.forTenant(A).query<{ g: string; c: string }>('SELECT generic_plans::text AS g, custom_plans::text AS c FROM pg_prepared_statements WHERE statement = $1', [sql])).rows[0];
+      for (let i = 0; i < 3; i++) {
+        assert.deepEqual((await t.db.forTenant(A).query(sql, [A, 'a1'], { plan: 'generic' })).rows, [{ customer: 'a1' }]);
+        // B asks for A's row through the same cached plan: RLS and the parameter still hold.
+        assert.deepEqual((await t.db.forTenant(B).query(sql, [B, 'a1'], { plan: 'generic' })).rows, []);
+        assert.deepEqual((await t.db.forTenant(B).query(sql, [B, 'b1'], { plan: 'generic' })).rows, [{ customer: 'b1' }]);
+      }
+      assert.deepEqual(await plans(), { g: '9', c: '0' });
+      // The setting was local to each statement's transaction: the default path plans per execution again.
+      assert.deepEqual((await t.db.forTenant(A).query(sql, [A, 'a1'])).rows, [{ customer: 'a1' }]);
+      assert.deepEqual(await plans(), { g: '9', c: '1' });
+      const mode = await t.db.forTenant(A).query('SELECT current_setting($1) AS m', ['plan_cache_mode']);
+      assert.equal(mode.rows[0]?.m, 'force_custom_plan');
+    });
+
+    test('an unknown plan option is refused before anything is sent', async () => {
+      await assert.rejects(
+        t.db.forTenant(A).query('SELECT 1 FROM invoices WHERE tenant_id = $1', [A], { plan: 'fast' as 'generic' }),
+        (err: Error & { code?: string }) => err.code === 'config_invalid' && /'custom' or 'generic'/.test(err.message),
+      );
     });
 
     test('after a migration changes a table, a cached SELECT * is prepared afresh instead of failing', async () => {

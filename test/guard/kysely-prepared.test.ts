@@ -15,7 +15,8 @@ interface DB {
 let t: TestTenantwall;
 
 before(async () => {
-  t = await createTestTenantwall(seedSchema, seedMigrations, { guard: createGuard(seedSchema) });
+  // One connection, so pg_prepared_statements (per session) shows the plans of every execution.
+  t = await createTestTenantwall(seedSchema, seedMigrations, { guard: createGuard(seedSchema, { allowRelations: ['pg_prepared_statements'] }), poolSize: 1 });
   await seedTenants(t.db, t.database.name);
   await superQuery(t.database.name, 'ALTER TABLE invoices DISABLE ROW LEVEL SECURITY');
 });
@@ -85,4 +86,17 @@ test('misuse is refused with config_invalid: unused parameter, parameter as SQL 
     runWithTenant(TENANTS.a, () => q.execute({} as { id: string })),
     (err) => isTenantwallError(err) && err.code === 'config_invalid' && /"id" has no value/.test(err.message),
   );
+});
+
+test("options reach the scoped query: plan 'generic' runs one generic plan for every tenant", async () => {
+  const k = createTenantKysely<DB>(t.db);
+  const q = prepareQuery(k, (db, param: Param<{ id: string }>) => db.selectFrom('invoices').select('customer').where('id', '=', param('id')), { plan: 'generic' });
+  for (const [tenant, own] of [[TENANTS.a, 'a'], [TENANTS.b, 'b'], [TENANTS.c, 'c']] as const) {
+    assert.deepEqual(await runWithTenant(tenant, () => q.execute({ id: invoiceId(own, 2) })), [{ customer: `${own.toUpperCase()}-inv-2` }]);
+    assert.deepEqual(await runWithTenant(tenant, () => q.execute({ id: invoiceId(own === 'a' ? 'b' : 'a', 2) })), []);
+  }
+  const { rows } = await t.db
+    .forTenant(TENANTS.a)
+    .query<{ g: string; c: string }>('SELECT generic_plans::text AS g, custom_plans::text AS c FROM pg_prepared_statements WHERE statement = $1', [q.sql]);
+  assert.deepEqual(rows, [{ g: '6', c: '0' }]);
 });
