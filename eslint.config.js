@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', '.data/**', 'dist/**', '.tmp/**'] },
+  { ignores: ['node_modules/**', '.data/**', 'dist/**', '.tmp/**', '.prof/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
