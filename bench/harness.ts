@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import autocannon from 'autocannon';
 import type { FastifyInstance } from 'fastify';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -130,17 +129,4 @@ export async function measure(op: (i: number) => Promise<unknown>, options: { du
 export async function listenLocal(app: FastifyInstance): Promise<string> {
   await app.listen({ port: 0, host: '127.0.0.1' });
   return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
-}
-
-/** An autocannon load of `GET /invoices/<id>` cycling over `ids`, authenticated with the API key `key`. */
-export function invoiceLoad(key: string, ids: readonly string[], connections: number): (url: string, durationS: number) => Promise<autocannon.Result> {
-  let n = 0;
-  return (url, duration) =>
-    autocannon({
-      url,
-      connections,
-      duration,
-      headers: { authorization: `Bearer ${key}` },
-      requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/invoices/${ids[n++ % ids.length]}` }) }],
-    });
 }

@@ -24,3 +24,6 @@ process.on('message', (msg: LoadRequest) => {
     },
   );
 });
+
+// Messages sent before a listener exists are lost: tell the parent when it may send.
+process.send?.('ready');

@@ -50,6 +50,11 @@ export interface Comparison {
  */
 export async function compareAlternating(targets: readonly [LoadTarget, LoadTarget], options: { connections: number; durationS: number; rounds: number; warmupS: number }): Promise<Comparison> {
   const child: ChildProcess = fork(new URL('./load-worker.ts', import.meta.url), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', () => resolve());
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`the load generator exited (${code}) before it was ready`)));
+  });
   const run = (t: LoadTarget, durationS: number) =>
     new Promise<LoadFigures>((resolve, reject) => {
       const onExit = (code: number | null) => reject(new Error(`the load generator exited (${code})`));

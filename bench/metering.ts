@@ -6,21 +6,22 @@
  * 2. Usage query cost: rollups are computed from the raw events at query time; the month of one tenant by day.
  * 3. Request cost: `GET /invoices/:id` of the reference service with metering on (rate limits of the plan,
  *    quota headers, requests counted in memory and written as `api_requests` events per minute) vs off, same database, same process,
- *    alternating autocannon rounds. Figures are printed, never asserted; the machine is shared, so they are noisy.
+ *    alternating autocannon rounds from a separate process (bench/load.ts). Figures are printed, never asserted; the machine is shared, so they are noisy.
  */
 import pino from 'pino';
 import { buildApp } from '../service/app.ts';
 import { meteringSpec } from '../service/metering.ts';
 import { migrations, schema } from '../service/schema.ts';
 import { Metering, type MeteringSpec, type TenantId } from '../src/index.ts';
-import { type BenchHarness, invoiceLoad, listenLocal, measure } from './harness.ts';
+import { type BenchHarness, listenLocal, measure } from './harness.ts';
+import { compareAlternating, describe } from './load.ts';
 
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
 const BATCH = 1000;
 const TENANTS = 50;
 const CONNECTIONS = Number(process.env.BENCH_HTTP_CONNECTIONS ?? 32);
 const DURATION_S = Number(process.env.BENCH_HTTP_DURATION_S ?? 4);
-const ROUNDS = 3;
+const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 6);
 
 // The service's meters, plus a plan whose limits the benchmark never reaches: refusals would be cheaper than
 // admissions and flatter the "on" figure.
@@ -110,27 +111,24 @@ export default async function meteringBench(harness: BenchHarness): Promise<void
   await db.dangerouslyCrossTenant().query('ANALYZE invoices');
   const offUrl = await listenLocal(off);
   const onUrl = await listenLocal(on);
-  const run = invoiceLoad(key, ids, CONNECTIONS);
+  const paths = ids.map((id) => `/invoices/${id}`);
+  const headers = { authorization: `Bearer ${key}` };
   try {
-    const probe = await fetch(`${onUrl}/invoices/${ids[0]}`, { headers: { authorization: `Bearer ${key}` } });
+    const probe = await fetch(`${onUrl}/invoices/${ids[0]}`, { headers });
     if (probe.status !== 200 || !probe.headers.get('x-quota-remaining')) console.log(`! metered app answered ${probe.status} without quota headers`);
-    await run(offUrl, 1);
-    await run(onUrl, 1);
-    const acc = { on: { rps: 0, p99: 0, errors: 0 }, off: { rps: 0, p99: 0, errors: 0 } };
-    for (let round = 0; round < ROUNDS; round++) {
-      for (const [url, a] of [[offUrl, acc.off], [onUrl, acc.on]] as const) {
-        const res = await run(url, DURATION_S);
-        a.rps += res.requests.average / ROUNDS;
-        a.p99 = Math.max(a.p99, res.latency.p99);
-        a.errors += res.errors + res.non2xx + res.timeouts;
-      }
-    }
+    const c = await compareAlternating(
+      [
+        { name: 'metering on ', url: onUrl, paths, headers },
+        { name: 'metering off', url: offUrl, paths, headers },
+      ],
+      { connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, warmupS: 2 },
+    );
     await metering.flush();
     const recorded = Number((await db.forTenant(tenant).query(`SELECT coalesce(sum(quantity), 0) AS n FROM tw_usage_events WHERE tenant_id = $1 AND meter = 'api_requests'`, [tenant])).rows[0]?.n);
-    console.log(`GET /invoices/:id of the reference service, ${CONNECTIONS} connections, ${ROUNDS} x ${DURATION_S}s each, alternating (autocannon, loopback)`);
-    console.log(`  metering off: ${fmt(acc.off.rps).padStart(7)} req/s  p99 ${acc.off.p99.toFixed(1)} ms  errors/non-2xx ${acc.off.errors}`);
-    console.log(`  metering on : ${fmt(acc.on.rps).padStart(7)} req/s  p99 ${acc.on.p99.toFixed(1)} ms  errors/non-2xx ${acc.on.errors}  (${fmt(recorded)} requests counted on api_requests)`);
-    console.log(`  throughput ratio on/off: ${(acc.on.rps / acc.off.rps).toFixed(2)} (target >= 0.90)`);
+    console.log(`GET /invoices/:id of the reference service, ${CONNECTIONS} connections, ${ROUNDS} rounds x ${DURATION_S}s each, alternating (autocannon in a separate process, loopback)`);
+    for (const f of c.figures) console.log(`  ${f.name}: ${describe(f)}`);
+    console.log(`  ${fmt(recorded)} requests counted on api_requests`);
+    console.log(`  throughput ratio on/off: median ${c.median.toFixed(2)} (target >= 0.90), per round ${c.ratios.map((r) => r.toFixed(2)).join(' ')}`);
   } finally {
     await on.close();
     await off.close();

@@ -1,7 +1,7 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
-import { TenantwallLogController, type TenantwallFastifyOptions, errorBody, meteringPlugin, tenantwallPlugin, typeboxValidatorCompiler } from '../src/fastify/index.ts';
+import { TenantwallLogController, type TenantwallFastifyOptions, errorBody, meteringPlugin, tenantwallPlugin, typeboxSerializerCompiler, typeboxValidatorCompiler } from '../src/fastify/index.ts';
 import { type Metering, type Tenantwall, TenantwallError } from '../src/index.ts';
 import { adminRoutes } from './admin.ts';
 import { createdRows, routeQuotas } from './metering.ts';
@@ -85,6 +85,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     },
   });
   app.setValidatorCompiler(typeboxValidatorCompiler);
+  app.setSerializerCompiler(typeboxSerializerCompiler);
   // JSON only: without this, text/plain bodies would be parsed into strings and fail later as "not an object".
   app.removeContentTypeParser('text/plain');
   strictJsonBodies(app);

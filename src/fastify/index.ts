@@ -4,7 +4,7 @@ export { resolveFastifyOptions, type TenantwallFastifyOptions, type ResolvedFast
 export { ApiKeyStore, apiKeysTable, parseApiKey, type ApiKeyInfo, type CreatedApiKey, type ParsedApiKey } from './api-keys.ts';
 export { createJwtVerifier, type JwtVerifier } from './jwt.ts';
 export { toTenantwallError, errorBody, makeErrorHandler, type ErrorBody } from './http-errors.ts';
-export { typeboxValidatorCompiler, type FieldError } from './validation.ts';
+export { serializationSchema, typeboxSerializerCompiler, typeboxValidatorCompiler, type FieldError } from './validation.ts';
 export { TtlCache } from './ttl-cache.ts';
 export { TenantwallLogController } from './log-controller.ts';
 export { meteringPlugin, type MeteringFastifyOptions } from '../metering/fastify.ts';

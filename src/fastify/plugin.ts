@@ -96,24 +96,27 @@ const tenantwallPlugin: FastifyPluginAsync<TenantwallFastifyOptions> = async (fa
   });
   fastify.addHook('onClose', async () => unsubscribe());
 
-  async function fromSource(source: ResolverName, request: FastifyRequest, token: string | undefined): Promise<Candidate | undefined> {
+  const apiKeyCandidate = (k: { tenantId: TenantId; keyId: string }): Candidate => ({ source: 'apiKey', tenantId: k.tenantId, authenticated: true, apiKeyId: k.keyId });
+
+  // Synchronous when the answer is cached (the common case): no promise, no extra turn of the event loop.
+  function fromSource(source: ResolverName, request: FastifyRequest, token: string | undefined): Candidate | undefined | Promise<Candidate | undefined> {
     switch (source) {
       case 'apiKey': {
         if (token === undefined || !looksLikeApiKey(token)) return undefined;
-        const k = await apiKeys.verify(token);
-        return { source, tenantId: k.tenantId, authenticated: true, apiKeyId: k.keyId };
+        const hit = apiKeys.cached(token);
+        return hit ? apiKeyCandidate(hit) : apiKeys.verify(token).then(apiKeyCandidate);
       }
       case 'jwt': {
         if (token === undefined || !jwt || looksLikeApiKey(token)) return undefined;
-        const v = await jwt.verify(token);
-        return { source, tenantId: v.tenantId, authenticated: true, ...(v.subject !== undefined ? { subject: v.subject } : {}) };
+        return jwt.verify(token).then((v) => ({ source, tenantId: v.tenantId, authenticated: true, ...(v.subject !== undefined ? { subject: v.subject } : {}) }));
       }
       case 'subdomain': {
         const slug = subdomainSlug(request, options.baseDomain as string);
         if (slug === undefined) return undefined;
-        const t = await tenants.getBySlug(slug);
-        if (!t || t.status === 'deleted') throw unauthenticated(`No tenant has the subdomain ${JSON.stringify(slug)}.`, 'unknown_subdomain');
-        return { source, tenantId: t.id, authenticated: false };
+        return tenants.getBySlug(slug).then((t) => {
+          if (!t || t.status === 'deleted') throw unauthenticated(`No tenant has the subdomain ${JSON.stringify(slug)}.`, 'unknown_subdomain');
+          return { source, tenantId: t.id, authenticated: false };
+        });
       }
       case 'header': {
         const raw = request.headers['x-tenant-id'];
@@ -124,13 +127,7 @@ const tenantwallPlugin: FastifyPluginAsync<TenantwallFastifyOptions> = async (fa
     }
   }
 
-  async function resolve(request: FastifyRequest): Promise<{ tenant: Tenant; auth: TenantAuth }> {
-    const token = bearerToken(request);
-    const found: Candidate[] = [];
-    for (const source of options.resolvers) {
-      const c = await fromSource(source, request, token);
-      if (c) found.push(c);
-    }
+  function decide(found: readonly Candidate[], token: string | undefined): Candidate {
     if (token !== undefined && !found.some((c) => c.source === 'apiKey' || c.source === 'jwt')) {
       throw unauthenticated('The bearer token is neither an API key nor a JWT this service accepts.', 'unsupported_token');
     }
@@ -144,7 +141,10 @@ const tenantwallPlugin: FastifyPluginAsync<TenantwallFastifyOptions> = async (fa
     if (options.requireCredential && !found.some((c) => c.authenticated)) {
       throw unauthenticated('This route needs a credential (API key or JWT); a subdomain only names the tenant.', 'credential_required');
     }
-    const tenant = await tenants.get(first.tenantId);
+    return first;
+  }
+
+  function admit(tenant: Tenant | undefined, found: readonly Candidate[]): { tenant: Tenant; auth: TenantAuth } {
     if (!tenant || tenant.status === 'deleted') throw unauthenticated('The credentials name an unknown tenant.', 'unknown_tenant');
     if (tenant.status === 'suspended') throw new TenantwallError('tenant_suspended', `Tenant ${tenant.slug} is suspended.`);
     const key = found.find((c) => c.apiKeyId !== undefined)?.apiKeyId;
@@ -157,25 +157,79 @@ const tenantwallPlugin: FastifyPluginAsync<TenantwallFastifyOptions> = async (fa
     return { tenant, auth };
   }
 
+  /** Every resolver in order, then the checks; a value when everything was cached, a promise otherwise. */
+  function resolveNow(request: FastifyRequest): { tenant: Tenant; auth: TenantAuth } | Promise<{ tenant: Tenant; auth: TenantAuth }> {
+    const token = bearerToken(request);
+    const found: Candidate[] = [];
+    for (let i = 0; i < options.resolvers.length; i++) {
+      const c = fromSource(options.resolvers[i] as ResolverName, request, token);
+      if (c instanceof Promise) return resolveRest(request, token, found, c, i);
+      if (c) found.push(c);
+    }
+    const first = decide(found, token);
+    const cached = tenants.peek(first.tenantId);
+    return cached ? admit(cached, found) : tenants.get(first.tenantId).then((t) => admit(t, found));
+  }
+
+  async function resolveRest(request: FastifyRequest, token: string | undefined, found: Candidate[], pending: Promise<Candidate | undefined>, at: number) {
+    const c = await pending;
+    if (c) found.push(c);
+    for (let i = at + 1; i < options.resolvers.length; i++) {
+      const next = await fromSource(options.resolvers[i] as ResolverName, request, token);
+      if (next) found.push(next);
+    }
+    const first = decide(found, token);
+    return admit(await tenants.get(first.tenantId), found);
+  }
+
+  async function resolve(request: FastifyRequest): Promise<{ tenant: Tenant; auth: TenantAuth }> {
+    return resolveNow(request);
+  }
+
   fastify.decorate('tenantwall', Object.freeze({ db, options, apiKeys, resolve }));
   fastify.decorateRequest('tenant', null);
   fastify.decorateRequest('tenantAuth', null);
 
-  fastify.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
-    // Node keeps the first of repeated Host and Authorization headers and drops the others, while a proxy in
-    // front may act on another one: refuse the ambiguity (RFC 9112 requires a 400 for a repeated Host).
-    const repeated = repeatedHeader(request.raw.rawHeaders);
-    if (repeated) throw new TenantwallError('bad_request', `The ${repeated} header appears more than once.`, { details: { field: repeated } });
-    // Unknown routes answer 404 without asking for credentials; opted-out routes are not tenant-scoped.
-    if (request.is404 || request.routeOptions.config.tenant === false) return;
-    const { tenant, auth } = await resolve(request);
-    request.tenant = tenant;
-    request.tenantAuth = auth;
+  function bind(request: FastifyRequest, reply: FastifyReply, resolved: { tenant: Tenant; auth: TenantAuth }): void {
+    request.tenant = resolved.tenant;
+    request.tenantAuth = resolved.auth;
     // Every later line of this request (including Fastify's "request completed") carries the tenant. pino adds
     // it to the request's own child logger in place; other loggers get a child.
     const log = request.log as FastifyRequest['log'] & { setBindings?: (bindings: Record<string, unknown>) => void };
-    if (typeof log.setBindings === 'function' && reply.log === log) log.setBindings({ tenantId: tenant.id });
-    else reply.log = request.log = log.child({ tenantId: tenant.id });
+    if (typeof log.setBindings === 'function' && reply.log === log) log.setBindings({ tenantId: resolved.tenant.id });
+    else reply.log = request.log = log.child({ tenantId: resolved.tenant.id });
+  }
+
+  // Callback style: a request whose credentials are cached is resolved without a promise.
+  fastify.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
+    let resolved: ReturnType<typeof resolveNow>;
+    try {
+      // Node keeps the first of repeated Host and Authorization headers and drops the others, while a proxy in
+      // front may act on another one: refuse the ambiguity (RFC 9112 requires a 400 for a repeated Host).
+      const repeated = repeatedHeader(request.raw.rawHeaders);
+      if (repeated) throw new TenantwallError('bad_request', `The ${repeated} header appears more than once.`, { details: { field: repeated } });
+      // Unknown routes answer 404 without asking for credentials; opted-out routes are not tenant-scoped.
+      if (request.is404 || request.routeOptions.config.tenant === false) {
+        done();
+        return;
+      }
+      resolved = resolveNow(request);
+    } catch (err) {
+      done(err as Error);
+      return;
+    }
+    if (!(resolved instanceof Promise)) {
+      bind(request, reply, resolved);
+      done();
+      return;
+    }
+    resolved.then(
+      (r) => {
+        bind(request, reply, r);
+        done();
+      },
+      (err: unknown) => done(err as Error),
+    );
   });
 
   // Callback style on purpose: calling `done` inside runWithTenant makes the handler, and everything it

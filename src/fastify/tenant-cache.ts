@@ -20,6 +20,11 @@ export class TenantCache {
     this.#slugToId = new TtlCache(size, ttlMs);
   }
 
+  /** The cached tenant, without asking the database. */
+  peek(id: TenantId): Tenant | undefined {
+    return this.#byId.get(id);
+  }
+
   async get(id: TenantId): Promise<Tenant | undefined> {
     const hit = this.#byId.get(id);
     if (hit) return hit;

@@ -1,7 +1,8 @@
 import { FormatRegistry, Kind, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
-import type { FastifySchemaCompiler } from 'fastify';
+import type { FastifySchemaCompiler, FastifySerializerCompiler } from 'fastify';
+import fastJson from 'fast-json-stringify';
 
 const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const DATE_TIME_RE = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$/;
@@ -33,7 +34,8 @@ export const typeboxValidatorCompiler: FastifySchemaCompiler<TSchema> = ({ schem
     throw new Error(`typeboxValidatorCompiler: the ${httpPart ?? 'route'} schema is not a TypeBox schema`);
   }
   const check = TypeCompiler.Compile(schema);
-  const coerce = httpPart === 'querystring' || httpPart === 'params' || httpPart === 'headers';
+  // Strings on the wire need converting only where the schema has something other than strings, or defaults.
+  const coerce = (httpPart === 'querystring' || httpPart === 'params' || httpPart === 'headers') && !onlyPlainStrings(schema);
   // Value.Convert reads "1.5", "1e2" and "1e400" as the integer 1 and "0x10" as 16: only plain decimal integers
   // are converted, anything else stays a string and fails the check.
   const properties = (schema as { properties?: Record<string, TSchema> }).properties ?? {};
@@ -54,3 +56,52 @@ export const typeboxValidatorCompiler: FastifySchemaCompiler<TSchema> = ({ schem
     return { error: Object.assign(new Error(errors[0]?.message ?? 'invalid'), { validation: errors }) as unknown as Error };
   };
 };
+
+/** An object schema whose properties are all strings without defaults: wire values need no conversion. */
+function onlyPlainStrings(schema: TSchema): boolean {
+  const properties = (schema as { properties?: Record<string, TSchema> }).properties;
+  if (schema[Kind] !== 'Object' || !properties) return false;
+  return Object.values(properties).every((p) => p[Kind] === 'String' && p.default === undefined);
+}
+
+type JsonSchema = Record<string, unknown>;
+
+const isNull = (s: unknown): boolean => typeof s === 'object' && s !== null && (s as JsonSchema).type === 'null' && Object.keys(s).length === 1;
+const isStringConst = (s: unknown): s is { const: string } => typeof s === 'object' && s !== null && typeof (s as JsonSchema).const === 'string';
+
+/**
+ * The form of a response schema fast-json-stringify writes without a validator: `anyOf: [X, null]` becomes X
+ * with `nullable: true`, and a union of string literals a string enum. fast-json-stringify picks an anyOf branch
+ * by validating the value against each branch with Ajv (formats included) on every response; for these two
+ * shapes the choice is plain (null or not; always a string), so the check only costs time. Anything else is
+ * left as it is. Only the serializer sees the rewritten schema: validation and the OpenAPI document keep TypeBox's.
+ */
+export function serializationSchema(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(serializationSchema);
+  if (typeof schema !== 'object' || schema === null) return schema;
+  const s = schema as JsonSchema;
+  const out: JsonSchema = {};
+  for (const [k, v] of Object.entries(s)) out[k] = k === 'properties' || k === 'patternProperties' ? mapValues(v as JsonSchema) : serializationSchema(v);
+  const union = (out.anyOf ?? out.oneOf) as unknown[] | undefined;
+  if (!Array.isArray(union)) return out;
+  const rest = { ...out };
+  delete rest.anyOf;
+  delete rest.oneOf;
+  const nonNull = union.filter((b) => !isNull(b));
+  if (union.length === 2 && nonNull.length === 1) {
+    const only = nonNull[0] as JsonSchema;
+    if (only.anyOf === undefined && only.oneOf === undefined && typeof only.type === 'string') return { ...rest, ...only, nullable: true };
+  }
+  if (union.length > 0 && union.every(isStringConst)) return { ...rest, type: 'string', enum: union.map((b) => b.const) };
+  return out;
+}
+
+function mapValues(o: JsonSchema): JsonSchema {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, serializationSchema(v)]));
+}
+
+/**
+ * Serializer compiler for TypeBox (or any JSON Schema) response schemas: fast-json-stringify, as Fastify's default,
+ * on the schema rewritten by `serializationSchema`. `app.setSerializerCompiler(typeboxSerializerCompiler)`.
+ */
+export const typeboxSerializerCompiler: FastifySerializerCompiler<TSchema> = ({ schema }) => fastJson(serializationSchema(schema) as Parameters<typeof fastJson>[0]);
