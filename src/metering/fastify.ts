@@ -103,6 +103,40 @@ function headerList(ds: readonly QuotaDecision[], pick: (d: QuotaDecision) => st
   return ds.map((d) => `${d.quota}=${pick(d)}`).join(', ');
 }
 
+/** The remaining-quota headers of a list of quota states; computed once per list (lists are per state change). */
+const headersOf = new WeakMap<readonly QuotaDecision[], Record<string, string>>();
+function quotaHeaders(quotas: readonly QuotaDecision[]): Record<string, string> {
+  let h = headersOf.get(quotas);
+  if (!h) {
+    h = {
+      'x-quota-limit': headerList(quotas, (d) => d.limit),
+      'x-quota-used': headerList(quotas, (d) => d.used),
+      'x-quota-remaining': headerList(quotas, (d) => d.remaining),
+      'x-quota-reset': headerList(quotas, (d) => d.resetsAt.toISOString()),
+    };
+    const warn = quotas.filter((d) => d.warning);
+    if (warn.length > 0) h['x-quota-warning'] = headerList(warn, (d) => `${Math.floor((d.used * 100) / Math.max(1, d.limit))}%`);
+    headersOf.set(quotas, h);
+  }
+  return h;
+}
+
+/** The last known state of every quota of a tenant's plan; `list()` is the same array until a state changes. */
+class QuotaView {
+  readonly #states = new Map<string, QuotaDecision>();
+  #list: readonly QuotaDecision[] | undefined;
+
+  set(name: string, d: QuotaDecision): void {
+    this.#states.set(name, d);
+    this.#list = undefined;
+  }
+
+  list(): readonly QuotaDecision[] {
+    this.#list ??= Object.freeze([...this.#states.values()]);
+    return this.#list;
+  }
+}
+
 const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastify, opts) => {
   const metering = opts.metering;
   const prefix = (opts.usagePrefix ?? '/usage').replace(/\/$/, '');
@@ -122,12 +156,12 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
     throw new TenantwallError('config_invalid', 'Register the tenantwall Fastify plugin before the metering plugin: it resolves the tenant of each request.');
   }
   // Quota states for the headers of routes that consume nothing: refreshed at most once per plan-cache TTL.
-  const known = new TtlCache<TenantId, Map<string, QuotaDecision>>(100_000, Math.max(1000, metering.options.planCacheTtlMs));
+  const known = new TtlCache<TenantId, QuotaView>(100_000, Math.max(1000, metering.options.planCacheTtlMs));
 
-  async function quotaStates(tenantId: TenantId): Promise<Map<string, QuotaDecision>> {
-    let m = known.get(tenantId);
-    if (m) return m;
-    m = new Map();
+  async function quotaStates(tenantId: TenantId): Promise<QuotaView> {
+    const cached = known.get(tenantId);
+    if (cached) return cached;
+    const m = new QuotaView();
     const plan = await metering.planOf(tenantId);
     for (const name of Object.keys(plan.quotas)) {
       const d = await metering.status(tenantId, name);
@@ -140,32 +174,50 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
   fastify.decorateRequest('usage', null);
   const metered = (request: FastifyRequest) => request.tenant !== null && !request.is404 && request.routeOptions.config.metering !== false;
 
-  fastify.addHook('onRequest', async (request, reply) => {
-    if (!metered(request)) return;
+  const rateLimitedHeaders = (reply: FastifyReply, err: unknown) => {
+    if (isTenantwallError(err, 'rate_limited')) {
+      const d = err.details as { limit: number; retry_after: number; used: number };
+      reply.header('retry-after', String(d.retry_after));
+      reply.header('ratelimit-limit', String(d.limit));
+      reply.header('ratelimit-remaining', '0');
+      reply.header('ratelimit-reset', String(d.retry_after));
+    }
+  };
+
+  // The hooks are callback style and synchronous when everything they need is cached or leased locally (the
+  // common case): no promise and no extra turn of the event loop per request.
+  fastify.addHook('onRequest', (request, reply, done) => {
+    if (!metered(request)) return done();
     const tenant = request.tenant as NonNullable<typeof request.tenant>;
     const usage: RequestUsage = { rate: [], consumed: undefined, amount: 0, quotas: [] };
     request.usage = usage;
-    if (!enforceRates) return;
+    if (!enforceRates) return done();
+    const apiKeyId = request.tenantAuth?.apiKeyId;
+    let local: RequestUsage['rate'] | undefined;
     try {
-      usage.rate = await metering.rateLimit(tenant.id, request.tenantAuth?.apiKeyId);
+      local = metering.rateLimitLocal(tenant.id, apiKeyId);
     } catch (err) {
-      if (isTenantwallError(err, 'rate_limited')) {
-        const d = err.details as { limit: number; retry_after: number; used: number };
-        reply.header('retry-after', String(d.retry_after));
-        reply.header('ratelimit-limit', String(d.limit));
-        reply.header('ratelimit-remaining', '0');
-        reply.header('ratelimit-reset', String(d.retry_after));
-      }
-      throw err;
+      rateLimitedHeaders(reply, err);
+      return done(err as Error);
     }
+    if (local) {
+      usage.rate = local;
+      return done();
+    }
+    metering.rateLimit(tenant.id, apiKeyId).then(
+      (rate) => {
+        usage.rate = rate;
+        done();
+      },
+      (err: unknown) => {
+        rateLimitedHeaders(reply, err);
+        done(err as Error);
+      },
+    );
   });
 
-  fastify.addHook('preHandler', async (request, reply) => {
-    const usage = request.usage;
-    if (!usage || !request.tenant) return;
-    const tenantId = request.tenant.id;
+  async function consumeQuota(reply: FastifyReply, usage: RequestUsage, tenantId: TenantId, q: string | { name: string; amount?: number } | undefined): Promise<void> {
     const states = await quotaStates(tenantId);
-    const q = request.routeOptions.config.quota ?? routeQuotas[`${request.method} ${request.routeOptions.url ?? ''}`];
     if (q !== undefined) {
       const name = typeof q === 'string' ? q : q.name;
       const amount = typeof q === 'string' ? 1 : (q.amount ?? 1);
@@ -174,19 +226,32 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
         states.set(name, d);
         usage.consumed = d;
         if (!d.admitted) {
-          usage.quotas = [...states.values()];
+          usage.quotas = states.list();
           reply.header('retry-after', String(Math.max(1, Math.ceil((d.resetsAt.getTime() - Date.now()) / 1000))));
           throw quotaExceeded(d);
         }
         usage.amount = amount;
       }
     }
-    usage.quotas = [...states.values()];
+    usage.quotas = states.list();
+  }
+
+  fastify.addHook('preHandler', (request, reply, done) => {
+    const usage = request.usage;
+    if (!usage || !request.tenant) return done();
+    const tenantId = request.tenant.id;
+    const q = request.routeOptions.config.quota ?? routeQuotas[`${request.method} ${request.routeOptions.url ?? ''}`];
+    const cached = q === undefined ? known.get(tenantId) : undefined;
+    if (cached) {
+      usage.quotas = cached.list();
+      return done();
+    }
+    consumeQuota(reply, usage, tenantId, q).then(() => done(), (err: unknown) => done(err as Error));
   });
 
-  fastify.addHook('onSend', async (request, reply, payload) => {
+  fastify.addHook('onSend', (request, reply, payload, done) => {
     const usage = request.usage;
-    if (!usage) return payload;
+    if (!usage) return done(null, payload);
     const tight = usage.rate[0];
     if (tight && !reply.hasHeader('ratelimit-limit')) {
       reply.header('ratelimit-limit', String(tight.limit));
@@ -196,31 +261,15 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
     const softOver = usage.rate.find((d) => !d.allowed && d.spec.enforcement === 'soft');
     if (softOver) reply.header('x-ratelimit-warning', `soft limit of ${softOver.limit} per ${softOver.spec.per} exceeded`);
     if (usage.rate.some((d) => d.degraded)) reply.header('x-ratelimit-degraded', 'store unavailable; admitted (fail open)');
-    if (usage.quotas.length > 0) {
-      reply.header('x-quota-limit', headerList(usage.quotas, (d) => d.limit));
-      reply.header('x-quota-used', headerList(usage.quotas, (d) => d.used));
-      reply.header('x-quota-remaining', headerList(usage.quotas, (d) => d.remaining));
-      reply.header('x-quota-reset', headerList(usage.quotas, (d) => d.resetsAt.toISOString()));
-      const warn = usage.quotas.filter((d) => d.warning);
-      if (warn.length > 0) reply.header('x-quota-warning', headerList(warn, (d) => `${Math.floor((d.used * 100) / Math.max(1, d.limit))}%`));
-    }
-    return payload;
+    if (usage.quotas.length > 0) reply.headers(quotaHeaders(usage.quotas));
+    done(null, payload);
   });
 
-  fastify.addHook('onResponse', async (request, reply) => {
+  fastify.addHook('onResponse', (request, reply, done) => {
     const usage = request.usage;
-    if (!usage || !request.tenant) return;
+    if (!usage || !request.tenant) return done();
     const tenantId = request.tenant.id;
     const c = usage.consumed;
-    if (c && usage.amount > 0) {
-      if (reply.statusCode >= 400) {
-        // The work the units paid for did not happen.
-        await metering.release(tenantId, c.quota, c.periodStart, usage.amount).catch((err: unknown) => request.log.warn({ err }, 'quota release failed'));
-        known.delete(tenantId);
-      } else {
-        metering.enqueue(tenantId, { event_id: `q_${randomUUID()}`, meter: c.meter, quantity: usage.amount, properties: { quota: c.quota } });
-      }
-    }
     const table = createdRows[`${request.method} ${request.routeOptions.url ?? ''}`];
     if (table !== undefined && reply.statusCode >= 200 && reply.statusCode < 300) {
       metering.enqueue(tenantId, { event_id: `c_${randomUUID()}`, meter: ROWS_CREATED_METER, properties: { table } });
@@ -228,9 +277,21 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
     if (recordRequests) {
       metering.countRequest(tenantId, { route: request.routeOptions.url ?? '', status: reply.statusCode, api_key_id: request.tenantAuth?.apiKeyId });
     }
+    if (!c || usage.amount <= 0) return done();
+    if (reply.statusCode < 400) {
+      metering.enqueue(tenantId, { event_id: `q_${randomUUID()}`, meter: c.meter, quantity: usage.amount, properties: { quota: c.quota } });
+      return done();
+    }
+    // The request consumed quota but failed: give it back.
+    metering
+      .release(tenantId, c.quota, c.periodStart, usage.amount)
+      .catch((err: unknown) => request.log.warn({ err }, 'quota release failed'))
+      .finally(() => {
+        known.delete(tenantId);
+        done();
+      });
   });
 
-  // ---- tenant routes: everything runs in the resolved tenant's scope ----
   fastify.post(`${prefix}/events`, { bodyLimit: ingestBodyLimit, schema: { hide: true } }, async (request, reply) => {
     const tenantId = (request.tenant as NonNullable<typeof request.tenant>).id;
     const body = request.body as unknown;

@@ -582,15 +582,23 @@ export class Metering {
     const tid = TenantId.parse(tenantId);
     const plan = await this.planOf(tid);
     const out: Array<RateLimitDecision & { spec: RateLimit }> = [];
+    for (const rl of plan.rateLimits) out.push({ ...(await this.limiter.take(tid, rateLimitKey(rl, apiKeyId), rl.limit, rl.windowMs)), spec: rl });
+    return decideRates(out);
+  }
+
+  /**
+   * `rateLimit` when it can be answered without a round trip (plan cached, every limit served from the local
+   * lease or known exhausted); undefined otherwise, and then nothing was taken. Throws `rate_limited` like it.
+   */
+  rateLimitLocal(tenantId: TenantId, apiKeyId?: string): Array<RateLimitDecision & { spec: RateLimit }> | undefined {
+    const plan = this.#plans.get(tenantId);
+    if (!plan) return undefined;
+    const out: Array<RateLimitDecision & { spec: RateLimit }> = [];
     for (const rl of plan.rateLimits) {
-      const key = rl.scope === 'apiKey' && apiKeyId !== undefined ? `key:${apiKeyId}:${rl.per}` : `tenant:${rl.per}${rl.scope === 'apiKey' ? ':nokey' : ''}`;
-      const d = await this.limiter.take(tid, key, rl.limit, rl.windowMs);
-      out.push({ ...d, spec: rl });
+      if (!this.limiter.hasLocal(tenantId, rateLimitKey(rl, apiKeyId), rl.windowMs)) return undefined;
     }
-    out.sort((a, b) => a.remaining - b.remaining);
-    const refused = out.find((d) => !d.allowed && d.spec.enforcement === 'hard');
-    if (refused) throw rateLimited(refused);
-    return out;
+    for (const rl of plan.rateLimits) out.push({ ...(this.limiter.takeLocal(tenantId, rateLimitKey(rl, apiKeyId), rl.limit, rl.windowMs) as RateLimitDecision), spec: rl });
+    return decideRates(out);
   }
 
   // ---------------------------------------------------------------- billing events
@@ -691,4 +699,16 @@ export function rateLimited(d: RateLimitDecision & { spec: RateLimit }): Tenantw
       retry_after: Math.max(1, Math.ceil((d.resetMs - Date.now()) / 1000)),
     },
   });
+}
+
+function rateLimitKey(rl: RateLimit, apiKeyId: string | undefined): string {
+  return rl.scope === 'apiKey' && apiKeyId !== undefined ? `key:${apiKeyId}:${rl.per}` : `tenant:${rl.per}${rl.scope === 'apiKey' ? ':nokey' : ''}`;
+}
+
+/** Tightest limit first; a refusal by a hard limit throws `rate_limited`. */
+function decideRates(out: Array<RateLimitDecision & { spec: RateLimit }>): Array<RateLimitDecision & { spec: RateLimit }> {
+  out.sort((a, b) => a.remaining - b.remaining);
+  const refused = out.find((d) => !d.allowed && d.spec.enforcement === 'hard');
+  if (refused) throw rateLimited(refused);
+  return out;
 }

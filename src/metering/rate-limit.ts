@@ -124,27 +124,51 @@ export class RateLimiter {
     return this.#store;
   }
 
+  /** The window of `key` that contains `now`, created when it starts. */
+  #window(tenantId: TenantId, key: string, windowMs: number, now: number): Window {
+    const startMs = Math.floor(now / windowMs) * windowMs;
+    const mapKey = `${tenantId}|${key}|${windowMs}`;
+    let w = this.#windows.get(mapKey);
+    if (!w || w.startMs !== startMs) {
+      if (this.#windows.size > 50_000) this.#sweep(now);
+      w = new Window(startMs);
+      this.#windows.set(mapKey, w);
+    }
+    return w;
+  }
+
+  /** Whether `takeLocal` would answer now (without taking anything). */
+  hasLocal(tenantId: TenantId, key: string, windowMs: number): boolean {
+    const w = this.#window(tenantId, key, windowMs, Date.now());
+    return w.local > 0 || w.exhausted;
+  }
+
+  /**
+   * The decision when it needs no store round trip (a unit left in the local lease, or the window known to be
+   * exhausted), else undefined: `take` then asks the store.
+   */
+  takeLocal(tenantId: TenantId, key: string, limit: number, windowMs: number): RateLimitDecision | undefined {
+    const w = this.#window(tenantId, key, windowMs, Date.now());
+    const resetMs = w.startMs + windowMs;
+    if (w.local > 0) {
+      w.local--;
+      // Refill in the background before the lease runs dry, so requests far from the limit never queue behind
+      // a store round trip. Only when the last claim was a real batch: near the limit (one-unit claims) every
+      // request asks the store itself.
+      if (w.local * 4 < w.lastGrant && w.lastGrant > 1 && !w.inflight && !w.exhausted) this.#refill(w, tenantId, key, limit, windowMs);
+      return { allowed: true, limit, remaining: Math.max(0, limit - w.knownUsed) + w.local, resetMs, degraded: false };
+    }
+    if (w.exhausted) return { allowed: false, limit, remaining: 0, resetMs, degraded: false };
+    return undefined;
+  }
+
   async take(tenantId: TenantId, key: string, limit: number, windowMs: number): Promise<RateLimitDecision> {
     for (;;) {
-      const now = Date.now();
-      const startMs = Math.floor(now / windowMs) * windowMs;
+      const local = this.takeLocal(tenantId, key, limit, windowMs);
+      if (local) return local;
+      const w = this.#window(tenantId, key, windowMs, Date.now());
+      const startMs = w.startMs;
       const resetMs = startMs + windowMs;
-      const mapKey = `${tenantId}|${key}|${windowMs}`;
-      let w = this.#windows.get(mapKey);
-      if (!w || w.startMs !== startMs) {
-        if (this.#windows.size > 50_000) this.#sweep(now);
-        w = new Window(startMs);
-        this.#windows.set(mapKey, w);
-      }
-      if (w.local > 0) {
-        w.local--;
-        // Refill in the background before the lease runs dry, so requests far from the limit never queue behind
-        // a store round trip. Only when the last claim was a real batch: near the limit (one-unit claims) every
-        // request asks the store itself.
-        if (w.local * 4 < w.lastGrant && w.lastGrant > 1 && !w.inflight && !w.exhausted) this.#refill(w, tenantId, key, limit, windowMs);
-        return { allowed: true, limit, remaining: Math.max(0, limit - w.knownUsed) + w.local, resetMs, degraded: false };
-      }
-      if (w.exhausted) return { allowed: false, limit, remaining: 0, resetMs, degraded: false };
       if (w.inflight) {
         await w.inflight.catch(() => undefined);
         continue;
