@@ -19,7 +19,7 @@ process.on('message', (msg: LoadRequest) => {
     (err, r) => {
       const reply: LoadResult = err
         ? { error: String(err) }
-        : { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, failures: r.errors + r.non2xx + r.timeouts, requests: r.requests.total, cpuUs: cpuUs(process.cpuUsage(cpu0)) };
+        : { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, failures: r.errors + r.non2xx + r.timeouts, statuses: Object.fromEntries(Object.entries((r as unknown as { statusCodeStats: Record<string, { count: number }> }).statusCodeStats).filter(([code]) => !code.startsWith('2')).map(([code, v]) => [code, v.count])), requests: r.requests.total, cpuUs: cpuUs(process.cpuUsage(cpu0)) };
       process.send?.(reply);
     },
   );

@@ -10,7 +10,7 @@ export interface LoadRequest {
   durationS: number;
 }
 
-type LoadFigures = { rps: number; p50: number; p99: number; failures: number; requests: number; cpuUs: number };
+type LoadFigures = { rps: number; p50: number; p99: number; failures: number; statuses: Record<string, number>; requests: number; cpuUs: number };
 export type LoadResult = LoadFigures | { error: string };
 
 export const cpuUs = (u: NodeJS.CpuUsage): number => u.user + u.system;
@@ -29,6 +29,8 @@ export interface TargetFigures {
   rps: number;
   p99: number;
   failures: number;
+  /** Count of every non-2xx status over the rounds. */
+  statuses: Record<string, number>;
   cpu: { server: number; postgres: number; client: number };
 }
 
@@ -69,7 +71,7 @@ export async function compareAlternating(targets: readonly [LoadTarget, LoadTarg
     });
   try {
     for (const t of targets) await run(t, options.warmupS);
-    const acc: TargetFigures[] = targets.map((t) => ({ name: t.name, rps: 0, p99: 0, failures: 0, cpu: { server: 0, postgres: 0, client: 0 } }));
+    const acc: TargetFigures[] = targets.map((t) => ({ name: t.name, rps: 0, p99: 0, failures: 0, statuses: {}, cpu: { server: 0, postgres: 0, client: 0 } }));
     const ratios: number[] = [];
     for (let round = 0; round < options.rounds; round++) {
       const rps: number[] = [];
@@ -87,6 +89,7 @@ export async function compareAlternating(targets: readonly [LoadTarget, LoadTarg
         a.rps += r.rps / options.rounds;
         a.p99 = Math.max(a.p99, r.p99);
         a.failures += r.failures;
+        for (const [code, n] of Object.entries(r.statuses)) a.statuses[code] = (a.statuses[code] ?? 0) + n;
         rps.push(r.rps);
       }
       ratios.push((rps[0] as number) / (rps[1] as number));
@@ -103,5 +106,5 @@ export async function compareAlternating(targets: readonly [LoadTarget, LoadTarg
 /** One line of figures for a target: throughput, p99, failures and where the CPU went per request. */
 export function describe(f: TargetFigures): string {
   const c = f.cpu;
-  return `${f.rps.toFixed(0).padStart(7)} req/s  p99 ${f.p99.toFixed(1)} ms  errors/non-2xx ${f.failures}  CPU per request: server ${c.server.toFixed(0)} µs, postgres ${c.postgres.toFixed(0)} µs, load generator ${c.client.toFixed(0)} µs`;
+  return `${f.rps.toFixed(0).padStart(7)} req/s  p99 ${f.p99.toFixed(1)} ms  errors/non-2xx ${f.failures}${Object.keys(f.statuses).length > 0 ? ` (${JSON.stringify(f.statuses)})` : ''}  CPU per request: server ${c.server.toFixed(0)} µs, postgres ${c.postgres.toFixed(0)} µs, load generator ${c.client.toFixed(0)} µs`;
 }

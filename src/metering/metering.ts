@@ -115,7 +115,7 @@ export function resolveMeteringOptions(input: Omit<MeteringOptions, 'spec'>, env
     redisUrl: input.redisUrl ?? envStr(env, 'TENANTWALL_REDIS_URL') ?? 'redis://127.0.0.1:6379',
     rateLimitFailure: failure,
     rateLimitTimeoutMs: int('rateLimitTimeoutMs', input.rateLimitTimeoutMs ?? envNum(env, 'TENANTWALL_RATE_LIMIT_TIMEOUT_MS') ?? 250, 1, 60_000),
-    rateLimitMaxBatch: int('rateLimitMaxBatch', input.rateLimitMaxBatch ?? envNum(env, 'TENANTWALL_RATE_LIMIT_MAX_BATCH') ?? 50, 1, 100_000),
+    rateLimitMaxBatch: int('rateLimitMaxBatch', input.rateLimitMaxBatch ?? envNum(env, 'TENANTWALL_RATE_LIMIT_MAX_BATCH') ?? 1000, 1, 100_000),
     rateLimitBatchFraction: fraction,
     requestFlushMs: int('requestFlushMs', input.requestFlushMs ?? envNum(env, 'TENANTWALL_METERING_FLUSH_MS') ?? 1000, 1, 600_000),
     requestFlushEvents: int('requestFlushEvents', input.requestFlushEvents ?? envNum(env, 'TENANTWALL_METERING_FLUSH_EVENTS') ?? 2000, 1, 1_000_000),
