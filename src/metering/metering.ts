@@ -46,8 +46,13 @@ export interface MeteringOptions {
   rateLimitFailure?: 'open' | 'closed' | undefined;
   /** Time the rate-limit store gets per claim, ms. Env `TENANTWALL_RATE_LIMIT_TIMEOUT_MS`. Default 250. */
   rateLimitTimeoutMs?: number | undefined;
-  /** Largest lease of units one process claims at once. Env `TENANTWALL_RATE_LIMIT_MAX_BATCH`. Default 50. */
+  /** Largest lease of units one process claims at once. Env `TENANTWALL_RATE_LIMIT_MAX_BATCH`. Default 1000. */
   rateLimitMaxBatch?: number | undefined;
+  /**
+   * A lease covers about this many milliseconds of the process's recent admission rate for that limit (then
+   * capped by the batch fraction and maxBatch). Env `TENANTWALL_RATE_LIMIT_LEASE_MS`. Default 100.
+   */
+  rateLimitLeaseMs?: number | undefined;
   /** Share of the window's remaining budget one claim may take (0..1]. Env `TENANTWALL_RATE_LIMIT_BATCH_FRACTION`. Default 0.1. */
   rateLimitBatchFraction?: number | undefined;
   /** Flush interval of buffered request events (the `api_requests` meter), ms. Env `TENANTWALL_METERING_FLUSH_MS`. Default 1000. */
@@ -69,6 +74,7 @@ export type ResolvedMeteringOptions = Readonly<{
   rateLimitFailure: 'open' | 'closed';
   rateLimitTimeoutMs: number;
   rateLimitMaxBatch: number;
+  rateLimitLeaseMs: number;
   rateLimitBatchFraction: number;
   requestFlushMs: number;
   requestFlushEvents: number;
@@ -116,6 +122,7 @@ export function resolveMeteringOptions(input: Omit<MeteringOptions, 'spec'>, env
     rateLimitFailure: failure,
     rateLimitTimeoutMs: int('rateLimitTimeoutMs', input.rateLimitTimeoutMs ?? envNum(env, 'TENANTWALL_RATE_LIMIT_TIMEOUT_MS') ?? 250, 1, 60_000),
     rateLimitMaxBatch: int('rateLimitMaxBatch', input.rateLimitMaxBatch ?? envNum(env, 'TENANTWALL_RATE_LIMIT_MAX_BATCH') ?? 1000, 1, 100_000),
+    rateLimitLeaseMs: int('rateLimitLeaseMs', input.rateLimitLeaseMs ?? envNum(env, 'TENANTWALL_RATE_LIMIT_LEASE_MS') ?? 100, 1, 60_000),
     rateLimitBatchFraction: fraction,
     requestFlushMs: int('requestFlushMs', input.requestFlushMs ?? envNum(env, 'TENANTWALL_METERING_FLUSH_MS') ?? 1000, 1, 600_000),
     requestFlushEvents: int('requestFlushEvents', input.requestFlushEvents ?? envNum(env, 'TENANTWALL_METERING_FLUSH_EVENTS') ?? 2000, 1, 1_000_000),
@@ -249,6 +256,7 @@ export class Metering {
       timeoutMs: this.options.rateLimitTimeoutMs,
       maxBatch: this.options.rateLimitMaxBatch,
       batchFraction: this.options.rateLimitBatchFraction,
+      leaseMs: this.options.rateLimitLeaseMs,
     });
   }
 

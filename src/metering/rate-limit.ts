@@ -91,6 +91,8 @@ export interface LimiterOptions {
   readonly timeoutMs: number;
   readonly maxBatch: number;
   readonly batchFraction: number;
+  /** A lease covers about this many milliseconds of this process's recent admission rate. */
+  readonly leaseMs: number;
 }
 
 class Window {
@@ -98,14 +100,24 @@ class Window {
   knownUsed = 0;
   lastGrant = 0;
   exhausted = false;
+  /** Units this process admitted in this window, and when it admitted the first (ms). */
+  admitted = 0;
+  firstAdmitMs = 0;
+  /** Requests waiting for the claim in flight: demand the next lease should cover. */
+  waiting = 0;
   inflight: Promise<void> | undefined;
-  constructor(readonly startMs: number) {}
+  /** @param ratePerMs admission rate of the previous window of the same key (units per ms), 0 if none */
+  constructor(
+    readonly startMs: number,
+    readonly ratePerMs: number,
+  ) {}
 }
 
 /**
  * Fixed-window limiter with local leases. Far from the limit a process claims a batch of units from the store
- * (`batchFraction` of what is left, at most `maxBatch`) and admits from that lease without a round trip, so a
- * big tenant's requests neither wait on each other nor on the store. As the window fills, leases shrink to
+ * (enough for about `leaseMs` of its recent admission rate, at most `batchFraction` of what is left and at most
+ * `maxBatch`) and admits from that lease without a round trip, so a big tenant's requests neither wait on each
+ * other nor on the store, while a quiet tenant's leases stay small (little is lost if the process dies). As the window fills, leases shrink to
  * one unit, i.e. every request asks the store: it serializes only near the limit. Every admitted request spent
  * a unit the store handed out, so all processes together never admit more than the limit per window; a lease
  * left unused when the window ends is lost (the error is on the safe side).
@@ -131,10 +143,23 @@ export class RateLimiter {
     let w = this.#windows.get(mapKey);
     if (!w || w.startMs !== startMs) {
       if (this.#windows.size > 50_000) this.#sweep(now);
-      w = new Window(startMs);
+      // The previous window's rate sizes the first leases of this one; a window long gone says nothing.
+      const rate = w && w.startMs + 2 * windowMs > startMs ? w.admitted / windowMs : 0;
+      w = new Window(startMs, rate);
       this.#windows.set(mapKey, w);
     }
     return w;
+  }
+
+  /**
+   * Units to claim: the requests already waiting, or about `leaseMs` of the admission rate (this window's since
+   * its first admission, or the previous window's), within the fraction of what is left and maxBatch.
+   */
+  #want(w: Window, limit: number, now: number): number {
+    const rate = Math.max(w.ratePerMs, w.admitted > 0 ? w.admitted / Math.max(1, now - w.firstAdmitMs) : 0);
+    const demand = Math.max(w.waiting + 1, Math.ceil(rate * this.#options.leaseMs));
+    const left = Math.max(0, limit - w.knownUsed);
+    return Math.max(1, Math.min(this.#options.maxBatch, Math.floor(left * this.#options.batchFraction), demand));
   }
 
   /** Whether `takeLocal` would answer now (without taking anything). */
@@ -152,6 +177,7 @@ export class RateLimiter {
     const resetMs = w.startMs + windowMs;
     if (w.local > 0) {
       w.local--;
+      if (w.admitted++ === 0) w.firstAdmitMs = Date.now();
       // Refill in the background before the lease runs dry, so requests far from the limit never queue behind
       // a store round trip. Only when the last claim was a real batch: near the limit (one-unit claims) every
       // request asks the store itself.
@@ -170,11 +196,12 @@ export class RateLimiter {
       const startMs = w.startMs;
       const resetMs = startMs + windowMs;
       if (w.inflight) {
+        w.waiting++;
         await w.inflight.catch(() => undefined);
+        w.waiting--;
         continue;
       }
-      const left = Math.max(0, limit - w.knownUsed);
-      const want = Math.max(1, Math.min(this.#options.maxBatch, Math.floor(left * this.#options.batchFraction)));
+      const want = this.#want(w, limit, Date.now());
       const win = w;
       let failed: unknown;
       win.inflight = this.#claim(tenantId, key, startMs, windowMs, want, limit).then(
@@ -198,7 +225,7 @@ export class RateLimiter {
   }
 
   #refill(w: Window, tenantId: TenantId, key: string, limit: number, windowMs: number): void {
-    const want = Math.max(1, Math.min(this.#options.maxBatch, Math.floor(Math.max(0, limit - w.knownUsed) * this.#options.batchFraction)));
+    const want = this.#want(w, limit, Date.now());
     w.inflight = this.#claim(tenantId, key, w.startMs, windowMs, want, limit)
       .then(
         ({ granted, used }) => {

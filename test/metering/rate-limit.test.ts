@@ -88,7 +88,7 @@ describe('rate limits', () => {
   test('leases: far from the limit most requests do not touch the store; near it, never more than the limit', async () => {
     const { PostgresRateLimitStore } = await import('../../src/metering/index.ts');
     const store = counting(new PostgresRateLimitStore(f.t.db));
-    const limiter = new RateLimiter(store, { failure: 'closed', timeoutMs: 5000, maxBatch: 50, batchFraction: 0.02 });
+    const limiter = new RateLimiter(store, { failure: 'closed', timeoutMs: 5000, maxBatch: 50, batchFraction: 0.02, leaseMs: 100 });
     const key = `lease-${Date.now()}`;
     const far = await Promise.all(Array.from({ length: 1000 }, () => limiter.take(T, key, 100_000, 60_000)));
     assert.ok(far.every((d) => d.allowed));
