@@ -184,6 +184,24 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
     }
   };
 
+  // Headers are set as soon as their values are known (onRequest, preHandler); Fastify keeps them on error
+  // responses too.
+  const rateHeaders = (reply: FastifyReply, rate: RequestUsage['rate']) => {
+    const tight = rate[0];
+    if (tight) {
+      reply.header('ratelimit-limit', String(tight.limit));
+      reply.header('ratelimit-remaining', String(tight.remaining));
+      reply.header('ratelimit-reset', String(Math.max(0, Math.ceil((tight.resetMs - Date.now()) / 1000))));
+    }
+    const softOver = rate.find((d) => !d.allowed && d.spec.enforcement === 'soft');
+    if (softOver) reply.header('x-ratelimit-warning', `soft limit of ${softOver.limit} per ${softOver.spec.per} exceeded`);
+    if (rate.some((d) => d.degraded)) reply.header('x-ratelimit-degraded', 'store unavailable; admitted (fail open)');
+  };
+  const setQuotas = (reply: FastifyReply, usage: RequestUsage, quotas: readonly QuotaDecision[]) => {
+    usage.quotas = quotas;
+    if (quotas.length > 0) reply.headers(quotaHeaders(quotas));
+  };
+
   // The hooks are callback style and synchronous when everything they need is cached or leased locally (the
   // common case): no promise and no extra turn of the event loop per request.
   fastify.addHook('onRequest', (request, reply, done) => {
@@ -202,11 +220,13 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
     }
     if (local) {
       usage.rate = local;
+      rateHeaders(reply, local);
       return done();
     }
     metering.rateLimit(tenant.id, apiKeyId).then(
       (rate) => {
         usage.rate = rate;
+        rateHeaders(reply, rate);
         done();
       },
       (err: unknown) => {
@@ -226,14 +246,14 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
         states.set(name, d);
         usage.consumed = d;
         if (!d.admitted) {
-          usage.quotas = states.list();
+          setQuotas(reply, usage, states.list());
           reply.header('retry-after', String(Math.max(1, Math.ceil((d.resetsAt.getTime() - Date.now()) / 1000))));
           throw quotaExceeded(d);
         }
         usage.amount = amount;
       }
     }
-    usage.quotas = states.list();
+    setQuotas(reply, usage, states.list());
   }
 
   fastify.addHook('preHandler', (request, reply, done) => {
@@ -243,26 +263,10 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
     const q = request.routeOptions.config.quota ?? routeQuotas[`${request.method} ${request.routeOptions.url ?? ''}`];
     const cached = q === undefined ? known.get(tenantId) : undefined;
     if (cached) {
-      usage.quotas = cached.list();
+      setQuotas(reply, usage, cached.list());
       return done();
     }
     consumeQuota(reply, usage, tenantId, q).then(() => done(), (err: unknown) => done(err as Error));
-  });
-
-  fastify.addHook('onSend', (request, reply, payload, done) => {
-    const usage = request.usage;
-    if (!usage) return done(null, payload);
-    const tight = usage.rate[0];
-    if (tight && !reply.hasHeader('ratelimit-limit')) {
-      reply.header('ratelimit-limit', String(tight.limit));
-      reply.header('ratelimit-remaining', String(tight.remaining));
-      reply.header('ratelimit-reset', String(Math.max(0, Math.ceil((tight.resetMs - Date.now()) / 1000))));
-    }
-    const softOver = usage.rate.find((d) => !d.allowed && d.spec.enforcement === 'soft');
-    if (softOver) reply.header('x-ratelimit-warning', `soft limit of ${softOver.limit} per ${softOver.spec.per} exceeded`);
-    if (usage.rate.some((d) => d.degraded)) reply.header('x-ratelimit-degraded', 'store unavailable; admitted (fail open)');
-    if (usage.quotas.length > 0) reply.headers(quotaHeaders(usage.quotas));
-    done(null, payload);
   });
 
   fastify.addHook('onResponse', (request, reply, done) => {
