@@ -4,7 +4,7 @@
  * table without RLS. Rounds alternate between variants so drift on a shared 2-core machine hits all of them.
  */
 import { defineSchema, tenantTable, type Migration, type TenantId } from '../src/index.ts';
-import { type BenchHarness, measure, postgresCpuUs } from './harness.ts';
+import { type BenchHarness, measure, postgresCpu, postgresCpuSince } from './harness.ts';
 
 const schema = defineSchema({
   tables: [
@@ -54,9 +54,9 @@ async function compare(title: string, variants: Variant[]): Promise<Map<string, 
   for (let r = 0; r < ROUNDS; r++) {
     let base = 0;
     for (const v of variants) {
-      const pg0 = postgresCpuUs();
+      const pg0 = postgresCpu();
       const m = await measure(v.op, { durationMs: DURATION_MS, concurrency: CONCURRENCY });
-      const pgUs = (postgresCpuUs() - pg0) / m.ops;
+      const pgUs = postgresCpuSince(pg0) / m.ops;
       if (base === 0) base = m.opsPerSec;
       samples.set(v.name, [...(samples.get(v.name) ?? []), { ...m, ratio: m.opsPerSec / base, pgUs }]);
     }

@@ -75,25 +75,35 @@ export async function openHarness(): Promise<{ harness: BenchHarness; close(): P
   };
 }
 
-/** CPU time (µs) used so far by the PostgreSQL server processes on this machine; 0 where /proc is not readable. */
-export function postgresCpuUs(): number {
-  let ticks = 0;
+/** CPU time (µs) used so far by each PostgreSQL server process on this machine; empty where /proc is not readable. */
+export function postgresCpu(): Map<string, number> {
+  const out = new Map<string, number>();
   let pids: string[];
   try {
     pids = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p));
   } catch {
-    return 0;
+    return out;
   }
   for (const pid of pids) {
     try {
       if (!fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').startsWith('postgres')) continue;
       const fields = (fs.readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1] as string).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+      out.set(pid, (Number(fields[11]) + Number(fields[12])) * 10_000); // utime + stime, USER_HZ = 100
     } catch {
       // the process ended meanwhile
     }
   }
-  return ticks * 10_000; // USER_HZ = 100
+  return out;
+}
+
+/**
+ * CPU time (µs) the PostgreSQL processes used since `before` (a `postgresCpu()` snapshot): processes alive at
+ * both ends, plus new ones. A process that exited in between is not counted (its time is gone from /proc).
+ */
+export function postgresCpuSince(before: Map<string, number>): number {
+  let us = 0;
+  for (const [pid, now] of postgresCpu()) us += now - (before.get(pid) ?? 0);
+  return us;
 }
 
 /** Percentile of sorted latencies (ms). */

@@ -15,8 +15,8 @@ import { type TargetFigures, compareAlternating, describe } from './load.ts';
 
 const INVOICES = 2_000;
 const CONNECTIONS = Number(process.env.BENCH_HTTP_CONNECTIONS ?? 32);
-const DURATION_S = Number(process.env.BENCH_HTTP_DURATION_S ?? 5);
-const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 4);
+const DURATION_S = Number(process.env.BENCH_HTTP_DURATION_S ?? 4);
+const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 6);
 const COLS = 'id, customer, customer_id, amount_cents, currency, status, issued_at, created_at, updated_at';
 
 export default async function httpBench(harness: BenchHarness): Promise<void> {

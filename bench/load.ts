@@ -1,5 +1,5 @@
 import { type ChildProcess, fork } from 'node:child_process';
-import { postgresCpuUs } from './harness.ts';
+import { postgresCpu, postgresCpuSince } from './harness.ts';
 
 export interface LoadRequest {
   url: string;
@@ -77,10 +77,10 @@ export async function compareAlternating(targets: readonly [LoadTarget, LoadTarg
       const rps: number[] = [];
       for (const [i, t] of targets.entries()) {
         const server0 = process.cpuUsage();
-        const pg0 = postgresCpuUs();
+        const pg0 = postgresCpu();
         const r = await run(t, options.durationS);
         const server = cpuUs(process.cpuUsage(server0));
-        const pgUs = postgresCpuUs() - pg0;
+        const pgUs = postgresCpuSince(pg0);
         const a = acc[i] as TargetFigures;
         const share = (us: number) => us / Math.max(1, r.requests) / options.rounds;
         a.cpu.server += share(server);
