@@ -476,7 +476,12 @@ class TenantwallConnection implements DatabaseConnection {
     const done = this.#done;
     this.#finish = undefined;
     this.#done = undefined;
-    if (!finish || !done) throw new TenantwallError('query_failed', 'No tenantwall transaction is open on this connection.');
+    if (!finish || !done) {
+      // Kysely rolls back after a failed COMMIT: that transaction already ended (and its error is the one the
+      // caller must see), so there is nothing to roll back. A COMMIT without a transaction is a bug.
+      if (!commit) return;
+      throw new TenantwallError('query_failed', 'No tenantwall transaction is open on this connection.');
+    }
     finish(commit);
     await done;
   }
