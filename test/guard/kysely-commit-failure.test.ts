@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { sql } from 'kysely';
+import { type Generated, sql } from 'kysely';
 import { type TenantColumn, createTenantKysely, isTenantwallError } from '../../src/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 import { TENANTS, seedTenants } from './fixture.ts';
 
 interface DB {
-  invoices: { tenant_id: TenantColumn; id: string; customer: string; amount_cents: string | number; customer_id: string | null };
+  invoices: { tenant_id: TenantColumn; id: Generated<string>; customer: string; amount_cents: string | number; customer_id: string | null };
 }
 
 let t: TestTenantwall;
