@@ -601,12 +601,9 @@ export class Metering {
   rateLimitLocal(tenantId: TenantId, apiKeyId?: string): Array<RateLimitDecision & { spec: RateLimit }> | undefined {
     const plan = this.#plans.get(tenantId);
     if (!plan) return undefined;
-    const out: Array<RateLimitDecision & { spec: RateLimit }> = [];
-    for (const rl of plan.rateLimits) {
-      if (!this.limiter.hasLocal(tenantId, rateLimitKey(rl, apiKeyId), rl.windowMs)) return undefined;
-    }
-    for (const rl of plan.rateLimits) out.push({ ...(this.limiter.takeLocal(tenantId, rateLimitKey(rl, apiKeyId), rl.limit, rl.windowMs) as RateLimitDecision), spec: rl });
-    return decideRates(out);
+    const limits = plan.rateLimits.map((rl) => ({ key: rateLimitKey(rl, apiKeyId), limit: rl.limit, windowMs: rl.windowMs }));
+    const decisions = this.limiter.takeAllLocal(tenantId, limits);
+    return decisions && decideRates(decisions.map((d, i) => ({ ...d, spec: plan.rateLimits[i] as RateLimit })));
   }
 
   // ---------------------------------------------------------------- billing events

@@ -162,10 +162,15 @@ export class RateLimiter {
     return Math.max(1, Math.min(this.#options.maxBatch, Math.floor(left * this.#options.batchFraction), demand));
   }
 
-  /** Whether `takeLocal` would answer now (without taking anything). */
-  hasLocal(tenantId: TenantId, key: string, windowMs: number): boolean {
-    const w = this.#window(tenantId, key, windowMs, Date.now());
-    return w.local > 0 || w.exhausted;
+  /**
+   * The decisions for several limits when none needs a store round trip (each has a unit left in its local
+   * lease, or its window is known to be exhausted); else undefined, and nothing was taken.
+   */
+  takeAllLocal(tenantId: TenantId, limits: ReadonlyArray<{ key: string; limit: number; windowMs: number }>): RateLimitDecision[] | undefined {
+    const now = Date.now();
+    const windows = limits.map((l) => this.#window(tenantId, l.key, l.windowMs, now));
+    if (!windows.every((w) => w.local > 0 || w.exhausted)) return undefined;
+    return limits.map((l, i) => this.#takeFrom(windows[i] as Window, tenantId, l.key, l.limit, l.windowMs) as RateLimitDecision);
   }
 
   /**
@@ -173,7 +178,10 @@ export class RateLimiter {
    * exhausted), else undefined: `take` then asks the store.
    */
   takeLocal(tenantId: TenantId, key: string, limit: number, windowMs: number): RateLimitDecision | undefined {
-    const w = this.#window(tenantId, key, windowMs, Date.now());
+    return this.#takeFrom(this.#window(tenantId, key, windowMs, Date.now()), tenantId, key, limit, windowMs);
+  }
+
+  #takeFrom(w: Window, tenantId: TenantId, key: string, limit: number, windowMs: number): RateLimitDecision | undefined {
     const resetMs = w.startMs + windowMs;
     if (w.local > 0) {
       w.local--;
