@@ -17,9 +17,22 @@ process.on('message', (msg: LoadRequest) => {
       requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: msg.paths[n++ % msg.paths.length] as string }) }],
     },
     (err, r) => {
-      const reply: LoadResult = err
-        ? { error: String(err) }
-        : { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, failures: r.errors + r.non2xx + r.timeouts, statuses: Object.fromEntries(Object.entries((r as unknown as { statusCodeStats: Record<string, { count: number }> }).statusCodeStats).filter(([code]) => !code.startsWith('2')).map(([code, v]) => [code, v.count])), requests: r.requests.total, cpuUs: cpuUs(process.cpuUsage(cpu0)) };
+      if (err) {
+        process.send?.({ error: String(err) } satisfies LoadResult);
+        return;
+      }
+      // Counts per status code (autocannon keeps them but does not type them); only the non-2xx ones are reported.
+      const byStatus = (r as unknown as { statusCodeStats: Record<string, { count: number }> }).statusCodeStats;
+      const statuses = Object.fromEntries(Object.entries(byStatus).filter(([code]) => !code.startsWith('2')).map(([code, v]) => [code, v.count]));
+      const reply: LoadResult = {
+        rps: r.requests.average,
+        p50: r.latency.p50,
+        p99: r.latency.p99,
+        failures: r.errors + r.non2xx + r.timeouts,
+        statuses,
+        requests: r.requests.total,
+        cpuUs: cpuUs(process.cpuUsage(cpu0)),
+      };
       process.send?.(reply);
     },
   );

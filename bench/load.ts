@@ -15,7 +15,6 @@ export type LoadResult = LoadFigures | { error: string };
 
 export const cpuUs = (u: NodeJS.CpuUsage): number => u.user + u.system;
 
-
 /** One server of a comparison: its base URL, the paths to cycle over and the request headers. */
 export interface LoadTarget {
   readonly name: string;

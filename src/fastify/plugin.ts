@@ -144,7 +144,9 @@ const tenantwallPlugin: FastifyPluginAsync<TenantwallFastifyOptions> = async (fa
     return first;
   }
 
-  function admit(tenant: Tenant | undefined, found: readonly Candidate[]): { tenant: Tenant; auth: TenantAuth } {
+  type Resolved = { tenant: Tenant; auth: TenantAuth };
+
+  function admit(tenant: Tenant | undefined, found: readonly Candidate[]): Resolved {
     if (!tenant || tenant.status === 'deleted') throw unauthenticated('The credentials name an unknown tenant.', 'unknown_tenant');
     if (tenant.status === 'suspended') throw new TenantwallError('tenant_suspended', `Tenant ${tenant.slug} is suspended.`);
     const key = found.find((c) => c.apiKeyId !== undefined)?.apiKeyId;
@@ -157,13 +159,19 @@ const tenantwallPlugin: FastifyPluginAsync<TenantwallFastifyOptions> = async (fa
     return { tenant, auth };
   }
 
-  /** Every resolver in order, then the checks; a value when everything was cached, a promise otherwise. */
-  function resolveNow(request: FastifyRequest): { tenant: Tenant; auth: TenantAuth } | Promise<{ tenant: Tenant; auth: TenantAuth }> {
-    const token = bearerToken(request);
-    const found: Candidate[] = [];
-    for (let i = 0; i < options.resolvers.length; i++) {
+  /**
+   * Every resolver in order from `start`, then the checks: a value when everything was cached, a promise
+   * (continuing from the resolver that had to wait) otherwise.
+   */
+  function resolveFrom(request: FastifyRequest, token: string | undefined, found: Candidate[], start: number): Resolved | Promise<Resolved> {
+    for (let i = start; i < options.resolvers.length; i++) {
       const c = fromSource(options.resolvers[i] as ResolverName, request, token);
-      if (c instanceof Promise) return resolveRest(request, token, found, c, i);
+      if (c instanceof Promise) {
+        return c.then((x) => {
+          if (x) found.push(x);
+          return resolveFrom(request, token, found, i + 1);
+        });
+      }
       if (c) found.push(c);
     }
     const first = decide(found, token);
@@ -171,18 +179,9 @@ const tenantwallPlugin: FastifyPluginAsync<TenantwallFastifyOptions> = async (fa
     return cached ? admit(cached, found) : tenants.get(first.tenantId).then((t) => admit(t, found));
   }
 
-  async function resolveRest(request: FastifyRequest, token: string | undefined, found: Candidate[], pending: Promise<Candidate | undefined>, at: number) {
-    const c = await pending;
-    if (c) found.push(c);
-    for (let i = at + 1; i < options.resolvers.length; i++) {
-      const next = await fromSource(options.resolvers[i] as ResolverName, request, token);
-      if (next) found.push(next);
-    }
-    const first = decide(found, token);
-    return admit(await tenants.get(first.tenantId), found);
-  }
+  const resolveNow = (request: FastifyRequest) => resolveFrom(request, bearerToken(request), [], 0);
 
-  async function resolve(request: FastifyRequest): Promise<{ tenant: Tenant; auth: TenantAuth }> {
+  async function resolve(request: FastifyRequest): Promise<Resolved> {
     return resolveNow(request);
   }
 
@@ -190,7 +189,7 @@ const tenantwallPlugin: FastifyPluginAsync<TenantwallFastifyOptions> = async (fa
   fastify.decorateRequest('tenant', null);
   fastify.decorateRequest('tenantAuth', null);
 
-  function bind(request: FastifyRequest, reply: FastifyReply, resolved: { tenant: Tenant; auth: TenantAuth }): void {
+  function bind(request: FastifyRequest, reply: FastifyReply, resolved: Resolved): void {
     request.tenant = resolved.tenant;
     request.tenantAuth = resolved.auth;
     // Every later line of this request (including Fastify's "request completed") carries the tenant. pino adds

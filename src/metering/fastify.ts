@@ -296,6 +296,7 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
       });
   });
 
+  // ---- tenant routes: everything runs in the resolved tenant's scope ----
   fastify.post(`${prefix}/events`, { bodyLimit: ingestBodyLimit, schema: { hide: true } }, async (request, reply) => {
     const tenantId = (request.tenant as NonNullable<typeof request.tenant>).id;
     const body = request.body as unknown;

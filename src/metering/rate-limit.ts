@@ -117,7 +117,8 @@ class Window {
  * Fixed-window limiter with local leases. Far from the limit a process claims a batch of units from the store
  * (enough for about `leaseMs` of its recent admission rate, at most `batchFraction` of what is left and at most
  * `maxBatch`) and admits from that lease without a round trip, so a big tenant's requests neither wait on each
- * other nor on the store, while a quiet tenant's leases stay small (little is lost if the process dies). As the window fills, leases shrink to
+ * other nor on the store, while a quiet tenant's leases stay small (little is lost if the process dies). As
+ * the window fills, leases shrink to
  * one unit, i.e. every request asks the store: it serializes only near the limit. Every admitted request spent
  * a unit the store handed out, so all processes together never admit more than the limit per window; a lease
  * left unused when the window ends is lost (the error is on the safe side).
@@ -174,13 +175,9 @@ export class RateLimiter {
   }
 
   /**
-   * The decision when it needs no store round trip (a unit left in the local lease, or the window known to be
-   * exhausted), else undefined: `take` then asks the store.
+   * The decision from window `w` when it needs no store round trip (a unit left in the local lease, or the
+   * window known to be exhausted), else undefined: the caller asks the store.
    */
-  takeLocal(tenantId: TenantId, key: string, limit: number, windowMs: number): RateLimitDecision | undefined {
-    return this.#takeFrom(this.#window(tenantId, key, windowMs, Date.now()), tenantId, key, limit, windowMs);
-  }
-
   #takeFrom(w: Window, tenantId: TenantId, key: string, limit: number, windowMs: number): RateLimitDecision | undefined {
     const resetMs = w.startMs + windowMs;
     if (w.local > 0) {
@@ -198,9 +195,9 @@ export class RateLimiter {
 
   async take(tenantId: TenantId, key: string, limit: number, windowMs: number): Promise<RateLimitDecision> {
     for (;;) {
-      const local = this.takeLocal(tenantId, key, limit, windowMs);
-      if (local) return local;
       const w = this.#window(tenantId, key, windowMs, Date.now());
+      const local = this.#takeFrom(w, tenantId, key, limit, windowMs);
+      if (local) return local;
       const startMs = w.startMs;
       const resetMs = startMs + windowMs;
       if (w.inflight) {
