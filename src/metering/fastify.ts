@@ -269,6 +269,38 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
     consumeQuota(reply, usage, tenantId, q).then(() => done(), (err: unknown) => done(err as Error));
   });
 
+  /**
+   * A request that consumed quota and failed gives the units back before its response is sent, so a client
+   * that retries after the error finds them available. Settles to undefined when there is nothing to give back.
+   */
+  const giveBack = (request: FastifyRequest, reply: FastifyReply): Promise<void> | undefined => {
+    const usage = request.usage;
+    const c = usage?.consumed;
+    if (!usage || !c || usage.amount <= 0 || reply.statusCode < 400 || !request.tenant) return undefined;
+    const tenantId = request.tenant.id;
+    const amount = usage.amount;
+    usage.amount = 0;
+    return metering
+      .release(tenantId, c.quota, c.periodStart, amount)
+      .then(
+        () => undefined,
+        (err: unknown) => request.log.warn({ err }, 'quota release failed'),
+      )
+      .finally(() => known.delete(tenantId));
+  };
+  // Only routes that consume quota get the onSend hook; the others pay nothing for it.
+  fastify.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    const consumes = (route.config as { quota?: unknown } | undefined)?.quota !== undefined || methods.some((m) => routeQuotas[`${m} ${route.url}`] !== undefined);
+    if (!consumes) return;
+    const releaseBeforeSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void) => {
+      const pending = giveBack(request, reply);
+      if (!pending) return done(null, payload);
+      void pending.then(() => done(null, payload));
+    };
+    route.onSend = [...(route.onSend === undefined ? [] : [route.onSend].flat()), releaseBeforeSend] as NonNullable<typeof route.onSend>;
+  });
+
   fastify.addHook('onResponse', (request, reply, done) => {
     const usage = request.usage;
     if (!usage || !request.tenant) return done();
@@ -286,14 +318,10 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
       metering.enqueue(tenantId, { event_id: `q_${randomUUID()}`, meter: c.meter, quantity: usage.amount, properties: { quota: c.quota } });
       return done();
     }
-    // The request consumed quota but failed: give it back.
-    metering
-      .release(tenantId, c.quota, c.periodStart, usage.amount)
-      .catch((err: unknown) => request.log.warn({ err }, 'quota release failed'))
-      .finally(() => {
-        known.delete(tenantId);
-        done();
-      });
+    // Failed, and not given back before the response (a route declared before this plugin): give it back now.
+    const pending = giveBack(request, reply);
+    if (!pending) return done();
+    void pending.then(() => done());
   });
 
   // ---- tenant routes: everything runs in the resolved tenant's scope ----

@@ -92,8 +92,21 @@ describe('HTTP: ingestion, usage queries, quotas and rate limits on requests', (
   });
 
   test('hard quota on a route: remaining-quota headers, 429 quota_exceeded with Retry-After, failed requests give units back', async () => {
-    const failed = await as(A, { method: 'POST', url: '/invoices', payload: {} });
+    // The failed request consumed a unit in preHandler; it is given back before its response is sent, so a
+    // client acting on the 400 finds the unit available.
+    const release = f.metering.release.bind(f.metering);
+    let released = 0;
+    f.metering.release = async (...args: Parameters<typeof release>) => {
+      const r = await release(...args);
+      released++;
+      return r;
+    };
+    const failed = await as(A, { method: 'POST', url: '/invoices', payload: {} }).finally(() => {
+      f.metering.release = release;
+    });
     assert.equal(failed.statusCode, 400);
+    assert.equal(released, 1, 'the unit is given back before the response');
+    assert.equal((await f.metering.status(A.id, 'invoices'))?.used, 0);
     for (let i = 0; i < 5; i++) {
       const r = await as(A, { method: 'POST', url: '/invoices', payload: { customer: `c${i}` } });
       assert.equal(r.statusCode, 201, r.body);
