@@ -423,7 +423,9 @@ export class Metering {
     };
     const now = new Date();
     const from = date('from', q.from, periodBounds('month', now).start);
-    const to = date('to', q.to, now);
+    // By default up to the latest timestamp ingestion accepts (now + the allowed clock skew), so an event
+    // stamped a little ahead, or in this very millisecond, is in the answer.
+    const to = date('to', q.to, new Date(now.getTime() + this.options.maxFutureSkewMs + 1));
     if (from >= to) throw bad('from', 'must be before to');
     if ((to.getTime() - from.getTime()) / GRANULARITY_MS[granularity] > this.options.maxQueryBuckets) {
       throw bad('granularity', `gives more than ${this.options.maxQueryBuckets} buckets for this range; use a coarser one`);

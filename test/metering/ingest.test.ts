@@ -35,6 +35,11 @@ describe('usage events: dedup, validation, aggregation, isolation', () => {
     assert.equal((await f.metering.record(B, { event_id: 'e-1', meter: 'calls' })).duplicate, false);
     const rows = await f.metering.usage(A, { meters: ['calls'], granularity: 'month' });
     assert.equal(rows.reduce((s, r) => s + r.value, 0), 1);
+    // The default range ends at the latest timestamp ingestion accepts: an event stamped a minute ahead (a
+    // client clock within maxFutureSkewMs) is counted.
+    await f.metering.record(A, { event_id: 'e-ahead', meter: 'calls', timestamp: new Date(Date.now() + 60_000).toISOString() });
+    const withAhead = await f.metering.usage(A, { meters: ['calls'], granularity: 'month' });
+    assert.equal(withAhead.reduce((s, r) => s + r.value, 0), 2);
   });
 
   test('a batch reports per event; duplicates inside the batch and against stored events count once', async () => {
@@ -52,6 +57,7 @@ describe('usage events: dedup, validation, aggregation, isolation', () => {
       { event_id: 'b-3', meter: 'tokens', quantity: 5 },
     ]);
     assert.deepEqual(retry.results, [{ event_id: 'b-1', duplicate: true }, { event_id: 'b-3', duplicate: false }]);
+    // b-3 may be stamped in the same millisecond as the query starts: the default range includes it.
     const total = await f.metering.usage(A, { meters: ['tokens'], granularity: 'month' });
     assert.equal(total.reduce((s, x) => s + x.value, 0), 35);
   });

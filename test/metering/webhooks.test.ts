@@ -82,7 +82,7 @@ describe('billing webhooks: outbox, relay, signatures, retries, dead letters, re
       assert.deepEqual(r, { dispatched: 1, delivered: 0, failed: 1, dead: 0 });
       r = await relay.runOnce();
       assert.equal(r.failed + r.dead, 0, 'not due yet: backoff');
-      await new Promise((res) => setTimeout(res, 1400));
+      await new Promise((res) => setTimeout(res, 1600)); // the backoff is 1100 ms +-20%: due after at most 1320 ms
       r = await relay.runOnce();
       assert.deepEqual(r, { dispatched: 0, delivered: 0, failed: 0, dead: 1 });
       assert.equal(rx.received.length, 2);
