@@ -12,12 +12,21 @@ export class TtlCache<K, V> {
     this.#ttlMs = ttlMs;
   }
 
+  /** The most recently used key: a hit on it needs no re-insert (the common case of one hot key). */
+  #newest: K | undefined;
+
   get(key: K): V | undefined {
     const e = this.#entries.get(key);
     if (!e) return undefined;
-    this.#entries.delete(key);
-    if (e.expires <= Date.now()) return undefined;
-    this.#entries.set(key, e);
+    if (e.expires <= Date.now()) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    if (key !== this.#newest) {
+      this.#entries.delete(key);
+      this.#entries.set(key, e);
+      this.#newest = key;
+    }
     return e.value;
   }
 
@@ -25,6 +34,7 @@ export class TtlCache<K, V> {
     if (this.#max === 0 || this.#ttlMs === 0) return;
     this.#entries.delete(key);
     this.#entries.set(key, { value, expires: Date.now() + this.#ttlMs });
+    this.#newest = key;
     while (this.#entries.size > this.#max) {
       const oldest = this.#entries.keys().next();
       if (oldest.done) break;
