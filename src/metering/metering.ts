@@ -736,14 +736,9 @@ function withSpec(d: RateLimitDecision, spec: RateLimit): RateLimitDecision & { 
   return { allowed: d.allowed, limit: d.limit, remaining: d.remaining, resetMs: d.resetMs, degraded: d.degraded, spec };
 }
 
-/** Tightest limit first (in place; plans have a few limits); a refusal by a hard limit throws `rate_limited`. */
+/** Tightest limit first; a refusal by a hard limit throws `rate_limited`. */
 function decideRates(out: Array<RateLimitDecision & { spec: RateLimit }>): Array<RateLimitDecision & { spec: RateLimit }> {
-  for (let i = 1; i < out.length; i++) {
-    const d = out[i] as RateLimitDecision & { spec: RateLimit };
-    let j = i - 1;
-    for (; j >= 0 && (out[j] as RateLimitDecision).remaining > d.remaining; j--) out[j + 1] = out[j] as RateLimitDecision & { spec: RateLimit };
-    out[j + 1] = d;
-  }
+  if (out.length > 1) out.sort((a, b) => a.remaining - b.remaining);
   for (const d of out) if (!d.allowed && d.spec.enforcement === 'hard') throw rateLimited(d);
   return out;
 }
