@@ -1,5 +1,5 @@
 import { randomUUID, timingSafeEqual, createHash } from 'node:crypto';
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyContextConfig, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { TenantwallError, isTenantwallError } from '../errors.ts';
 import { TtlCache } from '../fastify/ttl-cache.ts';
 import type { TenantId } from '../tenant/tenant-id.ts';
@@ -171,6 +171,9 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
     return m;
   }
 
+  /** The quota a route consumes: its `config.quota`, else the plugin's `routeQuotas` entry for "METHOD /url". */
+  const routeQuota = (config: FastifyContextConfig | undefined, method: string, url: string) => config?.quota ?? routeQuotas[`${method} ${url}`];
+
   fastify.decorateRequest('usage', null);
   const metered = (request: FastifyRequest) => request.tenant !== null && !request.is404 && request.routeOptions.config.metering !== false;
 
@@ -260,7 +263,7 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
     const usage = request.usage;
     if (!usage || !request.tenant) return done();
     const tenantId = request.tenant.id;
-    const q = request.routeOptions.config.quota ?? routeQuotas[`${request.method} ${request.routeOptions.url ?? ''}`];
+    const q = routeQuota(request.routeOptions.config, request.method, request.routeOptions.url ?? '');
     const cached = q === undefined ? known.get(tenantId) : undefined;
     if (cached) {
       setQuotas(reply, usage, cached.list());
@@ -291,8 +294,7 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
   // Only routes that consume quota get the onSend hook; the others pay nothing for it.
   fastify.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
-    const consumes = (route.config as { quota?: unknown } | undefined)?.quota !== undefined || methods.some((m) => routeQuotas[`${m} ${route.url}`] !== undefined);
-    if (!consumes) return;
+    if (!methods.some((m) => routeQuota(route.config as FastifyContextConfig | undefined, m, route.url) !== undefined)) return;
     const releaseBeforeSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void) => {
       const pending = giveBack(request, reply);
       if (!pending) return done(null, payload);

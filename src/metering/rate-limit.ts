@@ -198,54 +198,45 @@ export class RateLimiter {
       const w = this.#window(tenantId, key, windowMs, Date.now());
       const local = this.#takeFrom(w, tenantId, key, limit, windowMs);
       if (local) return local;
-      const startMs = w.startMs;
-      const resetMs = startMs + windowMs;
       if (w.inflight) {
         w.waiting++;
         await w.inflight.catch(() => undefined);
         w.waiting--;
         continue;
       }
-      const want = this.#want(w, limit, Date.now());
-      const win = w;
       let failed: unknown;
-      win.inflight = this.#claim(tenantId, key, startMs, windowMs, want, limit).then(
-        ({ granted, used }) => {
-          win.local += granted;
-          win.lastGrant = granted;
-          win.knownUsed = used;
-          if (granted === 0) win.exhausted = true;
-        },
+      w.inflight = this.#claimFor(w, tenantId, key, limit, windowMs).then(
+        () => undefined,
         (err: unknown) => {
           failed = err;
         },
       );
-      await win.inflight;
-      win.inflight = undefined;
+      await w.inflight;
+      w.inflight = undefined;
       if (failed !== undefined) {
-        if (this.#options.failure === 'open') return { allowed: true, limit, remaining: Math.max(0, limit - win.knownUsed), resetMs, degraded: true };
+        if (this.#options.failure === 'open') return { allowed: true, limit, remaining: Math.max(0, limit - w.knownUsed), resetMs: w.startMs + windowMs, degraded: true };
         throw new TenantwallError('rate_limit_unavailable', `The rate-limit store failed: ${(failed as Error).message ?? String(failed)}.`, { cause: failed });
       }
     }
   }
 
   #refill(w: Window, tenantId: TenantId, key: string, limit: number, windowMs: number): void {
-    const want = this.#want(w, limit, Date.now());
-    w.inflight = this.#claim(tenantId, key, w.startMs, windowMs, want, limit)
-      .then(
-        ({ granted, used }) => {
-          w.local += granted;
-          w.lastGrant = granted;
-          w.knownUsed = used;
-          if (granted === 0) w.exhausted = true;
-        },
-        // A failed refill is not a failed request: the next request that finds the lease empty asks again and
-        // applies the fail-open/closed rule.
-        () => undefined,
-      )
+    w.inflight = this.#claimFor(w, tenantId, key, limit, windowMs)
+      // A failed refill is not a failed request: the next request that finds the lease empty asks again and
+      // applies the fail-open/closed rule.
+      .catch(() => undefined)
       .finally(() => {
         w.inflight = undefined;
       });
+  }
+
+  /** Claims the next lease of window `w` from the store and adds what was granted to it. */
+  async #claimFor(w: Window, tenantId: TenantId, key: string, limit: number, windowMs: number): Promise<void> {
+    const { granted, used } = await this.#claim(tenantId, key, w.startMs, windowMs, this.#want(w, limit, Date.now()), limit);
+    w.local += granted;
+    w.lastGrant = granted;
+    w.knownUsed = used;
+    if (granted === 0) w.exhausted = true;
   }
 
   #claim(tenantId: TenantId, key: string, startMs: number, windowMs: number, want: number, limit: number): Promise<{ granted: number; used: number }> {
