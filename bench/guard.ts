@@ -4,7 +4,8 @@
  * (`db.forTenant(id).query`) on the same database, rounds alternating between variants.
  */
 import type { ColumnType } from 'kysely';
-import { Tenantwall, createGuard, createTenantKysely, defineSchema, tenantTable, type Migration, type TenantId } from '../src/index.ts';
+import { Tenantwall, createGuard, defineSchema, tenantTable, type Migration, type TenantId } from '../src/index.ts';
+import { createTenantKysely } from '../src/kysely/index.ts';
 import { type BenchHarness, measure } from './harness.ts';
 
 const schema = defineSchema({

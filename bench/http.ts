@@ -8,8 +8,8 @@
 import Fastify from 'fastify';
 import pg from 'pg';
 import pino from 'pino';
-import { buildApp } from '../service/app.ts';
-import { migrations, schema } from '../service/schema.ts';
+import { buildApp } from '../examples/invoicing-service/src/app.ts';
+import { migrations, schema } from '../examples/invoicing-service/src/schema.ts';
 import { type BenchHarness, listenLocal } from './harness.ts';
 import { type TargetFigures, compareAlternating, describe } from './load.ts';
 

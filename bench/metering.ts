@@ -9,9 +9,9 @@
  *    alternating autocannon rounds from a separate process (bench/load.ts). Figures are printed, never asserted; the machine is shared, so they are noisy.
  */
 import pino from 'pino';
-import { buildApp } from '../service/app.ts';
-import { meteringSpec } from '../service/metering.ts';
-import { migrations, schema } from '../service/schema.ts';
+import { buildApp } from '../examples/invoicing-service/src/app.ts';
+import { meteringSpec } from '../examples/invoicing-service/src/metering.ts';
+import { migrations, schema } from '../examples/invoicing-service/src/schema.ts';
 import { Metering, type MeteringSpec, type TenantId } from '../src/index.ts';
 import { type BenchHarness, listenLocal, measure } from './harness.ts';
 import { compareAlternating, describe } from './load.ts';

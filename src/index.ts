@@ -38,16 +38,6 @@ export { renderMigrations, applyMigrations, checksum, type Migration, type Migra
 export { createGuard, type Guard, type GuardOptions } from './guard/guard.ts';
 export { type Analysis } from './guard/analyze.ts';
 export { DEFAULT_SAFE_FUNCTIONS, DEFAULT_SAFE_OPERATORS } from './guard/allow-lists.ts';
-export {
-  createTenantKysely,
-  TenantScopePlugin,
-  TenantScopeTransformer,
-  TenantwallDialect,
-  TENANT_PARAMETER,
-  type TenantColumn,
-  type TenantKyselyOptions,
-} from './guard/kysely.ts';
-export { prepareQuery, type Param, type PreparedQuery, type PreparedValue } from './guard/kysely-prepared.ts';
 // audit
 export { runAudit, reachesThreshold, type AuditOptions, type IsolationCheckOptions } from './audit/run-audit.ts';
 export { AUDIT_RULES, VERIFY_ATTACKS, ruleInfo } from './audit/rules.ts';

@@ -46,7 +46,11 @@ const child = spawn(
   ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...pattern],
   {
     stdio: 'inherit',
-    env: { ...process.env, TW_TEST_ADMIN_URL: adminUrl, TENANTWALL_APP_PASSWORD: appPassword, TENANTWALL_MANAGE_ROLES: 'false' },
+    env: {
+      ...process.env,
+      // `tenantwall` imported by name (the reference service) resolves to src/, the same modules the tests import.
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --conditions=tenantwall-source`.trim(),
+      TW_TEST_ADMIN_URL: adminUrl, TENANTWALL_APP_PASSWORD: appPassword, TENANTWALL_MANAGE_ROLES: 'false' },
   },
 );
 const code: number = await new Promise((resolve) => child.on('exit', (c, sig) => resolve(c ?? (sig ? 1 : 0))));

@@ -1,4 +1,6 @@
 import { randomUUID, timingSafeEqual, createHash } from 'node:crypto';
+// The `hide` schema flag below is @fastify/swagger's type augmentation of FastifySchema.
+import type {} from '@fastify/swagger';
 import type { FastifyContextConfig, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { TenantwallError, isTenantwallError } from '../errors.ts';
 import { TtlCache } from '../fastify/ttl-cache.ts';

@@ -61,16 +61,18 @@ export interface GlobalTableSpec extends TableSpecBase {
   readonly appAccess?: 'none' | 'read' | 'readwrite';
 }
 
-export type TenantTable = Readonly<TenantTableSpec & { kind: 'tenant'; primaryKey: readonly string[] }>;
-export type GlobalTable = Readonly<GlobalTableSpec & { kind: 'global'; primaryKey: readonly string[] }>;
+/** A declared tenant table. `S` keeps the literal declaration, so `InferDatabase` (tenantwall/kysely) can type it. */
+export type TenantTable<S extends TenantTableSpec = TenantTableSpec> = Readonly<S & { kind: 'tenant'; primaryKey: readonly string[] }>;
+/** A declared global table; `S` as for TenantTable. */
+export type GlobalTable<S extends GlobalTableSpec = GlobalTableSpec> = Readonly<S & { kind: 'global'; primaryKey: readonly string[] }>;
 export type TableDecl = TenantTable | GlobalTable;
 
-export interface SchemaSpec {
-  readonly tables: readonly TableDecl[];
+export interface SchemaSpec<T extends readonly TableDecl[] = readonly TableDecl[], C extends string = string> {
+  readonly tables: T;
   /** SQL type of tenant ids. Only `uuid` is supported (TenantId). */
   readonly tenantIdType?: 'uuid';
   /** Name of the tenant column in every tenant table. Default `tenant_id`. */
-  readonly tenantColumn?: string;
+  readonly tenantColumn?: C;
   /** Name of the tenants registry table. Default `tenants`. */
   readonly registryTable?: string;
   /**
@@ -80,11 +82,12 @@ export interface SchemaSpec {
   readonly policyForm?: 'subselect' | 'plain';
 }
 
-export type Schema = Readonly<{
-  tables: readonly TableDecl[];
+/** A validated schema. `T` and `C` keep the declared tables and tenant column for `InferDatabase`. */
+export type Schema<T extends readonly TableDecl[] = readonly TableDecl[], C extends string = string> = Readonly<{
+  tables: T;
   tenantTables: readonly TenantTable[];
   globalTables: readonly GlobalTable[];
-  tenantColumn: string;
+  tenantColumn: C;
   registryTable: string;
   policyForm: 'subselect' | 'plain';
   table(name: string): TableDecl | undefined;
@@ -130,7 +133,7 @@ function validateBase(spec: TableSpecBase, tenantColumn: string, kind: 'tenant' 
  * Declares a tenant-owned table. tenantwall adds `tenant_id` (NOT NULL, FK to the registry), leads the primary
  * key, every foreign key, unique constraint and index with it, and protects the table with forced RLS.
  */
-export function tenantTable(spec: TenantTableSpec): TenantTable {
+export function tenantTable<const S extends TenantTableSpec>(spec: S): TenantTable<S> {
   const primaryKey = validateBase(spec, 'tenant_id', 'tenant');
   if (spec.partition !== undefined) {
     const n = spec.partition.hashPartitions;
@@ -142,13 +145,13 @@ export function tenantTable(spec: TenantTableSpec): TenantTable {
 }
 
 /** Declares a table shared by all tenants (plans, currencies, ...). No tenant column, no RLS. */
-export function globalTable(spec: GlobalTableSpec): GlobalTable {
+export function globalTable<const S extends GlobalTableSpec>(spec: S): GlobalTable<S> {
   const primaryKey = validateBase(spec, 'tenant_id', 'global');
   return Object.freeze({ ...spec, kind: 'global' as const, primaryKey });
 }
 
-export function defineSchema(spec: SchemaSpec): Schema {
-  const tenantColumn = spec.tenantColumn ?? 'tenant_id';
+export function defineSchema<const T extends readonly TableDecl[], const C extends string = 'tenant_id'>(spec: SchemaSpec<T, C>): Schema<T, C> {
+  const tenantColumn = (spec.tenantColumn ?? 'tenant_id') as C;
   const registryTable = spec.registryTable ?? 'tenants';
   checkIdent('(schema)', 'tenantColumn', tenantColumn);
   checkIdent('(schema)', 'registryTable', registryTable);
@@ -168,11 +171,11 @@ export function defineSchema(spec: SchemaSpec): Schema {
       if (refCols.length !== fk.columns.length) fail(t.name, `foreign key to ${target.name} has ${fk.columns.length} columns for ${refCols.length}`);
     }
   }
-  const tables = Object.freeze([...spec.tables]);
+  const tables = Object.freeze([...spec.tables]) as unknown as T;
   return Object.freeze({
     tables,
-    tenantTables: tables.filter((t): t is TenantTable => t.kind === 'tenant'),
-    globalTables: tables.filter((t): t is GlobalTable => t.kind === 'global'),
+    tenantTables: spec.tables.filter((t): t is TenantTable => t.kind === 'tenant'),
+    globalTables: spec.tables.filter((t): t is GlobalTable => t.kind === 'global'),
     tenantColumn,
     registryTable,
     policyForm: spec.policyForm ?? 'subselect',

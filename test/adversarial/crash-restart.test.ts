@@ -1,7 +1,7 @@
 /**
  * Crash and restart.
  *
- * 1. kill -9 of the service (service/main.ts as a child process) under a mixed write load, then a restart: every
+ * 1. kill -9 of the service (examples/invoicing-service/src/main.ts as a child process) under a mixed write load, then a restart: every
  *    write that got a 2xx is present, whole; a write that got an error is absent; a write whose answer was lost
  *    in the crash is either absent or present whole (an invoice with all its line items, never some).
  * 2. PostgreSQL stopped under load (a dedicated embedded server, not the shared test server): readiness goes red,
@@ -18,8 +18,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
-import { buildApp } from '../../service/app.ts';
-import { migrations, schema } from '../../service/schema.ts';
+import { buildApp } from '../../examples/invoicing-service/src/app.ts';
+import { migrations, schema } from '../../examples/invoicing-service/src/schema.ts';
 import { Tenantwall, startEmbeddedPostgres, type EmbeddedServer } from '../../src/index.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
 import { errorCode } from './lib/leak.ts';

@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SignJWT, exportJWK, exportSPKI, generateKeyPair, base64url } from 'jose';
-import { buildApp } from '../../service/app.ts';
+import { buildApp } from '../../examples/invoicing-service/src/app.ts';
 import { ERROR_CODES } from '../../src/index.ts';
 import { Ledger, errorCode } from './lib/leak.ts';
 import { head, rawRequest } from './lib/raw-http.ts';

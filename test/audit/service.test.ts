@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { runAudit, runVerify } from '../../src/index.ts';
-import { migrations, schema } from '../../service/schema.ts';
+import { migrations, schema } from '../../examples/invoicing-service/src/schema.ts';
 import { createTestTenantwall } from '../helpers/db.ts';
 
 /**

@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { type Migration, Tenantwall, TenantwallError } from '../../src/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { createTestDatabase, superQuery, type TestDatabase } from '../helpers/db.ts';
+import { CLI } from '../helpers/cli.ts';
 
 const run = promisify(execFile);
 let database: TestDatabase;
@@ -70,16 +71,16 @@ test('CLI: tenantwall migrate --dry-run prints the SQL and applies nothing; migr
   const fresh = await createTestDatabase();
   try {
     const env = { ...process.env, DATABASE_URL: fresh.url };
-    const dry = await run('node', ['bin/tenantwall.js', 'migrate', '--dry-run', '--config', 'test/fixtures/seed-config.ts'], { env });
+    const dry = await run('node', [...CLI, 'migrate', '--dry-run', '--config', 'test/fixtures/seed-config.ts'], { env });
     assert.match(dry.stdout, /-- migration 1: init \(sha256 [0-9a-f]{64}\)/);
     assert.match(dry.stdout, /ALTER TABLE "invoices" FORCE ROW LEVEL SECURITY;/);
     const { rowCount } = await superQuery(fresh.name, `SELECT 1 FROM pg_class WHERE relname = 'invoices'`);
     assert.equal(rowCount, 0);
-    const first = await run('node', ['bin/tenantwall.js', 'migrate', '--json', '--config', 'test/fixtures/seed-config.ts'], { env });
+    const first = await run('node', [...CLI, 'migrate', '--json', '--config', 'test/fixtures/seed-config.ts'], { env });
     assert.deepEqual(JSON.parse(first.stdout), { applied: [{ version: 1, name: 'init' }, { version: 2, name: 'currencies' }], alreadyApplied: 0 });
-    const again = await run('node', ['bin/tenantwall.js', 'migrate', '--config', 'test/fixtures/seed-config.ts'], { env });
+    const again = await run('node', [...CLI, 'migrate', '--config', 'test/fixtures/seed-config.ts'], { env });
     assert.match(again.stdout, /Nothing to apply: 2 migration\(s\) already applied/);
-    const bad = await run('node', ['bin/tenantwall.js', 'migrate', '--config', 'test/fixtures/seed-config.ts'], { env: { ...env, DATABASE_URL: 'mysql://x' } }).catch((e: { code: number; stderr: string }) => e);
+    const bad = await run('node', [...CLI, 'migrate', '--config', 'test/fixtures/seed-config.ts'], { env: { ...env, DATABASE_URL: 'mysql://x' } }).catch((e: { code: number; stderr: string }) => e);
     assert.equal((bad as { code: number }).code, 1);
     assert.match((bad as { stderr: string }).stderr, /^tenantwall migrate: \[database_url_invalid\] .*\n$/);
   } finally {

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { Type } from '@sinclair/typebox';
 import fastJson from 'fast-json-stringify';
 import { serializationSchema, typeboxSerializerCompiler } from '../../src/fastify/index.ts';
-import * as S from '../../service/schemas.ts';
+import * as S from '../../examples/invoicing-service/src/schemas.ts';
 
 const serialize = (schema: unknown) => typeboxSerializerCompiler({ schema: schema as never, method: 'GET', url: '/', httpStatus: '200' });
 

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { type Generated, sql } from 'kysely';
-import { type TenantColumn, createTenantKysely, isTenantwallError } from '../../src/index.ts';
+import { isTenantwallError } from '../../src/index.ts';
+import { type TenantColumn, createTenantKysely } from '../../src/kysely/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 import { TENANTS, seedTenants } from './fixture.ts';

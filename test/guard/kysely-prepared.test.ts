@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { sql } from 'kysely';
-import { type Param, type TenantColumn, createGuard, createTenantKysely, isTenantwallError, prepareQuery, runWithTenant } from '../../src/index.ts';
+import { createGuard, isTenantwallError, runWithTenant } from '../../src/index.ts';
+import { type Param, type TenantColumn, createTenantKysely, prepareQuery } from '../../src/kysely/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 import { TENANTS, invoiceId, seedTenants } from './fixture.ts';

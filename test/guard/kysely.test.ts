@@ -1,16 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { DummyDriver, Kysely, PostgresAdapter, PostgresIntrospector, PostgresQueryCompiler, sql } from 'kysely';
-import {
-  type Guard,
-  type TenantColumn,
-  TenantScopePlugin,
-  TenantwallDialect,
-  createGuard,
-  createTenantKysely,
-  isTenantwallError,
-  runWithTenant,
-} from '../../src/index.ts';
+import { type Guard, createGuard, isTenantwallError, runWithTenant } from '../../src/index.ts';
+import { type TenantColumn, TenantScopePlugin, TenantwallDialect, createTenantKysely } from '../../src/kysely/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 import { TENANTS, customerId, leakedTokens, seedTenants, sortRows } from './fixture.ts';

@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { FastifyInstance, InjectOptions } from 'fastify';
-import { buildApp } from '../../service/app.ts';
-import { migrations, schema } from '../../service/schema.ts';
+import { buildApp } from '../../examples/invoicing-service/src/app.ts';
+import { migrations, schema } from '../../examples/invoicing-service/src/schema.ts';
 import { type Params, type TenantId, createGuard } from '../../src/index.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { CLI } from '../helpers/cli.ts';
 
 export interface CliRun {
   readonly code: number | null;
@@ -8,7 +9,7 @@ export interface CliRun {
 }
 
 function start(args: string[], databaseUrl: string) {
-  return spawn(process.execPath, ['bin/tenantwall.js', 'tenants', ...args, '--config', 'test/lifecycle/config.ts'], {
+  return spawn(process.execPath, [...CLI, 'tenants', ...args, '--config', 'test/lifecycle/config.ts'], {
     env: { ...process.env, DATABASE_URL: databaseUrl },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance, InjectOptions } from 'fastify';
-import { buildApp } from '../../service/app.ts';
-import { serviceGuard } from '../../service/guard.ts';
-import { meteringSpec } from '../../service/metering.ts';
-import { migrations, schema } from '../../service/schema.ts';
+import { buildApp } from '../../examples/invoicing-service/src/app.ts';
+import { serviceGuard } from '../../examples/invoicing-service/src/guard.ts';
+import { meteringSpec } from '../../examples/invoicing-service/src/metering.ts';
+import { migrations, schema } from '../../examples/invoicing-service/src/schema.ts';
 import { Metering } from '../../src/index.ts';
 import { createTestTenantwall, type TestTenantwall } from '../helpers/db.ts';
 

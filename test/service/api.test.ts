@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { buildApp } from '../../service/app.ts';
+import { buildApp } from '../../examples/invoicing-service/src/app.ts';
 import { Tenantwall } from '../../src/index.ts';
-import { schema } from '../../service/schema.ts';
+import { schema } from '../../examples/invoicing-service/src/schema.ts';
 import { ADMIN_TOKEN, type ServiceFixture, startService } from './setup.ts';
 
 let s: ServiceFixture;

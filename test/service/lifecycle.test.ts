@@ -8,9 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Metering, type TenantId, deleteTenant, exportTenant } from '../../src/index.ts';
-import { serviceGuard } from '../../service/guard.ts';
-import { meteringSpec } from '../../service/metering.ts';
-import { migrations, schema } from '../../service/schema.ts';
+import { serviceGuard } from '../../examples/invoicing-service/src/guard.ts';
+import { meteringSpec } from '../../examples/invoicing-service/src/metering.ts';
+import { migrations, schema } from '../../examples/invoicing-service/src/schema.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 
 let t: TestTenantwall;

@@ -1,7 +1,7 @@
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
-import { buildApp, type AppOptions } from '../../service/app.ts';
-import { migrations, schema } from '../../service/schema.ts';
-import { serviceGuard } from '../../service/guard.ts';
+import { buildApp, type AppOptions } from '../../examples/invoicing-service/src/app.ts';
+import { migrations, schema } from '../../examples/invoicing-service/src/schema.ts';
+import { serviceGuard } from '../../examples/invoicing-service/src/guard.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 import type { Tenantwall } from '../../src/index.ts';
 

@@ -1,5 +1,5 @@
 /**
- * The real service as a child process (`service/main.ts`, what `npm start` runs), on a test database and a free
+ * The real service as a child process (`examples/invoicing-service/src/main.ts`, what `npm start` runs), on a test database and a free
  * loopback port, so it can be killed with SIGKILL and started again.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -29,7 +29,7 @@ export function freePort(): Promise<number> {
 const ROOT = path.resolve(import.meta.dirname, '../../..');
 
 export async function startService(opts: { databaseUrl: string; port: number; adminToken: string; timeoutMs?: number }): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'service/main.ts'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/invoicing-service/src/main.ts'], {
     cwd: ROOT,
     env: {
       ...process.env,

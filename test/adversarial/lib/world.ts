@@ -8,10 +8,10 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import { SignJWT } from 'jose';
 import pg from 'pg';
-import { buildApp, type AppOptions } from '../../../service/app.ts';
-import { migrations, schema } from '../../../service/schema.ts';
+import { buildApp, type AppOptions } from '../../../examples/invoicing-service/src/app.ts';
+import { migrations, schema } from '../../../examples/invoicing-service/src/schema.ts';
 import type { CreateTenantwallOptions, Tenantwall } from '../../../src/index.ts';
-import { serviceGuard } from '../../../service/guard.ts';
+import { serviceGuard } from '../../../examples/invoicing-service/src/guard.ts';
 import { createTestTenantwall, type TestTenantwall } from '../../helpers/db.ts';
 import { disableRls } from '../../service/setup.ts';
 

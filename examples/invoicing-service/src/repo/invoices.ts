@@ -1,4 +1,5 @@
-import { type Param, TenantwallError } from '../../src/index.ts';
+import { TenantwallError } from 'tenantwall';
+import type { Param } from 'tenantwall/kysely';
 import { type Page, type PageRequest, iso, keysetPage, notFound, nowMs, pgCode, toPage } from './common.ts';
 import { type K, prepared } from './db.ts';
 

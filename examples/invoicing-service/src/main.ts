@@ -5,7 +5,7 @@
  * TENANTWALL_GUARD=off.
  */
 import { randomBytes } from 'node:crypto';
-import { Metering, Tenantwall, type Tenant } from '../src/index.ts';
+import { Metering, Tenantwall, type Tenant } from 'tenantwall';
 import { buildApp } from './app.ts';
 import { serviceGuard } from './guard.ts';
 import { meteringSpec } from './metering.ts';

@@ -1,7 +1,7 @@
 import { type CompiledQuery, type Compilable, type Kysely, type QueryResult, createQueryId } from 'kysely';
 import type { QueryOptions } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
-import { QUERY_OPTIONS } from './kysely.ts';
+import { QUERY_OPTIONS } from './dialect.ts';
 
 /** Values a prepared query's parameters can take: what a driver sends as one bind parameter. */
 export type PreparedValue = string | number | bigint | boolean | Date | null;

@@ -1,4 +1,4 @@
-import { TenantwallError } from '../../src/index.ts';
+import { TenantwallError } from 'tenantwall';
 
 /**
  * Keyset cursor: the sort key and id of the last row of a page, base64url JSON. It is opaque to clients but not

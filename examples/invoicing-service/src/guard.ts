@@ -1,4 +1,4 @@
-import { type Guard, createGuard } from '../src/index.ts';
+import { type Guard, createGuard } from 'tenantwall';
 import { schema } from './schema.ts';
 
 /**

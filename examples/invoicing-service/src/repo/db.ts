@@ -1,5 +1,6 @@
 import type { ColumnType, Compilable, Generated, Kysely, Transaction } from 'kysely';
-import { type Param, type PreparedQuery, type PreparedValue, type QueryOptions, type TenantColumn, type TenantId, type Tenantwall, createTenantKysely, prepareQuery } from '../../src/index.ts';
+import { type QueryOptions, type TenantId, type Tenantwall } from 'tenantwall';
+import { type Param, type PreparedQuery, type PreparedValue, type TenantColumn, createTenantKysely, prepareQuery } from 'tenantwall/kysely';
 
 /**
  * The service's tables as Kysely sees them (service/schema.ts declares them). `tenant_id` is a TenantColumn:

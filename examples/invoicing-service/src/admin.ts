@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import { type Tenant, type Tenantwall, TenantwallError } from '../src/index.ts';
+import { type Tenant, type Tenantwall, TenantwallError } from 'tenantwall';
 import * as S from './schemas.ts';
 
 const errors = { '4xx': S.ErrorResponse, '5xx': S.ErrorResponse };

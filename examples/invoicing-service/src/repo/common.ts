@@ -1,5 +1,5 @@
 import { type SelectQueryBuilder, sql } from 'kysely';
-import { TenantwallError } from '../../src/index.ts';
+import { TenantwallError } from 'tenantwall';
 import { type CursorValueKind, decodeCursor, encodeCursor } from './cursor.ts';
 import type { DB } from './db.ts';
 

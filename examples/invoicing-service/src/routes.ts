@@ -1,6 +1,6 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import type { Tenantwall } from '../src/index.ts';
+import type { Tenantwall } from 'tenantwall';
 import * as customers from './repo/customers.ts';
 import { serviceKysely } from './repo/db.ts';
 import * as invoices from './repo/invoices.ts';

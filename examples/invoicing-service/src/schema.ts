@@ -1,6 +1,6 @@
-import { defineSchema, tenantTable, type Migration } from '../src/index.ts';
-import { apiKeysTable } from '../src/fastify/index.ts';
-import { meteringMigrationSql, meteringTables } from '../src/index.ts';
+import { defineSchema, tenantTable, type Migration } from 'tenantwall';
+import { apiKeysTable } from 'tenantwall/fastify';
+import { meteringMigrationSql, meteringTables } from 'tenantwall';
 
 // Amounts are integer cents in bigint, bounded to what a JS number holds exactly (the API speaks JSON numbers).
 const MAX_CENTS = '9007199254740991';

@@ -3,7 +3,7 @@
  * consume which quota. Everything metering-related the service does is declared here; app.ts registers the
  * plugin when a Metering instance is passed, schema.ts adds the metering migration.
  */
-import type { MeteringSpec } from '../src/index.ts';
+import type { MeteringSpec } from 'tenantwall';
 
 export const meteringSpec: MeteringSpec = {
   meters: [
