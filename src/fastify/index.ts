@@ -6,5 +6,4 @@ export { createJwtVerifier, type JwtVerifier } from './jwt.ts';
 export { toTenantwallError, errorBody, makeErrorHandler, type ErrorBody } from './http-errors.ts';
 export { serializationSchema, typeboxSerializerCompiler, typeboxValidatorCompiler, type FieldError } from './validation.ts';
 export { TtlCache } from './ttl-cache.ts';
-export { TenantwallLogController } from './log-controller.ts';
 export { meteringPlugin, type MeteringFastifyOptions } from '../metering/fastify.ts';

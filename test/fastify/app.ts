@@ -2,7 +2,8 @@ import { Writable } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { defineSchema, tenantTable, type Migration, type Tenantwall, TenantwallError } from '../../src/index.ts';
 import { Type } from '@sinclair/typebox';
-import { TenantwallLogController, type TenantwallFastifyOptions, apiKeysTable, tenantwallPlugin, typeboxValidatorCompiler } from '../../src/fastify/index.ts';
+import { TenantwallLogController } from '../../src/fastify/log-controller.ts';
+import { type TenantwallFastifyOptions, apiKeysTable, tenantwallPlugin, typeboxValidatorCompiler } from '../../src/fastify/index.ts';
 
 /** A minimal schema: the API key table and one tenant table, to exercise the plugin without the service. */
 export const pluginSchema = defineSchema({

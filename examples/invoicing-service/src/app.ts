@@ -1,7 +1,8 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
-import { TenantwallLogController, type TenantwallFastifyOptions, errorBody, meteringPlugin, tenantwallPlugin, typeboxSerializerCompiler, typeboxValidatorCompiler } from 'tenantwall/fastify';
+import { TenantwallLogController } from 'tenantwall/fastify/log-controller';
+import { type TenantwallFastifyOptions, errorBody, meteringPlugin, tenantwallPlugin, typeboxSerializerCompiler, typeboxValidatorCompiler } from 'tenantwall/fastify';
 import { type Metering, type Tenantwall, TenantwallError } from 'tenantwall';
 import { adminRoutes } from './admin.ts';
 import { createdRows, routeQuotas } from './metering.ts';
