@@ -1,7 +1,7 @@
 import { hash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
-import { tenantTable, type TenantTable } from '../schema/declare.ts';
+import { tenantTable } from '../schema/declare.ts';
 import { quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import { TtlCache } from './ttl-cache.ts';
@@ -54,7 +54,7 @@ function sha256(value: string): Buffer {
 }
 
 /** The declaration of the API key table; put it in your schema (`defineSchema({ tables: [apiKeysTable(), ...] })`). */
-export function apiKeysTable(name = 'api_keys'): TenantTable {
+export function apiKeysTable<const N extends string = 'api_keys'>(name: N = 'api_keys' as N) {
   return tenantTable({
     name,
     columns: {

@@ -1,7 +1,14 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { mapPgError } from '../db/pg-errors.ts';
 import { TenantwallError, isTenantwallError } from '../errors.ts';
-import type { FieldError } from './validation.ts';
+
+/** An Ajv-shaped error, so Fastify's `error.validation` looks the same whichever compiler produced it. */
+export interface FieldError {
+  instancePath: string;
+  message: string;
+  keyword: string;
+  params: Record<string, unknown>;
+}
 
 /** The body of every error response. */
 export interface ErrorBody {

@@ -3,7 +3,6 @@ export { tenantwallPlugin, type TenantAuth, type TenantwallFastify } from './plu
 export { resolveFastifyOptions, type TenantwallFastifyOptions, type ResolvedFastifyOptions, type ResolverName } from './options.ts';
 export { ApiKeyStore, apiKeysTable, parseApiKey, type ApiKeyInfo, type CreatedApiKey, type ParsedApiKey } from './api-keys.ts';
 export { createJwtVerifier, type JwtVerifier } from './jwt.ts';
-export { toTenantwallError, errorBody, makeErrorHandler, type ErrorBody } from './http-errors.ts';
-export { serializationSchema, typeboxSerializerCompiler, typeboxValidatorCompiler, type FieldError } from './validation.ts';
+export { toTenantwallError, errorBody, makeErrorHandler, type ErrorBody, type FieldError } from './http-errors.ts';
 export { TtlCache } from './ttl-cache.ts';
 export { meteringPlugin, type MeteringFastifyOptions } from '../metering/fastify.ts';

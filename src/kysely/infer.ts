@@ -54,5 +54,7 @@ export type InferTable<T extends TableDecl, TC extends string = 'tenant_id'> = {
  * or `Omit`/spread as usual.
  */
 export type InferDatabase<S extends Schema<readonly TableDecl[], string>> = {
-  [T in S['tables'][number] as T['name']]: InferTable<T, S['tenantColumn']>;
+  // A table declared without a literal name (a helper typed as plain TableDecl) is left out rather than
+  // turning the whole DB type into an index signature.
+  [T in S['tables'][number] as string extends T['name'] ? never : T['name']]: InferTable<T, S['tenantColumn']>;
 };

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis as RedisClient } from 'ioredis';
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
+import { requireOptional } from '../util/optional.ts';
 import { TtlCache } from '../fastify/ttl-cache.ts';
 import { quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
@@ -240,6 +241,7 @@ export class Metering {
     let store: RateLimitStore;
     if (typeof rest.rateLimitStore === 'object') store = rest.rateLimitStore;
     else if (this.options.rateLimitStore === 'redis') {
+      const { Redis } = requireOptional<{ Redis: typeof RedisClient }>('ioredis', "rateLimitStore: 'redis'");
       const redis = new Redis(this.options.redisUrl, {
         lazyConnect: false,
         // Queued while (re)connecting; the limiter's own timeout still bounds the wait (fail open/closed).

@@ -3,7 +3,8 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { defineSchema, tenantTable, type Migration, type Tenantwall, TenantwallError } from '../../src/index.ts';
 import { Type } from '@sinclair/typebox';
 import { TenantwallLogController } from '../../src/fastify/log-controller.ts';
-import { type TenantwallFastifyOptions, apiKeysTable, tenantwallPlugin, typeboxValidatorCompiler } from '../../src/fastify/index.ts';
+import { type TenantwallFastifyOptions, apiKeysTable, tenantwallPlugin } from '../../src/fastify/index.ts';
+import { typeboxValidatorCompiler } from '../../src/fastify/typebox.ts';
 
 /** A minimal schema: the API key table and one tenant table, to exercise the plugin without the service. */
 export const pluginSchema = defineSchema({

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Type } from '@sinclair/typebox';
 import fastJson from 'fast-json-stringify';
-import { serializationSchema, typeboxSerializerCompiler } from '../../src/fastify/index.ts';
+import { serializationSchema, typeboxSerializerCompiler } from '../../src/fastify/typebox.ts';
 import * as S from '../../examples/invoicing-service/src/schemas.ts';
 
 const serialize = (schema: unknown) => typeboxSerializerCompiler({ schema: schema as never, method: 'GET', url: '/', httpStatus: '200' });

@@ -1,8 +1,13 @@
+// tenantwall/fastify/typebox: validator and serializer compilers for TypeBox route schemas (peer dependency
+// @sinclair/typebox).
 import { FormatRegistry, Kind, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import type { FastifySchemaCompiler, FastifySerializerCompiler } from 'fastify';
 import fastJson from 'fast-json-stringify';
+import type { FieldError } from './http-errors.ts';
+
+export type { FieldError };
 
 const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const DATE_TIME_RE = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$/;
@@ -14,13 +19,6 @@ function registerFormats(): void {
   if (!FormatRegistry.Has('date')) FormatRegistry.Set('date', (v) => DATE_RE.test(v) && !Number.isNaN(Date.parse(v)));
 }
 
-/** An Ajv-shaped error, so Fastify's `error.validation` looks the same whichever compiler produced it. */
-export interface FieldError {
-  instancePath: string;
-  message: string;
-  keyword: string;
-  params: Record<string, unknown>;
-}
 
 /**
  * Validator compiler for TypeBox route schemas. JSON bodies are checked as sent: no type coercion (a string is
