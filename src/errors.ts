@@ -60,6 +60,7 @@ export const ERROR_CODES = {
     status: 500,
     hint: 'Constrain every tenant table reference with tenant_id = <the tenant parameter>, or use the query builder.',
   },
+  guard_not_ready: { status: 500, hint: 'Await guard.ready() (Tenantwall.connect does) before the first check: the SQL parser loads asynchronously.' },
   query_failed: { status: 500, hint: 'See the cause for the database error.' },
   // HTTP (tenantwall/fastify and the reference service)
   unauthenticated: {

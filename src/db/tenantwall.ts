@@ -36,6 +36,8 @@ export interface QueryOptions {
  */
 export interface StatementGuard {
   check(sql: string, params: Params, tenantId: TenantId): void;
+  /** Resolves when `check` can run (the SQL parser is loaded); awaited by `Tenantwall.connect`. */
+  ready?(): Promise<void>;
 }
 
 /** Anything that runs SQL in one tenant's scope. */
@@ -215,6 +217,7 @@ export class Tenantwall {
       } as pg.PoolConfig);
       appPool.on('error', () => undefined);
       await checkAppRole(appPool);
+      await input.guard?.ready?.();
       return new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard);
     } catch (err) {
       await appPool?.end().catch(() => undefined);

@@ -1,8 +1,5 @@
-import { loadModule, parseSync, scanSync } from 'libpg-query';
+import { parseSync, scanSync } from 'libpg-query';
 import type { Schema } from '../schema/declare.ts';
-
-// The parser is WebAssembly; loading it once at import keeps createGuard()/check() synchronous.
-await loadModule();
 
 /** The parse tree is the parser's JSON: nodes are `{ KindName: body }` wrappers; bodies are plain objects. */
 type Node = Record<string, any>;

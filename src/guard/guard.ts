@@ -4,6 +4,7 @@ import type { Schema } from '../schema/declare.ts';
 import type { TenantId } from '../tenant/tenant-id.ts';
 import { DEFAULT_SAFE_FUNCTIONS, DEFAULT_SAFE_OPERATORS } from './allow-lists.ts';
 import { type Analysis, Analyzer } from './analyze.ts';
+import { assertParserLoaded, loadParser } from './parser.ts';
 
 export interface GuardOptions {
   /**
@@ -27,6 +28,8 @@ export interface GuardOptions {
 
 /** The tenantwall SQL verifier: a StatementGuard for Tenantwall.connect({ guard }). */
 export interface Guard extends StatementGuard {
+  /** Resolves when the SQL parser is loaded (Tenantwall.connect awaits it); `check` before that throws `guard_not_ready`. */
+  ready(): Promise<void>;
   /** The analysis of one statement text (cached); never throws. */
   analyze(sql: string): Analysis;
   /** Throws `unscoped_query` unless `sql` with `params` is provably scoped to `tenantId`. */
@@ -47,6 +50,8 @@ export function createGuard(schema: Schema, options: GuardOptions = {}): Guard {
   // Map iteration order is insertion order: re-inserting on a hit makes the first key the least recently used.
   const cache = new Map<string, Analysis>();
 
+  const ready = loadParser();
+  ready.catch(() => undefined); // surfaced by ready() and by assertParserLoaded
   const analyze = (sql: string): Analysis => {
     const hit = cache.get(sql);
     if (hit !== undefined) {
@@ -54,6 +59,7 @@ export function createGuard(schema: Schema, options: GuardOptions = {}): Guard {
       cache.set(sql, hit);
       return hit;
     }
+    assertParserLoaded();
     const a = analyzer.analyze(sql);
     if (cache.size >= cacheSize) cache.delete(cache.keys().next().value as string);
     cache.set(sql, a);
@@ -61,6 +67,7 @@ export function createGuard(schema: Schema, options: GuardOptions = {}): Guard {
   };
 
   return {
+    ready: () => ready,
     analyze,
     check(sql: string, params: Params, tenantId: TenantId): void {
       const a = analyze(sql);

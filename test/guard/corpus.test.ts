@@ -4,6 +4,9 @@ import { TenantId, createGuard, isTenantwallError } from '../../src/index.ts';
 import { seedSchema } from '../fixtures/seed.ts';
 import { bind, corpus } from './corpus.ts';
 
+// The SQL parser loads once per process; every guard below can check synchronously after this.
+await createGuard(seedSchema).ready();
+
 const A = TenantId.parse('0000000a-0000-4000-8000-000000000000');
 const B = TenantId.parse('0000000b-0000-4000-8000-000000000000');
 

@@ -20,6 +20,7 @@ let guard: Guard;
 
 before(async () => {
   guard = createGuard(seedSchema);
+  await guard.ready();
   [withRls, withoutRls] = await Promise.all([
     createTestTenantwall(seedSchema, seedMigrations, { guard }),
     createTestTenantwall(seedSchema, seedMigrations, { guard }),

@@ -17,6 +17,7 @@ const refused: string[] = [];
 const inner = createGuard(schema);
 // Records what the service sends, so the test can tell "passed the verifier" from "never ran".
 const guard = {
+  ready: () => inner.ready(),
   check(sql: string, params: Params, tenantId: TenantId) {
     try {
       inner.check(sql, params, tenantId);

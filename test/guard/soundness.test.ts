@@ -25,6 +25,7 @@ before(async () => {
   await Promise.all([seedTenants(withRls.db, withRls.database.name), seedTenants(withoutRls.db, withoutRls.database.name)]);
   await superQuery(withoutRls.database.name, 'ALTER TABLE invoices DISABLE ROW LEVEL SECURITY; ALTER TABLE customers DISABLE ROW LEVEL SECURITY;');
   guard = createGuard(seedSchema);
+  await guard.ready();
   const v = await superQuery('postgres', `SELECT current_setting('server_version_num')::int / 10000 AS v`);
   serverMajor = Number(v.rows[0]?.v);
   baseline = await inRolledBackTransaction(withoutRls.db, A, async (tx) => (await tx.query<{ sum: string }>(OTHER_TENANTS_CHECKSUM, [A])).rows[0]?.sum ?? '');

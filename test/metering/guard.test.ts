@@ -15,6 +15,7 @@ test('metering statements pass the statement guard', async () => {
   const refused: string[] = [];
   let checked = 0;
   const guard = {
+    ready: () => inner.ready(),
     check(sql: string, params: Params, tenantId: TenantId) {
       try {
         inner.check(sql, params, tenantId);

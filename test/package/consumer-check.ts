@@ -91,7 +91,7 @@ function writeSubpathFiles(list: readonly string[]): void {
 writeSubpathFiles(subpaths);
 
 const npmInstall = (specs: string[]) => run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', ...specs]);
-npmInstall([tarball, 'pg', `fastify@${LATEST.fastify}`, `kysely@${LATEST.kysely}`, 'typescript@^5.9', '@types/node@^20']);
+npmInstall([tarball, 'pg', `fastify@${LATEST.fastify}`, `kysely@${LATEST.kysely}`, '@sinclair/typebox@^0.34', 'typescript@^5.9', '@types/node@^20']);
 
 // 2. Plain node imports every subpath.
 const smoke = run('node', ['smoke.mjs']);
