@@ -95,6 +95,7 @@ export const ERROR_CODES = {
   webhook_signature_invalid: { status: 401, hint: 'Verify with the endpoint secret (whsec_...) over the raw body and the webhook-id/-timestamp/-signature headers.' },
 } as const satisfies Record<string, { status: number; hint: string }>;
 
+/** One of the stable error codes of `ERROR_CODES` (docs/errors.md). */
 export type ErrorCode = keyof typeof ERROR_CODES;
 
 export interface TenantwallErrorOptions {
@@ -123,6 +124,7 @@ export class TenantwallError extends Error {
   }
 }
 
+/** True when a value is a `TenantwallError` (also across module copies). */
 export function isTenantwallError(err: unknown, code?: ErrorCode): err is TenantwallError {
   return err instanceof TenantwallError && (code === undefined || err.code === code);
 }

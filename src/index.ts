@@ -64,4 +64,9 @@ export { importTenant, type ImportOptions, type ImportResult } from './lifecycle
 export { deleteTenant, type DeleteOptions, type DeleteResult } from './lifecycle/delete.ts';
 export { bucketPartitionName, sharedPartitionName, dedicatedPartitionName, dedicatedPartitionSql } from './schema/ddl.ts';
 // metering
-export * from './metering/index.ts';
+export { defineMetering, periodBounds, API_REQUESTS_METER, type Aggregation, type Granularity, type QuotaPeriod, type Enforcement, type MeterSpec, type QuotaSpec, type RateLimitSpec, type PlanSpec, type MeteringSpec, type MeteringModel, type Meter, type Plan, type Quota, type RateLimit } from './metering/spec.ts';
+export { meteringTables, meteringMigrationSql, METERING_TABLE_NAMES } from './metering/tables.ts';
+export { parseUsageEvent, parseUsageBatch, type UsageEventInput, type UsageEvent, type EventLimits } from './metering/events.ts';
+export { Metering, resolveMeteringOptions, usageToCsv, quotaExceeded, rateLimited, type MeteringOptions, type ResolvedMeteringOptions, type RecordResult, type BatchResult, type UsageQuery, type UsageRow, type QuotaDecision } from './metering/metering.ts';
+export { RateLimiter, PostgresRateLimitStore, RedisRateLimitStore, type RateLimitStore, type RateLimitDecision, type LimiterOptions } from './metering/rate-limit.ts';
+export { Webhooks, WebhookRelay, verifyWebhook, writeOutboxEvent, backoffMs, type WebhookEndpoint, type RelayOptions, type RelayRound, type ReplayFilter, type VerifiedWebhook, type BillingEventType } from './metering/webhooks.ts';

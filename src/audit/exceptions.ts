@@ -35,6 +35,7 @@ export function parseExceptions(doc: unknown, where = '(inline)'): AuditExceptio
   });
 }
 
+/** Reads an audit exceptions file (JSON) and validates it. */
 export function loadExceptionsFile(file: string): AuditException[] {
   let text: string;
   try {

@@ -34,6 +34,7 @@ export function formatText(report: Report, options: { color?: boolean; verbose?:
   return lines.join('\n');
 }
 
+/** Formats an audit or verify report as JSON. */
 export function formatJson(report: Report): string {
   return JSON.stringify(report, null, 2);
 }

@@ -86,6 +86,7 @@ export const VERIFY_ATTACKS: readonly RuleInfo[] = Object.freeze([
 
 const BY_ID = new Map<string, RuleInfo>([...AUDIT_RULES, ...VERIFY_ATTACKS].map((x) => [x.id, x]));
 
+/** The documentation entry (severity, category, summary) of an audit rule or verify attack. */
 export function ruleInfo(id: string): RuleInfo {
   const info = BY_ID.get(id);
   if (!info) throw new Error(`unknown rule ${id}`);

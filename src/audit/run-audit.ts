@@ -28,6 +28,7 @@ export interface IsolationCheckOptions {
   exceptions?: readonly AuditException[] | string | undefined;
 }
 
+/** Options of `runAudit`: the isolation-check options plus the rules to run. */
 export interface AuditOptions extends IsolationCheckOptions {
   /** An open connection to read the catalog through instead of `databaseUrl` (sees its own transaction). */
   client?: pg.ClientBase | undefined;

@@ -3,6 +3,7 @@ export type Severity = 'info' | 'warn' | 'error';
 
 export const SEVERITY_RANK: Readonly<Record<Severity, number>> = { info: 0, warn: 1, error: 2 };
 
+/** The kind of database object an audit finding is about. */
 export type ObjectKind =
   | 'database'
   | 'role'

@@ -11,6 +11,7 @@ import { loadParser } from './policy-expr.ts';
 import { type IsolationCheckOptions, type TenantSet, functionsTouchingTenants, make, resolveCheckOptions, tenantSet, withClient } from './run-audit.ts';
 import { type Finding, type ObjectKind, type Report, SEVERITY_RANK } from './types.ts';
 
+/** Options of `runVerify`: the app connection and the tenants to attack with. */
 export interface VerifyOptions extends IsolationCheckOptions {
   /**
    * Connection of the application role; every attack runs through it. Env `TENANTWALL_APP_DATABASE_URL`.

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { TenantwallError } from '../errors.ts';
+import { type OptionType, bool, defineOptions, ident, int, invalidOption, oneOf, resolveTable, str } from './resolve.ts';
 
 /** How a single tenant-scoped statement carries the tenant to the database. */
 export type ScopeMode = 'implicit' | 'explicit';
@@ -58,6 +59,7 @@ export interface TenantwallOptions {
   embeddedPort?: number | undefined;
 }
 
+/** `TenantwallOptions` after resolution (`db.options`). */
 export type ResolvedOptions = Readonly<{
   databaseUrl: string | undefined;
   appDatabaseUrl: string | undefined;
@@ -75,33 +77,6 @@ export type ResolvedOptions = Readonly<{
   embeddedDataDir: string;
   embeddedPort: number;
 }>;
-
-const IDENT_RE = /^[a-z_][a-z0-9_]{0,62}$/;
-const SETTING_RE = /^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$/;
-
-function invalid(field: string, why: string): TenantwallError {
-  return new TenantwallError('config_invalid', `Option ${field} ${why}.`, { details: { field } });
-}
-
-function envInt(env: NodeJS.ProcessEnv, name: string): number | undefined {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return undefined;
-  if (!/^\d+$/.test(raw)) throw invalid(name, `must be a non-negative integer, got ${JSON.stringify(raw)}`);
-  return Number(raw);
-}
-
-function envBool(env: NodeJS.ProcessEnv, name: string): boolean | undefined {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return undefined;
-  if (raw === 'true' || raw === '1') return true;
-  if (raw === 'false' || raw === '0') return false;
-  throw invalid(name, `must be true or false, got ${JSON.stringify(raw)}`);
-}
-
-function envStr(env: NodeJS.ProcessEnv, name: string): string | undefined {
-  const raw = env[name];
-  return raw === undefined || raw === '' ? undefined : raw;
-}
 
 /** Parses a postgres:// URL; throws `database_url_invalid` naming the option. */
 export function parseDatabaseUrl(url: string, field = 'databaseUrl'): URL {
@@ -125,53 +100,45 @@ export function parseDatabaseUrl(url: string, field = 'databaseUrl'): URL {
   return parsed;
 }
 
-function positive(field: string, value: number, min: number, max: number): number {
-  if (!Number.isInteger(value) || value < min || value > max) throw invalid(field, `must be an integer in ${min}..${max}`);
-  return value;
-}
+/** A postgres:// URL; a malformed one is `database_url_invalid` naming the option. */
+export const pgUrl: OptionType<string> = {
+  describe: 'postgres:// URL',
+  fromEnv: (raw) => ({ value: raw }),
+  check: (v, field) => {
+    parseDatabaseUrl(v, field);
+    return undefined;
+  },
+};
 
+const SETTING_RE = /^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$/;
+
+/** The database layer's options (`Tenantwall.connect`); docs/configuration.md documents each. */
+export const CORE_OPTIONS = defineOptions('Tenantwall', {
+  databaseUrl: { env: 'DATABASE_URL', type: pgUrl, doc: 'Owner (migrator) connection; default: an embedded server.' },
+  appDatabaseUrl: { env: 'TENANTWALL_APP_DATABASE_URL', type: pgUrl, doc: 'Connection of the application role; default derived from databaseUrl.' },
+  appRole: { env: 'TENANTWALL_APP_ROLE', default: 'tenantwall_app', type: ident, doc: 'Name of the application login role.' },
+  ownerRole: { env: 'TENANTWALL_OWNER_ROLE', type: ident, doc: 'NOLOGIN role owning every migrated object.' },
+  appPassword: { env: 'TENANTWALL_APP_PASSWORD', default: () => randomBytes(18).toString('base64url'), type: str(), doc: 'Password of the application role.' },
+  manageRoles: { env: 'TENANTWALL_MANAGE_ROLES', default: true, type: bool, doc: 'Create the application role and set its password at start-up.' },
+  settingName: {
+    env: 'TENANTWALL_SETTING',
+    default: 'tenantwall.tenant_id',
+    type: str((v) => (SETTING_RE.test(v) ? undefined : 'must look like namespace.name (lowercase)'), 'namespace.name'),
+    doc: 'Custom setting that carries the tenant.',
+  },
+  scopeMode: { env: 'TENANTWALL_SCOPE_MODE', default: 'implicit', type: oneOf(['implicit', 'explicit']), doc: 'How one statement carries the tenant.' },
+  statementCacheSize: { env: 'TENANTWALL_STATEMENT_CACHE', default: 100, type: int(0, 100_000), doc: 'Prepared statements kept per application connection.' },
+  poolSize: { env: 'TENANTWALL_POOL_SIZE', default: 10, type: int(1, 1000), doc: 'Max connections of the application pool.' },
+  adminPoolSize: { env: 'TENANTWALL_ADMIN_POOL_SIZE', default: 2, type: int(1, 100), doc: 'Max connections of the owner pool.' },
+  statementTimeoutMs: { env: 'TENANTWALL_STATEMENT_TIMEOUT_MS', default: 30_000, type: int(0, 86_400_000), doc: 'statement_timeout of application connections.' },
+  connectTimeoutMs: { env: 'TENANTWALL_CONNECT_TIMEOUT_MS', default: 5_000, type: int(1, 600_000), doc: 'How long to wait for a connection.' },
+  embeddedDataDir: { env: 'TENANTWALL_DATA_DIR', default: '.data/postgres', type: str(), doc: 'Data folder of the embedded server.' },
+  embeddedPort: { env: 'TENANTWALL_EMBEDDED_PORT', default: 54329, type: int(1, 65535), doc: 'Port of the embedded server.' },
+});
+
+/** Resolves `TenantwallOptions`: explicit option, then environment variable, then default; validated and frozen. */
 export function resolveOptions(input: TenantwallOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedOptions {
-  const databaseUrl = input.databaseUrl ?? envStr(env, 'DATABASE_URL');
-  const appDatabaseUrl = input.appDatabaseUrl ?? envStr(env, 'TENANTWALL_APP_DATABASE_URL');
-  if (databaseUrl !== undefined) parseDatabaseUrl(databaseUrl, 'databaseUrl (DATABASE_URL)');
-  if (appDatabaseUrl !== undefined) parseDatabaseUrl(appDatabaseUrl, 'appDatabaseUrl (TENANTWALL_APP_DATABASE_URL)');
-
-  const appRole = input.appRole ?? envStr(env, 'TENANTWALL_APP_ROLE') ?? 'tenantwall_app';
-  if (!IDENT_RE.test(appRole)) throw invalid('appRole', 'must be a lowercase SQL identifier ([a-z_][a-z0-9_]*)');
-  const ownerRole = input.ownerRole ?? envStr(env, 'TENANTWALL_OWNER_ROLE');
-  if (ownerRole !== undefined && (!IDENT_RE.test(ownerRole) || ownerRole === appRole)) {
-    throw invalid('ownerRole', 'must be a lowercase SQL identifier different from appRole');
-  }
-  const settingName = input.settingName ?? envStr(env, 'TENANTWALL_SETTING') ?? 'tenantwall.tenant_id';
-  if (!SETTING_RE.test(settingName)) throw invalid('settingName', 'must look like namespace.name (lowercase)');
-  const scopeMode = input.scopeMode ?? (envStr(env, 'TENANTWALL_SCOPE_MODE') as ScopeMode | undefined) ?? 'implicit';
-  if (scopeMode !== 'implicit' && scopeMode !== 'explicit') throw invalid('scopeMode', 'must be "implicit" or "explicit"');
-
-  return Object.freeze({
-    databaseUrl,
-    appDatabaseUrl,
-    appRole,
-    ownerRole,
-    appPassword: input.appPassword ?? envStr(env, 'TENANTWALL_APP_PASSWORD') ?? randomBytes(18).toString('base64url'),
-    manageRoles: input.manageRoles ?? envBool(env, 'TENANTWALL_MANAGE_ROLES') ?? true,
-    settingName,
-    scopeMode,
-    statementCacheSize: positive('statementCacheSize', input.statementCacheSize ?? envInt(env, 'TENANTWALL_STATEMENT_CACHE') ?? 100, 0, 100_000),
-    poolSize: positive('poolSize', input.poolSize ?? envInt(env, 'TENANTWALL_POOL_SIZE') ?? 10, 1, 1000),
-    adminPoolSize: positive('adminPoolSize', input.adminPoolSize ?? envInt(env, 'TENANTWALL_ADMIN_POOL_SIZE') ?? 2, 1, 100),
-    statementTimeoutMs: positive(
-      'statementTimeoutMs',
-      input.statementTimeoutMs ?? envInt(env, 'TENANTWALL_STATEMENT_TIMEOUT_MS') ?? 30_000,
-      0,
-      86_400_000,
-    ),
-    connectTimeoutMs: positive(
-      'connectTimeoutMs',
-      input.connectTimeoutMs ?? envInt(env, 'TENANTWALL_CONNECT_TIMEOUT_MS') ?? 5_000,
-      1,
-      600_000,
-    ),
-    embeddedDataDir: input.embeddedDataDir ?? envStr(env, 'TENANTWALL_DATA_DIR') ?? '.data/postgres',
-    embeddedPort: positive('embeddedPort', input.embeddedPort ?? envInt(env, 'TENANTWALL_EMBEDDED_PORT') ?? 54329, 1, 65535),
-  });
+  const r = resolveTable(CORE_OPTIONS, input, env);
+  if (r.ownerRole !== undefined && r.ownerRole === r.appRole) throw invalidOption('Tenantwall', 'ownerRole', 'must differ from appRole');
+  return r;
 }

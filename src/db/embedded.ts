@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { TenantwallError } from '../errors.ts';
 
+/** Options of `startEmbeddedPostgres`: data folder, port, persistence, settings. */
 export interface EmbeddedServerOptions {
   /** Data folder; created and initialised when it holds no cluster yet. */
   dataDir: string;
@@ -13,6 +14,7 @@ export interface EmbeddedServerOptions {
   settings?: Record<string, string>;
 }
 
+/** A running embedded PostgreSQL: its URL and `stop()`. */
 export interface EmbeddedServer {
   /** Superuser connection URL of the `postgres` database. */
   readonly url: string;

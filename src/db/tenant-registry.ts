@@ -3,6 +3,7 @@ import { quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import type { Tenantwall } from './tenantwall.ts';
 
+/** Lifecycle state of a tenant: `active`, `suspended` or `deleted`. */
 export type TenantStatus = 'active' | 'suspended' | 'deleted';
 
 export interface Tenant {
@@ -13,6 +14,7 @@ export interface Tenant {
   readonly createdAt: Date;
 }
 
+/** Input of `db.tenants.create`: slug, name and optional id. */
 export interface CreateTenantInput {
   slug: string;
   name: string;
@@ -173,6 +175,7 @@ export class TenantRegistry {
   }
 }
 
+/** Throws `tenant_suspended` / `tenant_deleted` unless the tenant is active. */
 export function assertActive(tenant: Tenant | undefined, shown: string): Tenant {
   if (!tenant) throw new TenantwallError('tenant_not_found', `Tenant ${shown} does not exist.`);
   if (tenant.status === 'suspended') throw new TenantwallError('tenant_suspended', `Tenant ${tenant.slug} is suspended.`);

@@ -13,6 +13,7 @@ import { StatementCache } from './statement-cache.ts';
 import { TenantRegistry } from './tenant-registry.ts';
 
 export type Row = Record<string, any>;
+/** Bind parameters of a statement. */
 export type Params = readonly unknown[];
 
 /** Options of one tenant-scoped statement (`forTenant(id).query`, `db.query`). */
@@ -46,10 +47,12 @@ export interface TenantQueryable {
   query<R extends Row = Row>(sql: string, params?: Params, options?: QueryOptions): Promise<pg.QueryResult<R>>;
 }
 
+/** An interactive transaction in one tenant's scope. */
 export interface TenantTransaction extends TenantQueryable {
   readonly active: boolean;
 }
 
+/** Options of `Tenantwall.connect`: the schema, an optional guard, and every `TenantwallOptions` field. */
 export interface CreateTenantwallOptions extends TenantwallOptions {
   /** The declared tables. */
   schema: Schema;

@@ -14,6 +14,7 @@ import { TtlCache } from './ttl-cache.ts';
  */
 const KEY_RE = /^tw_([0-9a-f]{32})_([0-9a-f]{32})_([A-Za-z0-9_-]{43})$/;
 
+/** An API key as listed: id, name, created and revoked times (never the secret). */
 export interface ApiKeyInfo {
   readonly id: string;
   readonly name: string;
@@ -21,11 +22,13 @@ export interface ApiKeyInfo {
   readonly revokedAt: Date | null;
 }
 
+/** A newly created API key: its info and the key itself, shown once. */
 export interface CreatedApiKey extends ApiKeyInfo {
   /** The full key. Shown once: only its hash is stored. */
   readonly key: string;
 }
 
+/** The parts of an API key string: tenant, key id and secret. */
 export interface ParsedApiKey {
   readonly tenantId: TenantId;
   readonly keyId: string;

@@ -74,10 +74,12 @@ export function toTenantwallError(err: unknown, bodyLimit: number): TenantwallEr
   return new TenantwallError('internal_error', 'Internal server error.', { cause: err });
 }
 
+/** The JSON error body `{ error: { code, message, details } }` for a TenantwallError. */
 export function errorBody(err: TenantwallError): ErrorBody {
   return { error: { code: err.code, message: err.message, details: { ...err.details } } };
 }
 
+/** A Fastify error handler mapping every error to the tenantwall error shape and status. */
 export function makeErrorHandler(bodyLimit: number) {
   return function tenantwallErrorHandler(error: unknown, request: FastifyRequest, reply: FastifyReply): void {
     const tw = toTenantwallError(error, bodyLimit);

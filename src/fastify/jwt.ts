@@ -5,6 +5,7 @@ import { TenantwallError } from '../errors.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import type { ResolvedFastifyOptions } from './options.ts';
 
+/** Verifies a JWT against the configured key, issuer and audience and returns its tenant id. */
 export interface JwtVerifier {
   /** The tenant named by a valid token; `unauthenticated` (with details.reason) otherwise. */
   verify(token: string): Promise<{ tenantId: TenantId; subject: string | undefined }>;

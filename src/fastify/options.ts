@@ -1,6 +1,7 @@
-import { TenantwallError } from '../errors.ts';
+import { bool, defineOptions, ident, int, invalidOption, listOf, resolveTable, str } from '../config/resolve.ts';
 import type { Tenantwall } from '../db/tenantwall.ts';
 
+/** A tenant resolver of the Fastify plugin: `apiKey`, `jwt`, `subdomain` or `header`. */
 export type ResolverName = 'apiKey' | 'jwt' | 'subdomain' | 'header';
 const RESOLVERS: readonly ResolverName[] = ['apiKey', 'jwt', 'subdomain', 'header'];
 
@@ -60,6 +61,7 @@ export interface TenantwallFastifyOptions {
   tenantCacheTtlMs?: number | undefined;
 }
 
+/** `TenantwallFastifyOptions` after resolution. */
 export type ResolvedFastifyOptions = Readonly<{
   resolvers: readonly ResolverName[];
   requireCredential: boolean;
@@ -82,96 +84,70 @@ export type ResolvedFastifyOptions = Readonly<{
   tenantCacheTtlMs: number;
 }>;
 
-function invalid(field: string, why: string): TenantwallError {
-  return new TenantwallError('config_invalid', `Fastify plugin option ${field} ${why}.`, { details: { field } });
-}
-
-function envStr(env: NodeJS.ProcessEnv, name: string): string | undefined {
-  const raw = env[name];
-  return raw === undefined || raw === '' ? undefined : raw;
-}
-
-function envInt(env: NodeJS.ProcessEnv, name: string): number | undefined {
-  const raw = envStr(env, name);
-  if (raw === undefined) return undefined;
-  if (!/^\d+$/.test(raw)) throw invalid(name, `must be a non-negative integer, got ${JSON.stringify(raw)}`);
-  return Number(raw);
-}
-
-function envBool(env: NodeJS.ProcessEnv, name: string): boolean | undefined {
-  const raw = envStr(env, name);
-  if (raw === undefined) return undefined;
-  if (raw === 'true' || raw === '1') return true;
-  if (raw === 'false' || raw === '0') return false;
-  throw invalid(name, `must be true or false, got ${JSON.stringify(raw)}`);
-}
-
-function int(field: string, value: number, min: number, max: number): number {
-  if (!Number.isInteger(value) || value < min || value > max) throw invalid(field, `must be an integer in ${min}..${max}`);
-  return value;
-}
-
-const IDENT_RE = /^[a-z_][a-z0-9_]{0,62}$/;
 const DOMAIN_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
+/** The Fastify plugin's options; docs/fastify.md and docs/configuration.md document each. */
+export const FASTIFY_OPTIONS = defineOptions('Fastify plugin', {
+  resolvers: { env: 'TENANTWALL_RESOLVERS', type: listOf(RESOLVERS), doc: 'Which resolvers run, in this order.' },
+  requireCredential: { env: 'TENANTWALL_REQUIRE_CREDENTIAL', default: true, type: bool, doc: 'Refuse requests no authenticating source named.' },
+  apiKeyTable: { env: 'TENANTWALL_API_KEY_TABLE', default: 'api_keys', type: ident, doc: 'Tenant table holding API keys.' },
+  apiKeyCacheTtlMs: { env: 'TENANTWALL_API_KEY_CACHE_TTL_MS', default: 5_000, type: int(0, 3_600_000), doc: 'How long a verified API key is trusted without asking the database.' },
+  jwtSecret: { env: 'TENANTWALL_JWT_SECRET', type: str((v) => (Buffer.byteLength(v) < 32 ? 'must be at least 32 bytes' : undefined)), doc: 'HS256 shared secret.' },
+  jwtPublicKey: { env: 'TENANTWALL_JWT_PUBLIC_KEY', type: str(), doc: 'RS256 or ES256 public key, PEM (SPKI).' },
+  jwtJwksFile: { env: 'TENANTWALL_JWT_JWKS_FILE', type: str(), doc: 'Path of a JSON Web Key Set file.' },
+  jwtIssuer: { env: 'TENANTWALL_JWT_ISSUER', type: str(), doc: 'Required iss.' },
+  jwtAudience: { env: 'TENANTWALL_JWT_AUDIENCE', type: str(), doc: 'Required aud.' },
+  jwtTenantClaim: { env: 'TENANTWALL_JWT_TENANT_CLAIM', default: 'tenant_id', type: str(), doc: 'Claim carrying the tenant id.' },
+  jwtClockToleranceSec: { env: 'TENANTWALL_JWT_CLOCK_TOLERANCE_S', default: 5, type: int(0, 300), doc: 'Allowed clock skew for exp/nbf, seconds.' },
+  baseDomain: {
+    env: 'TENANTWALL_BASE_DOMAIN',
+    type: str((v) => (DOMAIN_RE.test(v.toLowerCase().replace(/^\./, '')) ? undefined : 'must be a domain name such as api.example.com'), 'domain'),
+    doc: 'Base domain for <slug>.<baseDomain> tenant subdomains.',
+  },
+  trustTenantHeader: { env: 'TENANTWALL_TRUST_TENANT_HEADER', default: false, type: bool, doc: 'Accept X-Tenant-ID from a trusted gateway.' },
+  tenantCacheSize: { env: 'TENANTWALL_TENANT_CACHE_SIZE', default: 10_000, type: int(0, 10_000_000), doc: 'Max tenants in the lookup cache.' },
+  tenantCacheTtlMs: { env: 'TENANTWALL_TENANT_CACHE_TTL_MS', default: 10_000, type: int(0, 3_600_000), doc: 'Lifetime of a cached tenant, ms.' },
+});
+
+/** Resolves the Fastify plugin options: explicit option, then environment variable, then default. */
 export function resolveFastifyOptions(input: Omit<TenantwallFastifyOptions, 'db'>, env: NodeJS.ProcessEnv = process.env): ResolvedFastifyOptions {
-  const secret = input.jwtSecret ?? envStr(env, 'TENANTWALL_JWT_SECRET');
-  const publicKey = input.jwtPublicKey ?? envStr(env, 'TENANTWALL_JWT_PUBLIC_KEY');
-  const jwksFile = input.jwtJwksFile ?? envStr(env, 'TENANTWALL_JWT_JWKS_FILE');
-  const keyCount = [secret, publicKey, jwksFile].filter((k) => k !== undefined).length;
+  const o = resolveTable(FASTIFY_OPTIONS, input, env);
+  const invalid = (field: string, why: string) => invalidOption('Fastify plugin', field, why);
+  const keyCount = [o.jwtSecret, o.jwtPublicKey, o.jwtJwksFile].filter((k) => k !== undefined).length;
   // One key type per deployment: accepting both an HMAC secret and a public key is what algorithm confusion feeds on.
   if (keyCount > 1) throw invalid('jwtSecret/jwtPublicKey/jwtJwksFile', 'are exclusive: configure one JWT key source');
-  if (secret !== undefined && Buffer.byteLength(secret) < 32) throw invalid('jwtSecret', 'must be at least 32 bytes');
   let jwt: ResolvedFastifyOptions['jwt'];
   if (keyCount === 1) {
-    const issuer = input.jwtIssuer ?? envStr(env, 'TENANTWALL_JWT_ISSUER');
-    const audience = input.jwtAudience ?? envStr(env, 'TENANTWALL_JWT_AUDIENCE');
-    if (!issuer) throw invalid('jwtIssuer', 'is required when a JWT key is configured (tokens of other issuers must not pass)');
-    if (!audience) throw invalid('jwtAudience', 'is required when a JWT key is configured (tokens for other services must not pass)');
-    const tenantClaim = input.jwtTenantClaim ?? envStr(env, 'TENANTWALL_JWT_TENANT_CLAIM') ?? 'tenant_id';
+    if (!o.jwtIssuer) throw invalid('jwtIssuer', 'is required when a JWT key is configured (tokens of other issuers must not pass)');
+    if (!o.jwtAudience) throw invalid('jwtAudience', 'is required when a JWT key is configured (tokens for other services must not pass)');
     jwt = Object.freeze({
-      secret,
-      publicKey,
-      jwksFile,
-      issuer,
-      audience,
-      tenantClaim,
-      clockToleranceSec: int('jwtClockToleranceSec', input.jwtClockToleranceSec ?? envInt(env, 'TENANTWALL_JWT_CLOCK_TOLERANCE_S') ?? 5, 0, 300),
+      secret: o.jwtSecret,
+      publicKey: o.jwtPublicKey,
+      jwksFile: o.jwtJwksFile,
+      issuer: o.jwtIssuer,
+      audience: o.jwtAudience,
+      tenantClaim: o.jwtTenantClaim,
+      clockToleranceSec: o.jwtClockToleranceSec,
     });
   }
-  const baseDomain = (input.baseDomain ?? envStr(env, 'TENANTWALL_BASE_DOMAIN'))?.toLowerCase().replace(/^\./, '');
-  if (baseDomain !== undefined && !DOMAIN_RE.test(baseDomain)) throw invalid('baseDomain', 'must be a domain name such as api.example.com');
-  const trustTenantHeader = input.trustTenantHeader ?? envBool(env, 'TENANTWALL_TRUST_TENANT_HEADER') ?? false;
-
-  let resolvers: readonly ResolverName[];
-  const fromEnv = envStr(env, 'TENANTWALL_RESOLVERS');
-  if (input.resolvers !== undefined || fromEnv !== undefined) {
-    resolvers = input.resolvers ?? (fromEnv as string).split(',').map((s) => s.trim()) as ResolverName[];
-    for (const r of resolvers) if (!RESOLVERS.includes(r)) throw invalid('resolvers', `has unknown resolver ${JSON.stringify(r)} (known: ${RESOLVERS.join(', ')})`);
-    if (new Set(resolvers).size !== resolvers.length) throw invalid('resolvers', 'lists a resolver twice');
-    if (resolvers.length === 0) throw invalid('resolvers', 'must name at least one resolver');
-  } else {
-    resolvers = RESOLVERS.filter(
-      (r) => r === 'apiKey' || (r === 'jwt' && jwt) || (r === 'subdomain' && baseDomain) || (r === 'header' && trustTenantHeader),
-    );
-  }
+  const baseDomain = o.baseDomain?.toLowerCase().replace(/^\./, '');
+  const resolvers =
+    o.resolvers ??
+    RESOLVERS.filter((r) => r === 'apiKey' || (r === 'jwt' && jwt) || (r === 'subdomain' && baseDomain) || (r === 'header' && o.trustTenantHeader));
   if (resolvers.includes('jwt') && !jwt) throw invalid('resolvers', 'names jwt but no jwtSecret, jwtPublicKey or jwtJwksFile is configured');
   if (resolvers.includes('subdomain') && !baseDomain) throw invalid('resolvers', 'names subdomain but baseDomain is not set');
-  if (resolvers.includes('header') && !trustTenantHeader) {
+  if (resolvers.includes('header') && !o.trustTenantHeader) {
     throw invalid('resolvers', 'names header but trustTenantHeader is false (the header is only for a trusted gateway)');
   }
-  const apiKeyTable = input.apiKeyTable ?? envStr(env, 'TENANTWALL_API_KEY_TABLE') ?? 'api_keys';
-  if (!IDENT_RE.test(apiKeyTable)) throw invalid('apiKeyTable', 'must be a lowercase SQL identifier');
-
   return Object.freeze({
     resolvers: Object.freeze([...resolvers]),
-    requireCredential: input.requireCredential ?? envBool(env, 'TENANTWALL_REQUIRE_CREDENTIAL') ?? true,
-    apiKeyTable,
-    apiKeyCacheTtlMs: int('apiKeyCacheTtlMs', input.apiKeyCacheTtlMs ?? envInt(env, 'TENANTWALL_API_KEY_CACHE_TTL_MS') ?? 5_000, 0, 3_600_000),
+    requireCredential: o.requireCredential,
+    apiKeyTable: o.apiKeyTable,
+    apiKeyCacheTtlMs: o.apiKeyCacheTtlMs,
     jwt,
     baseDomain,
-    trustTenantHeader,
-    tenantCacheSize: int('tenantCacheSize', input.tenantCacheSize ?? envInt(env, 'TENANTWALL_TENANT_CACHE_SIZE') ?? 10_000, 0, 10_000_000),
-    tenantCacheTtlMs: int('tenantCacheTtlMs', input.tenantCacheTtlMs ?? envInt(env, 'TENANTWALL_TENANT_CACHE_TTL_MS') ?? 10_000, 0, 3_600_000),
+    trustTenantHeader: o.trustTenantHeader,
+    tenantCacheSize: o.tenantCacheSize,
+    tenantCacheTtlMs: o.tenantCacheTtlMs,
   });
 }

@@ -6,6 +6,7 @@ import { DEFAULT_SAFE_FUNCTIONS, DEFAULT_SAFE_OPERATORS } from './allow-lists.ts
 import { type Analysis, Analyzer } from './analyze.ts';
 import { assertParserLoaded, loadParser } from './parser.ts';
 
+/** Options of `createGuard`: extra safe functions, operators and relations, cache size. */
 export interface GuardOptions {
   /**
    * Functions (lowercase, unqualified) the application declares safe in addition to the defaults

@@ -204,6 +204,7 @@ export class TenantwallDialect implements Dialect {
   }
 }
 
+/** Options of `createTenantKysely`. */
 export interface TenantKyselyOptions {
   /** Run every statement for this tenant. Default: the implicit tenant (runWithTenant / request context). */
   tenantId?: TenantId | string | undefined;

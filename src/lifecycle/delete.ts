@@ -6,6 +6,7 @@ import { JOURNAL, lockTenant, openSession, placesOf, primaryKeyOf, q, readJourna
 import { dropStaging, fkLinkedTables } from './move.ts';
 import type { ProgressListener } from './progress.ts';
 
+/** Options of `deleteTenant`: confirmation, batch size, progress. */
 export interface DeleteOptions {
   /** Must equal the tenant's slug (or id): deleting is irreversible. */
   readonly confirm: string | undefined;
@@ -14,6 +15,7 @@ export interface DeleteOptions {
   readonly onProgress?: ProgressListener;
 }
 
+/** What `deleteTenant` removed: rows per table and dropped partitions. */
 export interface DeleteResult {
   readonly tenant: Tenant;
   /** Dedicated partitions detached and dropped. */

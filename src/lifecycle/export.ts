@@ -9,8 +9,10 @@ import { quoteLiteral } from '../schema/ddl.ts';
 import { openSession, primaryKeyOf, q, resolveTenant, tableSum } from './internal.ts';
 import type { ProgressListener } from './progress.ts';
 
+/** File format of a tenant export: `ndjson` or `csv`. */
 export type ExportFormat = 'ndjson' | 'csv';
 
+/** Options of `exportTenant`: target folder, format, progress. */
 export interface ExportOptions {
   /** Directory to write into (created if missing). Files: `<table>.ndjson|csv` and `manifest.json`. */
   readonly dir: string;
@@ -21,6 +23,7 @@ export interface ExportOptions {
   readonly onProgress?: ProgressListener;
 }
 
+/** One table of an export manifest: file, rows, bytes, sha256. */
 export interface ManifestTable {
   readonly table: string;
   readonly file: string;
@@ -33,6 +36,7 @@ export interface ManifestTable {
   readonly columns: ReadonlyArray<{ readonly name: string; readonly type: string }>;
 }
 
+/** The manifest of a tenant export: tables, files, row counts and checksums. */
 export interface ExportManifest {
   readonly kind: 'tenantwall-export';
   readonly version: 1;
@@ -43,6 +47,7 @@ export interface ExportManifest {
   readonly tables: readonly ManifestTable[];
 }
 
+/** What `exportTenant` wrote: the manifest and its folder. */
 export interface ExportResult {
   readonly manifest: ExportManifest;
   readonly dir: string;

@@ -11,6 +11,7 @@ import { type ExportManifest, MANIFEST, type ManifestTable } from './export.ts';
 import { type Placement, bucketOf, columnsOf, dedicatedCapable, lockTenant, openSession, q, tableSum } from './internal.ts';
 import type { ProgressListener } from './progress.ts';
 
+/** Options of `importTenant`: source folder, target tenant, progress. */
 export interface ImportOptions {
   /** A directory written by `exportTenant`. */
   readonly dir: string;
@@ -26,6 +27,7 @@ export interface ImportOptions {
   readonly onProgress?: ProgressListener;
 }
 
+/** What `importTenant` loaded: rows per table. */
 export interface ImportResult {
   readonly tenant: Tenant;
   readonly tables: ReadonlyArray<{ readonly table: string; readonly rows: number }>;

@@ -23,6 +23,7 @@ import {
 } from './internal.ts';
 import type { ProgressListener } from './progress.ts';
 
+/** Options of `moveTenant`: target placement, batch size, progress. */
 export interface MoveOptions {
   /** Rows per copy batch (each batch is its own short transaction). Default 5000. */
   readonly batchSize?: number;
@@ -31,12 +32,14 @@ export interface MoveOptions {
   readonly onProgress?: ProgressListener;
 }
 
+/** One table of a tenant move: rows copied and where they went. */
 export interface MovedTable {
   readonly table: string;
   readonly rows: number;
   readonly checksum: string;
 }
 
+/** What `moveTenant` did: the tables moved and the new placement. */
 export interface MoveResult {
   readonly tenant: Tenant;
   readonly from: Placement | 'mixed';
@@ -99,6 +102,7 @@ export async function moveTenant(db: Tenantwall, ref: string, to: Placement, opt
   }
 }
 
+/** What `abortMove` did: the tables whose half-done move was rolled back. */
 export interface AbortMoveResult {
   readonly tenant: Tenant;
   /** Staging tables that were dropped; empty when no move was journaled. */

@@ -7,6 +7,7 @@ export interface Progress {
   readonly total?: number;
 }
 
+/** Callback receiving `Progress` events of a long operation. */
 export type ProgressListener = (p: Progress) => void;
 
 export interface ProgressPrinterOptions {

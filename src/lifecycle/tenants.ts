@@ -5,6 +5,7 @@ import { dedicatedPartitionName as dedicatedName, dedicatedPartitionSql, quoteId
 import { TenantId } from '../tenant/tenant-id.ts';
 import { type Placement, bucketOf, dedicatedCapable, lockTenant, openSession, placementOf, placesOf, resolveTenant } from './internal.ts';
 
+/** Options of `createTenant` (lifecycle): placement and progress. */
 export interface CreateTenantOptions {
   readonly slug: string;
   readonly name: string;
@@ -13,6 +14,7 @@ export interface CreateTenantOptions {
   readonly placement?: Placement;
 }
 
+/** A tenant with its placement and row counts (`tenantInfo`). */
 export interface TenantInfo {
   readonly tenant: Tenant;
   readonly placement: Placement | 'mixed';

@@ -8,10 +8,12 @@ export interface DdlContext {
   readonly settingName: string;
 }
 
+/** Quotes an SQL identifier (double quotes, doubled inside). */
 export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
+/** Quotes an SQL string literal (single quotes, doubled inside). */
 export function quoteLiteral(value: string): string {
   return `'${value.replace(/'/g, "''")}'`;
 }

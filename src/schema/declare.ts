@@ -11,6 +11,7 @@ export interface ColumnSpec {
   readonly check?: string;
 }
 
+/** A foreign key of a declared table; tenant tables get `tenant_id` prepended. */
 export interface ForeignKeySpec {
   /** Local columns (without tenant_id; it is prepended for tenant tables). */
   readonly columns: readonly string[];
@@ -21,6 +22,7 @@ export interface ForeignKeySpec {
   readonly onDelete?: 'restrict' | 'cascade' | 'no action';
 }
 
+/** An index of a declared table; tenant tables get `tenant_id` as the first column. */
 export interface IndexSpec {
   /** Columns (or expressions) after tenant_id. */
   readonly columns: readonly string[];
@@ -65,8 +67,10 @@ export interface GlobalTableSpec extends TableSpecBase {
 export type TenantTable<S extends TenantTableSpec = TenantTableSpec> = Readonly<S & { kind: 'tenant'; primaryKey: readonly string[] }>;
 /** A declared global table; `S` as for TenantTable. */
 export type GlobalTable<S extends GlobalTableSpec = GlobalTableSpec> = Readonly<S & { kind: 'global'; primaryKey: readonly string[] }>;
+/** A declared table: a `TenantTable` or a `GlobalTable`. */
 export type TableDecl = TenantTable | GlobalTable;
 
+/** Input of `defineSchema`: the tables and schema-wide settings. */
 export interface SchemaSpec<T extends readonly TableDecl[] = readonly TableDecl[], C extends string = string> {
   readonly tables: T;
   /** SQL type of tenant ids. Only `uuid` is supported (TenantId). */

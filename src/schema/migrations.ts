@@ -20,6 +20,7 @@ export interface Migration {
   readonly sql: string | ((ctx: MigrationContext) => string);
 }
 
+/** A migration rendered to SQL with its checksum. */
 export interface RenderedMigration {
   readonly version: number;
   readonly name: string;
@@ -27,6 +28,7 @@ export interface RenderedMigration {
   readonly checksum: string;
 }
 
+/** What `db.migrate` did: applied and already applied migrations. */
 export interface MigrateResult {
   readonly applied: readonly RenderedMigration[];
   readonly alreadyApplied: number;
@@ -40,6 +42,7 @@ export function checksum(sql: string): string {
   return createHash('sha256').update(sql).digest('hex');
 }
 
+/** Renders migrations to SQL with their checksums, without applying them (`migrate --dry-run`). */
 export function renderMigrations(migrations: readonly Migration[], ctx: DdlContext): RenderedMigration[] {
   const mctx: MigrationContext = {
     ...ctx,

@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { TenantwallError } from '../errors.ts';
 import { TenantId } from './tenant-id.ts';
 
+/** The tenant of the current async context (`runWithTenant`). */
 export interface TenantContext {
   readonly tenantId: TenantId;
   /** Free-form facts about who is calling (request id, API key id, ...), for logs and metering. */
