@@ -11,6 +11,7 @@ import { isConnectionError, mapPgError } from './pg-errors.ts';
 import { type PreparedStep, runPipelined } from './pipelined-query.ts';
 import { StatementCache } from './statement-cache.ts';
 import { TenantRegistry } from './tenant-registry.ts';
+import { withTransaction } from './transaction.ts';
 
 export type Row = Record<string, any>;
 /** Bind parameters of a statement. */
@@ -132,6 +133,11 @@ export interface CrossTenantHandle {
   query<R extends Row = Row>(sql: string, params?: Params): Promise<pg.QueryResult<R>>;
   /** A dedicated owner connection inside BEGIN ... COMMIT. */
   transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
+  /**
+   * A dedicated owner session outside the pool (lifecycle work needs session locks, its own transactions and
+   * cursors). The caller ends it (`client.end()`).
+   */
+  session(applicationName: string): Promise<pg.Client>;
 }
 
 const SET_TENANT: Omit<PreparedStep, 'values'> = {
@@ -348,15 +354,23 @@ export class Tenantwall {
       transaction: async <T>(fn: (client: pg.PoolClient) => Promise<T>) => {
         const client = await this.#checkout(pool);
         try {
-          await client.query('BEGIN');
-          const result = await fn(client);
-          await client.query('COMMIT');
+          const result = await withTransaction(client, () => fn(client));
           client.release();
           return result;
         } catch (err) {
           await releaseAfterError(client, err, true);
           throw mapPgError(err);
         }
+      },
+      session: async (applicationName: string) => {
+        const client = new pg.Client({ connectionString: this.options.databaseUrl, application_name: applicationName, connectionTimeoutMillis: this.options.connectTimeoutMs });
+        client.on('error', () => undefined); // surfaced by the next query
+        try {
+          await client.connect();
+        } catch (err) {
+          throw mapPgError(err);
+        }
+        return client;
       },
     };
   }

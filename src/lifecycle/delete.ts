@@ -1,6 +1,7 @@
 import type { Tenant } from '../db/tenant-registry.ts';
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
+import { withTransaction } from '../db/transaction.ts';
 import { quoteLiteral } from '../schema/ddl.ts';
 import { JOURNAL, lockTenant, openSession, placesOf, primaryKeyOf, q, readJournal, resolveTenant } from './internal.ts';
 import { dropStaging, fkLinkedTables } from './move.ts';
@@ -68,8 +69,7 @@ export async function deleteTenant(db: Tenantwall, ref: string, options: DeleteO
     const dedicated = (await placesOf(client, db, tenant.id)).filter((p) => p.dedicated);
     const droppedPartitions: string[] = [];
     if (dedicated.length > 0) {
-      await client.query('BEGIN');
-      try {
+      await withTransaction(client, async () => {
         await client.query(`SET LOCAL lock_timeout = 5000`);
         // Same lock order as a move (see lockForSwitch): parents of foreign-key-linked tables, then buckets;
         // detaching takes ACCESS EXCLUSIVE on both anyway, for the catalog-only instant this transaction lasts.
@@ -82,11 +82,7 @@ export async function deleteTenant(db: Tenantwall, ref: string, options: DeleteO
           await client.query(`DROP TABLE ${q(p.dedicatedRel)}`);
           droppedPartitions.push(p.dedicatedRel);
         }
-        await client.query('COMMIT');
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw err;
-      }
+      });
       options.onProgress?.({ operation: 'delete', phase: 'drop', done: droppedPartitions.length, total: droppedPartitions.length });
     }
     const dropMs = performance.now() - dropStart;

@@ -5,6 +5,7 @@ import readline from 'node:readline';
 import { type Tenant, parseSlug } from '../db/tenant-registry.ts';
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
+import { withTransaction } from '../db/transaction.ts';
 import { dedicatedPartitionSql, quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import { type ExportManifest, MANIFEST, type ManifestTable } from './export.ts';
@@ -192,48 +193,47 @@ export async function importTenant(db: Tenantwall, options: ImportOptions): Prom
   const imported: Array<{ table: string; rows: number }> = [];
   try {
     await lockTenant(client, id);
-    await client.query('BEGIN');
     try {
-      await client.query(`INSERT INTO ${quoteIdent(db.schema.registryTable)} (id, slug, name) VALUES ($1, $2, $3)`, [id, slug, name]);
-      if (placement === 'dedicated') {
-        const tables = dedicatedCapable(db);
-        if (tables.length === 0) throw new TenantwallError('placement_unsupported', 'No tenant table of this schema is partitioned for dedicated placement.');
-        for (const t of tables) for (const sql of dedicatedPartitionSql(t, db.ddlContext, id, await bucketOf(client, t, id))) await client.query(sql);
-      }
-      // Declaration order is dependency order: referenced tables are filled first.
-      for (const decl of db.schema.tenantTables) {
-        const t = byName.get(decl.name);
-        if (!t) continue;
-        const live = new Set(await columnsOf(client, decl.name));
-        for (const c of t.columns) if (!live.has(c.name)) invalid(`Column ${decl.name}.${c.name} of the export does not exist in the database.`);
-        const cols = [tc, ...t.columns.map((c) => c.name)].map(q).join(', ');
-        const sql = `INSERT INTO ${q(decl.name)} (${cols}) SELECT ${cols} FROM json_populate_recordset(NULL::${q(decl.name)}, $1::json)`;
-        let batch: Array<Record<string, unknown>> = [];
-        let rows = 0;
-        const flush = async () => {
-          if (batch.length === 0) return;
-          await client.query(sql, [JSON.stringify(batch)]);
-          rows += batch.length;
-          batch = [];
-          options.onProgress?.({ operation: 'import', phase: 'rows', table: decl.name, done: rows, total: t.rows });
-        };
-        for await (const row of readRows(path.join(dir, t.file), manifest.format, t)) {
-          row[tc] = id; // the new tenant owns every row, whatever the file says
-          batch.push(row);
-          if (batch.length >= batchSize) await flush();
+      await withTransaction(client, async () => {
+        await client.query(`INSERT INTO ${quoteIdent(db.schema.registryTable)} (id, slug, name) VALUES ($1, $2, $3)`, [id, slug, name]);
+        if (placement === 'dedicated') {
+          const tables = dedicatedCapable(db);
+          if (tables.length === 0) throw new TenantwallError('placement_unsupported', 'No tenant table of this schema is partitioned for dedicated placement.');
+          for (const t of tables) for (const sql of dedicatedPartitionSql(t, db.ddlContext, id, await bucketOf(client, t, id))) await client.query(sql);
         }
-        await flush();
-        const sum = await tableSum(client, decl.name, id, tc);
-        if (rows !== t.rows || sum.rows !== t.rows || sum.checksum !== t.dataChecksum) {
-          throw new TenantwallError('import_checksum_mismatch', `Table ${decl.name}: imported ${sum.rows} rows (checksum ${sum.checksum}); the manifest says ${t.rows} (${t.dataChecksum}).`, {
-            details: { table: decl.name },
-          });
+        // Declaration order is dependency order: referenced tables are filled first.
+        for (const decl of db.schema.tenantTables) {
+          const t = byName.get(decl.name);
+          if (!t) continue;
+          const live = new Set(await columnsOf(client, decl.name));
+          for (const c of t.columns) if (!live.has(c.name)) invalid(`Column ${decl.name}.${c.name} of the export does not exist in the database.`);
+          const cols = [tc, ...t.columns.map((c) => c.name)].map(q).join(', ');
+          const sql = `INSERT INTO ${q(decl.name)} (${cols}) SELECT ${cols} FROM json_populate_recordset(NULL::${q(decl.name)}, $1::json)`;
+          let batch: Array<Record<string, unknown>> = [];
+          let rows = 0;
+          const flush = async () => {
+            if (batch.length === 0) return;
+            await client.query(sql, [JSON.stringify(batch)]);
+            rows += batch.length;
+            batch = [];
+            options.onProgress?.({ operation: 'import', phase: 'rows', table: decl.name, done: rows, total: t.rows });
+          };
+          for await (const row of readRows(path.join(dir, t.file), manifest.format, t)) {
+            row[tc] = id; // the new tenant owns every row, whatever the file says
+            batch.push(row);
+            if (batch.length >= batchSize) await flush();
+          }
+          await flush();
+          const sum = await tableSum(client, decl.name, id, tc);
+          if (rows !== t.rows || sum.rows !== t.rows || sum.checksum !== t.dataChecksum) {
+            throw new TenantwallError('import_checksum_mismatch', `Table ${decl.name}: imported ${sum.rows} rows (checksum ${sum.checksum}); the manifest says ${t.rows} (${t.dataChecksum}).`, {
+              details: { table: decl.name },
+            });
+          }
+          imported.push({ table: decl.name, rows });
         }
-        imported.push({ table: decl.name, rows });
-      }
-      await client.query('COMMIT');
+      });
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
       if ((err as { code?: string }).code === '23505' && (err as { table?: string }).table === db.schema.registryTable) {
         throw new TenantwallError('tenant_exists', `A tenant with id ${id} or slug ${slug} already exists.`, { cause: err });
       }

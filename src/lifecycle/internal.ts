@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { Tenant } from '../db/tenant-registry.ts';
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
+import { withTransaction } from '../db/transaction.ts';
 import type { TenantTable } from '../schema/declare.ts';
 import { bucketPartitionName, dedicatedPartitionName, quoteIdent, quoteLiteral, sharedPartitionName } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
@@ -18,9 +19,7 @@ export async function resolveTenant(db: Tenantwall, ref: string): Promise<Tenant
 
 /** A dedicated owner session (lifecycle work needs session locks, its own transactions and cursors). */
 export async function openSession(db: Tenantwall): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: db.options.databaseUrl, application_name: 'tenantwall-lifecycle' });
-  client.on('error', () => undefined);
-  await client.connect();
+  const client = await db.dangerouslyCrossTenant().session('tenantwall-lifecycle');
   try {
     const { rows } = await client.query<{ ok: boolean }>(
       'SELECT rolsuper OR rolbypassrls AS ok FROM pg_roles WHERE rolname = current_user',
@@ -39,8 +38,7 @@ export async function openSession(db: Tenantwall): Promise<pg.Client> {
 async function ensureJournal(client: pg.ClientBase): Promise<void> {
   const { rows } = await client.query(`SELECT to_regclass($1) AS r`, [JOURNAL]);
   if (rows[0]?.r) return;
-  await client.query('BEGIN');
-  try {
+  await withTransaction(client, async () => {
     // Two first-time operations at once must not race on CREATE TABLE IF NOT EXISTS.
     await client.query(`SELECT pg_advisory_xact_lock(hashtext('tenantwall.lifecycle.journal'))`);
     // One unfinished operation per tenant. A row here means: staging tables may exist, the operation can be
@@ -55,11 +53,7 @@ async function ensureJournal(client: pg.ClientBase): Promise<void> {
       started_at timestamptz NOT NULL DEFAULT now(),
       updated_at timestamptz NOT NULL DEFAULT now()
     )`);
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
+  });
 }
 
 export interface JournalRow {
@@ -185,11 +179,15 @@ export async function tenantChecksums(db: Tenantwall, tenantId: TenantId | strin
   const id = TenantId.parse(tenantId);
   const client = await openSession(db);
   try {
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const out: Record<string, TableSum> = {};
-    for (const t of db.schema.tenantTables) out[t.name] = await tableSum(client, t.name, id, db.schema.tenantColumn);
-    await client.query('COMMIT');
-    return out;
+    return await withTransaction(
+      client,
+      async () => {
+        const out: Record<string, TableSum> = {};
+        for (const t of db.schema.tenantTables) out[t.name] = await tableSum(client, t.name, id, db.schema.tenantColumn);
+        return out;
+      },
+      'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
+    );
   } finally {
     await client.end().catch(() => undefined);
   }

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { Tenant } from '../db/tenant-registry.ts';
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
+import { withTransaction } from '../db/transaction.ts';
 import { quoteLiteral, rlsSql } from '../schema/ddl.ts';
 import {
   JOURNAL,
@@ -128,18 +129,13 @@ export async function abortMove(db: Tenantwall, ref: string): Promise<AbortMoveR
 export async function dropStaging(client: pg.ClientBase, db: Tenantwall, tenantId: string): Promise<string[]> {
   const places = await placesOf(client, db, tenantId);
   const dropped: string[] = [];
-  await client.query('BEGIN');
-  try {
+  await withTransaction(client, async () => {
     for (const p of places.filter((x) => x.staging)) {
       await client.query(`DROP TABLE ${q(p.dedicatedRel)}`);
       dropped.push(p.dedicatedRel);
     }
     await client.query(`DELETE FROM ${JOURNAL} WHERE subject_tenant = $1 AND operation = 'move'`, [tenantId]);
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
+  });
   return dropped;
 }
 
@@ -157,24 +153,12 @@ function same(a: TableSum, b: TableSum): boolean {
   return a.rows === b.rows && a.checksum === b.checksum;
 }
 
-async function inTransaction<T>(client: pg.ClientBase, fn: () => Promise<T>): Promise<T> {
-  await client.query('BEGIN');
-  try {
-    const r = await fn();
-    await client.query('COMMIT');
-    return r;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
-}
-
 async function toDedicated(ctx: MoveCtx, todo: TablePlace[], batchSize: number, resumed: boolean): Promise<Phases> {
   const { client, db, tenantId } = ctx;
   const tc = db.schema.tenantColumn;
   const lit = quoteLiteral(tenantId);
   // 1. Journal row and staging tables together: either both exist (resumable) or neither.
-  await inTransaction(client, async () => {
+  await withTransaction(client, async () => {
     if (!resumed) {
       // The oldest xid still invisible to us: any row written after the copy starts has an xid >= it.
       await client.query(
@@ -231,7 +215,7 @@ async function toDedicated(ctx: MoveCtx, todo: TablePlace[], batchSize: number, 
   let readBlockFrom = 0;
   let reconciledRows = 0;
   const tables: MovedTable[] = [];
-  await inTransaction(client, async () => {
+  await withTransaction(client, async () => {
     await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(ctx.lockTimeoutMs))}`);
     await lockForSwitch(client, db, todo, 'dedicated');
     lockedAt = performance.now();
@@ -308,7 +292,7 @@ async function toShared(ctx: MoveCtx, todo: TablePlace[]): Promise<Phases> {
   let readBlockFrom = 0;
   const tables: MovedTable[] = [];
   ctx.onProgress?.({ operation: 'move', phase: 'switch', done: 0, total: todo.length });
-  await inTransaction(client, async () => {
+  await withTransaction(client, async () => {
     await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(ctx.lockTimeoutMs))}`);
     const blocksReads = await lockForSwitch(client, db, todo, 'shared');
     lockedAt = performance.now();

@@ -1,6 +1,7 @@
 import { type Tenant, assertActive, parseSlug } from '../db/tenant-registry.ts';
 import type { TenantScope, Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
+import { withTransaction } from '../db/transaction.ts';
 import { dedicatedPartitionName as dedicatedName, dedicatedPartitionSql, quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import { type Placement, bucketOf, dedicatedCapable, lockTenant, openSession, placementOf, placesOf, resolveTenant } from './internal.ts';
@@ -48,15 +49,14 @@ export async function createTenant(db: Tenantwall, options: CreateTenantOptions)
   const client = await openSession(db);
   try {
     await lockTenant(client, id);
-    await client.query('BEGIN');
     try {
-      await client.query(`INSERT INTO ${quoteIdent(db.schema.registryTable)} (id, slug, name) VALUES ($1, $2, $3)`, [id, slug, options.name.trim()]);
-      for (const t of tables) {
-        for (const sql of dedicatedPartitionSql(t, db.ddlContext, id, await bucketOf(client, t, id))) await client.query(sql);
-      }
-      await client.query('COMMIT');
+      await withTransaction(client, async () => {
+        await client.query(`INSERT INTO ${quoteIdent(db.schema.registryTable)} (id, slug, name) VALUES ($1, $2, $3)`, [id, slug, options.name.trim()]);
+        for (const t of tables) {
+          for (const sql of dedicatedPartitionSql(t, db.ddlContext, id, await bucketOf(client, t, id))) await client.query(sql);
+        }
+      });
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
       if ((err as { code?: string }).code === '23505') {
         throw new TenantwallError('tenant_exists', `A tenant with id ${id} or slug ${slug} already exists.`, { cause: err });
       }
