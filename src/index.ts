@@ -68,5 +68,5 @@ export { defineMetering, periodBounds, API_REQUESTS_METER, type Aggregation, typ
 export { meteringTables, meteringMigrationSql, METERING_TABLE_NAMES } from './metering/tables.ts';
 export { parseUsageEvent, parseUsageBatch, type UsageEventInput, type UsageEvent, type EventLimits } from './metering/events.ts';
 export { Metering, resolveMeteringOptions, usageToCsv, quotaExceeded, rateLimited, type MeteringOptions, type ResolvedMeteringOptions, type RecordResult, type BatchResult, type UsageQuery, type UsageRow, type QuotaDecision } from './metering/metering.ts';
-export { RateLimiter, PostgresRateLimitStore, RedisRateLimitStore, type RateLimitStore, type RateLimitDecision, type LimiterOptions } from './metering/rate-limit.ts';
+export { RateLimiter, PostgresRateLimitStore, RedisRateLimitStore, type RateLimitStore, type RateLimitDecision, type LimiterOptions, type RedisClientLike } from './metering/rate-limit.ts';
 export { Webhooks, WebhookRelay, verifyWebhook, writeOutboxEvent, backoffMs, type WebhookEndpoint, type RelayOptions, type RelayRound, type ReplayFilter, type VerifiedWebhook, type BillingEventType } from './metering/webhooks.ts';

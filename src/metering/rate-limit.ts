@@ -1,4 +1,11 @@
-import type { Redis } from 'ioredis';
+/**
+ * The part of an ioredis client the Redis store uses (structural, so the package's types do not need ioredis
+ * installed; an ioredis `Redis` or `Cluster` instance fits).
+ */
+export interface RedisClientLike {
+  defineCommand(name: string, definition: { numberOfKeys: number; lua: string }): void;
+  disconnect(): void;
+}
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
 import type { TenantId } from '../tenant/tenant-id.ts';
@@ -49,10 +56,10 @@ return {grant, used}`;
 
 /** Windows in Redis: one Lua script per claim (atomic on the server), keys expire after the window. */
 export class RedisRateLimitStore implements RateLimitStore {
-  readonly #redis: Redis;
+  readonly #redis: RedisClientLike;
   readonly #prefix: string;
   readonly #owned: boolean;
-  constructor(redis: Redis, options: { prefix?: string; owned?: boolean } = {}) {
+  constructor(redis: RedisClientLike, options: { prefix?: string; owned?: boolean } = {}) {
     this.#redis = redis;
     this.#prefix = options.prefix ?? 'tw:rl:';
     this.#owned = options.owned ?? false;
