@@ -6,7 +6,7 @@ import pg from 'pg';
  *
  * - implicit mode: `SELECT set_config(<setting>, $1, true)` then the statement, then Sync. Everything up to a
  *   Sync is one implicit transaction, so the setting is local to it and gone after the Sync, also after an
- *   error (design.md, section 3).
+ *   error (docs/architecture.md).
  * - explicit mode: `BEGIN`, `SET LOCAL <setting> = '<id>'`, the statement, `COMMIT`, then Sync. Citus only
  *   propagates the setting to its workers in this form.
  *

@@ -12,7 +12,7 @@ interface ConnectionStatements {
  * Bind/Execute, which saves the server the parse, analysis and RLS rewrite of every statement. Names are never
  * reused, so a statement whose Parse may or may not have happened (an error in its pipeline) is simply closed
  * and prepared again under a new name. The app connections run with plan_cache_mode = force_custom_plan: every
- * execution is still planned for its own tenant parameter (no generic plan shared across tenants, design.md).
+ * execution is still planned for its own tenant parameter (no generic plan shared across tenants, docs/architecture.md).
  */
 export class StatementCache {
   readonly #max: number;

@@ -22,7 +22,7 @@ export interface QueryOptions {
   /**
    * How PostgreSQL plans the statement when it runs from the statement cache.
    * - `custom` (default): planned afresh for every execution with its parameter values, so each tenant gets
-   *   estimates for its own data (design.md, generic-plan trap).
+   *   estimates for its own data (docs/architecture.md, the generic-plan trap).
    * - `generic`: one plan per cached statement, reused for every tenant. Only for statements whose best plan
    *   cannot depend on the tenant's data, i.e. lookups by a primary or unique key that starts with tenant_id
    *   (at most one row for every tenant). It saves the planning of every execution, which is most of the
@@ -221,7 +221,7 @@ export class Tenantwall {
         connectionTimeoutMillis: options.connectTimeoutMs,
         statement_timeout: options.statementTimeoutMs === 0 ? undefined : options.statementTimeoutMs,
         application_name: 'tenantwall-app',
-        // Prepared statements must not fall back to one generic plan shared by every tenant (design.md).
+        // Prepared statements must not fall back to one generic plan shared by every tenant (docs/architecture.md).
         ...(options.statementCacheSize > 0 ? { options: '-c plan_cache_mode=force_custom_plan' } : {}),
       } as pg.PoolConfig);
       appPool.on('error', () => undefined);

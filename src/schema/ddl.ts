@@ -20,7 +20,7 @@ export function quoteLiteral(value: string): string {
 
 const q = quoteIdent;
 
-/** The policy expression of design.md: a missing or reset setting reads as NULL, so nothing matches. */
+/** The policy expression (docs/architecture.md, "the policy shape"); a missing or reset setting reads as NULL, so nothing matches. */
 export function tenantPredicate(ctx: DdlContext): string {
   const setting = `nullif(current_setting(${quoteLiteral(ctx.settingName)}, true), '')::uuid`;
   const col = q(ctx.schema.tenantColumn);

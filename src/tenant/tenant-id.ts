@@ -5,7 +5,7 @@ declare const tenantIdBrand: unique symbol;
 /**
  * A tenant id: a UUID in canonical lowercase form. Only `TenantId.parse` (or `TenantId.generate`) produce one,
  * so a value of this type has always been validated. UUIDs rather than serial integers so that ids are not
- * guessable across tenants and can be generated without a round trip (design.md, section 3).
+ * guessable across tenants and can be generated without a round trip (docs/architecture.md).
  */
 export type TenantId = string & { readonly [tenantIdBrand]: true };
 

@@ -56,7 +56,7 @@ test(`random operation sequences of ${TENANTS} concurrent tenants never show one
   assert.deepEqual(fuzzer.endpoints.filter((e) => !s.byEndpoint.has(e)), [], 'endpoints never called');
 });
 
-// Each layer alone must stop a leak (design.md): the same property with row-level security disabled on every
+// Each layer alone must stop a leak (docs/architecture.md): the same property with row-level security disabled on every
 // table (the guard alone), and with the guard off (row-level security alone).
 for (const layer of ['guard alone (RLS disabled)', 'RLS alone (no guard)'] as const) {
   test(`one layer at a time: ${layer}`, async () => {

@@ -87,7 +87,7 @@ test('the application role cannot switch off RLS, read the table as owner or tru
   await assert.rejects(asApp(A, (c) => c.query('SET ROLE postgres')), /permission denied/);
 });
 
-test('every tenant table has RLS enabled and forced with one policy in the design.md shape', async () => {
+test('every tenant table has RLS enabled and forced with one policy in the docs/architecture.md shape', async () => {
   const { rows } = await t.db.dangerouslyCrossTenant().query(`
     SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, p.polcmd, pg_get_expr(p.polqual, p.polrelid) AS qual, pg_get_expr(p.polwithcheck, p.polrelid) AS chk
     FROM pg_class c JOIN pg_policy p ON p.polrelid = c.oid WHERE c.relname IN ('invoices', 'customers') ORDER BY 1`);
