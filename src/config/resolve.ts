@@ -35,15 +35,19 @@ export type Resolved<S extends OptionTable> = {
 };
 export type Input<S extends OptionTable> = { [K in keyof S]?: ValueOf<S[K]> | undefined };
 
+/** The component name of each declared table (kept beside it, so a table lists options only). */
+const components = new WeakMap<object, string>();
+
 /** Declares a component's option table (keeps the literal keys and types). */
-export function defineOptions<const S extends OptionTable>(component: string, specs: S): S & { readonly [COMPONENT]: string } {
-  return Object.freeze({ ...specs, [COMPONENT]: component });
+export function defineOptions<const S extends OptionTable>(component: string, specs: S): S {
+  const table = Object.freeze({ ...specs });
+  components.set(table, component);
+  return table;
 }
-const COMPONENT: unique symbol = Symbol('tenantwall.optionComponent');
 
 /** The component name of a table (for error messages and the docs test). */
 export function componentOf(table: OptionTable): string {
-  return (table as { [COMPONENT]?: string })[COMPONENT] ?? 'option';
+  return components.get(table) ?? 'option';
 }
 
 /** The `config_invalid` error naming the option (and its environment variable when it came from there). */

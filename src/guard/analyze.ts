@@ -1,4 +1,4 @@
-import { parseSync, scanSync } from 'libpg-query';
+import { parseSql as parseSync, scanSql as scanSync } from './parser.ts';
 import type { Schema } from '../schema/declare.ts';
 
 /** The parse tree is the parser's JSON: nodes are `{ KindName: body }` wrappers; bodies are plain objects. */
