@@ -68,6 +68,7 @@ export {
   type CreateTenantOptions,
   type TenantInfo,
 } from './lifecycle/tenants.ts';
+export { suspendTenant, type SuspendOptions } from './lifecycle/suspend.ts';
 export { moveTenant, abortMove, type MoveOptions, type MoveResult, type MovedTable, type AbortMoveResult } from './lifecycle/move.ts';
 export { exportTenant, type ExportOptions, type ExportResult, type ExportManifest, type ManifestTable, type ExportFormat } from './lifecycle/export.ts';
 export { importTenant, type ImportOptions, type ImportResult } from './lifecycle/import.ts';

@@ -5,6 +5,6 @@ export { ApiKeyStore, apiKeysTable, parseApiKey, type ApiKeyInfo, type CreatedAp
 export { createJwtVerifier, type JwtVerifier } from './jwt.ts';
 export { toTenantwallError, errorBody, makeErrorHandler, type ErrorBody } from './http-errors.ts';
 export { serializationSchema, typeboxSerializerCompiler, typeboxValidatorCompiler, type FieldError } from './validation.ts';
-export { TtlCache } from './ttl-cache.ts';
+export { TtlCache } from '../util/ttl-cache.ts';
 export { TenantwallLogController } from './log-controller.ts';
-export { meteringPlugin, type MeteringFastifyOptions } from '../metering/fastify.ts';
+export { meteringPlugin, type MeteringFastifyOptions } from './metering.ts';

@@ -17,11 +17,12 @@ export const migrations: Migration[] = [
 
 export const spec: MeteringSpec = {
   meters: [
-    { name: 'tokens', aggregation: 'sum' },
-    { name: 'calls', aggregation: 'count' },
-    { name: 'storage_gb', aggregation: 'max' },
-    { name: 'active_users', aggregation: 'unique_count', uniqueBy: 'user_id' },
-    { name: 'seats', aggregation: 'latest' },
+    // Tenants send these over HTTP; invoices.created (a quota's meter) is the server's own.
+    { name: 'tokens', aggregation: 'sum', source: 'client' },
+    { name: 'calls', aggregation: 'count', source: 'client' },
+    { name: 'storage_gb', aggregation: 'max', source: 'client' },
+    { name: 'active_users', aggregation: 'unique_count', uniqueBy: 'user_id', source: 'client' },
+    { name: 'seats', aggregation: 'latest', source: 'client' },
     { name: 'invoices.created', aggregation: 'count' },
   ],
   plans: {

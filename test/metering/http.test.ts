@@ -67,6 +67,28 @@ describe('HTTP: ingestion, usage queries, quotas and rate limits on requests', (
     assert.equal(stored.rows[0]?.n, 0);
   });
 
+  test("tenants cannot write the server's meters: quota meters and api_requests answer 403 meter_not_writable, nothing is written", async () => {
+    const count = async () =>
+      (await f.t.db.forTenant(A.id).query(`SELECT count(*)::int AS n FROM tw_usage_events WHERE tenant_id = $1 AND event_id LIKE 'forged-%'`, [A.id])).rows[0]?.n;
+    const forged: unknown[] = [
+      { event_id: 'forged-1', meter: 'invoices.created', quantity: 1000 },
+      { event_id: 'forged-2', meter: 'api_requests', quantity: 1_000_000 },
+      // One forged event refuses the whole batch, client meters included.
+      { events: [{ event_id: 'forged-3', meter: 'tokens' }, { event_id: 'forged-4', meter: 'invoices.created' }] },
+    ];
+    for (const payload of forged) {
+      const r = await as(A, { method: 'POST', url: '/usage/events', payload: payload as object });
+      assert.equal(r.statusCode, 403, r.body);
+      assert.equal(r.json().error.code, 'meter_not_writable');
+      assert.equal(r.json().error.details.field, 'meter');
+      assert.ok(['invoices.created', 'api_requests'].includes(r.json().error.details.meter));
+    }
+    assert.equal(await count(), 0);
+    // The server itself still records them (what the request hooks and quota admissions do).
+    assert.equal((await f.metering.record(A.id, { event_id: 'forged-server', meter: 'invoices.created' })).duplicate, false);
+    assert.equal(await count(), 1);
+  });
+
   test('usage queries: own usage as JSON and CSV, never another tenant; admins see all', async () => {
     await as(B, { method: 'POST', url: '/usage/events', payload: { event_id: 'hb-1', meter: 'tokens', quantity: 100 } });
     const json = await as(A, { method: 'GET', url: '/usage?meter=tokens&granularity=month' });
