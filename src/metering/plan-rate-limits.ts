@@ -1,7 +1,8 @@
-import { Redis } from 'ioredis';
+import type { Redis as RedisClient } from 'ioredis';
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
+import { requireOptional } from '../util/optional.ts';
 import type { MeteringOptions, ResolvedMeteringOptions } from './options.ts';
 import type { Plans } from './plans.ts';
 import { PostgresRateLimitStore, RateLimiter, type RateLimitDecision, type RateLimitStore, RedisRateLimitStore } from './rate-limit.ts';
@@ -19,6 +20,8 @@ export class PlanRateLimits {
     let s: RateLimitStore;
     if (typeof store === 'object') s = store;
     else if (options.rateLimitStore === 'redis') {
+      // ioredis is an optional peer: loaded only when this store is configured.
+      const { Redis } = requireOptional<{ Redis: typeof RedisClient }>('ioredis', "rateLimitStore: 'redis'");
       const redis = new Redis(options.redisUrl, {
         lazyConnect: false,
         // Queued while (re)connecting; the limiter's own timeout still bounds the wait (fail open/closed).
