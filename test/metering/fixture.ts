@@ -57,3 +57,12 @@ export async function startMetering(options: Partial<MeteringOptions> = {}, twOp
     },
   };
 }
+
+/**
+ * Waits until at least `ms` are left in the current minute, so a per-minute rate-limit window (aligned to the
+ * epoch minute) does not end in the middle of a short sequence of requests that expects a refusal. A condition
+ * on the clock, not a fixed delay: it returns at once most of the time.
+ */
+export async function untilMinuteHasLeft(ms = 10_000): Promise<void> {
+  while (60_000 - (Date.now() % 60_000) < ms) await new Promise((r) => setTimeout(r, 50));
+}

@@ -4,7 +4,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { TenantwallError, type TenantId } from '../../src/index.ts';
 import { Metering, RateLimiter, type RateLimitStore } from '../../src/metering/index.ts';
-import { startMetering, type MeteringFixture } from './fixture.ts';
+import { startMetering, untilMinuteHasLeft, type MeteringFixture } from './fixture.ts';
 
 const CHILD = new URL('./children/limiter-child.ts', import.meta.url).pathname;
 
@@ -119,6 +119,7 @@ describe('rate limits', () => {
       },
     });
     try {
+      await untilMinuteHasLeft();
       for (let i = 0; i < 3; i++) await m.rateLimit(T, 'key-1');
       await assert.rejects(m.rateLimit(T, 'key-1'), (e: unknown) => {
         assert.ok(e instanceof TenantwallError);
