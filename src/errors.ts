@@ -83,6 +83,7 @@ export const ERROR_CODES = {
     hint: 'Send events as {event_id, meter, quantity?, timestamp?, properties?}; details.index and details.field name the bad one (see docs/metering.md).',
   },
   unknown_meter: { status: 400, hint: 'Use a meter declared in the metering configuration; details.meter names the unknown one.' },
+  meter_not_writable: { status: 403, hint: 'This meter is recorded by the server (source: server); clients may send usage only to meters declared with source: \'client\'. details.meter names it.' },
   batch_too_large: { status: 413, hint: 'Split the batch; details.limit is the maximum number of events per request.' },
   invalid_usage_query: { status: 400, hint: 'Fix the query parameter named in details.field (from/to ISO timestamps, granularity minute|hour|day|month).' },
   unknown_plan: { status: 400, hint: 'Assign a plan declared in the metering configuration.' },

@@ -58,15 +58,22 @@ export {
   type CreateTenantOptions,
   type TenantInfo,
 } from './lifecycle/tenants.ts';
+export { suspendTenant, type SuspendOptions } from './lifecycle/suspend.ts';
 export { moveTenant, abortMove, type MoveOptions, type MoveResult, type MovedTable, type AbortMoveResult } from './lifecycle/move.ts';
 export { exportTenant, type ExportOptions, type ExportResult, type ExportManifest, type ManifestTable, type ExportFormat } from './lifecycle/export.ts';
 export { importTenant, type ImportOptions, type ImportResult } from './lifecycle/import.ts';
 export { deleteTenant, type DeleteOptions, type DeleteResult } from './lifecycle/delete.ts';
 export { bucketPartitionName, sharedPartitionName, dedicatedPartitionName, dedicatedPartitionSql } from './schema/ddl.ts';
 // metering
-export { defineMetering, periodBounds, API_REQUESTS_METER, type Aggregation, type Granularity, type QuotaPeriod, type Enforcement, type MeterSpec, type QuotaSpec, type RateLimitSpec, type PlanSpec, type MeteringSpec, type MeteringModel, type Meter, type Plan, type Quota, type RateLimit } from './metering/spec.ts';
-export { meteringTables, meteringMigrationSql, METERING_TABLE_NAMES } from './metering/tables.ts';
+export { defineMetering, periodBounds, API_REQUESTS_METER, type Aggregation, type Granularity, type QuotaPeriod, type Enforcement, type MeterSource, type MeterSpec, type QuotaSpec, type RateLimitSpec, type PlanSpec, type MeteringSpec, type MeteringModel, type Meter, type Plan, type Quota, type RateLimit } from './metering/spec.ts';
+export { meteringTables, meteringMigrationSql, METERING_TABLE_NAMES, METERING_FUNCTION_NAMES } from './metering/tables.ts';
 export { parseUsageEvent, parseUsageBatch, type UsageEventInput, type UsageEvent, type EventLimits } from './metering/events.ts';
-export { Metering, resolveMeteringOptions, usageToCsv, quotaExceeded, rateLimited, type MeteringOptions, type ResolvedMeteringOptions, type RecordResult, type BatchResult, type UsageQuery, type UsageRow, type QuotaDecision } from './metering/metering.ts';
+export { resolveMeteringOptions, type MeteringOptions, type ResolvedMeteringOptions } from './metering/options.ts';
+export { Metering } from './metering/metering.ts';
+export type { RecordResult, BatchResult, RecordOptions } from './metering/ingest.ts';
+export { usageToCsv, type UsageQuery, type UsageRow } from './metering/usage.ts';
+export { quotaExceeded, type QuotaDecision } from './metering/quotas.ts';
+export { rateLimited } from './metering/plan-rate-limits.ts';
+export type { ClosePeriodInput } from './metering/billing.ts';
 export { RateLimiter, PostgresRateLimitStore, RedisRateLimitStore, type RateLimitStore, type RateLimitDecision, type LimiterOptions, type RedisClientLike } from './metering/rate-limit.ts';
 export { Webhooks, WebhookRelay, verifyWebhook, writeOutboxEvent, backoffMs, type WebhookEndpoint, type RelayOptions, type RelayRound, type ReplayFilter, type VerifiedWebhook, type BillingEventType } from './metering/webhooks.ts';

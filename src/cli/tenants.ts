@@ -6,6 +6,7 @@ import { importTenant } from '../lifecycle/import.ts';
 import { resolveTenant, type Placement } from '../lifecycle/internal.ts';
 import { abortMove, moveTenant } from '../lifecycle/move.ts';
 import { createProgressPrinter } from '../lifecycle/progress.ts';
+import { suspendTenant } from '../lifecycle/suspend.ts';
 import { createTenant, listTenants, renameTenant } from '../lifecycle/tenants.ts';
 import type { TenantStatus } from '../db/tenant-registry.ts';
 import { loadProjectConfig } from './config.ts';
@@ -115,7 +116,8 @@ export async function tenantsCommand(argv: string[]): Promise<number> {
       case 'suspend':
       case 'resume': {
         const t = await resolveTenant(db, need(args[0], '<tenant>'));
-        const r = sub === 'suspend' ? await db.tenants.suspend(t.id) : await db.tenants.resume(t.id);
+        // Suspension through the lifecycle: with the metering tables it writes the tenant.suspended event too.
+        const r = sub === 'suspend' ? await suspendTenant(db, t.id) : await db.tenants.resume(t.id);
         print(r, `${r.slug} is ${r.status}`);
         return 0;
       }

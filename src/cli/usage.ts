@@ -1,6 +1,7 @@
 import { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
-import { Metering, usageToCsv, type UsageRow } from '../metering/metering.ts';
+import { Metering } from '../metering/metering.ts';
+import { type UsageRow, usageToCsv } from '../metering/usage.ts';
 import type { MeteringSpec } from '../metering/spec.ts';
 import { loadProjectConfig } from './config.ts';
 import { parseFlags } from './flags.ts';

@@ -1,6 +1,7 @@
 import { TenantwallError } from '../errors.ts';
 import { quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
+import type pg from 'pg';
 import type { Tenantwall } from './tenantwall.ts';
 
 /** Lifecycle state of a tenant: `active`, `suspended` or `deleted`. */
@@ -112,8 +113,13 @@ export class TenantRegistry {
     return rows.map(toTenant);
   }
 
-  suspend(id: TenantId | string): Promise<Tenant> {
-    return this.#setStatus(id, 'suspended', 'active');
+  /**
+   * Suspends a tenant (idempotent). `onSuspended` runs in the same owner transaction, only when the tenant was
+   * active until now: what must happen exactly once with the suspension (the `tenant.suspended` billing event
+   * of lifecycle's `suspendTenant`) commits or rolls back with it. Listeners are told after the commit.
+   */
+  suspend(id: TenantId | string, options: { onSuspended?: (client: pg.PoolClient, tenant: Tenant) => Promise<void> } = {}): Promise<Tenant> {
+    return this.#setStatus(id, 'suspended', 'active', options.onSuspended);
   }
 
   resume(id: TenantId | string): Promise<Tenant> {
@@ -160,18 +166,26 @@ export class TenantRegistry {
     return tenant;
   }
 
-  async #setStatus(id: TenantId | string, to: TenantStatus, from: TenantStatus): Promise<Tenant> {
+  async #setStatus(id: TenantId | string, to: TenantStatus, from: TenantStatus, onChanged?: (client: pg.PoolClient, tenant: Tenant) => Promise<void>): Promise<Tenant> {
     const tid = TenantId.parse(id);
-    const { rows } = await this.#db
-      .dangerouslyCrossTenant()
-      .query<TenantRow>(`UPDATE ${this.#table} SET status = $2 WHERE id = $1 AND status IN ($2, $3) RETURNING *`, [tid, to, from]);
-    if (!rows[0]) {
+    const tenant = await this.#db.dangerouslyCrossTenant().transaction(async (client) => {
+      // The previous status (row locked) tells a change from a repeat.
+      const { rows } = await client.query<TenantRow & { previous: TenantStatus }>(
+        `WITH prev AS (SELECT status FROM ${this.#table} WHERE id = $1 FOR UPDATE)
+         UPDATE ${this.#table} r SET status = $2 FROM prev WHERE r.id = $1 AND r.status IN ($2, $3) RETURNING r.*, prev.status AS previous`,
+        [tid, to, from],
+      );
+      const row = rows[0];
+      if (!row) return undefined;
+      const t = toTenant(row);
+      if (onChanged && row.previous !== to) await onChanged(client, t);
+      return t;
+    });
+    if (!tenant) {
       assertActive(await this.get(tid), tid); // throws not_found / deleted
       throw new TenantwallError('tenant_not_found', `Tenant ${tid} cannot change to ${to}.`);
     }
-    const tenant = toTenant(rows[0]);
-    for (const l of this.#listeners) l(tenant);
-    return tenant;
+    return this.#notify(tenant);
   }
 }
 

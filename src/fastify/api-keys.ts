@@ -4,7 +4,7 @@ import { TenantwallError } from '../errors.ts';
 import { tenantTable } from '../schema/declare.ts';
 import { quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
-import { TtlCache } from './ttl-cache.ts';
+import { TtlCache } from '../util/ttl-cache.ts';
 
 /**
  * Key format: `tw_<tenant uuid as 32 hex>_<key uuid as 32 hex>_<secret, 43 base64url chars = 256 bits>`.

@@ -4,5 +4,5 @@ export { resolveFastifyOptions, type TenantwallFastifyOptions, type ResolvedFast
 export { ApiKeyStore, apiKeysTable, parseApiKey, type ApiKeyInfo, type CreatedApiKey, type ParsedApiKey } from './api-keys.ts';
 export { createJwtVerifier, type JwtVerifier } from './jwt.ts';
 export { toTenantwallError, errorBody, makeErrorHandler, type ErrorBody, type FieldError } from './http-errors.ts';
-export { TtlCache } from './ttl-cache.ts';
-export { meteringPlugin, type MeteringFastifyOptions } from '../metering/fastify.ts';
+export { TtlCache } from '../util/ttl-cache.ts';
+export { meteringPlugin, type MeteringFastifyOptions } from './metering.ts';

@@ -1,7 +1,7 @@
 import type { Tenantwall } from '../db/tenantwall.ts';
 import type { Tenant } from '../db/tenant-registry.ts';
 import type { TenantId } from '../tenant/tenant-id.ts';
-import { TtlCache } from './ttl-cache.ts';
+import { TtlCache } from '../util/ttl-cache.ts';
 
 /**
  * Tenant lookups by id and slug, cached (bounded, TTL). A status change announced by `db.tenants.onChange`

@@ -1,5 +1,5 @@
 import { TenantwallError } from '../errors.ts';
-import type { MeteringModel } from './spec.ts';
+import type { MeterSource, MeteringModel } from './spec.ts';
 
 /** A usage event as callers send it. */
 export interface UsageEventInput {
@@ -43,18 +43,22 @@ function bad(index: number | undefined, field: string, why: string): TenantwallE
   });
 }
 
-/** Validates one event; throws `invalid_usage_event` or `unknown_meter` naming the event and field. */
-export function parseUsageEvent(raw: unknown, model: MeteringModel, limits: EventLimits, now: number, index?: number): UsageEvent {
+/**
+ * Validates one event; throws `invalid_usage_event` or `unknown_meter` naming the event and field, and
+ * `meter_not_writable` when `source` is `client` and the meter is written by the server only.
+ */
+export function parseUsageEvent(raw: unknown, model: MeteringModel, limits: EventLimits, now: number, index?: number, source: MeterSource = 'server'): UsageEvent {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw bad(index, 'event', 'must be a JSON object');
   const e = raw as Record<string, unknown>;
   for (const k of Object.keys(e)) if (!FIELDS.has(k)) throw bad(index, k, `is not a usage event field (known: ${[...FIELDS].join(', ')})`);
   if (typeof e.event_id !== 'string' || !EVENT_ID_RE.test(e.event_id)) throw bad(index, 'event_id', 'must be 1-200 printable ASCII characters without spaces');
   if (typeof e.meter !== 'string') throw bad(index, 'meter', 'must be a string');
-  if (!model.meters.has(e.meter)) {
+  const meter = model.meters.get(e.meter);
+  if (!meter || (source === 'client' && meter.source !== 'client')) {
     const where = index === undefined ? '' : ` (event ${index})`;
-    throw new TenantwallError('unknown_meter', `Unknown meter ${JSON.stringify(e.meter.slice(0, 80))}${where}.`, {
-      details: index === undefined ? { field: 'meter', meter: e.meter.slice(0, 80) } : { index, field: 'meter', meter: e.meter.slice(0, 80) },
-    });
+    const details = index === undefined ? { field: 'meter', meter: e.meter.slice(0, 80) } : { index, field: 'meter', meter: e.meter.slice(0, 80) };
+    if (!meter) throw new TenantwallError('unknown_meter', `Unknown meter ${JSON.stringify(e.meter.slice(0, 80))}${where}.`, { details });
+    throw new TenantwallError('meter_not_writable', `Meter ${e.meter}${where} is recorded by the server; clients can only send events to meters declared with source 'client'.`, { details });
   }
   let quantity = 1;
   if (e.quantity !== undefined) {
@@ -84,8 +88,11 @@ export function parseUsageEvent(raw: unknown, model: MeteringModel, limits: Even
   return Object.freeze({ eventId: e.event_id, meter: e.meter, quantity, occurredAt, properties });
 }
 
-/** Validates a whole batch first: one bad event refuses the batch, so nothing of it is written. */
-export function parseUsageBatch(raw: unknown, model: MeteringModel, limits: EventLimits, now: number): UsageEvent[] {
+/**
+ * Validates a whole batch first: one bad event refuses the batch, so nothing of it is written. `source`
+ * `client` (the ingestion route) refuses events of server-only meters.
+ */
+export function parseUsageBatch(raw: unknown, model: MeteringModel, limits: EventLimits, now: number, source: MeterSource = 'server'): UsageEvent[] {
   if (!Array.isArray(raw)) throw bad(undefined, 'events', 'must be an array');
   if (raw.length === 0) throw bad(undefined, 'events', 'must contain at least one event');
   if (raw.length > limits.maxBatchSize) {
@@ -93,5 +100,5 @@ export function parseUsageBatch(raw: unknown, model: MeteringModel, limits: Even
       details: { limit: limits.maxBatchSize, size: raw.length },
     });
   }
-  return raw.map((e, i) => parseUsageEvent(e, model, limits, now, i));
+  return raw.map((e, i) => parseUsageEvent(e, model, limits, now, i, source));
 }

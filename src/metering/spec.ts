@@ -13,7 +13,17 @@ export interface MeterSpec {
   /** For `unique_count`: the property whose distinct values are counted (e.g. `user_id`). Required there. */
   readonly uniqueBy?: string;
   readonly description?: string;
+  /**
+   * Who may write the meter's events. `server` (default): only the application's own code (`Metering.record`,
+   * the request hooks); `POST /usage/events` refuses it with 403 `meter_not_writable`, so a tenant cannot inflate
+   * or skew what billing trusts. `client`: tenants may also send events through the ingestion route.
+   * `api_requests` and every meter a quota bounds are always `server`.
+   */
+  readonly source?: MeterSource;
 }
+
+/** Who may write a meter's events: `server` (the application only) or `client` (also tenants, over HTTP). */
+export type MeterSource = 'server' | 'client';
 
 export interface QuotaSpec {
   /** The meter whose usage this quota bounds; admitted units are recorded as events of it. */
@@ -44,7 +54,7 @@ export interface PlanSpec {
   readonly quotas?: Readonly<Record<string, QuotaSpec>>;
 }
 
-export type Meter = Readonly<Required<Pick<MeterSpec, 'name' | 'aggregation'>> & { uniqueBy: string | undefined; description: string | undefined }>;
+export type Meter = Readonly<Required<Pick<MeterSpec, 'name' | 'aggregation'>> & { uniqueBy: string | undefined; description: string | undefined; source: MeterSource }>;
 export type Quota = Readonly<{ name: string; meter: string; limit: number; period: QuotaPeriod; enforcement: Enforcement; thresholds: readonly number[] }>;
 export type RateLimit = Readonly<{ scope: 'tenant' | 'apiKey'; per: 'second' | 'minute'; limit: number; enforcement: Enforcement; windowMs: number }>;
 export type Plan = Readonly<{ name: string; rateLimits: readonly RateLimit[]; quotas: Readonly<Record<string, Quota>> }>;
@@ -81,8 +91,9 @@ export function defineMetering(spec: MeteringSpec): MeteringModel {
   // A sum: the request hook writes one event per (tenant, minute, route, status, API key) whose quantity is the
   // number of requests, not one row per request.
   const declared = all.find((m) => m.name === API_REQUESTS_METER);
-  if (!declared) all.push({ name: API_REQUESTS_METER, aggregation: 'sum', description: 'API requests (recorded by the Fastify hook)' });
+  if (!declared) all.push({ name: API_REQUESTS_METER, aggregation: 'sum', description: 'API requests (recorded by the Fastify hook)', source: 'server' });
   else if (declared.aggregation !== 'sum') throw invalid(`meter ${API_REQUESTS_METER} is recorded pre-aggregated per minute: declare it with aggregation sum`);
+  else if (declared.source === 'client') throw invalid(`meter ${API_REQUESTS_METER} is recorded by the request hook: it cannot be source client`);
   for (const m of all) {
     if (!NAME_RE.test(m.name)) throw invalid(`meter name ${JSON.stringify(m.name)} must match ${NAME_RE.source}`);
     if (meters.has(m.name)) throw invalid(`meter ${m.name} is declared twice`);
@@ -90,7 +101,9 @@ export function defineMetering(spec: MeteringSpec): MeteringModel {
     if (m.aggregation === 'unique_count' && (m.uniqueBy === undefined || !PROPERTY_RE.test(m.uniqueBy))) {
       throw invalid(`unique_count meter ${m.name} needs uniqueBy: the property whose distinct values it counts`);
     }
-    meters.set(m.name, Object.freeze({ name: m.name, aggregation: m.aggregation, uniqueBy: m.uniqueBy, description: m.description }));
+    const source = m.source ?? 'server';
+    if (source !== 'server' && source !== 'client') throw invalid(`meter ${m.name}: source must be server or client`);
+    meters.set(m.name, Object.freeze({ name: m.name, aggregation: m.aggregation, uniqueBy: m.uniqueBy, description: m.description, source }));
   }
   const plans = new Map<string, Plan>();
   for (const [name, p] of Object.entries(spec.plans)) {
@@ -107,6 +120,8 @@ export function defineMetering(spec: MeteringSpec): MeteringModel {
     for (const [qname, q] of Object.entries(p.quotas ?? {})) {
       if (!NAME_RE.test(qname)) throw invalid(`plan ${name}: quota name ${JSON.stringify(qname)} must match ${NAME_RE.source}`);
       if (!meters.has(q.meter)) throw invalid(`plan ${name} quota ${qname}: meter ${q.meter} is not declared`);
+      // Admitted units are recorded on the quota's meter by the server; tenants writing it would skew billing.
+      if (meters.get(q.meter)?.source === 'client') throw invalid(`plan ${name} quota ${qname}: meter ${q.meter} is bounded by a quota, so it must be source server`);
       if (!Number.isSafeInteger(q.limit) || q.limit < 0) throw invalid(`plan ${name} quota ${qname}: limit must be an integer >= 0`);
       const period = q.period ?? 'month';
       if (!['hour', 'day', 'month'].includes(period)) throw invalid(`plan ${name} quota ${qname}: period must be hour, day or month`);

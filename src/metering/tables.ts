@@ -34,6 +34,16 @@ export const meteringTables: readonly TableDecl[] = Object.freeze([
     primaryKey: ['slot'],
   }),
   tenantTable({
+    name: 'tw_plan_history',
+    columns: {
+      // One row per plan change (the version of tw_tenant_plans it produced): which plan was in force when.
+      version: { type: 'integer' },
+      plan: { type: 'text' },
+      valid_from: { type: 'timestamptz' },
+    },
+    primaryKey: ['version'],
+  }),
+  tenantTable({
     name: 'tw_quota_counters',
     columns: {
       quota: { type: 'text' },
@@ -107,7 +117,28 @@ export const meteringTables: readonly TableDecl[] = Object.freeze([
 /** Table names, for applications that list them (guards, audits). */
 export const METERING_TABLE_NAMES = meteringTables.map((t) => t.name);
 
+/**
+ * The functions metering calls in tenant scope (SECURITY INVOKER, they touch only the rows of the tenant they
+ * are given): a statement guard must allow them (`createGuard(schema, { allowFunctions: METERING_FUNCTION_NAMES })`).
+ */
+export const METERING_FUNCTION_NAMES: readonly string[] = Object.freeze(['tw_outbox_write', 'tw_quota_consume', 'tw_quota_release', 'tw_quota_rebalance']);
+
 const FUNCTIONS = String.raw`
+-- The one writer of the outbox: writeOutboxEvent (webhooks.ts) and the functions below call it. Idempotent by
+-- (tenant, id): ids are deterministic for the fact they describe, so a re-run writes nothing. True when written.
+-- Runs as the caller (SECURITY INVOKER): row-level security applies to the insert.
+CREATE FUNCTION tw_outbox_write(p_tenant uuid = NULL, p_id text = NULL, p_type text = NULL, p_payload jsonb = NULL)
+RETURNS boolean LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF p_tenant IS NULL OR p_id IS NULL OR p_type IS NULL OR p_payload IS NULL THEN
+    RETURN false;
+  END IF;
+  INSERT INTO tw_outbox (tenant_id, id, type, payload) VALUES (p_tenant, p_id, p_type, p_payload)
+  ON CONFLICT (tenant_id, id) DO NOTHING;
+  RETURN FOUND;
+END
+$fn$;
+
 -- Admission against a per-period quota counter sharded over p_shards rows. Hard quotas: every shard holds a
 -- cap (its share of the limit) and a unit is admitted only into a shard with room, so concurrent requests
 -- never admit more than the limit in total. Far from the limit, requests pick a random unlocked shard
@@ -198,14 +229,10 @@ BEGIN
       -- Nested, not AND: SQL does not promise to evaluate the threshold test before taking the lock.
       IF v_total * 100 >= v_t::bigint * v_limit THEN
        IF pg_try_advisory_xact_lock(hashtextextended(v_id, 0)) THEN
-        INSERT INTO tw_outbox (tenant_id, id, type, payload)
-        VALUES (p_tenant,
-          v_id,
-          'quota.threshold_crossed',
+        PERFORM tw_outbox_write(p_tenant, v_id, 'quota.threshold_crossed',
           jsonb_build_object('tenant_id', p_tenant, 'quota', p_quota, 'meter', p_meter, 'threshold_percent', v_t,
             'used', v_total, 'limit', v_limit, 'enforcement', CASE WHEN p_hard THEN 'hard' ELSE 'soft' END,
-            'period_start', p_period, 'period_end', p_period_end))
-        ON CONFLICT DO NOTHING;
+            'period_start', p_period, 'period_end', p_period_end));
        END IF;
       END IF;
     END LOOP;
@@ -289,7 +316,12 @@ export function meteringMigrationSql(ctx: DdlContext): string {
     `CREATE INDEX "tw_webhook_deliveries_due_idx" ON "tw_webhook_deliveries" ("next_attempt_at") WHERE "status" IN ('pending', 'in_flight');`,
     FUNCTIONS.trim(),
     // Functions are executable by PUBLIC by default; narrow that to the application role.
-    ...['tw_quota_consume(uuid, text, text, timestamptz, timestamptz, bigint, bigint, integer, boolean, integer[])', 'tw_quota_release(uuid, text, timestamptz, bigint)', 'tw_quota_rebalance(uuid, text, timestamptz, bigint, boolean)'].flatMap((f) => [
+    ...[
+      'tw_outbox_write(uuid, text, text, jsonb)',
+      'tw_quota_consume(uuid, text, text, timestamptz, timestamptz, bigint, bigint, integer, boolean, integer[])',
+      'tw_quota_release(uuid, text, timestamptz, bigint)',
+      'tw_quota_rebalance(uuid, text, timestamptz, bigint, boolean)',
+    ].flatMap((f) => [
       `REVOKE ALL ON FUNCTION ${f} FROM PUBLIC;`,
       `GRANT EXECUTE ON FUNCTION ${f} TO ${app};`,
     ]),

@@ -21,15 +21,15 @@ export interface WebhookEndpoint {
 }
 
 /**
- * Writes one outbox event in the caller's transaction (tenant scope). The id is deterministic for the fact it
- * describes, so a re-run of the same change inserts nothing and no receiver is billed twice.
+ * Writes one outbox event in the caller's transaction, for the tenant `tx.tenantId` (a tenant transaction, or
+ * an owner transaction wrapped as `{ tenantId, query }`). Every outbox row is written through this one SQL
+ * function, `tw_outbox_write` (tables.ts; the quota function calls it too). The id is deterministic for the
+ * fact it describes, so a re-run of the same change inserts nothing and no receiver is billed twice.
+ * Returns true when the row was written.
  */
 export async function writeOutboxEvent(tx: TenantQueryable, id: string, type: BillingEventType, payload: Record<string, unknown>): Promise<boolean> {
-  const { rowCount } = await tx.query(
-    `INSERT INTO tw_outbox (tenant_id, id, type, payload) VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, id) DO NOTHING`,
-    [tx.tenantId, id, type, JSON.stringify(payload)],
-  );
-  return (rowCount ?? 0) > 0;
+  const { rows } = await tx.query<{ written: boolean }>(`SELECT tw_outbox_write($1, $2, $3, $4::jsonb) AS written`, [tx.tenantId, id, type, JSON.stringify(payload)]);
+  return rows[0]?.written === true;
 }
 
 export interface RelayOptions {

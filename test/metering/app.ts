@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { tenantwallPlugin } from '../../src/fastify/index.ts';
 import { TenantwallError, type Tenantwall } from '../../src/index.ts';
-import { meteringPlugin, type MeteringFastifyOptions } from '../../src/metering/fastify.ts';
+import { meteringPlugin, type MeteringFastifyOptions } from '../../src/fastify/metering.ts';
 import type { Metering } from '../../src/metering/index.ts';
 
 export const ADMIN = 'metering-admin-token-0123456789';

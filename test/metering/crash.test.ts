@@ -85,9 +85,10 @@ describe('crash safety (kill -9)', () => {
 
     /** Sends until acknowledged, like a client that retries on connection errors (same payload, same ids). */
     async function until(make: (base: string) => Promise<Response>): Promise<Response> {
-      const deadline = Date.now() + 60_000;
+      // A hang guard only (a server that never comes back), far beyond any restart on a loaded machine.
+      const deadline = Date.now() + 300_000;
       for (;;) {
-        if (Date.now() > deadline) throw new Error('no acknowledgement within 60 s: the restarted server does not answer');
+        if (Date.now() > deadline) throw new Error('no acknowledgement within 300 s: the restarted server does not answer');
         try {
           const r = await make(current.base);
           if (r.status < 500) return r;
@@ -138,13 +139,24 @@ describe('crash safety (kill -9)', () => {
         throw err;
       }),
     );
+    /**
+     * Waits until `n` more events are acknowledged: the kill points are measured in work done, not in time, so
+     * a loaded machine that acknowledges little per second still gets the same load before each kill.
+     */
+    const acknowledged = async (n: number) => {
+      const target = acked.size + n;
+      while (acked.size < target) {
+        if (stop) return; // a worker failed: its error is reported below
+        await sleep(10);
+      }
+    };
     try {
       for (let k = 0; k < 2 && !stop; k++) {
-        await sleep(300 + Math.floor(Math.random() * 900));
+        await acknowledged(60 + Math.floor(Math.random() * 120)); // a random point under load
         await kill9(current);
         current = server = await startServer(f.t.database.url);
       }
-      await sleep(300);
+      await acknowledged(60); // the restarted server takes writes again
     } finally {
       stop = true;
       await Promise.allSettled(workers);
@@ -152,7 +164,7 @@ describe('crash safety (kill -9)', () => {
     await Promise.all(workers);
     try {
       assert.ok(failures > 0, 'the kills interrupted requests');
-      assert.ok(acked.size > 100, `only ${acked.size} events acknowledged`);
+      // (At least 180 events were acknowledged: the kills waited for them, see `acknowledged`.)
       // Every acknowledged event is stored, exactly once (retries of committed ones were duplicates).
       const stored = await f.t.db.dangerouslyCrossTenant().query<{ event_id: string; n: number }>(
         `SELECT event_id, count(*)::int AS n FROM tw_usage_events WHERE event_id LIKE 'w%' GROUP BY event_id`,
@@ -167,7 +179,8 @@ describe('crash safety (kill -9)', () => {
       for (const id of ackedOutbox) assert.ok(outboxIds.has(id), `outbox event ${id} was lost`);
       assert.ok(ackedOutbox.size > 0 && outboxIds.size >= ackedOutbox.size);
       // The restarted process's relay delivers everything (leases of killed relays expire and are taken over).
-      const deadline = Date.now() + 20_000;
+      // Waits for that condition; the deadline is a hang guard, not an expectation of speed.
+      const deadline = Date.now() + 300_000;
       while (Date.now() < deadline) {
         const { rows } = await f.t.db.dangerouslyCrossTenant().query<{ n: number }>(
           `SELECT (SELECT count(*) FROM tw_outbox WHERE status = 'pending') + (SELECT count(*) FROM tw_webhook_deliveries WHERE status <> 'delivered') AS n`,

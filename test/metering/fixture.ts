@@ -17,11 +17,12 @@ export const migrations: Migration[] = [
 
 export const spec: MeteringSpec = {
   meters: [
-    { name: 'tokens', aggregation: 'sum' },
-    { name: 'calls', aggregation: 'count' },
-    { name: 'storage_gb', aggregation: 'max' },
-    { name: 'active_users', aggregation: 'unique_count', uniqueBy: 'user_id' },
-    { name: 'seats', aggregation: 'latest' },
+    // Tenants send these over HTTP; invoices.created (a quota's meter) is the server's own.
+    { name: 'tokens', aggregation: 'sum', source: 'client' },
+    { name: 'calls', aggregation: 'count', source: 'client' },
+    { name: 'storage_gb', aggregation: 'max', source: 'client' },
+    { name: 'active_users', aggregation: 'unique_count', uniqueBy: 'user_id', source: 'client' },
+    { name: 'seats', aggregation: 'latest', source: 'client' },
     { name: 'invoices.created', aggregation: 'count' },
   ],
   plans: {
@@ -55,4 +56,13 @@ export async function startMetering(options: Partial<MeteringOptions> = {}, twOp
       await t.close();
     },
   };
+}
+
+/**
+ * Waits until at least `ms` are left in the current minute, so a per-minute rate-limit window (aligned to the
+ * epoch minute) does not end in the middle of a short sequence of requests that expects a refusal. A condition
+ * on the clock, not a fixed delay: it returns at once most of the time.
+ */
+export async function untilMinuteHasLeft(ms = 10_000): Promise<void> {
+  while (60_000 - (Date.now() % 60_000) < ms) await new Promise((r) => setTimeout(r, 50));
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type Params, type TenantId, createGuard, defineSchema, meteringTables } from '../../src/index.ts';
+import { METERING_FUNCTION_NAMES, type Params, type TenantId, createGuard, defineSchema, meteringTables } from '../../src/index.ts';
 import { schema, startMetering } from './fixture.ts';
 
 /**
@@ -10,7 +10,7 @@ import { schema, startMetering } from './fixture.ts';
 test('metering statements pass the statement guard', async () => {
   const inner = createGuard(defineSchema({ tables: [...schema.tables, ...meteringTables] }), {
     allowRelations: ['tenants'],
-    allowFunctions: ['tw_quota_consume', 'tw_quota_release', 'tw_quota_rebalance'],
+    allowFunctions: [...METERING_FUNCTION_NAMES],
   });
   const refused: string[] = [];
   let checked = 0;

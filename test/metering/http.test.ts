@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance, InjectOptions } from 'fastify';
 import type { TenantId } from '../../src/index.ts';
 import { ADMIN, buildMeteredApp } from './app.ts';
-import { startMetering, type MeteringFixture } from './fixture.ts';
+import { startMetering, untilMinuteHasLeft, type MeteringFixture } from './fixture.ts';
 
 describe('HTTP: ingestion, usage queries, quotas and rate limits on requests', () => {
   let f: MeteringFixture;
@@ -13,7 +13,9 @@ describe('HTTP: ingestion, usage queries, quotas and rate limits on requests', (
   let invoiceA: string;
   const as = (who: { key: string }, o: InjectOptions) => app.inject({ ...o, headers: { authorization: `Bearer ${who.key}`, ...o.headers } });
   before(async () => {
-    f = await startMetering({ planCacheTtlMs: 60_000 });
+    // Buffered events are written only by the test's own flush() calls, never by the timer: how many rows the
+    // request counts become must not depend on how fast this machine serves the requests in between.
+    f = await startMetering({ planCacheTtlMs: 60_000, requestFlushMs: 600_000 });
     app = await buildMeteredApp(f.t.db, f.metering);
     const mk = async (slug: string) => {
       const id = (await f.t.db.tenants.create({ slug, name: slug })).id;
@@ -65,6 +67,28 @@ describe('HTTP: ingestion, usage queries, quotas and rate limits on requests', (
     assert.equal(notJson.json().error.code, 'invalid_json');
     const stored = await f.t.db.forTenant(A.id).query(`SELECT count(*)::int AS n FROM tw_usage_events WHERE tenant_id = $1 AND event_id IN ('ok', 'x', 'bad')`, [A.id]);
     assert.equal(stored.rows[0]?.n, 0);
+  });
+
+  test("tenants cannot write the server's meters: quota meters and api_requests answer 403 meter_not_writable, nothing is written", async () => {
+    const count = async () =>
+      (await f.t.db.forTenant(A.id).query(`SELECT count(*)::int AS n FROM tw_usage_events WHERE tenant_id = $1 AND event_id LIKE 'forged-%'`, [A.id])).rows[0]?.n;
+    const forged: unknown[] = [
+      { event_id: 'forged-1', meter: 'invoices.created', quantity: 1000 },
+      { event_id: 'forged-2', meter: 'api_requests', quantity: 1_000_000 },
+      // One forged event refuses the whole batch, client meters included.
+      { events: [{ event_id: 'forged-3', meter: 'tokens' }, { event_id: 'forged-4', meter: 'invoices.created' }] },
+    ];
+    for (const payload of forged) {
+      const r = await as(A, { method: 'POST', url: '/usage/events', payload: payload as object });
+      assert.equal(r.statusCode, 403, r.body);
+      assert.equal(r.json().error.code, 'meter_not_writable');
+      assert.equal(r.json().error.details.field, 'meter');
+      assert.ok(['invoices.created', 'api_requests'].includes(r.json().error.details.meter));
+    }
+    assert.equal(await count(), 0);
+    // The server itself still records them (what the request hooks and quota admissions do).
+    assert.equal((await f.metering.record(A.id, { event_id: 'forged-server', meter: 'invoices.created' })).duplicate, false);
+    assert.equal(await count(), 1);
   });
 
   test('usage queries: own usage as JSON and CSV, never another tenant; admins see all', async () => {
@@ -145,6 +169,7 @@ describe('HTTP: ingestion, usage queries, quotas and rate limits on requests', (
       const k1 = (await app2.tenantwall.apiKeys.create(T, { name: 'k1' })).key;
       const k2 = (await app2.tenantwall.apiKeys.create(T, { name: 'k2' })).key;
       const get = (key: string) => app2.inject({ method: 'GET', url: '/usage/quotas', headers: { authorization: `Bearer ${key}` } });
+      await untilMinuteHasLeft();
       for (let i = 0; i < 3; i++) {
         const r = await get(k1);
         assert.equal(r.statusCode, 200, r.body);
@@ -177,7 +202,8 @@ describe('HTTP: ingestion, usage queries, quotas and rate limits on requests', (
       [B.id],
     );
     assert.deepEqual(perKey.rows[0], { keys: 1, not_found: 4 });
-    // Pre-aggregated: one row per (minute, route, status, key), not one per request.
+    // Pre-aggregated: one row per (minute, route, status, key), not one per request (two if a minute boundary
+    // fell between the four requests).
     const rowsFor404 = await f.t.db.forTenant(B.id).query(`SELECT count(*)::int AS n FROM tw_usage_events WHERE tenant_id = $1 AND meter = 'api_requests' AND properties->>'status' = '404'`, [B.id]);
     assert.ok(rowsFor404.rows[0]?.n <= 2, `${rowsFor404.rows[0]?.n} rows for 4 requests`);
   });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { TenantwallError, type TenantId } from '../../src/index.ts';
-import { usageToCsv } from '../../src/metering/index.ts';
+import { defineMetering, usageToCsv } from '../../src/metering/index.ts';
 import { startMetering, type MeteringFixture } from './fixture.ts';
 
 const isCode = (code: string, extra?: (e: TenantwallError) => void) => (e: unknown) => {
@@ -24,6 +24,24 @@ describe('usage events: dedup, validation, aggregation, isolation', () => {
 
   const countOf = async (tid: TenantId, meter: string) =>
     Number((await f.t.db.forTenant(tid).query(`SELECT count(*) AS n FROM tw_usage_events WHERE tenant_id = $1 AND meter = $2`, [tid, meter])).rows[0]?.n);
+
+  test('meter sources: server by default; api_requests and quota meters cannot be client-writable', async () => {
+    const model = defineMetering({ meters: [{ name: 'tokens', aggregation: 'sum' }, { name: 'seats', aggregation: 'latest', source: 'client' }], plans: { p: {} }, defaultPlan: 'p' });
+    assert.equal(model.meters.get('tokens')?.source, 'server');
+    assert.equal(model.meters.get('seats')?.source, 'client');
+    assert.equal(model.meters.get('api_requests')?.source, 'server');
+    const refused = (spec: Parameters<typeof defineMetering>[0], why: RegExp) =>
+      assert.throws(() => defineMetering(spec), (e: unknown) => e instanceof TenantwallError && e.code === 'config_invalid' && why.test(e.message));
+    refused({ meters: [{ name: 'api_requests', aggregation: 'sum', source: 'client' }], plans: { p: {} }, defaultPlan: 'p' }, /api_requests .*source client/);
+    refused({ meters: [{ name: 'x', aggregation: 'count', source: 'client' }], plans: { p: { quotas: { q: { meter: 'x', limit: 1 } } } }, defaultPlan: 'p' }, /bounded by a quota/);
+    refused({ meters: [{ name: 'x', aggregation: 'count', source: 'tenant' as never }], plans: { p: {} }, defaultPlan: 'p' }, /source must be server or client/);
+    // The library call on behalf of a client is refused the same way as the HTTP route.
+    await assert.rejects(
+      f.metering.recordBatch(A, [{ event_id: 'src-1', meter: 'tokens' }, { event_id: 'src-2', meter: 'invoices.created' }], { source: 'client' }),
+      isCode('meter_not_writable', (e) => assert.deepEqual(e.details, { index: 1, field: 'meter', meter: 'invoices.created' })),
+    );
+    assert.equal(await countOf(A, 'tokens'), 0);
+  });
 
   test('a retried event is a success flagged duplicate and counted once', async () => {
     const first = await f.metering.record(A, { event_id: 'e-1', meter: 'calls' });

@@ -4,7 +4,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { TenantwallError, type TenantId } from '../../src/index.ts';
 import { Metering, RateLimiter, type RateLimitStore } from '../../src/metering/index.ts';
-import { startMetering, type MeteringFixture } from './fixture.ts';
+import { startMetering, untilMinuteHasLeft, type MeteringFixture } from './fixture.ts';
 
 const CHILD = new URL('./children/limiter-child.ts', import.meta.url).pathname;
 
@@ -26,22 +26,26 @@ async function redisAvailable(): Promise<string | undefined> {
 }
 const redisSkip = await redisAvailable();
 
-/** Starts a child; resolves `ready` once it is connected, `done` with its per-window admissions after `go()`. */
+/**
+ * Starts a child; `ready` resolves once it is connected, `first` once it took its first request after `go()`,
+ * `done` with its per-window admissions after `more()`.
+ */
 function startChild(url: string, tenantId: string, store: string, attempts: number) {
   const child = spawn(process.execPath, ['--import', 'tsx', CHILD, url, tenantId, store, String(attempts)], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (d) => (out += d));
-  const ready = new Promise<void>((resolve) => {
-    child.stderr.on('data', (d) => {
-      err += d;
-      if (err.includes('ready')) resolve();
+  const said = (word: string) =>
+    new Promise<void>((resolve) => {
+      const check = () => err.split('\n').includes(word) && resolve();
+      child.stderr.on('data', check);
+      check();
     });
-  });
+  child.stderr.on('data', (d) => (err += d));
   const done = new Promise<Record<string, number>>((resolve, reject) => {
     child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`child exited ${code}: ${err}`))));
   });
-  return { ready, done, go: () => child.stdin.end('go\n') };
+  return { ready: said('ready'), first: said('first'), done, go: () => child.stdin.write('go\n'), more: () => child.stdin.end('more\n') };
 }
 
 /** A store that counts claims, around a real one. */
@@ -71,6 +75,10 @@ describe('rate limits', () => {
       const children = [startChild(f.t.database.url, tenant, store, 400), startChild(f.t.database.url, tenant, store, 400)];
       await Promise.all(children.map((c) => c.ready));
       for (const c of children) c.go();
+      // Both have taken a request before either goes on: each competes for the same windows however late the
+      // machine scheduled it.
+      await Promise.all(children.map((c) => c.first));
+      for (const c of children) c.more();
       const [a, b] = (await Promise.all(children.map((c) => c.done))) as [Record<string, number>, Record<string, number>];
       const windows = new Set([...Object.keys(a), ...Object.keys(b)]);
       let total = 0;
@@ -111,6 +119,7 @@ describe('rate limits', () => {
       },
     });
     try {
+      await untilMinuteHasLeft();
       for (let i = 0; i < 3; i++) await m.rateLimit(T, 'key-1');
       await assert.rejects(m.rateLimit(T, 'key-1'), (e: unknown) => {
         assert.ok(e instanceof TenantwallError);

@@ -66,4 +66,33 @@ describe('the reference service with metering on (and its statement guard)', () 
     assert.equal(byMeter['invoices.created'], 101);
     assert.ok(byMeter.api_requests >= 103);
   });
+
+  test("tenants cannot inflate the service's meters through POST /usage/events (403 meter_not_writable)", async () => {
+    for (const meter of ['invoices.created', 'api_requests', 'rows.created']) {
+      const r = await as({ method: 'POST', url: '/usage/events', payload: { event_id: `forged-${meter}`, meter, quantity: 1_000_000 } });
+      assert.equal(r.statusCode, 403, r.body);
+      assert.equal(r.json().error.code, 'meter_not_writable');
+      assert.equal(r.json().error.details.meter, meter);
+    }
+    const { rows } = await t.db.forTenant(tenantId).query(`SELECT count(*)::int AS n FROM tw_usage_events WHERE tenant_id = $1 AND event_id LIKE 'forged-%'`, [tenantId]);
+    assert.equal(rows[0]?.n, 0);
+  });
+
+  test('the admin suspend route writes tenant.suspended with the status change, once; the tenant is then refused', async () => {
+    const other = (await t.db.tenants.create({ slug: 'svc-susp', name: 'Suspended' })).id;
+    const otherKey = (await app.tenantwall.apiKeys.create(other, { name: 'k' })).key;
+    const suspended = async () =>
+      (await t.db.dangerouslyCrossTenant().query<{ payload: { tenant_id: string } }>(`SELECT payload FROM tw_outbox WHERE tenant_id = $1 AND type = 'tenant.suspended'`, [other])).rows;
+    for (let i = 0; i < 2; i++) {
+      const r = await app.inject({ method: 'POST', url: `/admin/tenants/${other}/suspend`, headers: { authorization: `Bearer ${ADMIN}` } });
+      assert.equal(r.statusCode, 200, r.body);
+      assert.equal(r.json().status, 'suspended');
+    }
+    const events = await suspended();
+    assert.equal(events.length, 1, 'one event per suspension, none for the repeat');
+    assert.equal(events[0]?.payload.tenant_id, other);
+    const refused = await app.inject({ method: 'GET', url: '/invoices', headers: { authorization: `Bearer ${otherKey}` } });
+    assert.equal(refused.statusCode, 403);
+    assert.equal(refused.json().error.code, 'tenant_suspended');
+  });
 });

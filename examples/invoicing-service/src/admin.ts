@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import { type Tenant, type Tenantwall, TenantwallError } from 'tenantwall';
+import { type Tenant, type Tenantwall, TenantwallError, suspendTenant } from 'tenantwall';
 import * as S from './schemas.ts';
 
 const errors = { '4xx': S.ErrorResponse, '5xx': S.ErrorResponse };
@@ -57,7 +57,8 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
   });
   app.post('/tenants/:id/suspend', { schema: s('Suspend a tenant: its requests get 403 tenant_suspended', { params: S.IdParams }, { 200: S.Tenant }) }, async (req) => {
     const t = await tenantOr404((req.params as Static<typeof S.IdParams>).id);
-    return tenantJson(await db.tenants.suspend(t.id));
+    // Through the lifecycle: the `tenant.suspended` billing event commits with the status change.
+    return tenantJson(await suspendTenant(db, t.id));
   });
   app.post('/tenants/:id/resume', { schema: s('Resume a suspended tenant', { params: S.IdParams }, { 200: S.Tenant }) }, async (req) => {
     const t = await tenantOr404((req.params as Static<typeof S.IdParams>).id);

@@ -1,4 +1,4 @@
-import { type Guard, createGuard } from 'tenantwall';
+import { type Guard, METERING_FUNCTION_NAMES, createGuard } from 'tenantwall';
 import { schema } from './schema.ts';
 
 /**
@@ -10,13 +10,13 @@ import { schema } from './schema.ts';
  * Two allowances, both for the metering part's statements:
  * - the tenant registry (`tenants`) may be read without a tenant predicate. It is not tenant data in the RLS
  *   sense: the application role already holds a plain SELECT grant on it, with no row-level security.
- * - the quota functions (tw_quota_consume, tw_quota_release, tw_quota_rebalance) are declared safe. They are
- *   SECURITY INVOKER and touch only the counter rows of the tenant they are given (`p_tenant`), which metering
- *   always passes as the tenant of the scope.
+ * - the metering functions (METERING_FUNCTION_NAMES: the outbox writer and the quota functions) are declared
+ *   safe. They are SECURITY INVOKER and touch only the rows of the tenant they are given (`p_tenant`), which
+ *   metering always passes as the tenant of the scope.
  */
 export function serviceGuard(): Guard {
   return createGuard(schema, {
     allowRelations: [schema.registryTable],
-    allowFunctions: ['tw_quota_consume', 'tw_quota_release', 'tw_quota_rebalance'],
+    allowFunctions: [...METERING_FUNCTION_NAMES],
   });
 }

@@ -1,13 +1,13 @@
 import { randomUUID, timingSafeEqual, createHash } from 'node:crypto';
-// The `hide` schema flag below is @fastify/swagger's type augmentation of FastifySchema.
-import type {} from '@fastify/swagger';
-import type { FastifyContextConfig, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyContextConfig, FastifyPluginAsync, FastifyReply, FastifyRequest, FastifySchema } from 'fastify';
 import { TenantwallError, isTenantwallError } from '../errors.ts';
-import { TtlCache } from '../fastify/ttl-cache.ts';
+import type { Metering } from '../metering/metering.ts';
+import { type QuotaDecision, quotaExceeded } from '../metering/quotas.ts';
+import type { RateLimitDecision } from '../metering/rate-limit.ts';
+import type { Granularity, RateLimit } from '../metering/spec.ts';
+import { type UsageRow, usageToCsv } from '../metering/usage.ts';
 import type { TenantId } from '../tenant/tenant-id.ts';
-import { type Metering, type QuotaDecision, type UsageRow, quotaExceeded, usageToCsv } from './metering.ts';
-import type { RateLimitDecision } from './rate-limit.ts';
-import type { Granularity, RateLimit } from './spec.ts';
+import { TtlCache } from '../util/ttl-cache.ts';
 
 /**
  * Options of the metering Fastify plugin. Register it after the tenantwall plugin (tenantwall/fastify), which
@@ -67,6 +67,13 @@ function sha(s: string): Buffer {
 
 /** The meter `createdRows` records. */
 export const ROWS_CREATED_METER = 'rows.created';
+
+/**
+ * Keeps the metering routes out of an OpenAPI document when the app uses @fastify/swagger (its `hide` flag).
+ * Typed through FastifySchema on purpose: swagger's type augmentation is not a dependency of this plugin, so a
+ * consumer's tsc passes with or without @fastify/swagger installed.
+ */
+const hiddenFromDocs = (): FastifySchema => ({ hide: true }) as FastifySchema;
 
 const GRANULARITIES = new Set(['minute', 'hour', 'day', 'month']);
 
@@ -329,21 +336,22 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
   });
 
   // ---- tenant routes: everything runs in the resolved tenant's scope ----
-  fastify.post(`${prefix}/events`, { bodyLimit: ingestBodyLimit, schema: { hide: true } }, async (request, reply) => {
+  fastify.post(`${prefix}/events`, { bodyLimit: ingestBodyLimit, schema: hiddenFromDocs() }, async (request, reply) => {
     const tenantId = (request.tenant as NonNullable<typeof request.tenant>).id;
     const body = request.body as unknown;
     // A batch is `{ "events": [...] }`; anything else is one event.
     if (typeof body === 'object' && body !== null && !Array.isArray(body) && 'events' in body) {
       const keys = Object.keys(body);
       if (keys.length !== 1) throw new TenantwallError('invalid_usage_event', 'A batch body has only the field "events".', { details: { field: keys.find((k) => k !== 'events') ?? 'events' } });
-      const result = await metering.recordBatch(tenantId, (body as { events: unknown }).events as unknown[]);
+      // Tenants write only meters declared `source: 'client'` (403 meter_not_writable otherwise).
+      const result = await metering.recordBatch(tenantId, (body as { events: unknown }).events as unknown[], { source: 'client' });
       return reply.code(200).send(result);
     }
     if (body === undefined || body === null) throw new TenantwallError('invalid_usage_event', 'Send one event or { "events": [...] } as JSON.', { details: { field: 'body' } });
-    return reply.code(200).send(await metering.record(tenantId, body as never));
+    return reply.code(200).send(await metering.record(tenantId, body as never, { source: 'client' }));
   });
 
-  fastify.get(prefix, { schema: { hide: true } }, async (request, reply) => {
+  fastify.get(prefix, { schema: hiddenFromDocs() }, async (request, reply) => {
     const tenantId = (request.tenant as NonNullable<typeof request.tenant>).id;
     const q = parseUsageQuery(request.query as Record<string, unknown>);
     if (q.tenantId !== undefined && q.tenantId !== tenantId) {
@@ -354,7 +362,7 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
     return sendUsage(reply, rows, q.format);
   });
 
-  fastify.get(`${prefix}/quotas`, { schema: { hide: true } }, async (request) => {
+  fastify.get(`${prefix}/quotas`, { schema: hiddenFromDocs() }, async (request) => {
     const tenantId = (request.tenant as NonNullable<typeof request.tenant>).id;
     const plan = await metering.planOf(tenantId);
     const quotas = [];
@@ -376,12 +384,12 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
       }
     };
     const adminConfig = { tenant: false, metering: false };
-    fastify.get(adminPrefix, { config: adminConfig, preHandler: requireAdmin, schema: { hide: true } }, async (request, reply) => {
+    fastify.get(adminPrefix, { config: adminConfig, preHandler: requireAdmin, schema: hiddenFromDocs() }, async (request, reply) => {
       const q = parseUsageQuery(request.query as Record<string, unknown>);
       const rows = await metering.adminUsage({ meters: q.meters, from: q.from, to: q.to, granularity: q.granularity, tenantId: q.tenantId });
       return sendUsage(reply, rows, q.format);
     });
-    fastify.put(`${adminPrefix}/tenants/:id/plan`, { config: adminConfig, preHandler: requireAdmin, schema: { hide: true } }, async (request) => {
+    fastify.put(`${adminPrefix}/tenants/:id/plan`, { config: adminConfig, preHandler: requireAdmin, schema: hiddenFromDocs() }, async (request) => {
       const { id } = request.params as { id: string };
       const plan = (request.body as { plan?: unknown } | undefined)?.plan;
       if (typeof plan !== 'string') throw new TenantwallError('validation_failed', 'Send { "plan": "<name>" }.', { details: { field: 'plan' } });

@@ -1,0 +1,32 @@
+import { randomUUID } from 'node:crypto';
+import type { Tenant } from '../db/tenant-registry.ts';
+import type { Params, Row, TenantQueryable, Tenantwall } from '../db/tenantwall.ts';
+import { writeOutboxEvent } from '../metering/webhooks.ts';
+import { resolveTenant } from './internal.ts';
+
+export interface SuspendOptions {
+  /** Why (in the `tenant.suspended` event). Default `suspended`. */
+  readonly reason?: string;
+}
+
+/**
+ * Suspends a tenant (by id or slug): its requests are refused with `tenant_suspended` (403), its data stays.
+ * When the metering tables exist, the `tenant.suspended` billing event is written in the same transaction as
+ * the status change, once per suspension (suspending a suspended tenant writes nothing). Idempotent;
+ * `tenant_not_found` / `tenant_deleted` otherwise.
+ */
+export async function suspendTenant(db: Tenantwall, ref: string, options: SuspendOptions = {}): Promise<Tenant> {
+  const tenant = await resolveTenant(db, ref);
+  return db.tenants.suspend(tenant.id, {
+    onSuspended: async (client, t) => {
+      const { rows } = await client.query<{ ok: boolean }>(`SELECT to_regprocedure('tw_outbox_write(uuid, text, text, jsonb)') IS NOT NULL AS ok`);
+      if (!rows[0]?.ok) return; // no metering tables: nothing to bill
+      const tx: TenantQueryable = { tenantId: t.id, query: <R extends Row>(sql: string, params?: Params) => client.query<R>(sql, params as unknown[]) };
+      await writeOutboxEvent(tx, `tenant.suspended:${t.id}:${randomUUID()}`, 'tenant.suspended', {
+        tenant_id: t.id,
+        reason: options.reason ?? 'suspended',
+        suspended_at: new Date().toISOString(),
+      });
+    },
+  });
+}
