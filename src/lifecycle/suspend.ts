@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Tenant } from '../db/tenant-registry.ts';
-import type { Params, Row, TenantQueryable, Tenantwall } from '../db/tenantwall.ts';
-import { writeOutboxEvent } from '../metering/webhooks.ts';
+import type { Tenantwall } from '../db/tenantwall.ts';
 import { resolveTenant } from './internal.ts';
 
 export interface SuspendOptions {
@@ -21,12 +20,9 @@ export async function suspendTenant(db: Tenantwall, ref: string, options: Suspen
     onSuspended: async (client, t) => {
       const { rows } = await client.query<{ ok: boolean }>(`SELECT to_regprocedure('tw_outbox_write(uuid, text, text, jsonb)') IS NOT NULL AS ok`);
       if (!rows[0]?.ok) return; // no metering tables: nothing to bill
-      const tx: TenantQueryable = { tenantId: t.id, query: <R extends Row>(sql: string, params?: Params) => client.query<R>(sql, params as unknown[]) };
-      await writeOutboxEvent(tx, `tenant.suspended:${t.id}:${randomUUID()}`, 'tenant.suspended', {
-        tenant_id: t.id,
-        reason: options.reason ?? 'suspended',
-        suspended_at: new Date().toISOString(),
-      });
+      // The outbox's one writer is this SQL function (metering's writeOutboxEvent calls it too).
+      const payload = { tenant_id: t.id, reason: options.reason ?? 'suspended', suspended_at: new Date().toISOString() };
+      await client.query(`SELECT tw_outbox_write($1, $2, $3, $4::jsonb)`, [t.id, `tenant.suspended:${t.id}:${randomUUID()}`, 'tenant.suspended', JSON.stringify(payload)]);
     },
   });
 }
