@@ -8,7 +8,7 @@ import { TenantId } from '../tenant/tenant-id.ts';
 import { type EventLimits, type UsageEvent, type UsageEventInput, parseUsageBatch, parseUsageEvent } from './events.ts';
 import { PostgresRateLimitStore, RateLimiter, type RateLimitDecision, type RateLimitStore, RedisRateLimitStore } from './rate-limit.ts';
 import { API_REQUESTS_METER, type Granularity, type Meter, type MeteringModel, type MeteringSpec, type Plan, type RateLimit, defineMetering, periodBounds } from './spec.ts';
-import { Webhooks, writeOutboxEvent } from './webhooks.ts';
+import { Webhooks, type WebhooksOptions, writeOutboxEvent } from './webhooks.ts';
 
 /**
  * Options of the metering component. Resolved once: explicit value > environment variable > default;
@@ -17,6 +17,8 @@ import { Webhooks, writeOutboxEvent } from './webhooks.ts';
 export interface MeteringOptions {
   /** Meters, plans and the default plan (or an already validated model from `defineMetering`). */
   spec: MeteringSpec | MeteringModel;
+  /** Options of `metering.webhooks` (endpoint address allow-list, ...): docs/webhooks.md. */
+  webhooks?: WebhooksOptions | undefined;
   /** Max events per batch. Env `TENANTWALL_METERING_MAX_BATCH`. Default 1000. */
   maxBatchSize?: number | undefined;
   /** How far in the future an event timestamp may lie (clock skew), ms. Env `TENANTWALL_METERING_MAX_FUTURE_SKEW_MS`. Default 300000. */
@@ -236,7 +238,7 @@ export class Metering {
     this.options = resolveMeteringOptions(rest);
     this.#limits = this.options;
     this.#plans = new TtlCache(100_000, this.options.planCacheTtlMs);
-    this.webhooks = new Webhooks(db);
+    this.webhooks = new Webhooks(db, rest.webhooks);
     let store: RateLimitStore;
     if (typeof rest.rateLimitStore === 'object') store = rest.rateLimitStore;
     else if (this.options.rateLimitStore === 'redis') {

@@ -5,7 +5,7 @@ import type { TenantId } from '../../src/index.ts';
 import { ApiKeyStore } from '../../src/fastify/index.ts';
 import { ADMIN } from './app.ts';
 import { startMetering, type MeteringFixture } from './fixture.ts';
-import { startReceiver } from './receiver.ts';
+import { startReceiver } from '../webhooks/receiver.ts';
 
 const CHILD = new URL('./children/server-child.ts', import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
