@@ -114,7 +114,11 @@ export interface PostOptions {
   readonly agents: { readonly http: http.Agent; readonly https: https.Agent };
 }
 
-/** Keep-alive agents whose every new connection goes through the policy's lookup. */
+/**
+ * Keep-alive agents whose every new connection goes through the policy's lookup. `maxSockets` is per origin:
+ * the relay's whole budget, so endpoints sharing a host never queue behind each other inside the agent (the
+ * relay's own per-endpoint counters bound each endpoint).
+ */
 export function createAgents(policy: AddressPolicy, maxSockets: number): PostOptions['agents'] {
   const o = { keepAlive: true, maxSockets, lookup: policy.lookup };
   return { http: new http.Agent(o), https: new https.Agent(o) };

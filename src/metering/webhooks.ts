@@ -180,7 +180,7 @@ export class WebhookRelay {
   constructor(db: Tenantwall, policy: AddressPolicy, options: RelayOptions = {}) {
     this.#db = db;
     this.#o = resolveRelay(options);
-    this.#post = { timeoutMs: this.#o.deliveryTimeoutMs, maxResponseBytes: this.#o.maxResponseBytes, policy, agents: createAgents(policy, this.#o.endpointConcurrency) };
+    this.#post = { timeoutMs: this.#o.deliveryTimeoutMs, maxResponseBytes: this.#o.maxResponseBytes, policy, agents: createAgents(policy, this.#o.concurrency) };
   }
 
   get options(): ResolvedRelay {
