@@ -254,12 +254,15 @@ export class WebhookRelay {
     this.#inFlight++;
     this.#busy.set(r.endpoint_id, (this.#busy.get(r.endpoint_id) ?? 0) + 1);
     const p = this.#send(r).finally(() => {
+      // Only a slot that was the limit wakes the loop early (due work of other endpoints is found by polling):
+      // a wake per finished request would cost two statements per delivery.
+      const full = this.#inFlight >= this.#o.concurrency || (this.#busy.get(r.endpoint_id) ?? 0) >= this.#o.endpointConcurrency;
       this.#inFlight--;
       const n = (this.#busy.get(r.endpoint_id) ?? 1) - 1;
       if (n === 0) this.#busy.delete(r.endpoint_id);
       else this.#busy.set(r.endpoint_id, n);
       this.#running.delete(p);
-      this.#wake?.();
+      if (full) this.#wake?.();
     });
     this.#running.add(p);
     return p;
