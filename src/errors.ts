@@ -94,6 +94,14 @@ export const ERROR_CODES = {
     hint: 'The rate-limit store (PostgreSQL or Redis) did not answer and the limiter fails closed; retry shortly or check the store.',
   },
   webhook_signature_invalid: { status: 401, hint: 'Verify with the endpoint secret (whsec_...) over the raw body and the webhook-id/-timestamp/-signature headers.' },
+  webhook_url_invalid: { status: 400, hint: 'Give an absolute http(s) URL without user:password@ or #fragment whose host resolves (see docs/webhooks.md).' },
+  webhook_url_forbidden: {
+    status: 400,
+    hint: 'The host resolves to a loopback, private, link-local or metadata address; use a public address, or list the network in the allowNetworks webhook option.',
+  },
+  webhook_secret_invalid: { status: 400, hint: 'Omit the secret to get a generated one, or pass whsec_ + base64 of 24 to 64 random bytes.' },
+  unknown_event_type: { status: 400, hint: 'Filter on quota.threshold_crossed, period.closed, plan.changed or tenant.suspended, or omit the filter for all.' },
+  webhook_endpoint_not_found: { status: 404, hint: 'Pass the id of an existing endpoint (tenantwall webhooks endpoints list).' },
 } as const satisfies Record<string, { status: number; hint: string }>;
 
 /** One of the stable error codes of `ERROR_CODES` (docs/errors.md). */

@@ -19,7 +19,7 @@ meters, plans and defaultPlan) and --database-url <url>. Runs on the owner conne
 export async function openMetering(config: string | undefined, databaseUrl: string | undefined): Promise<{ db: Tenantwall; metering: Metering }> {
   const cfg = (await loadProjectConfig(config)) as Awaited<ReturnType<typeof loadProjectConfig>> & { metering?: MeteringSpec };
   if (!cfg.metering) {
-    throw new TenantwallError('config_invalid', 'The project config must export `metering` ({ meters, plans, defaultPlan }) for the usage and webhooks commands.');
+    throw new TenantwallError('config_invalid', 'The project config must export `metering` ({ meters, plans, defaultPlan }) for the usage commands.');
   }
   const db = await Tenantwall.connect({ ...cfg.options, schema: cfg.schema, ...(databaseUrl ? { databaseUrl } : {}) });
   try {

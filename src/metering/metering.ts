@@ -36,7 +36,7 @@ export class Metering {
     const { spec, ...rest } = options;
     this.model = 'meters' in spec && spec.meters instanceof Map ? (spec as MeteringModel) : defineMetering(spec as MeteringSpec);
     this.options = resolveMeteringOptions(rest);
-    this.webhooks = new Webhooks(db);
+    this.webhooks = new Webhooks(db, rest.webhooks);
     this.#events = new EventIngestion(db, this.model, this.options);
     this.#reports = new UsageReports(db, this.model, this.options);
     this.#plans = new Plans(db, this.model, this.options);

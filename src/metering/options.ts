@@ -1,6 +1,7 @@
 import { TenantwallError } from '../errors.ts';
 import type { RateLimitStore } from './rate-limit.ts';
 import type { MeteringModel, MeteringSpec } from './spec.ts';
+import type { WebhooksOptions } from './webhooks.ts';
 
 /**
  * Options of the metering component. Resolved once: explicit value > environment variable > default;
@@ -9,6 +10,8 @@ import type { MeteringModel, MeteringSpec } from './spec.ts';
 export interface MeteringOptions {
   /** Meters, plans and the default plan (or an already validated model from `defineMetering`). */
   spec: MeteringSpec | MeteringModel;
+  /** Options of `metering.webhooks` (endpoint address allow-list, ...): docs/webhooks.md. */
+  webhooks?: WebhooksOptions | undefined;
   /** Max events per batch. Env `TENANTWALL_METERING_MAX_BATCH`. Default 1000. */
   maxBatchSize?: number | undefined;
   /** How far in the future an event timestamp may lie (clock skew), ms. Env `TENANTWALL_METERING_MAX_FUTURE_SKEW_MS`. Default 300000. */

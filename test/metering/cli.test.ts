@@ -1,38 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { main } from '../../src/cli/main.ts';
 import type { TenantId } from '../../src/index.ts';
+import { cli } from '../helpers/cli.ts';
 import { startMetering, type MeteringFixture } from './fixture.ts';
-import { startReceiver } from './receiver.ts';
+import { startReceiver } from '../webhooks/receiver.ts';
 
 const CONFIG = new URL('./cli-config.ts', import.meta.url).pathname;
-
-/** Runs the CLI in-process; returns exit code and what it printed. */
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const log = console.log;
-  const error = console.error;
-  const write = process.stdout.write.bind(process.stdout);
-  console.log = (...a: unknown[]) => void (out += `${a.join(' ')}\n`);
-  console.error = (...a: unknown[]) => void (err += `${a.join(' ')}\n`);
-  // The test runner talks to its parent over stdout in binary frames: only text written by the CLI is captured.
-  process.stdout.write = ((chunk: unknown, ...rest: unknown[]) => {
-    if (typeof chunk === 'string') {
-      out += chunk;
-      return true;
-    }
-    return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
-  }) as typeof process.stdout.write;
-  try {
-    const code = await main(argv);
-    return { code, out, err };
-  } finally {
-    console.log = log;
-    console.error = error;
-    process.stdout.write = write;
-  }
-}
 
 describe('CLI: tenantwall usage / webhooks', () => {
   let f: MeteringFixture;
@@ -86,7 +59,7 @@ describe('CLI: tenantwall usage / webhooks', () => {
       const relay = f.metering.webhooks.relay({ maxAttempts: 1 });
       await relay.runOnce();
       const dead = await cli('webhooks', 'deliveries', ...db, '--status', 'dead', '--json');
-      const deadRows = JSON.parse(dead.out) as Array<{ eventId: string }>;
+      const deadRows = JSON.parse(dead.out) as Array<{ eventId: string; webhookId: string }>;
       assert.ok(deadRows.length >= 2, dead.out);
       const one = await cli('webhooks', 'replay', ...db, '--event', deadRows[0]!.eventId, '--json');
       assert.deepEqual(JSON.parse(one.out), { replayed: 1 });
@@ -97,7 +70,7 @@ describe('CLI: tenantwall usage / webhooks', () => {
       const r = await cli('webhooks', 'relay', '--once', ...db, '--json');
       assert.equal(JSON.parse(r.out).delivered, deadRows.length);
       const redelivered = rx.received.slice(before).map((x) => x.headers['webhook-id']);
-      assert.deepEqual(new Set(redelivered), new Set(deadRows.map((d) => d.eventId)));
+      assert.deepEqual(new Set(redelivered), new Set(deadRows.map((d) => d.webhookId)));
       const list = await cli('webhooks', 'endpoints', 'list', ...db, '--json');
       assert.ok(!list.out.includes('whsec_'), 'secrets are not listed');
       assert.equal((await cli('webhooks', 'replay', ...db, '--status', 'bogus')).code, 1);

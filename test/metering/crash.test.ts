@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import type { TenantId } from '../../src/index.ts';
+import { webhookId, type TenantId } from '../../src/index.ts';
 import { ApiKeyStore } from '../../src/fastify/index.ts';
 import { ADMIN } from './app.ts';
 import { startMetering, type MeteringFixture } from './fixture.ts';
-import { startReceiver } from './receiver.ts';
+import { startReceiver } from '../webhooks/receiver.ts';
 
 const CHILD = new URL('./children/server-child.ts', import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -174,7 +174,7 @@ describe('crash safety (kill -9)', () => {
       assert.ok(stored.rows.every((r) => r.n === 1), "an event id was stored twice");
       assert.equal(acked.size, sent.size, 'every event was eventually acknowledged');
       // Every acknowledged plan change wrote its outbox row.
-      const outbox = await f.t.db.dangerouslyCrossTenant().query<{ id: string }>(`SELECT id FROM tw_outbox`);
+      const outbox = await f.t.db.dangerouslyCrossTenant().query<{ tenant_id: string; id: string }>(`SELECT tenant_id, id FROM tw_outbox`);
       const outboxIds = new Set(outbox.rows.map((r) => r.id));
       for (const id of ackedOutbox) assert.ok(outboxIds.has(id), `outbox event ${id} was lost`);
       assert.ok(ackedOutbox.size > 0 && outboxIds.size >= ackedOutbox.size);
@@ -189,7 +189,7 @@ describe('crash safety (kill -9)', () => {
         await sleep(100);
       }
       const receivedIds = rx.ids();
-      const missing = [...outboxIds].filter((id) => !receivedIds.has(id));
+      const missing = outbox.rows.filter((r) => !receivedIds.has(webhookId(r.tenant_id, r.id))).map((r) => r.id);
       assert.deepEqual(missing, [], 'outbox events never delivered');
     } finally {
       await rx.close();

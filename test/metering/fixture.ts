@@ -39,6 +39,9 @@ export const spec: MeteringSpec = {
   defaultPlan: 'free',
 };
 
+/** The suite's webhook receivers listen on 127.0.0.1, which endpoints may not reach without this allow-list. */
+export const LOOPBACK_RECEIVERS = { allowNetworks: ['127.0.0.1'] };
+
 export interface MeteringFixture {
   t: TestTenantwall;
   metering: Metering;
@@ -47,7 +50,7 @@ export interface MeteringFixture {
 
 export async function startMetering(options: Partial<MeteringOptions> = {}, twOptions: Parameters<typeof createTestTenantwall>[2] = {}): Promise<MeteringFixture> {
   const t = await createTestTenantwall(schema, migrations, twOptions);
-  const metering = new Metering(t.db, { spec, ...options });
+  const metering = new Metering(t.db, { spec, webhooks: LOOPBACK_RECEIVERS, ...options });
   return {
     t,
     metering,

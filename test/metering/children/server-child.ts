@@ -6,11 +6,11 @@
 import { Tenantwall } from '../../../src/index.ts';
 import { Metering } from '../../../src/metering/index.ts';
 import { buildMeteredApp } from '../app.ts';
-import { schema, spec } from '../fixture.ts';
+import { LOOPBACK_RECEIVERS, schema, spec } from '../fixture.ts';
 
 const url = process.argv[2] as string;
 const db = await Tenantwall.connect({ schema, databaseUrl: url, manageRoles: false, poolSize: 4 });
-const metering = new Metering(db, { spec, planCacheTtlMs: 200 });
+const metering = new Metering(db, { spec, planCacheTtlMs: 200, webhooks: LOOPBACK_RECEIVERS });
 const crashOn = process.env.CRASH_ON_EVENT;
 const app = await buildMeteredApp(db, metering, {}, (a) => {
   if (!crashOn) return;
@@ -20,7 +20,7 @@ const app = await buildMeteredApp(db, metering, {}, (a) => {
     return payload;
   });
 });
-const relay = metering.webhooks.relay({ pollIntervalMs: 50, deliveryTimeoutMs: 1000, leaseMs: 1500, backoffBaseMs: 100, maxAttempts: 50 });
+const relay = metering.webhooks.relay({ pollIntervalMs: 50, deliveryTimeoutMs: 1000, leaseMs: 1500, retrySchedule: [100], maxAttempts: 50 });
 relay.start();
 await app.listen({ port: 0, host: '127.0.0.1' });
 const address = app.server.address();

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Webhook } from 'standardwebhooks';
 import { TenantwallError, type TenantId } from '../../src/index.ts';
-import { backoffMs, verifyWebhook } from '../../src/metering/index.ts';
-import { startMetering, type MeteringFixture } from './fixture.ts';
-import { startReceiver } from './receiver.ts';
+import { DEFAULT_RETRY_SCHEDULE_MS, retryDelayMs, verifyWebhook, webhookId } from '../../src/metering/index.ts';
+import { startMetering, type MeteringFixture } from '../metering/fixture.ts';
+import { startReceiver, waitFor } from './receiver.ts';
 
 describe('billing webhooks: outbox, relay, signatures, retries, dead letters, replay', () => {
   let f: MeteringFixture;
@@ -34,8 +34,8 @@ describe('billing webhooks: outbox, relay, signatures, retries, dead letters, re
       await f.metering.setPlan(A, 'pro');
       await f.metering.setPlan(B, 'pro');
       await drain(f.metering.webhooks.relay());
-      assert.deepEqual([...all.ids()].sort(), [`plan.changed:${A}:1`, `plan.changed:${B}:1`].sort());
-      assert.deepEqual([...onlyA.ids()], [`plan.changed:${A}:1`]);
+      assert.deepEqual([...all.ids()].sort(), [webhookId(A, `plan.changed:${A}:1`), webhookId(B, `plan.changed:${B}:1`)].sort());
+      assert.deepEqual([...onlyA.ids()], [webhookId(A, `plan.changed:${A}:1`)]);
       for (const r of all.received) {
         const v = verifyWebhook(e1.secret, r.body, r.headers as Record<string, string>);
         assert.equal(v.type, 'plan.changed');
@@ -74,7 +74,7 @@ describe('billing webhooks: outbox, relay, signatures, retries, dead letters, re
     const rx = await startReceiver(() => (mode === 'fail' ? 500 : 204));
     try {
       const ep = await f.metering.webhooks.addEndpoint({ url: rx.url, tenantId: A });
-      const relay = f.metering.webhooks.relay({ maxAttempts: 2, backoffBaseMs: 1100, deliveryTimeoutMs: 2000, leaseMs: 5000 });
+      const relay = f.metering.webhooks.relay({ maxAttempts: 2, retrySchedule: [1100], deliveryTimeoutMs: 2000, leaseMs: 5000 });
       await f.metering.suspendTenant(A, 'unpaid');
       await f.metering.suspendTenant(A, 'unpaid'); // already suspended: no second event
       assert.equal((await f.t.db.tenants.get(A))?.status, 'suspended');
@@ -106,7 +106,8 @@ describe('billing webhooks: outbox, relay, signatures, retries, dead letters, re
       mode = 'ok';
       assert.equal((await relay.runOnce()).delivered, 0, 'dead letters stay dead');
       assert.equal(await f.metering.webhooks.replay({ eventId: dead[0]?.eventId }), 1);
-      assert.equal((await relay.runOnce()).delivered, 1);
+      // The endpoint failed twice: this relay pauses it (per-endpoint backoff) before the replay goes out.
+      await waitFor(async () => (await relay.runOnce()).delivered === 1, 'the replayed delivery');
       assert.equal(rx.received.at(-1)?.headers['webhook-id'], first.headers['webhook-id']);
       assert.equal((await f.metering.webhooks.deliveries({ status: 'delivered', eventId: dead[0]?.eventId })).length, 1);
       await f.metering.webhooks.disableEndpoint(ep.id);
@@ -158,7 +159,8 @@ describe('billing webhooks: outbox, relay, signatures, retries, dead letters, re
       assert.equal(rx.received.length, 30, 'no event was delivered twice by the two relays');
       // A relay that died mid-delivery: its lease expires, another relay delivers again (at least once).
       const one = [...rx.ids()][0] as string;
-      await f.t.db.dangerouslyCrossTenant().query(`UPDATE tw_webhook_deliveries SET status = 'in_flight', lease_until = now() - interval '1 second' WHERE event_id = $1`, [one]);
+      const [row] = await f.metering.webhooks.deliveries({ eventId: one });
+      await f.t.db.dangerouslyCrossTenant().query(`UPDATE tw_webhook_deliveries SET status = 'in_flight', lease_until = now() - interval '1 second' WHERE event_id = $1`, [row?.eventId]);
       await drain(r1);
       assert.equal(rx.received.filter((r) => r.headers['webhook-id'] === one).length, 2);
       await f.metering.webhooks.disableEndpoint(ep.id);
@@ -167,10 +169,11 @@ describe('billing webhooks: outbox, relay, signatures, retries, dead letters, re
     }
   });
 
-  test('backoff doubles per attempt within +-20% and is capped', () => {
-    assert.equal(backoffMs(1, 1000, 60_000, () => 0.5), 1000);
-    assert.equal(backoffMs(4, 1000, 60_000, () => 0.5), 8000);
-    assert.equal(backoffMs(30, 1000, 60_000, () => 1), 60_000);
-    assert.equal(backoffMs(2, 1000, 60_000, () => 0), 1600);
+  test('retry delays follow the schedule within +-20%; its last entry repeats', () => {
+    assert.equal(retryDelayMs(1, [1000, 5000], () => 0.5), 1000);
+    assert.equal(retryDelayMs(2, [1000, 5000], () => 0.5), 5000);
+    assert.equal(retryDelayMs(9, [1000, 5000], () => 1), 6000);
+    assert.equal(retryDelayMs(1, [1000, 5000], () => 0), 800);
+    assert.equal(retryDelayMs(9, DEFAULT_RETRY_SCHEDULE_MS, () => 0.5), 86_400_000);
   });
 });
