@@ -17,6 +17,12 @@ export interface IsolationCheckOptions {
    * tenant column.
    */
   tables?: readonly string[] | undefined;
+  /**
+   * Tables, views and sequences (`name` or `schema.name`) holding data shared by all tenants. Every other relation
+   * the application role can reach must be a tenant relation, or `exposure-unknown-relation` reports it. Env
+   * `TENANTWALL_GLOBAL_TABLES` (comma-separated). Default none (the tenant registry is recognised by itself).
+   */
+  globalTables?: readonly string[] | undefined;
   /** Reasoned exceptions, or the path of a JSON exception file (docs/audit.md). Default none. */
   exceptions?: readonly AuditException[] | string | undefined;
 }
@@ -34,6 +40,9 @@ export interface ResolvedCheckOptions {
   readonly settingName: string;
   readonly appRole: string;
   readonly tables: readonly string[] | undefined;
+  readonly globalTables: readonly string[];
+  /** False when the application role was neither passed nor set in the environment (the default was taken). */
+  readonly appRoleGiven: boolean;
   readonly exceptions: readonly AuditException[];
 }
 
@@ -48,7 +57,10 @@ export function resolveCheckOptions(o: IsolationCheckOptions & AppConnectionOpti
   if (appDatabaseUrl !== undefined) parseDatabaseUrl(appDatabaseUrl, 'appDatabaseUrl (TENANTWALL_APP_DATABASE_URL)');
   const tenantColumn = o.tenantColumn ?? str(env.TENANTWALL_TENANT_COLUMN) ?? 'tenant_id';
   const settingName = o.settingName ?? str(env.TENANTWALL_SETTING) ?? 'tenantwall.tenant_id';
-  const appRole = o.appRole ?? str(env.TENANTWALL_APP_ROLE) ?? 'tenantwall_app';
+  const givenRole = o.appRole ?? str(env.TENANTWALL_APP_ROLE);
+  const appRole = givenRole ?? 'tenantwall_app';
+  const list = (v: string | undefined) => (v ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
+  const globalTables = o.globalTables ? [...o.globalTables] : list(str(env.TENANTWALL_GLOBAL_TABLES));
   const bad = (field: string, why: string) => new TenantwallError('config_invalid', `Option ${field} ${why}.`, { details: { field } });
   if (tenantColumn.trim() === '') throw bad('tenantColumn', 'must not be empty');
   if (!SETTING_RE.test(settingName)) throw bad('settingName', 'must look like namespace.name');
@@ -62,6 +74,8 @@ export function resolveCheckOptions(o: IsolationCheckOptions & AppConnectionOpti
     settingName,
     appRole,
     tables: o.tables && o.tables.length > 0 ? Object.freeze([...o.tables]) : undefined,
+    globalTables: Object.freeze(globalTables),
+    appRoleGiven: givenRole !== undefined,
     exceptions: Object.freeze([...exceptions]),
   });
 }

@@ -55,11 +55,11 @@ export function evaluateRules(cat: Catalog, opts: ResolvedCheckOptions): { findi
     qcol,
     pred,
     policyFix: (r) => `CREATE POLICY tenant_isolation ON ${qi(r)} FOR ALL USING (${pred(r)}) WITH CHECK (${pred(r)});`,
-    push(ruleId, kind, object, message, fix) {
+    push(ruleId, kind, object, message, fix, extra) {
       const key = `${ruleId}\u0000${object}`;
       if (seen.has(key)) return;
       seen.add(key);
-      out.push(make(ruleId, kind, object, message, fix));
+      out.push(make(ruleId, kind, object, message, fix, extra));
     },
   };
   for (const family of RULE_FAMILIES) family.evaluate(ctx);
@@ -75,23 +75,74 @@ export function evaluateRules(cat: Catalog, opts: ResolvedCheckOptions): { findi
   };
 }
 
-/** Reads the catalog of a live database and applies every rule. Never writes. */
+/**
+ * The application roles, from the catalog: login roles, not superuser, that may SELECT/INSERT/UPDATE/DELETE a
+ * table with the tenant column and own none of them (nor can act as their owner).
+ */
+export async function findAppRoles(client: pg.ClientBase, tenantColumn: string): Promise<string[]> {
+  const { rows } = await client.query<{ rolname: string }>(
+    `WITH t AS (SELECT c.oid, c.relowner FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $1 AND NOT a.attisdropped AND a.attnum > 0
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema'))
+     SELECT r.rolname FROM pg_roles r WHERE r.rolcanlogin AND NOT r.rolsuper AND r.rolname !~ '^pg_'
+       AND EXISTS (SELECT 1 FROM t WHERE has_table_privilege(r.oid, t.oid, 'SELECT, INSERT, UPDATE, DELETE'))
+       AND NOT EXISTS (SELECT 1 FROM t WHERE pg_has_role(r.oid, t.relowner, 'MEMBER'))
+     ORDER BY 1`,
+    [tenantColumn],
+  );
+  return rows.map((r) => r.rolname);
+}
+
+/**
+ * Reads the catalog of a live database and applies every rule. Never writes. Without an application role
+ * (option or TENANTWALL_APP_ROLE), audits each role `findAppRoles` finds, and refuses to guess when there is none.
+ */
 export async function runAudit(options: AuditOptions = {}): Promise<Report> {
   const started = performance.now();
-  const opts = resolveCheckOptions(options);
+  const given = resolveCheckOptions(options);
   await loadParser();
-  const cat = await withClient(opts.databaseUrl, options.client, (c) => loadCatalog(c, opts.appRole, opts.tenantColumn, opts.settingName));
-  const { findings, stats } = evaluateRules(cat, opts);
-  const { kept, suppressed, unused } = applyExceptions(findings, opts.exceptions);
+  const runs = await withClient(given.databaseUrl, options.client, async (c) => {
+    const roles = given.appRoleGiven ? [given.appRole] : await findAppRoles(c, given.tenantColumn);
+    if (roles.length === 0) {
+      throw new TenantwallError(
+        'config_invalid',
+        `No application role given, and none found in the catalog (a login role, not superuser, with SELECT/INSERT/UPDATE/DELETE on a table with column ${given.tenantColumn}, owning none of them): pass --app-role (docs/audit.md).`,
+        { details: { field: 'appRole' } },
+      );
+    }
+    const out: { role: string; cat: Catalog; opts: ResolvedCheckOptions }[] = [];
+    for (const role of roles) {
+      const opts = Object.freeze({ ...given, appRole: role });
+      out.push({ role, cat: await loadCatalog(c, role, opts.tenantColumn, opts.settingName), opts });
+    }
+    return out;
+  });
+  const seen = new Set<string>();
+  const findings: Finding[] = [];
+  let stats: Record<string, number> = {};
+  for (const run of runs) {
+    const result = evaluateRules(run.cat, run.opts);
+    stats = result.stats;
+    for (const f of result.findings) {
+      const key = `${f.ruleId}\u0000${f.object}\u0000${f.message}`;
+      if (!seen.has(key)) {
+        seen.add(key);
+        findings.push(f);
+      }
+    }
+  }
+  const { kept, suppressed, unused } = applyExceptions(sortFindings(findings), given.exceptions);
+  const first = runs[0]?.cat as Catalog;
   return Object.freeze({
     kind: 'audit',
-    database: cat.database,
-    serverVersion: cat.serverVersion,
+    database: first.database,
+    serverVersion: first.serverVersion,
     findings: kept,
     suppressed,
     unusedExceptions: unused,
-    stats,
-    notes: [],
+    stats: { ...stats, appRoles: runs.length },
+    notes: given.appRoleGiven ? [] : [`application role(s) found in the catalog and audited: ${runs.map((r) => r.role).join(', ')}`],
+    appRoles: runs.map((r) => r.role),
     durationMs: Math.round(performance.now() - started),
   });
 }

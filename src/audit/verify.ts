@@ -3,18 +3,22 @@ import pg from 'pg';
 import { mapPgError } from '../db/pg-errors.ts';
 import { TenantwallError } from '../errors.ts';
 import { quoteIdent } from '../schema/ddl.ts';
-import { type AttackContext, AttackSession, type TableInfo, type VerifyProgress, describeTables } from './attacks/context.ts';
+import { type AttackContext, AttackSession, type RowValues, type TableInfo, type VerifyProgress, describeTables } from './attacks/context.ts';
+import { sideEffects } from './attacks/side-effects.ts';
+import { appAccess, classifyRelations } from './exposure.ts';
 import { ATTACK_FAMILIES } from './attacks/index.ts';
 import { prepareRows } from './attacks/rows.ts';
 import { type Catalog, loadCatalog } from './catalog.ts';
 import { databaseChecksum } from './checksum.ts';
 import { applyExceptions } from './exceptions.ts';
 import { make, sortFindings } from './finding.ts';
-import { type AppConnectionOptions, type IsolationCheckOptions, resolveCheckOptions } from './options.ts';
+import { type AppConnectionOptions, type IsolationCheckOptions, type ResolvedCheckOptions, resolveCheckOptions } from './options.ts';
 import { loadParser } from './policy-expr.ts';
 import { withClient } from './run-audit.ts';
-import { type TenantSet, qi, tenantSet } from './tenant-set.ts';
-import type { Finding, Report } from './types.ts';
+import { type TenantSet, groupBy, qi, qn, rootOf, tenantSet } from './tenant-set.ts';
+import type { CoverageEntry, Finding, ObjectKind, Report } from './types.ts';
+
+const KIND: Record<string, ObjectKind> = { r: 'table', p: 'table', v: 'view', m: 'materialized-view', f: 'foreign-table', S: 'sequence' };
 
 export type { VerifyProgress } from './attacks/context.ts';
 
@@ -36,11 +40,14 @@ export interface VerifyOptions extends IsolationCheckOptions, AppConnectionOptio
  */
 export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
   const started = performance.now();
-  const opts = resolveCheckOptions(options);
-  const appUrl = opts.appDatabaseUrl;
+  const given = resolveCheckOptions(options);
+  const appUrl = given.appDatabaseUrl;
   if (appUrl === undefined) {
-    throw new TenantwallError('config_invalid', 'verify attacks as the application role: pass --app-database-url or set TENANTWALL_APP_DATABASE_URL.', { details: { field: 'appDatabaseUrl' } });
+    throw new TenantwallError('config_invalid', 'verify attacks as the application role: pass --app-database-url or set TENANTWALL_APP_DATABASE_URL (docs/audit.md).', { details: { field: 'appDatabaseUrl' } });
   }
+  // The role that attacks is the one the URL logs in as: without --app-role, that is the application role.
+  const urlUser = decodeURIComponent(new URL(appUrl).username);
+  const opts = given.appRoleGiven || urlUser === '' ? given : Object.freeze({ ...given, appRole: urlUser, appRoleGiven: true });
   await loadParser();
   const notes: string[] = [];
   const prepared = await withClient(opts.databaseUrl, undefined, async (owner) => {
@@ -49,14 +56,19 @@ export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
     const tables = await describeTables(owner, cat, ts);
     const tenants = options.tenants ?? (await pickTenants(owner, cat, ts, tables, opts.tenantColumn));
     const before = options.checksum ? await databaseChecksum(owner) : undefined;
+    const effects = sideEffects(cat, ts);
     const roles = await owner.query<{ rolname: string }>(
       `SELECT DISTINCT rolname FROM pg_roles r WHERE rolname <> $1 AND (pg_has_role($1, r.oid, 'MEMBER') OR r.oid = ANY($2::oid[])) ORDER BY 1`,
       [opts.appRole, [...new Set([...ts.all.values()].map((x) => x.ownerOid))]],
     ).catch(() => ({ rows: [] as { rolname: string }[] }));
     // A superuser reaches everything already (the read attacks report it); trying every role would add nothing.
-    return { cat, ts, tables, tenants, before, roles: cat.app?.superuser ? [] : roles.rows.map((r) => r.rolname) };
+    return { cat, ts, tables, tenants, before, effects, roles: cat.app?.superuser ? [] : roles.rows.map((r) => r.rolname) };
   });
-  const { cat, ts, tables, before } = prepared;
+  const { cat, ts, tables, before, effects } = prepared;
+  notes.push(...effects.notes);
+  const rows = new Map<number, { a: RowValues; b: RowValues }>();
+  const readLeak = new Set<number>();
+  const covered = new Map<number, string>();
   const [tenantA, tenantB] = prepared.tenants;
   if (tenantA === tenantB) throw new TenantwallError('config_invalid', 'verify needs two different tenant ids.', { details: { field: 'tenants' } });
 
@@ -86,10 +98,14 @@ export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
         qcol: quoteIdent(opts.tenantColumn),
         roles: prepared.roles,
         notes,
-        rows: new Map(),
-        readLeak: new Set(),
+        rows,
+        readLeak,
+        opts,
+        setting: opts.settingName,
+        covered,
+        unsafeWrites: effects.unsafe,
         progress: options.onProgress ?? (() => undefined),
-        found: (rule, kind, object, message, fix) => findings.push(make(rule, kind, object, message, fix)),
+        found: (rule, kind, object, message, fix, confirm, details, severity) => findings.push(make(rule, kind, object, message, fix, { confirm, details, severity })),
         tries: (sql, params = [], keep = false) => s.attempt(sql, params, keep),
       };
       await prepareRows(ctx);
@@ -108,7 +124,8 @@ export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
   if (before !== undefined) {
     const after = await withClient(opts.databaseUrl, undefined, (c) => databaseChecksum(c));
     checksums = { before, after };
-    if (before !== after) notes.push(`content checksum changed during verify (${before} -> ${after}): something outside the rolled-back transaction wrote to the database`);
+    // verify's own writes are rolled back and the ones whose effects would outlive it were skipped (notes).
+    if (before !== after) notes.push(`content checksum changed during verify (${before} -> ${after}): another session wrote to the database meanwhile; run verify on a database nothing else writes to`);
   }
   const { kept, suppressed, unused } = applyExceptions(sortFindings(findings), opts.exceptions);
   return Object.freeze({
@@ -120,9 +137,43 @@ export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
     unusedExceptions: unused,
     stats: { tenantTables: ts.tables.length, partitions: ts.partitions.length, attempts },
     notes,
+    attack: { tenants: [tenantA, tenantB] as const, setting: opts.settingName, tenantColumn: opts.tenantColumn, appRole: opts.appRole },
+    coverage: coverageOf(cat, ts, opts, { rows, readLeak, covered, unsafe: effects.unsafe, notes }),
     checksums,
     durationMs: Math.round(performance.now() - started),
   });
+}
+
+/** Every relation the application role can reach, and whether an attack ran on it (or why not). */
+function coverageOf(
+  cat: Catalog,
+  ts: TenantSet,
+  opts: ResolvedCheckOptions,
+  run: { rows: ReadonlyMap<number, unknown>; readLeak: ReadonlySet<number>; covered: ReadonlyMap<number, string>; unsafe: ReadonlyMap<number, string>; notes: readonly string[] },
+): CoverageEntry[] {
+  const out: CoverageEntry[] = [];
+  const viewDeps = groupBy(cat.viewDeps, (d) => d.view);
+  for (const c of classifyRelations(cat, ts, opts).values()) {
+    const r = c.rel;
+    if (appAccess(r).length === 0) continue;
+    const entry = (status: CoverageEntry['status'], reason: string) =>
+      out.push({ relation: qn(r), kind: KIND[r.kind] ?? 'table', class: c.cls, status, reason });
+    const root = ts.all.has(r.oid) ? rootOf(r, ts) : undefined;
+    if (root) {
+      const unsafe = run.unsafe.get(root.oid);
+      if (unsafe) entry('skipped', `write attacks skipped: ${unsafe}`);
+      else if (!run.rows.has(root.oid)) entry('skipped', run.notes.find((n) => n.startsWith(`${qn(root)}:`)) ?? 'no row of both tenants: row-based attacks skipped');
+      else entry('attacked', r.isPartition ? 'partition attacked directly' : 'row, privilege, setting and key attacks');
+    } else if (c.cls === 'global') entry('not-applicable', `global (${c.reason})`);
+    else if (r.kind === 'S') entry('not-applicable', `sequence ${c.cls === 'tenant' ? `(${c.reason}; tenantwall audit: sequence-shared)` : '(no rows to attack; tenantwall audit: exposure-unknown-relation)'}`);
+    else if (run.covered.has(r.oid)) {
+      const how = run.covered.get(r.oid) as string;
+      entry(how === 'attacked' ? 'attacked' : 'skipped', how === 'attacked' ? `read with no tenant set (${c.reason})` : how);
+    } else if ((r.kind === 'v' || r.kind === 'm') && viewDeps.has(r.oid) && c.cls === 'tenant') {
+      entry(r.app?.select ? 'attacked' : 'skipped', r.app?.select ? 'view attack (differential read)' : 'not readable by the application role');
+    } else entry('skipped', `the application role may ${appAccess(r).join(', ')} it but cannot read it; only reads are attacked outside the tenant tables`);
+  }
+  return out.sort((a, b) => a.relation.localeCompare(b.relation));
 }
 
 /** Two tenant ids: from the table the tenant column references (the registry), else from the data. */

@@ -40,7 +40,7 @@ async function cli(...argv: string[]): Promise<{ code: number; out: string; err:
 }
 
 test('audit: clean database exits 0; --json is the report', async () => {
-  const r = await cli('audit', '--database-url', clean.url, '--app-role', base.app, '--json');
+  const r = await cli('audit', '--database-url', clean.url, '--app-role', base.app, '--global-tables', 'currencies', '--json');
   assert.equal(r.code, 0, r.err);
   const report = JSON.parse(r.out);
   assert.equal(report.kind, 'audit');
@@ -48,21 +48,21 @@ test('audit: clean database exits 0; --json is the report', async () => {
 });
 
 test('audit: an error-level hole exits 1, --fail-on none exits 0, text output groups by rule without colour off a TTY', async () => {
-  const r = await cli('audit', '--database-url', truncate.url, '--app-role', base.app);
+  const r = await cli('audit', '--database-url', truncate.url, '--app-role', base.app, '--global-tables', 'currencies');
   assert.equal(r.code, 1);
   assert.match(r.out, /^ERROR {1,2}grant-truncate \(1\)$/m);
   assert.match(r.out, /fix: REVOKE TRUNCATE ON "public"\."customers"/);
   assert.ok(!r.out.includes(String.fromCharCode(27)), "no ANSI escapes");
-  assert.equal((await cli('audit', '--database-url', truncate.url, '--app-role', base.app, '--fail-on', 'none')).code, 0);
+  assert.equal((await cli('audit', '--database-url', truncate.url, '--app-role', base.app, '--global-tables', 'currencies', '--fail-on', 'none')).code, 0);
 });
 
 test('audit: a warning passes the default threshold and fails --fail-on warn', async () => {
-  assert.equal((await cli('audit', '--database-url', references.url, '--app-role', base.app)).code, 0);
-  assert.equal((await cli('audit', '--database-url', references.url, '--app-role', base.app, '--fail-on', 'warn')).code, 1);
+  assert.equal((await cli('audit', '--database-url', references.url, '--app-role', base.app, '--global-tables', 'currencies')).code, 0);
+  assert.equal((await cli('audit', '--database-url', references.url, '--app-role', base.app, '--global-tables', 'currencies', '--fail-on', 'warn')).code, 1);
 });
 
 test('audit: SARIF 2.1.0 with the rule catalogue and one result per finding', async () => {
-  const r = await cli('audit', '--database-url', truncate.url, '--app-role', base.app, '--sarif');
+  const r = await cli('audit', '--database-url', truncate.url, '--app-role', base.app, '--global-tables', 'currencies', '--sarif');
   const sarif = JSON.parse(r.out);
   assert.equal(sarif.version, '2.1.0');
   const run = sarif.runs[0];
@@ -79,7 +79,7 @@ test('audit: a reasoned exception suppresses the finding; an exception without r
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tw-audit-'));
   const good = path.join(dir, 'good.json');
   fs.writeFileSync(good, JSON.stringify({ exceptions: [{ rule: 'grant-truncate', object: 'public.customers', reason: 'nightly purge job runs as the app role (ticket 42)' }] }));
-  const r = await cli('audit', '--database-url', truncate.url, '--app-role', base.app, '--exceptions', good, '--json');
+  const r = await cli('audit', '--database-url', truncate.url, '--app-role', base.app, '--global-tables', 'currencies', '--exceptions', good, '--json');
   assert.equal(r.code, 0);
   const report = JSON.parse(r.out);
   assert.equal(report.suppressed.length, 1);
@@ -101,11 +101,11 @@ test('audit: unreachable database is one line on stderr and exit 2', async () =>
 });
 
 test('verify: clean database exits 0 with an unchanged checksum; a hole exits 1', async () => {
-  const ok = await cli('verify', '--database-url', clean.url, '--app-database-url', clean.appUrl, '--app-role', base.app, '--checksum', '--json');
+  const ok = await cli('verify', '--database-url', clean.url, '--app-database-url', clean.appUrl, '--app-role', base.app, '--global-tables', 'currencies', '--checksum', '--json');
   assert.equal(ok.code, 0, ok.err);
   const report = JSON.parse(ok.out);
   assert.equal(report.checksums.before, report.checksums.after);
-  const bad = await cli('verify', '--database-url', truncate.url, '--app-database-url', truncate.appUrl, '--app-role', base.app);
+  const bad = await cli('verify', '--database-url', truncate.url, '--app-database-url', truncate.appUrl, '--app-role', base.app, '--global-tables', 'currencies');
   assert.equal(bad.code, 1);
   assert.match(bad.out, /attack-truncate/);
 });

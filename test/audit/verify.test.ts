@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { VERIFY_ATTACKS, databaseChecksum, runAudit, runVerify } from '../../src/index.ts';
-import { type Baseline, TENANT_A, TENANT_B, TIGHT, createBaseline } from './baseline.ts';
+import { type Baseline, GLOBALS, TENANT_A, TENANT_B, TIGHT, createBaseline } from './baseline.ts';
 
 let base: Baseline;
 before(async () => {
@@ -25,7 +25,7 @@ async function checksumOf(url: string): Promise<string> {
 async function verifyFixture(sql: string) {
   const db = await base.fixture(sql);
   const before = await checksumOf(db.url);
-  const report = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app });
+  const report = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app, globalTables: GLOBALS });
   const after = await checksumOf(db.url);
   return { db, report, before, after };
 }
@@ -115,7 +115,7 @@ test('a clean verify run finds nothing and leaves the content checksum unchanged
   assert.equal(before, after);
   const db = await base.fixture();
   const phases = new Set<string>();
-  const own = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app, checksum: true, onProgress: (p) => phases.add(p.phase) });
+  const own = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app, globalTables: GLOBALS, checksum: true, onProgress: (p) => phases.add(p.phase) });
   for (const phase of ['rows', 'tables', 'setting', 'probes', 'views-functions']) assert.ok(phases.has(phase), `progress reports ${phase}`);
   assert.ok(own.checksums && own.checksums.before === own.checksums.after && own.checksums.before.length === 64);
   assert.ok((report.stats.attempts ?? 0) > 20);
@@ -170,7 +170,7 @@ describe('attacks', { concurrency: 4 }, () => {
       if (fx.objects) assert.deepEqual([...new Set(report.findings.map((f) => f.object))].sort(), [...fx.objects].sort());
       assert.equal(before, after, 'verify left no trace');
       // The catalog audit names every hole verify exploits.
-      const audit = await runAudit({ databaseUrl: db.url, appRole: base.app });
+      const audit = await runAudit({ databaseUrl: db.url, appRole: base.app, globalTables: GLOBALS });
       assert.ok(audit.findings.some((f) => f.severity === 'error'), `audit misses the hole of ${fx.name}`);
     });
   }
@@ -182,7 +182,7 @@ test('an application role that is superuser: every table reads across tenants, a
   const before = await checksumOf(db.url);
   const appUrl = new URL(db.appUrl);
   appUrl.username = su;
-  const report = await runVerify({ databaseUrl: db.url, appDatabaseUrl: appUrl.toString(), appRole: su });
+  const report = await runVerify({ databaseUrl: db.url, appDatabaseUrl: appUrl.toString(), appRole: su, globalTables: GLOBALS });
   const reads = report.findings.filter((f) => f.ruleId === 'attack-read-cross-tenant').map((f) => f.object).sort();
   // Superusers may also name partitions directly: the partition holding B's rows leaks too.
   assert.ok(reads.includes('public.customers') && reads.includes('public.invoices'), reads.join(', '));

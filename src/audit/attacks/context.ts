@@ -1,9 +1,10 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { quoteIdent } from '../../schema/ddl.ts';
+import { quoteIdent, quoteLiteral } from '../../schema/ddl.ts';
 import type { Catalog, Relation } from '../catalog.ts';
 import { type TenantSet, qi, rootOf } from '../tenant-set.ts';
-import type { ObjectKind, RuleInfo } from '../types.ts';
+import type { ResolvedCheckOptions } from '../options.ts';
+import type { ObjectKind, RuleInfo, Severity } from '../types.ts';
 
 export interface VerifyProgress {
   readonly phase: 'rows' | 'tables' | 'privileges' | 'setting' | 'probes' | 'roles' | 'views-functions';
@@ -77,9 +78,15 @@ export class AttackSession {
   /** Statements tried so far (the report's `attempts`). */
   attempts = 0;
 
+  /** NOTICE / WARNING messages the server sent during the current `attempt` (what a RAISE in a function prints). */
+  notices: string[] = [];
+
   constructor(client: pg.ClientBase, setting: string) {
     this.#client = client;
     this.#setting = setting;
+    client.on('notice', (n: { message?: string | undefined }) => {
+      this.notices.push(n.message ?? '');
+    });
   }
 
   async raw(sql: string, params: unknown[] = []): Promise<pg.QueryResult> {
@@ -98,6 +105,7 @@ export class AttackSession {
   /** Runs `sql` in a savepoint; undone afterwards unless `keep`. Errors are results, not exceptions. */
   async attempt(sql: string, params: unknown[] = [], keep = false): Promise<AttemptResult> {
     this.attempts++;
+    this.notices = [];
     const sp = `tw_verify_${++this.#sp}`;
     await this.#client.query(`SAVEPOINT ${sp}`);
     try {
@@ -142,8 +150,19 @@ export interface AttackContext {
   readonly rows: Map<number, { a: RowValues; b: RowValues }>;
   /** Tenant relations whose plain read already leaks: not reported again through views, functions, the setting. */
   readonly readLeak: Set<number>;
+  readonly opts: ResolvedCheckOptions;
+  /** The tenant setting. */
+  readonly setting: string;
+  /** Relations outside the tenant tables that an attack ran on (`attacked`) or could not run on (the reason). */
+  readonly covered: Map<number, string>;
+  /**
+   * Tenant tables (root oids) whose triggers have effects a rollback does not undo (a sequence advanced, dblink):
+   * no attack writes to them; the reason is in the notes and the coverage.
+   */
+  readonly unsafeWrites: ReadonlyMap<number, string>;
   progress(p: VerifyProgress): void;
-  found(rule: string, kind: ObjectKind, object: string, message: string, fix: string): void;
+  /** Reports a successful attack; `confirm` is a query returning `fixed` (see `asApp`), `details` its facts. */
+  found(rule: string, kind: ObjectKind, object: string, message: string, fix: string, confirm: string, details?: Record<string, unknown>, severity?: Severity): void;
   /** `s.attempt`, counted. */
   tries(sql: string, params?: unknown[], keep?: boolean): Promise<AttemptResult>;
 }
@@ -153,6 +172,11 @@ export interface AttackFamily {
   readonly name: string;
   readonly attacks: readonly RuleInfo[];
   run(ctx: AttackContext): Promise<void>;
+}
+
+/** A confirmation script run as the application role with tenant A set, rolled back; `query` returns `fixed`. */
+export function asApp(ctx: Pick<AttackContext, 'setting' | 'A'>, query: string): string {
+  return `-- as the application role; nothing is kept\nBEGIN;\nSELECT set_config(${quoteLiteral(ctx.setting)}, ${quoteLiteral(ctx.A)}, true);\n${query};\nROLLBACK;`;
 }
 
 /** SQL type of the tenant column of `t`. */

@@ -20,7 +20,7 @@ async function growB(ctx: AttackContext, tableOids: readonly number[]): Promise<
   for (const oid of new Set(tableOids)) {
     const t = ctx.info.get(oid);
     const pair = ctx.rows.get(oid);
-    if (!t || !pair) continue;
+    if (!t || !pair || ctx.unsafeWrites.has(oid)) continue;
     const ins = insertSql(t, variant(t, pair.b, ctx.column, ctx.B), false);
     const r = await ctx.tries(ins.sql, ins.params, true);
     any ||= r.ok;

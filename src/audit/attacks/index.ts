@@ -1,4 +1,5 @@
 import type { AttackFamily } from './context.ts';
+import { exposureAttacks } from './exposure.ts';
 import { functionAttacks } from './functions.ts';
 import { probeAttacks } from './probes.ts';
 import { roleAttacks } from './roles.ts';
@@ -18,4 +19,5 @@ export const ATTACK_FAMILIES: readonly AttackFamily[] = Object.freeze([
   roleAttacks,
   viewAttacks,
   functionAttacks,
+  exposureAttacks,
 ]);

@@ -1,13 +1,13 @@
-import { quoteIdent } from '../../schema/ddl.ts';
+import { quoteIdent, quoteLiteral } from '../../schema/ddl.ts';
 import { rule } from '../rules/define.ts';
 import { qi, qn } from '../tenant-set.ts';
-import { type AttackFamily, type TableInfo, tenantType } from './context.ts';
+import { type AttackFamily, type TableInfo, asApp, tenantType } from './context.ts';
 
 /** SET ROLE to the owners and the roles the application role belongs to. */
 export const roleAttacks: AttackFamily = {
   name: 'roles',
   attacks: [
-    rule('attack-set-role', 'error', 'Escape through SET ROLE', "The application role switched to another role and read tenant B's rows (directly, or after turning the table's RLS off as that role)."),
+    rule('attack-set-role', 'error', 'isolation', 'Escape through SET ROLE', "The application role switched to another role and read tenant B's rows (directly, or after turning the table's RLS off as that role)."),
   ],
   async run(ctx) {
     const { s, A, column, tries } = ctx;
@@ -35,7 +35,7 @@ export const roleAttacks: AttackFamily = {
         return hits;
       });
       if (leaked.length > 0) {
-        ctx.found('attack-set-role', 'role', role, `The application role could SET ROLE ${role} and then read other tenants' rows of ${leaked.slice(0, 5).join(', ')}${leaked.length > 5 ? ', ...' : ''}.`, `REVOKE ${quoteIdent(role)} FROM <app role>;`);
+        ctx.found('attack-set-role', 'role', role, `The application role could SET ROLE ${role} and then read other tenants' rows of ${leaked.slice(0, 5).join(', ')}${leaked.length > 5 ? ', ...' : ''}.`, `REVOKE ${quoteIdent(role)} FROM <app role>;`, asApp(ctx, `SELECT NOT pg_has_role(current_user, ${quoteLiteral(role)}, 'MEMBER') AS fixed`), { role, tables: leaked });
       }
     }
   },

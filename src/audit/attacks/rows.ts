@@ -38,6 +38,10 @@ export async function prepareRows(ctx: AttackContext): Promise<void> {
     }
     for (const [k, other, tenant] of [['a', 'b', A], ['b', 'a', B]] as const) {
       if (got[k]) continue;
+      if (ctx.unsafeWrites.has(rel.oid)) {
+        ctx.notes.push(`${qn(rel)}: no row of tenant ${tenant} to pick, and none made (its triggers have effects a rollback does not undo); row-based attacks skipped`);
+        continue;
+      }
       await s.setTenant(tenant);
       // The other tenant's row satisfies the table's checks: copy it, re-pointed at this tenant's parents.
       const model = got[other];

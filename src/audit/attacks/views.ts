@@ -1,12 +1,13 @@
 import { rule } from '../rules/define.ts';
 import { qi, qn } from '../tenant-set.ts';
-import type { AttackFamily } from './context.ts';
+import { quoteLiteral } from '../../schema/ddl.ts';
+import { type AttackFamily, asApp } from './context.ts';
 import { differential, hashOf, viewTenantDeps } from './differential.ts';
 
 /** Views and materialized views: does what A sees change when only B's data changes? */
 export const viewAttacks: AttackFamily = {
   name: 'views',
-  attacks: [rule('attack-view-read', 'error', "Read another tenant's rows through a view", "A view showed tenant B's data to tenant A.")],
+  attacks: [rule('attack-view-read', 'error', 'isolation', "Read another tenant's rows through a view", "A view showed tenant B's data to tenant A.")],
   async run(ctx) {
     const { s, A, B, qcol, tries } = ctx;
     ctx.progress({ phase: 'views-functions', done: 0, total: 1 });
@@ -22,7 +23,7 @@ export const viewAttacks: AttackFamily = {
       }
       if (!leak) leak = await differential(ctx, hashOf(qi(v)), deps);
       if (leak) {
-        ctx.found('attack-view-read', v.kind === 'v' ? 'view' : 'materialized-view', qn(v), `Through ${qn(v)}, tenant ${A} saw data of tenant ${B}.`, v.kind === 'v' ? `ALTER VIEW ${qi(v)} SET (security_invoker = true);` : `REVOKE SELECT ON ${qi(v)} FROM <app role>;`);
+        ctx.found('attack-view-read', v.kind === 'v' ? 'view' : 'materialized-view', qn(v), `Through ${qn(v)}, tenant ${A} saw data of tenant ${B}.`, v.kind === 'v' ? `ALTER VIEW ${qi(v)} SET (security_invoker = true);` : `REVOKE SELECT ON ${qi(v)} FROM <app role>;`, asApp(ctx, `SELECT NOT has_table_privilege(${quoteLiteral(qi(v))}, 'SELECT') OR coalesce((SELECT 'security_invoker=true' = ANY (reloptions) FROM pg_class WHERE oid = to_regclass(${quoteLiteral(qi(v))})), false) AS fixed`), { view: qn(v) });
       }
     }
   },

@@ -1,10 +1,19 @@
 import type { Catalog, Relation } from '../catalog.ts';
 import type { ResolvedCheckOptions } from '../options.ts';
 import type { TenantSet } from '../tenant-set.ts';
-import type { ObjectKind, RuleInfo, Severity } from '../types.ts';
+import type { Category, ObjectKind, RuleInfo, Severity } from '../types.ts';
 
-export function rule(id: string, severity: Severity, title: string, why: string): RuleInfo {
-  return Object.freeze({ id, severity, title, why });
+export function rule(id: string, severity: Severity, category: Category, title: string, why: string): RuleInfo {
+  return Object.freeze({ id, severity, category, title, why });
+}
+
+/** What a finding carries beyond its message and fix. */
+export interface FindingExtra {
+  /** A query returning one row with a boolean `fixed` (the `confirm*` helpers of confirm.ts build them). */
+  readonly confirm: string;
+  readonly details?: Readonly<Record<string, unknown>> | undefined;
+  /** Lower than the rule's severity when the application role cannot do what the hole allows. */
+  readonly severity?: Severity | undefined;
 }
 
 /** What every rule family sees: one catalog snapshot, the resolved options and the tenant set. */
@@ -22,7 +31,7 @@ export interface RuleContext {
   /** The tenant policy `r` should have. */
   policyFix(r: Relation): string;
   /** Reports a finding (the same rule on the same object is reported once). */
-  push(ruleId: string, kind: ObjectKind, object: string, message: string, fix: string): void;
+  push(ruleId: string, kind: ObjectKind, object: string, message: string, fix: string, extra: FindingExtra): void;
 }
 
 /**

@@ -1,5 +1,6 @@
 import { configurationRules } from './configuration.ts';
 import type { RuleFamily } from './define.ts';
+import { exposureRules } from './exposure.ts';
 import { functionRules } from './functions.ts';
 import { grantRules } from './grants.ts';
 import { keyRules } from './keys.ts';
@@ -23,4 +24,5 @@ export const RULE_FAMILIES: readonly RuleFamily[] = Object.freeze([
   functionRules,
   keyRules,
   settingRules,
+  exposureRules,
 ]);
