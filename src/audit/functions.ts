@@ -56,7 +56,8 @@ function scanSql(sql: Node, out: { names: Set<string>; writes: Set<string>; call
 
 /** One embedded PL/pgSQL expression or statement, parsed as PostgreSQL would (parseMode of PLpgSQL_expr). */
 function parseEmbedded(query: string, mode: number): Node | undefined {
-  const attempts = mode === 0 ? [query] : mode === 3 ? [`SELECT ${query.replace(/^[^:]*:=/, '')}`] : [`SELECT ${query}`, query];
+  // 0 a statement, 2 an expression, 3-5 an assignment `target := expression` (target of 1, 2 or 3 names).
+  const attempts = mode === 0 ? [query] : mode >= 3 && mode <= 5 ? [`SELECT ${query.replace(/^[^:]*:=/, '')}`] : [`SELECT ${query}`, query];
   for (const q of attempts) {
     try {
       return parseSync(q) as Node;
@@ -98,8 +99,11 @@ export function analyzeBody(fn: FunctionInfo): BodyAnalysis {
     parsed = false;
   }
   if (!parsed) {
-    // Unknown language or unparseable body: every identifier may name a relation.
+    // Unknown language or unparseable body: every identifier may name a relation, every name( a call.
     for (const m of fn.source.matchAll(IDENT_TOKEN)) out.names.add(m[1] !== undefined ? m[1].replace(/""/g, '"') : (m[2] ?? '').toLowerCase());
+    for (const m of fn.source.matchAll(/([A-Za-z_][A-Za-z0-9_$.]*)\s*\(/g)) out.calls.add((m[1] ?? '').toLowerCase());
+    if (/\bexecute\b/i.test(fn.source) || [...out.calls].some((c) => DYNAMIC_CALLS.has(c.replace(/^.*\./, '')))) out.dynamic = true;
+    if (/\bnotify\b|pg_notify\s*\(/i.test(fn.source)) out.notifies = true;
   }
   const result = Object.freeze({ ...out, parsed });
   cache.set(key, result);

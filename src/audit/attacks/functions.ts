@@ -62,7 +62,11 @@ export const functionAttacks: AttackFamily = {
         for (const c of info.columns.filter((x) => x.type === argType && x.name !== ctx.column)) {
           const secret = pair.b[c.name];
           if (secret === null || secret === undefined || secret === pair.a[c.name]) continue;
-          const r = await tries(`SELECT count(*) FROM ${qi(t)} WHERE ${regprocedure.replace(/\(.*$/, '')}(${quoteIdent(c.name)})`);
+          // The application role chooses the plan: a scan that filters rows (not an index that skips them).
+          const r = await ctx.s.isolated(async () => {
+            await ctx.s.raw('SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_indexonlyscan = off');
+            return tries(`SELECT count(*) FROM ${qi(t)} WHERE ${regprocedure.replace(/\(.*$/, '')}(${quoteIdent(c.name)})`);
+          });
           const seen = [...ctx.s.notices, r.message, r.detail].some((m) => m.includes(secret));
           if (seen) {
             ctx.found('attack-leakproof', 'function', obj, `As tenant ${A}, WHERE ${obj}(${c.name}) on ${qn(t)} printed tenant ${B}'s value of ${c.name}: the function ran before the policy filtered the row.`, `ALTER FUNCTION ${regprocedure} NOT LEAKPROOF;`, asApp(ctx, `SELECT coalesce((SELECT NOT proleakproof FROM pg_proc WHERE oid = to_regprocedure(${quoteLiteral(regprocedure)})), true) AS fixed`), { function: obj, table: qn(t), column: c.name });
