@@ -61,7 +61,7 @@ export function resolveCheckOptions(o: IsolationCheckOptions & AppConnectionOpti
   const appRole = givenRole ?? 'tenantwall_app';
   const list = (v: string | undefined) => (v ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
   const globalTables = o.globalTables ? [...o.globalTables] : list(str(env.TENANTWALL_GLOBAL_TABLES));
-  const bad = (field: string, why: string) => new TenantwallError('config_invalid', `Option ${field} ${why}.`, { details: { field } });
+  const bad = (field: string, why: string) => new TenantwallError('config_invalid', `Option ${field} ${why} (docs/audit.md).`, { details: { field } });
   if (tenantColumn.trim() === '') throw bad('tenantColumn', 'must not be empty');
   if (!SETTING_RE.test(settingName)) throw bad('settingName', 'must look like namespace.name');
   if (appRole.trim() === '') throw bad('appRole', 'must not be empty');

@@ -38,14 +38,14 @@ export const objectRules: RuleFamily = {
       return [...found];
     };
     // Severity follows what the application role can do: an object it cannot use is worth knowing, not a leak.
-    const reach = (r: Relation, can: boolean) => (can ? {} : { severity: 'info' as const });
+    const reach = (can: boolean) => (can ? {} : { severity: 'info' as const });
     const access = (r: Relation) => (r.app ? { select: r.app.select, insert: r.app.insert, update: r.app.update, delete: r.app.delete } : null);
     for (const v of cat.relations) {
       if (v.kind === 'f') {
         push('foreign-table', 'foreign-table', qn(v), `Foreign table ${qn(v)}${v.tenantAttnum !== null ? ` has a ${col} column but` : ''} cannot have row-level security${appTouches(v) ? '' : ` (${opts.appRole} cannot use it)`}.`, `REVOKE ALL ON ${qi(v)} FROM PUBLIC, ${appName}; -- expose it through a security_invoker view filtering on the tenant setting, or drop it`, {
           confirm: confirmNoTablePrivilege(opts.appRole, v, ['SELECT', 'INSERT', 'UPDATE', 'DELETE']),
           details: { relation: qn(v), owner: v.owner, appAccess: access(v) },
-          ...reach(v, appTouches(v)),
+          ...reach(appTouches(v)),
         });
       }
       if (v.kind !== 'v' && v.kind !== 'm') continue;
@@ -56,7 +56,7 @@ export const objectRules: RuleFamily = {
         push('view-no-security-invoker', 'view', qn(v), `View ${qn(v)} over ${deps.join(', ')} runs with the rights of its owner ${v.owner}${appReads(v) ? '' : ` (${opts.appRole} cannot read it)`}.`, `ALTER VIEW ${qi(v)} SET (security_invoker = true);`, {
           confirm: confirmRel(v, `coalesce(c.reloptions::text[] && ARRAY['security_invoker=true', 'security_invoker=on', 'security_invoker=1', 'security_invoker=yes'], false) OR NOT has_table_privilege(${quoteLiteral(opts.appRole)}, c.oid, 'SELECT')`),
           details: { view: qn(v), owner: v.owner, tables: deps, appAccess: access(v) },
-          ...reach(v, appReads(v)),
+          ...reach(appReads(v)),
         });
       } else {
         // A refresh runs as the owner: even a security_invoker view in between is read with the owner's rights.
@@ -65,7 +65,7 @@ export const objectRules: RuleFamily = {
         push('matview-over-tenant', 'materialized-view', qn(v), `Materialized view ${qn(v)} copies rows of ${deps.join(', ')} without row-level security${appReads(v) ? '' : ` (${opts.appRole} cannot read it)`}.`, `REVOKE ALL ON ${qi(v)} FROM PUBLIC, ${appName}; -- or replace it with a table under RLS / a security_invoker view`, {
           confirm: confirmNoTablePrivilege(opts.appRole, v, ['SELECT']),
           details: { view: qn(v), owner: v.owner, tables: deps, appAccess: access(v) },
-          ...reach(v, appReads(v)),
+          ...reach(appReads(v)),
         });
       }
     }
