@@ -42,10 +42,11 @@ export { DEFAULT_SAFE_FUNCTIONS, DEFAULT_SAFE_OPERATORS } from './guard/allow-li
 export { runAudit, reachesThreshold, type AuditOptions, type IsolationCheckOptions } from './audit/run-audit.ts';
 export { AUDIT_RULES, VERIFY_ATTACKS, ruleInfo } from './audit/rules.ts';
 export { parseExceptions, loadExceptionsFile, type AuditException } from './audit/exceptions.ts';
-export { formatText, formatJson, formatSarif } from './audit/format.ts';
+export { formatText, formatJson, formatSarif, formatPgTap } from './audit/format.ts';
+export { emitSql } from './audit/emit-sql.ts';
 export { runVerify, type VerifyOptions } from './audit/verify.ts';
 export { databaseChecksum } from './audit/checksum.ts';
-export type { Finding, Report, RuleInfo, Severity, ObjectKind, SuppressedFinding } from './audit/types.ts';
+export type { Finding, Report, RuleInfo, Severity, ObjectKind, SuppressedFinding, Category, CoverageEntry } from './audit/types.ts';
 // lifecycle
 export { createProgressPrinter, type Progress, type ProgressListener } from './lifecycle/progress.ts';
 export { resolveTenant, tenantChecksums, type Placement, type TableSum } from './lifecycle/internal.ts';

@@ -21,6 +21,10 @@ export interface Catalog {
   readonly schemas: readonly SchemaInfo[];
   readonly sequenceColumns: readonly { rel: number; column: string; kind: 'identity' | 'default'; sequence: string | null }[];
   readonly publications: readonly { name: string; rel: number | null; allTables: boolean; schema: string | null }[];
+  /** User triggers (not the internal ones of foreign keys). */
+  readonly triggers: readonly { rel: number; name: string; fn: number }[];
+  /** Columns whose name ends with `_<tenant column>` (e.g. `owner_tenant_id`): tenant data under another name. */
+  readonly tenantLikeColumns: readonly { rel: number; column: string }[];
 }
 
 export interface AppRole {
@@ -40,8 +44,10 @@ export interface Relation {
   readonly oid: number;
   readonly schema: string;
   readonly name: string;
-  /** r table, p partitioned table, v view, m materialized view, f foreign table */
-  readonly kind: 'r' | 'p' | 'v' | 'm' | 'f';
+  /** r table, p partitioned table, v view, m materialized view, f foreign table, S sequence */
+  readonly kind: 'r' | 'p' | 'v' | 'm' | 'f' | 'S';
+  /** Sequences: the table whose column owns it (serial, identity, OWNED BY). */
+  readonly ownedBy: number | null;
   readonly isPartition: boolean;
   readonly parent: number | null;
   readonly owner: string;
@@ -74,6 +80,8 @@ export interface Policy {
   readonly cmd: 'r' | 'a' | 'w' | 'd' | '*';
   readonly permissive: boolean;
   readonly roles: readonly number[];
+  /** The same roles by name (`public` for PUBLIC). */
+  readonly roleNames: readonly string[];
   readonly qual: string | null;
   readonly check: string | null;
 }
@@ -103,7 +111,15 @@ export interface FunctionInfo {
   readonly name: string;
   readonly args: string;
   readonly securityDefiner: boolean;
+  readonly leakproof: boolean;
+  readonly returnsTrigger: boolean;
+  /** `oid::regprocedure` text: the signature `to_regprocedure` reads back. */
+  readonly regprocedure: string;
+  /** Types of the input arguments, e.g. `['text']`. */
+  readonly argTypes: readonly string[];
   readonly config: readonly string[];
+  /** `pg_get_functiondef` of PL/pgSQL functions (the PL/pgSQL parser needs the whole CREATE FUNCTION). */
+  readonly definition: string | null;
   readonly source: string;
   readonly language: string;
   readonly owner: string;
@@ -168,14 +184,17 @@ export async function loadCatalog(client: pg.ClientBase, appRole: string, tenant
        coalesce(c.reloptions, '{}') AS options, a.attnum AS tenant_attnum, coalesce(a.attnotnull, false) AS tenant_notnull,
        format_type(a.atttypid, a.atttypmod) AS tenant_type,
        CASE WHEN $2::oid IS NOT NULL THEN ARRAY[
-         has_table_privilege($2::oid, c.oid, 'SELECT'), has_table_privilege($2::oid, c.oid, 'INSERT'),
+         CASE WHEN c.relkind = 'S' THEN has_sequence_privilege($2::oid, c.oid, 'USAGE, SELECT') ELSE has_table_privilege($2::oid, c.oid, 'SELECT') END,
+         has_table_privilege($2::oid, c.oid, 'INSERT'),
          has_table_privilege($2::oid, c.oid, 'UPDATE'), has_table_privilege($2::oid, c.oid, 'DELETE'),
          has_table_privilege($2::oid, c.oid, 'TRUNCATE'), has_table_privilege($2::oid, c.oid, 'REFERENCES'),
          has_table_privilege($2::oid, c.oid, 'TRIGGER'), pg_has_role($2::oid, c.relowner, 'MEMBER')] END AS app,
-       (SELECT coalesce(array_agg(DISTINCT e.privilege_type), '{}') FROM aclexplode(c.relacl) e WHERE e.grantee = 0) AS public_privileges
+       (SELECT coalesce(array_agg(DISTINCT e.privilege_type), '{}') FROM aclexplode(c.relacl) e WHERE e.grantee = 0) AS public_privileges,
+       CASE WHEN c.relkind = 'S' THEN (SELECT d.refobjid::int8 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+         AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1) END AS owned_by
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $1 AND NOT a.attisdropped AND a.attnum > 0
-     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ${USER_NS}`,
+     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND ${USER_NS}`,
     [tenantColumn, appOid],
   );
   const relations: Relation[] = rels.rows.map((row: Record<string, any>) => {
@@ -186,6 +205,7 @@ export async function loadCatalog(client: pg.ClientBase, appRole: string, tenant
       name: row.name as string,
       kind: row.kind as Relation['kind'],
       isPartition: row.is_partition as boolean,
+      ownedBy: row.owned_by === null ? null : num(row.owned_by),
       parent: row.parent === null ? null : num(row.parent),
       owner: row.owner as string,
       ownerOid: num(row.owner_oid),
@@ -213,6 +233,7 @@ export async function loadCatalog(client: pg.ClientBase, appRole: string, tenant
 
   const pols = await client.query(
     `SELECT p.polrelid::int8 AS rel, p.polname AS name, p.polcmd AS cmd, p.polpermissive AS permissive, p.polroles::int8[] AS roles,
+       ARRAY(SELECT CASE WHEN x = 0 THEN 'public' ELSE pg_get_userbyid(x) END FROM unnest(p.polroles) x) AS role_names,
        pg_get_expr(p.polqual, p.polrelid) AS qual, pg_get_expr(p.polwithcheck, p.polrelid) AS check
      FROM pg_policy p`,
   );
@@ -222,6 +243,7 @@ export async function loadCatalog(client: pg.ClientBase, appRole: string, tenant
     cmd: row.cmd as Policy['cmd'],
     permissive: row.permissive as boolean,
     roles: nums(row.roles),
+    roleNames: row.role_names as string[],
     qual: row.qual as string | null,
     check: row.check as string | null,
   }));
@@ -269,12 +291,13 @@ export async function loadCatalog(client: pg.ClientBase, appRole: string, tenant
 
   const fns = await client.query(
     `SELECT p.oid::int8 AS oid, n.nspname AS schema, p.proname AS name, pg_get_function_identity_arguments(p.oid) AS args,
-       p.prosecdef AS secdef, coalesce(p.proconfig, '{}') AS config, coalesce(p.prosrc, '') AS source, l.lanname AS language,
+       p.prosecdef AS secdef, p.proleakproof AS leakproof, p.prorettype = 'trigger'::regtype AS returns_trigger, p.oid::regprocedure::text AS regprocedure, p.proargtypes::regtype[]::text[] AS arg_types,
+       CASE WHEN l.lanname = 'plpgsql' THEN pg_get_functiondef(p.oid) END AS definition, coalesce(p.proconfig, '{}') AS config, coalesce(p.prosrc, '') AS source, l.lanname AS language,
        pg_get_userbyid(p.proowner) AS owner, p.proowner::int8 AS owner_oid, p.prokind AS kind, p.pronargs AS nargs,
        p.pronargdefaults AS nargdefaults, p.proretset AS retset,
        CASE WHEN $1::oid IS NOT NULL THEN has_function_privilege($1::oid, p.oid, 'EXECUTE') END AS app_execute
      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
-     WHERE ${USER_NS} AND l.lanname NOT IN ('c', 'internal')
+     WHERE ${USER_NS} AND (l.lanname NOT IN ('c', 'internal') OR p.proleakproof)
        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')`,
     [appOid],
   );
@@ -284,6 +307,11 @@ export async function loadCatalog(client: pg.ClientBase, appRole: string, tenant
     name: row.name as string,
     args: row.args as string,
     securityDefiner: row.secdef as boolean,
+    leakproof: row.leakproof as boolean,
+    returnsTrigger: row.returns_trigger as boolean,
+    regprocedure: row.regprocedure as string,
+    argTypes: (row.arg_types as string[] | null) ?? [],
+    definition: row.definition as string | null,
     config: row.config as string[],
     source: row.source as string,
     language: row.language as string,
@@ -330,7 +358,19 @@ export async function loadCatalog(client: pg.ClientBase, appRole: string, tenant
        JOIN pg_namespace n ON n.oid = pn.pnnspid`,
   );
 
+  const trigs = await client.query(
+    `SELECT t.tgrelid::int8 AS rel, t.tgname AS name, t.tgfoid::int8 AS fn FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND ${USER_NS}`,
+  );
+  const likeCols = await client.query(
+    `SELECT a.attrelid::int8 AS rel, a.attname AS column FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm') AND a.attnum > 0 AND NOT a.attisdropped AND a.attname LIKE '%\\_' || $1 AND ${USER_NS}`,
+    [tenantColumn.replace(/[\\%_]/g, (ch) => `\\${ch}`)],
+  );
+
   return {
+    triggers: trigs.rows.map((x: Record<string, any>) => ({ rel: num(x.rel), name: x.name as string, fn: num(x.fn) })),
+    tenantLikeColumns: likeCols.rows.map((x: Record<string, any>) => ({ rel: num(x.rel), column: x.column as string })),
     database: m.db as string,
     serverVersion: m.version as string,
     app,

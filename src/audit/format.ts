@@ -1,4 +1,5 @@
 import { AUDIT_RULES, VERIFY_ATTACKS } from './rules.ts';
+import { quoteIdent, quoteLiteral } from '../schema/ddl.ts';
 import type { Finding, Report, Severity } from './types.ts';
 
 const COLORS: Record<Severity, string> = { error: '\x1b[31m', warn: '\x1b[33m', info: '\x1b[36m' };
@@ -25,6 +26,11 @@ export function formatText(report: Report, options: { color?: boolean; verbose?:
     }
   }
   for (const n of report.notes) lines.push(c(DIM, `note: ${n}`));
+  if (report.coverage) {
+    const by = (st: string) => report.coverage?.filter((e) => e.status === st) ?? [];
+    lines.push('', `coverage: ${by('attacked').length} relation(s) attacked, ${by('skipped').length} skipped, ${by('not-applicable').length} not applicable (of ${report.coverage.length} the application role can reach)`);
+    for (const e of by('skipped')) lines.push(c(COLORS.warn, `  skipped ${e.relation}: ${e.reason}`));
+  }
   if (report.suppressed.length > 0) lines.push('', `${report.suppressed.length} finding(s) suppressed by exceptions.`);
   for (const u of report.unusedExceptions) lines.push(c(COLORS.warn, `unused exception: ${u.rule} on ${u.object} (remove it)`));
   const count = (s: Severity) => report.findings.filter((f) => f.severity === s).length;
@@ -87,4 +93,31 @@ export function formatSarif(report: Report, version = '0.1.0'): string {
     ],
   };
   return JSON.stringify(sarif, null, 2);
+}
+
+const sqlName = (object: string) => object.split('.').map(quoteIdent).join('.');
+
+/**
+ * verify as a pgTAP script: run it as the application role (`pg_prove -U <app role>`) to repeat the read attacks
+ * in any pgTAP suite. One test per tenant table attacked (tenant A sees no other tenant's row, nothing with no
+ * tenant set) and per relation outside the tenant tables it attacked, plus one failing test per finding.
+ */
+export function formatPgTap(report: Report): string {
+  if (report.kind !== 'verify' || !report.attack) throw new Error('pgTAP output is for verify reports');
+  const { tenants, setting, tenantColumn } = report.attack;
+  const setA = `SELECT set_config(${quoteLiteral(setting)}, ${quoteLiteral(tenants[0])}, true)`;
+  const setNone = `SELECT set_config(${quoteLiteral(setting)}, '', true)`;
+  const tests: string[] = [];
+  for (const e of report.coverage ?? []) {
+    if (e.status !== 'attacked') continue;
+    const rel = sqlName(e.relation);
+    if (e.class === 'tenant' && (e.kind === 'table' || e.kind === 'partition')) {
+      tests.push(`${setA};\nSELECT is((SELECT count(*) FROM ${rel} WHERE ${quoteIdent(tenantColumn)}::text IS DISTINCT FROM ${quoteLiteral(tenants[0])}), 0::bigint, ${quoteLiteral(`${e.relation}: tenant A sees no row of another tenant`)});`);
+      tests.push(`${setNone};\nSELECT is((SELECT count(*) FROM ${rel}), 0::bigint, ${quoteLiteral(`${e.relation}: no row with no tenant set`)});`);
+    } else if (e.kind !== 'view' && e.kind !== 'materialized-view') {
+      tests.push(`${setNone};\nSELECT is((SELECT count(*) FROM ${rel}), 0::bigint, ${quoteLiteral(`${e.relation}: no row with no tenant set (${e.reason})`)});`);
+    }
+  }
+  for (const f of report.findings) tests.push(`SELECT fail(${quoteLiteral(`${f.ruleId} ${f.object}: ${f.message}`)});`);
+  return ['-- tenantwall verify as pgTAP; run as the application role. Nothing is kept.', 'BEGIN;', `SELECT plan(${tests.length});`, ...tests, 'SELECT * FROM finish();', 'ROLLBACK;', ''].join('\n');
 }

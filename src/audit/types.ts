@@ -21,10 +21,17 @@ export type ObjectKind =
   | 'rule'
   | 'publication';
 
-/** One isolation hole: what, where, why it matters and the SQL that fixes it. */
+/** What a rule is about, separate from how urgent it is. */
+export type Category = 'isolation' | 'performance' | 'hygiene';
+
+/** One isolation hole: what, where, why it matters, the SQL that fixes it and a query that shows the fix worked. */
 export interface Finding {
   readonly ruleId: string;
+  /** The rule's severity, or lower when the application role cannot do what the hole allows. */
   readonly severity: Severity;
+  readonly category: Category;
+  /** The rule's section in docs/audit.md. */
+  readonly docUrl: string;
   /** `audit` (catalog rule) or `verify` (an attack that succeeded). */
   readonly source: 'audit' | 'verify';
   readonly objectKind: ObjectKind;
@@ -33,12 +40,18 @@ export interface Finding {
   readonly message: string;
   readonly why: string;
   readonly fix: string;
+  /** A query returning one row with a boolean column `fixed`: false while the hole is there, true once fixed. */
+  readonly confirm: string;
+  /** Structured facts beside the message (policy command, roles, USING / WITH CHECK text, function signature...). */
+  readonly details: Readonly<Record<string, unknown>>;
 }
 
 /** Static description of a rule or an attack (docs/audit.md has one entry per id). */
 export interface RuleInfo {
   readonly id: string;
+  /** The highest severity a finding of this rule can have. */
   readonly severity: Severity;
+  readonly category: Category;
   readonly title: string;
   readonly why: string;
 }
@@ -60,7 +73,24 @@ export interface Report {
   readonly stats: Readonly<Record<string, number>>;
   /** Notes that are not findings (e.g. attacks that could not run on a table). */
   readonly notes: readonly string[];
+  /** The application role(s) checked (found in the catalog when none was given). */
+  readonly appRoles?: readonly string[] | undefined;
+  /** verify: every relation the application role can reach, and whether an attack ran on it. */
+  readonly coverage?: readonly CoverageEntry[] | undefined;
+  /** verify: what the attacks ran with (tenant A attacked tenant B). */
+  readonly attack?: { readonly tenants: readonly [string, string]; readonly setting: string; readonly tenantColumn: string; readonly appRole: string } | undefined;
   /** verify with `checksum`: content checksums taken before and after the attacks. */
   readonly checksums?: { readonly before: string; readonly after: string } | undefined;
   readonly durationMs: number;
+}
+
+/** One relation the application role can reach, in a verify report. */
+export interface CoverageEntry {
+  readonly relation: string;
+  readonly kind: ObjectKind;
+  /** tenant (isolated per tenant), global (shared by all tenants) or unknown (nothing says). */
+  readonly class: 'tenant' | 'global' | 'unknown';
+  /** `skipped` makes `tenantwall verify` fail unless `--allow-skips`. */
+  readonly status: 'attacked' | 'skipped' | 'not-applicable';
+  readonly reason: string;
 }

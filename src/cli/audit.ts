@@ -1,6 +1,7 @@
 import fs from 'node:fs';
-import { reachesThreshold, runAudit } from '../audit/run-audit.ts';
-import { formatJson, formatSarif, formatText } from '../audit/format.ts';
+import { emitSql } from '../audit/emit-sql.ts';
+import { reachesThreshold, resolveCheckOptions, runAudit } from '../audit/run-audit.ts';
+import { formatJson, formatPgTap, formatSarif, formatText } from '../audit/format.ts';
 import type { Report } from '../audit/types.ts';
 import { TenantwallError } from '../errors.ts';
 import { parseFlags } from './flags.ts';
@@ -12,6 +13,7 @@ export const CHECK_FLAGS = {
   setting: { type: 'string' },
   'app-role': { type: 'string' },
   tables: { type: 'string' },
+  'global-tables': { type: 'string' },
   exceptions: { type: 'string' },
   format: { type: 'string' },
   json: { type: 'boolean', default: false },
@@ -24,14 +26,19 @@ export const CHECK_FLAGS = {
 export const CHECK_USAGE = `  --database-url <url>     database to check (default DATABASE_URL)
   --tenant-column <name>   tenant column (default tenant_id)
   --setting <ns.name>      tenant setting (default tenantwall.tenant_id)
-  --app-role <role>        role the application connects as (default tenantwall_app)
+  --app-role <role>        role the application connects as (default: audit finds them in the catalog;
+                           verify takes the user of --app-database-url)
   --tables <a,b,...>       tenant tables (default: every table with the tenant column)
+  --global-tables <a,...>  relations shared by all tenants (the tenant registry is recognised by itself)
   --exceptions <file>      JSON exception file (docs/audit.md)
   --format text|json|sarif output format (default text; --json and --sarif are shorthands)
   --output <file>          write the report to a file instead of stdout
   --fail-on error|warn|info|none
                            exit 1 when a finding of this severity or above remains (default error)
+every flag: docs/audit.md
 exit codes: 0 nothing at or above --fail-on, 1 findings at or above --fail-on, 2 the check could not run`;
+
+const list = (v: string) => v.split(',').map((s) => s.trim()).filter((s) => s !== '');
 
 type Values = { [K in keyof typeof CHECK_FLAGS]?: (typeof CHECK_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
 
@@ -41,7 +48,8 @@ export function commonOptions(v: Values) {
     ...(v['tenant-column'] ? { tenantColumn: v['tenant-column'] } : {}),
     ...(v.setting ? { settingName: v.setting } : {}),
     ...(v['app-role'] ? { appRole: v['app-role'] } : {}),
-    ...(v.tables ? { tables: v.tables.split(',').map((s) => s.trim()).filter((s) => s !== '') } : {}),
+    ...(v.tables ? { tables: list(v.tables) } : {}),
+    ...(v['global-tables'] ? { globalTables: list(v['global-tables']) } : {}),
     ...(v.exceptions ? { exceptions: v.exceptions } : {}),
   };
 }
@@ -49,7 +57,7 @@ export function commonOptions(v: Values) {
 function failOn(v: Values): 'error' | 'warn' | 'info' | 'none' {
   const f = v['fail-on'] ?? 'error';
   if (f !== 'error' && f !== 'warn' && f !== 'info' && f !== 'none') {
-    throw new TenantwallError('config_invalid', `--fail-on must be error, warn, info or none (got ${JSON.stringify(f)}).`, { details: { field: 'fail-on' } });
+    throw new TenantwallError('config_invalid', `--fail-on must be error, warn, info or none (got ${JSON.stringify(f)}; docs/audit.md).`, { details: { field: 'fail-on' } });
   }
   return f;
 }
@@ -61,11 +69,12 @@ export function emit(report: Report, v: Values): number {
   let text: string;
   if (format === 'json') text = formatJson(report);
   else if (format === 'sarif') text = formatSarif(report);
+  else if (format === 'pgtap' && report.kind === 'verify') text = formatPgTap(report);
   else if (format === 'text') {
     const color = v.output === undefined && process.stdout.isTTY === true && !process.env.NO_COLOR;
     text = formatText(report, { color });
   } else {
-    throw new TenantwallError('config_invalid', `--format must be text, json or sarif (got ${JSON.stringify(format)}).`, { details: { field: 'format' } });
+    throw new TenantwallError('config_invalid', `--format must be text, json or sarif${report.kind === 'verify' ? ' or pgtap' : ''} (got ${JSON.stringify(format)}; docs/audit.md).`, { details: { field: 'format' } });
   }
   if (v.output) fs.writeFileSync(v.output, `${text}\n`);
   else console.log(text);
@@ -85,9 +94,15 @@ export async function guarded(name: string, fn: () => Promise<number>): Promise<
 
 export async function auditCommand(argv: string[]): Promise<number> {
   return guarded('audit', async () => {
-    const { values } = parseFlags(argv, CHECK_FLAGS);
+    const { values } = parseFlags(argv, { ...CHECK_FLAGS, 'emit-sql': { type: 'boolean', default: false } }, 'docs/audit.md');
     if (values.help) {
-      console.log(`usage: tenantwall audit [options]\n\nReads the catalog and reports isolation holes (docs/audit.md).\n\n${CHECK_USAGE}`);
+      console.log(`usage: tenantwall audit [options]\n\nReads the catalog and reports isolation holes (docs/audit.md).\n\n  --emit-sql               print the catalog rules as SQL views (schema tenantwall_audit) and exit\n${CHECK_USAGE}`);
+      return 0;
+    }
+    if (values['emit-sql']) {
+      const sql = emitSql(resolveCheckOptions(commonOptions(values)));
+      if (values.output) fs.writeFileSync(values.output, sql);
+      else console.log(sql);
       return 0;
     }
     failOn(values);

@@ -10,13 +10,16 @@ export async function verifyCommand(argv: string[]): Promise<number> {
       'app-database-url': { type: 'string' },
       tenants: { type: 'string' },
       checksum: { type: 'boolean', default: false },
-    });
+      'allow-skips': { type: 'boolean', default: false },
+    }, 'docs/audit.md');
     if (values.help) {
       console.log(
         `usage: tenantwall verify --app-database-url <url> [options]\n\nAttacks the database as the application role inside a transaction that is rolled back (docs/audit.md).\n\n` +
           `  --app-database-url <url> the application role's connection (default TENANTWALL_APP_DATABASE_URL)\n` +
           `  --tenants <a>,<b>        the two tenants to attack with (default: first two of the registry)\n` +
-          `  --checksum               checksum the content before and after through --database-url\n${CHECK_USAGE}`,
+          `  --checksum               checksum the content before and after through --database-url\n` +
+          `  --allow-skips            pass even when attacks were skipped on some relation (default: exit 1)\n` +
+          `  --format pgtap           print the attacks as a pgTAP script to run as the application role\n${CHECK_USAGE}`,
       );
       return 0;
     }
@@ -24,7 +27,7 @@ export async function verifyCommand(argv: string[]): Promise<number> {
     if (values.tenants) {
       const parts = values.tenants.split(',').map((s) => s.trim());
       if (parts.length !== 2 || !parts[0] || !parts[1]) {
-        throw new TenantwallError('config_invalid', '--tenants takes two ids separated by a comma.', { details: { field: 'tenants' } });
+        throw new TenantwallError('config_invalid', '--tenants takes two ids separated by a comma (docs/audit.md).', { details: { field: 'tenants' } });
       }
       tenants = [parts[0], parts[1]];
     }
@@ -50,6 +53,11 @@ export async function verifyCommand(argv: string[]): Promise<number> {
     if (report.checksums && report.checksums.before !== report.checksums.after) {
       console.error(`tenantwall verify: content checksum changed (${report.checksums.before} -> ${report.checksums.after})`);
       return 1;
+    }
+    const skipped = (report.coverage ?? []).filter((e) => e.status === 'skipped');
+    if (skipped.length > 0 && values['allow-skips'] !== true) {
+      console.error(`tenantwall verify: ${skipped.length} relation(s) the application role can reach were not fully attacked (${skipped.slice(0, 3).map((e) => `${e.relation}: ${e.reason}`).join('; ')}${skipped.length > 3 ? '; ...' : ''}); pass --allow-skips to accept that`);
+      return Math.max(code, 1);
     }
     return code;
   });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { AUDIT_RULES, runAudit, type AuditOptions } from '../../src/index.ts';
-import { type Baseline, TENANT_A, TIGHT, createBaseline } from './baseline.ts';
+import { type Baseline, GLOBALS, TENANT_A, TIGHT, createBaseline } from './baseline.ts';
 
 let base: Baseline;
 before(async () => {
@@ -28,6 +28,7 @@ interface Fixture {
   readonly expect: readonly string[];
 }
 
+let idle = '';
 const FIXTURES: Fixture[] = [
   { name: 'rls-disabled', sql: () => 'ALTER TABLE customers DISABLE ROW LEVEL SECURITY', expect: ['rls-disabled'] },
   { name: 'rls-not-forced', sql: () => 'ALTER TABLE customers NO FORCE ROW LEVEL SECURITY', expect: ['rls-not-forced'] },
@@ -96,7 +97,14 @@ const FIXTURES: Fixture[] = [
     expect: ['app-role-member-of-owner'],
   },
   { name: 'app-role-createrole', sql: () => 'ALTER ROLE :app CREATEROLE', expect: ['app-role-createrole'] },
-  { name: 'app-role-owns-objects', sql: () => 'CREATE TABLE scratch (x int); ALTER TABLE scratch OWNER TO :app', expect: ['app-role-owns-objects'] },
+  // The table it owns is also a relation it reaches that nothing classifies.
+  { name: 'app-role-owns-objects', sql: () => 'CREATE TABLE scratch (x int); ALTER TABLE scratch OWNER TO :app', expect: ['app-role-owns-objects', 'exposure-unknown-relation'] },
+  {
+    name: 'app-role-no-grants',
+    sql: (b) => `CREATE ROLE ${(idle = b.role('idle'))} LOGIN`,
+    options: () => ({ appRole: idle }),
+    expect: ['app-role-no-grants'],
+  },
   { name: 'grant-truncate', sql: () => 'GRANT TRUNCATE ON customers TO :app', expect: ['grant-truncate'] },
   { name: 'grant-references', sql: () => 'GRANT REFERENCES ON customers TO :app', expect: ['grant-references'] },
   { name: 'grant-trigger', sql: () => 'GRANT TRIGGER ON invoices TO :app', expect: ['grant-trigger'] },
@@ -107,11 +115,15 @@ const FIXTURES: Fixture[] = [
     expect: ['view-no-security-invoker'],
   },
   {
-    name: 'view-no-security-invoker (through another view)',
-    sql: () => 'CREATE VIEW emails_again AS SELECT email FROM customer_emails',
+    name: 'view-no-security-invoker (through another definer view)',
+    sql: () => 'CREATE VIEW all_customers AS SELECT * FROM customers; CREATE VIEW emails_again AS SELECT email FROM all_customers; GRANT SELECT ON emails_again, all_customers TO :app',
     expect: ['view-no-security-invoker'],
   },
-  { name: 'matview-over-tenant', sql: () => 'CREATE MATERIALIZED VIEW invoice_sums AS SELECT tenant_id, sum(amount_cents) FROM invoices GROUP BY 1', expect: ['matview-over-tenant'] },
+  {
+    name: 'matview-over-tenant',
+    sql: () => 'CREATE MATERIALIZED VIEW invoice_sums AS SELECT tenant_id, sum(amount_cents) FROM invoices GROUP BY 1; GRANT SELECT ON invoice_sums TO :app',
+    expect: ['matview-over-tenant'],
+  },
   {
     name: 'function-definer-reads-tenant',
     sql: () => `CREATE FUNCTION all_emails() RETURNS SETOF text LANGUAGE sql SECURITY DEFINER SET search_path = public AS 'SELECT email FROM customers'`,
@@ -125,7 +137,7 @@ const FIXTURES: Fixture[] = [
   { name: 'function-definer-search-path', sql: () => `CREATE FUNCTION one() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'`, expect: ['function-definer-search-path'] },
   {
     name: 'foreign-table',
-    sql: () => 'CREATE FOREIGN DATA WRAPPER tw_dummy; CREATE SERVER tw_remote FOREIGN DATA WRAPPER tw_dummy; CREATE FOREIGN TABLE remote_notes (tenant_id uuid, body text) SERVER tw_remote',
+    sql: () => 'CREATE FOREIGN DATA WRAPPER tw_dummy; CREATE SERVER tw_remote FOREIGN DATA WRAPPER tw_dummy; CREATE FOREIGN TABLE remote_notes (tenant_id uuid, body text) SERVER tw_remote; GRANT SELECT ON remote_notes TO :app',
     expect: ['foreign-table'],
   },
   { name: 'rule-on-tenant-table', sql: () => 'CREATE RULE keep AS ON DELETE TO customers DO INSTEAD NOTHING', expect: ['rule-on-tenant-table'] },
@@ -152,11 +164,56 @@ const FIXTURES: Fixture[] = [
   { name: 'schema-create', sql: () => 'CREATE SCHEMA reports; GRANT USAGE, CREATE ON SCHEMA reports TO :app', expect: ['schema-create'] },
   { name: 'tenant-table-not-found', sql: () => '', options: () => ({ tables: ['customers', 'invoices', 'public.nope'] }), expect: ['tenant-table-not-found'] },
   { name: 'tenant-column-missing', sql: () => '', options: () => ({ tables: ['customers', 'invoices', 'currencies'] }), expect: ['tenant-column-missing'] },
-  { name: 'no-tenant-tables', sql: () => '', options: () => ({ tenantColumn: 'org_id' }), expect: ['no-tenant-tables'] },
+  // With no tenant table, everything the application role reaches is unclassified.
+  { name: 'no-tenant-tables', sql: () => '', options: () => ({ tenantColumn: 'org_id' }), expect: ['no-tenant-tables', 'exposure-unknown-relation'] },
+  // Issue 19, misses: exposure the tenant column does not reveal.
+  {
+    name: 'exposure-tenant-data-unprotected (tenant data under another column name)',
+    sql: () => 'CREATE TABLE attachments (owner_tenant_id uuid NOT NULL, body text); GRANT SELECT, INSERT ON attachments TO :app',
+    expect: ['exposure-tenant-data-unprotected'],
+  },
+  {
+    name: 'exposure-tenant-data-unprotected (scoped only by a foreign key to a tenant table)',
+    sql: () =>
+      'CREATE UNIQUE INDEX customers_tenant_id_id ON customers (tenant_id, id); CREATE TABLE customer_notes (tenant uuid NOT NULL, customer uuid NOT NULL, note text, ' +
+      'FOREIGN KEY (tenant, customer) REFERENCES customers (tenant_id, id)); GRANT SELECT ON customer_notes TO :app',
+    expect: ['exposure-tenant-data-unprotected'],
+  },
+  { name: 'exposure-unknown-relation', sql: () => 'CREATE TABLE settings (k text PRIMARY KEY, v text); GRANT SELECT ON settings TO :app', expect: ['exposure-unknown-relation'] },
+  {
+    name: 'exposure-unknown-relation (sequence)',
+    sql: () => 'CREATE SEQUENCE ticket_numbers; GRANT USAGE ON SEQUENCE ticket_numbers TO :app',
+    expect: ['exposure-unknown-relation'],
+  },
+  {
+    name: 'function-definer-dynamic-sql',
+    sql: () => `CREATE FUNCTION count_rows(t text) RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+      DECLARE n bigint; BEGIN EXECUTE format('SELECT count(*) FROM %I', t) INTO n; RETURN n; END $$`,
+    expect: ['function-definer-dynamic-sql'],
+  },
+  {
+    name: 'function-definer-reads-tenant (through a security_invoker view)',
+    sql: () => `CREATE FUNCTION emails() RETURNS SETOF text LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+      BEGIN RETURN QUERY SELECT email FROM customer_emails; END $$`,
+    expect: ['function-definer-reads-tenant'],
+  },
+  {
+    name: 'function-leakproof',
+    sql: () => `CREATE FUNCTION leaky(x text) RETURNS boolean LANGUAGE plpgsql LEAKPROOF AS $$ BEGIN RAISE NOTICE 'saw %', x; RETURN true; END $$`,
+    expect: ['function-leakproof'],
+  },
+  {
+    name: 'function-definer-trigger-writes',
+    sql: () => `CREATE TABLE audit_log (at timestamptz DEFAULT now(), what text);
+      CREATE FUNCTION log_customer() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+      BEGIN INSERT INTO audit_log (what) VALUES (NEW.email); RETURN NEW; END $$;
+      CREATE TRIGGER log_customer AFTER INSERT ON customers FOR EACH ROW EXECUTE FUNCTION log_customer()`,
+    expect: ['function-definer-trigger-writes'],
+  },
 ];
 
 async function auditWith(sql: string, options: Partial<AuditOptions> = {}) {
-  return base.inTransaction(sql, (client) => runAudit({ client, appRole: base.app, ...options }));
+  return base.inTransaction(sql, (client) => runAudit({ client, appRole: base.app, globalTables: GLOBALS, ...options }));
 }
 
 test('the clean baseline (tenantwall DDL, partitions, invoker view and function) has no finding at all', async () => {
@@ -168,21 +225,95 @@ test('the clean baseline (tenantwall DDL, partitions, invoker view and function)
 
 test('the baseline read from another connection by URL gives the same (empty) result', async () => {
   const db = await base.fixture();
-  const report = await runAudit({ databaseUrl: db.url, appRole: base.app });
+  const report = await runAudit({ databaseUrl: db.url, appRole: base.app, globalTables: GLOBALS });
   assert.deepEqual(report.findings, []);
   assert.equal(report.database, db.name);
 });
 
 for (const fx of FIXTURES) {
-  test(`rule ${fx.name} fires on its hole and nothing else`, async () => {
-    const report = await auditWith(fx.sql(base), fx.options?.(base) ?? {});
-    const fired = [...new Set(report.findings.map((f) => f.ruleId))].sort();
-    assert.deepEqual(fired, [...fx.expect].sort(), report.findings.map((f) => `${f.ruleId} ${f.object}: ${f.message}`).join('\n'));
-    for (const f of report.findings) {
-      assert.ok(f.fix.length > 0 && f.why.length > 0 && f.object.length > 0, `finding ${f.ruleId} is complete`);
-    }
+  test(`rule ${fx.name} fires on its hole and nothing else; its confirmation query says "not fixed"`, async () => {
+    const sql = fx.sql(base);
+    const options = fx.options?.(base) ?? {};
+    await base.inTransaction(sql, async (client) => {
+      const report = await runAudit({ client, appRole: base.app, globalTables: GLOBALS, ...options });
+      const fired = [...new Set(report.findings.map((f) => f.ruleId))].sort();
+      assert.deepEqual(fired, [...fx.expect].sort(), report.findings.map((f) => `${f.ruleId} ${f.object}: ${f.message}`).join('\n'));
+      for (const f of report.findings) {
+        assert.ok(f.fix.length > 0 && f.why.length > 0 && f.object.length > 0, `finding ${f.ruleId} is complete`);
+        assert.equal(f.docUrl, `https://github.com/tenantwall/tenantwall/blob/main/docs/audit.md#${f.ruleId}`);
+        assert.ok(['isolation', 'performance', 'hygiene'].includes(f.category));
+        assert.ok(Object.keys(f.details).length > 0, `${f.ruleId} has details`);
+        const { rows } = await client.query(f.confirm);
+        assert.equal(rows[0]?.fixed, false, `${f.ruleId} ${f.object}: confirmation ${f.confirm} sees the hole`);
+      }
+    });
   });
 }
+
+test('confirmation queries turn true once the fix is applied', async () => {
+  const holes = [
+    'GRANT TRUNCATE ON customers TO :app',
+    'ALTER TABLE customers NO FORCE ROW LEVEL SECURITY',
+    `ALTER ROLE :app IN DATABASE :db SET tenantwall.tenant_id = '${TENANT_A}'`,
+    `CREATE FUNCTION leaky(x text) RETURNS boolean LANGUAGE sql LEAKPROOF AS 'SELECT true'`,
+    'CREATE TABLE settings (k text); GRANT SELECT ON settings TO :app',
+  ];
+  for (const hole of holes) {
+    await base.inTransaction(hole, async (client, db) => {
+      const report = await runAudit({ client, appRole: base.app, globalTables: GLOBALS });
+      assert.equal(report.findings.length, 1, hole);
+      const f = report.findings[0] as (typeof report.findings)[number];
+      assert.equal((await client.query(f.confirm)).rows[0]?.fixed, false);
+      const fix = f.fix.includes('REVOKE ALL ON') ? f.fix.split('\n').at(-1) ?? '' : f.fix;
+      await client.query(fix.replaceAll(':db', `"${db}"`));
+      assert.equal((await client.query(f.confirm)).rows[0]?.fixed, true, `${f.ruleId}: ${fix}`);
+    });
+  }
+});
+
+// Issue 19, false positives: each of these was reported (as an error) before.
+test('an INSERT check that falls back to USING: a restrictive USING-only tenant policy beside a permissive true policy is tight', async () => {
+  const report = await auditWith(replacePolicy('customers', `CREATE POLICY allow_all ON customers USING (true) WITH CHECK (true); CREATE POLICY tenant ON customers AS RESTRICTIVE USING (${TIGHT})`));
+  assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}`), []);
+});
+
+test('a materialized view or foreign table the application role cannot use is info, not an error or warning', async () => {
+  const report = await auditWith(
+    'CREATE MATERIALIZED VIEW invoice_sums AS SELECT tenant_id, sum(amount_cents) FROM invoices GROUP BY 1; REVOKE ALL ON invoice_sums FROM :app; ' +
+      'CREATE FOREIGN DATA WRAPPER tw_dummy; CREATE SERVER tw_remote FOREIGN DATA WRAPPER tw_dummy; CREATE FOREIGN TABLE remote_notes (tenant_id uuid, body text) SERVER tw_remote',
+  );
+  assert.deepEqual(report.findings.map((f) => `${f.severity} ${f.ruleId}`).sort(), ['info foreign-table', 'info matview-over-tenant']);
+  const granted = await auditWith('CREATE MATERIALIZED VIEW invoice_sums AS SELECT tenant_id, sum(amount_cents) FROM invoices GROUP BY 1; GRANT SELECT ON invoice_sums TO :app');
+  assert.deepEqual(granted.findings.map((f) => `${f.severity} ${f.ruleId}`), ['error matview-over-tenant']);
+});
+
+test('a definer view over a security_invoker view is not a leak (the inner view reads as the session user)', async () => {
+  const report = await auditWith('CREATE VIEW emails_again AS SELECT email FROM customer_emails; GRANT SELECT ON emails_again TO :app');
+  assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}`), []);
+});
+
+test('RLS enabled with no policy denies everything: info, not an error', async () => {
+  const report = await auditWith('DROP POLICY tenant_isolation ON customers');
+  assert.deepEqual(report.findings.map((f) => `${f.severity} ${f.ruleId}`), ['info rls-no-policy']);
+});
+
+test('without --app-role the audit finds the application role in the catalog, and refuses to guess when there is none', async () => {
+  await base.inTransaction('', async (client) => {
+    const report = await runAudit({ client, globalTables: GLOBALS });
+    assert.deepEqual(report.appRoles, [base.app]);
+    assert.deepEqual(report.findings, []);
+  });
+  await base.inTransaction('GRANT SELECT ON customers TO :app', async (client) => {
+    const other = base.role('second');
+    await client.query(`CREATE ROLE ${other} LOGIN; GRANT SELECT, TRUNCATE ON invoices TO ${other}`);
+    const report = await runAudit({ client, globalTables: GLOBALS });
+    assert.deepEqual([...(report.appRoles ?? [])].sort(), [base.app, other].sort());
+    assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.message}`), [`grant-truncate ${other} may TRUNCATE public.invoices.`]);
+  });
+  await base.inTransaction('REVOKE ALL ON customers, invoices FROM :app', async (client) => {
+    await assert.rejects(runAudit({ client }), /No application role given, and none found.*--app-role/);
+  });
+});
 
 test('a policy reading the setting through a helper function (wrapped in a sub-select) is tight: no finding', async () => {
   const report = await auditWith(`

@@ -8,6 +8,9 @@ export const TENANT_A = '0b6f9a3e-3c1d-4a8e-9a51-2f0c6d1e7b4a';
 export const TENANT_B = '7d1c2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5b';
 export const TIGHT = `tenant_id = (SELECT nullif(current_setting('${SETTING}', true), '')::uuid)`;
 
+/** The baseline's global tables (declared global in its schema): pass as `globalTables`. */
+export const GLOBALS = ['currencies'];
+
 /** The clean baseline: tenantwall's own DDL (composite keys, forced RLS, partitions) plus a view and a function. */
 export const auditSchema = defineSchema({
   tables: [

@@ -5,6 +5,10 @@ import { VERIFY_ATTACKS, formatSarif, formatText, type Finding, type Report } fr
 const finding = (ruleId: string, severity: Finding['severity'], object: string): Finding => ({
   ruleId,
   severity,
+  category: 'isolation',
+  docUrl: `https://example.test/docs/audit.md#${ruleId}`,
+  confirm: 'SELECT true AS fixed',
+  details: {},
   source: ruleId.startsWith('attack-') ? 'verify' : 'audit',
   objectKind: 'table',
   object,

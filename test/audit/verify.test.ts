@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { VERIFY_ATTACKS, databaseChecksum, runAudit, runVerify } from '../../src/index.ts';
-import { type Baseline, TENANT_A, TENANT_B, TIGHT, createBaseline } from './baseline.ts';
+import { type Baseline, GLOBALS, TENANT_A, TENANT_B, TIGHT, createBaseline } from './baseline.ts';
 
 let base: Baseline;
 before(async () => {
@@ -25,7 +25,7 @@ async function checksumOf(url: string): Promise<string> {
 async function verifyFixture(sql: string) {
   const db = await base.fixture(sql);
   const before = await checksumOf(db.url);
-  const report = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app });
+  const report = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app, globalTables: GLOBALS });
   const after = await checksumOf(db.url);
   return { db, report, before, after };
 }
@@ -101,6 +101,24 @@ const FIXTURES: Fixture[] = [
     sql: () => 'CREATE MATERIALIZED VIEW invoice_counts AS SELECT tenant_id, count(*) FROM invoices GROUP BY 1; GRANT SELECT ON invoice_counts TO :app',
     expect: ['attack-view-read'],
   },
+  // Issue 19: the exposure classes.
+  {
+    name: 'attack-function-dynamic-read',
+    sql: () => `CREATE FUNCTION count_rows(t text) RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+      DECLARE n bigint; BEGIN EXECUTE format('SELECT count(*) FROM %I', t) INTO n; RETURN n; END $$`,
+    expect: ['attack-function-dynamic-read'],
+  },
+  {
+    // Cheap, so the planner runs it before the policy: what a function written to leak looks like.
+    name: 'attack-leakproof',
+    sql: () => `CREATE FUNCTION leaky(x text) RETURNS boolean LANGUAGE plpgsql LEAKPROOF COST 0.0001 AS $$ BEGIN RAISE NOTICE 'saw %', x; RETURN true; END $$`,
+    expect: ['attack-leakproof'],
+  },
+  {
+    name: 'attack-exposure-read (tenant data under another column name)',
+    sql: () => `CREATE TABLE attachments (owner_tenant_id uuid NOT NULL, body text); INSERT INTO attachments VALUES ('${TENANT_B}', 'secret'); GRANT SELECT ON attachments TO :app`,
+    expect: ['attack-exposure-read'],
+  },
   {
     name: 'attack-function-read',
     sql: () => `CREATE FUNCTION all_invoice_total() RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = public AS 'SELECT sum(amount_cents)::bigint FROM invoices'`,
@@ -115,7 +133,7 @@ test('a clean verify run finds nothing and leaves the content checksum unchanged
   assert.equal(before, after);
   const db = await base.fixture();
   const phases = new Set<string>();
-  const own = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app, checksum: true, onProgress: (p) => phases.add(p.phase) });
+  const own = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app, globalTables: GLOBALS, checksum: true, onProgress: (p) => phases.add(p.phase) });
   for (const phase of ['rows', 'tables', 'setting', 'probes', 'views-functions']) assert.ok(phases.has(phase), `progress reports ${phase}`);
   assert.ok(own.checksums && own.checksums.before === own.checksums.after && own.checksums.before.length === 64);
   assert.ok((report.stats.attempts ?? 0) > 20);
@@ -170,7 +188,7 @@ describe('attacks', { concurrency: 4 }, () => {
       if (fx.objects) assert.deepEqual([...new Set(report.findings.map((f) => f.object))].sort(), [...fx.objects].sort());
       assert.equal(before, after, 'verify left no trace');
       // The catalog audit names every hole verify exploits.
-      const audit = await runAudit({ databaseUrl: db.url, appRole: base.app });
+      const audit = await runAudit({ databaseUrl: db.url, appRole: base.app, globalTables: GLOBALS });
       assert.ok(audit.findings.some((f) => f.severity === 'error'), `audit misses the hole of ${fx.name}`);
     });
   }
@@ -182,13 +200,40 @@ test('an application role that is superuser: every table reads across tenants, a
   const before = await checksumOf(db.url);
   const appUrl = new URL(db.appUrl);
   appUrl.username = su;
-  const report = await runVerify({ databaseUrl: db.url, appDatabaseUrl: appUrl.toString(), appRole: su });
+  const report = await runVerify({ databaseUrl: db.url, appDatabaseUrl: appUrl.toString(), appRole: su, globalTables: GLOBALS });
   const reads = report.findings.filter((f) => f.ruleId === 'attack-read-cross-tenant').map((f) => f.object).sort();
   // Superusers may also name partitions directly: the partition holding B's rows leaks too.
   assert.ok(reads.includes('public.customers') && reads.includes('public.invoices'), reads.join(', '));
   assert.ok(reads.some((r) => r.startsWith('public.invoices_p')), reads.join(', '));
   assert.ok(!report.findings.some((f) => f.ruleId === 'attack-set-role'));
   assert.equal(await checksumOf(db.url), before);
+});
+
+test('coverage lists every relation the application role can reach; a trigger that advances a sequence is detected and its table\'s writes skipped', async () => {
+  const clean = await verifyFixture('');
+  const cov = Object.fromEntries((clean.report.coverage ?? []).map((e) => [e.relation, `${e.class} ${e.status}`]));
+  assert.deepEqual(cov, {
+    'public.currencies': 'global not-applicable',
+    'public.customer_emails': 'tenant attacked',
+    'public.customers': 'tenant attacked',
+    'public.invoices': 'tenant attacked',
+    'public.tenants': 'global not-applicable',
+  });
+  const { report, before, after } = await verifyFixture(`
+    CREATE SEQUENCE note_numbers;
+    CREATE TABLE notes (tenant_id uuid NOT NULL REFERENCES tenants (id), id uuid NOT NULL DEFAULT gen_random_uuid(), no bigint, PRIMARY KEY (tenant_id, id));
+    ALTER TABLE notes ENABLE ROW LEVEL SECURITY; ALTER TABLE notes FORCE ROW LEVEL SECURITY;
+    CREATE POLICY tenant_isolation ON notes USING (${TIGHT}) WITH CHECK (${TIGHT});
+    GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO :app; GRANT USAGE ON SEQUENCE note_numbers TO :app;
+    CREATE FUNCTION number_note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.no := nextval('note_numbers'); RETURN NEW; END $$;
+    CREATE TRIGGER number_note BEFORE INSERT OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION number_note();
+    INSERT INTO notes (tenant_id) VALUES ('${TENANT_A}'), ('${TENANT_B}');`);
+  assert.equal(before, after, `the sequence did not move: no attack wrote to notes\n${report.notes.join('\n')}`);
+  assert.ok(report.notes.some((n) => /trigger number_note on public\.notes .*advances a sequence.*write attacks on public\.notes skipped/.test(n)), report.notes.join('\n'));
+  const notes = (report.coverage ?? []).find((e) => e.relation === 'public.notes');
+  assert.equal(notes?.status, 'skipped');
+  assert.match(notes?.reason ?? '', /advances a sequence/);
+  assert.deepEqual(report.findings.map((f) => f.ruleId), []);
 });
 
 test('every attack has a fixture', () => {
