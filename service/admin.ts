@@ -35,7 +35,7 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
       throw new TenantwallError('admin_unauthorized', 'Admin routes need the admin token.');
     }
   });
-  const s = (summary: string, parts: object, ok: object) => ({ tags: ['admin'], summary, security, ...parts, response: { ...ok, ...errors } });
+  const s = (summary: string, parts: object, ok: object) => ({ tags: ['admin'], summary, security, querystring: S.NoQuery, ...parts, response: { ...ok, ...errors } });
   const tenantOr404 = async (id: string) => {
     const t = await db.tenants.get(id);
     if (!t) throw new TenantwallError('not_found', `No tenant ${id}.`, { details: { resource: 'tenant', field: 'id' } });

@@ -10,7 +10,7 @@ const errors = { '4xx': S.ErrorResponse, '5xx': S.ErrorResponse };
 const security = [{ bearer: [] }];
 
 function schema(tag: string, summary: string, parts: { params?: TSchema; querystring?: TSchema; body?: TSchema }, ok: Record<number, TSchema>) {
-  return { tags: [tag], summary, security, ...parts, response: { ...ok, ...errors } };
+  return { tags: [tag], summary, security, querystring: S.NoQuery, ...parts, response: { ...ok, ...errors } };
 }
 const NoContent = { 204: { type: 'null', description: 'Deleted' } as unknown as TSchema };
 

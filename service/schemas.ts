@@ -13,6 +13,8 @@ export const InvoiceStatus = Type.Union([Type.Literal('draft'), Type.Literal('is
 export const IdParams = Type.Object({ id: Uuid }, strict);
 export const ItemParams = Type.Object({ id: Uuid, itemId: Uuid }, strict);
 export const KeyParams = Type.Object({ id: Uuid, keyId: Uuid }, strict);
+/** Routes without query parameters refuse any (a `tenant_id` is an error on every route, not ignored on some). */
+export const NoQuery = Type.Object({}, strict);
 
 export const ErrorResponse = Type.Object(
   {
