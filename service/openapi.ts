@@ -43,6 +43,8 @@ export interface OperationSpec {
   ok: Record<number, TSchema | null>;
   /** Error codes of this operation besides those of its kind (see `kindCodes`). */
   errors?: ErrorCode[];
+  /** `false`: the route has no query-string schema (the metering plugin's routes read their own). Default true. */
+  checksQuery?: boolean;
 }
 
 /**
@@ -65,15 +67,17 @@ export function op(spec: OperationSpec) {
       response: { ...response, '4xx': S.ErrorResponse, '5xx': S.ErrorResponse },
       'x-tw-kind': spec.security,
       'x-tw-errors': spec.errors ?? [],
+      'x-tw-checks-query': spec.checksQuery ?? true,
     },
   };
 }
 
 /** Codes every operation of a kind can answer (the resolver, the parsers, the database). */
-export function kindCodes(kind: Kind, method: string, opts: { metering: boolean; quota: boolean; query: boolean }): ErrorCode[] {
-  const codes: ErrorCode[] = ['bad_request', 'internal_error'];
-  if (opts.query || kind !== 'public') codes.push('validation_failed');
-  if (['POST', 'PUT', 'PATCH', 'DELETE'].includes(method)) codes.push('invalid_json', 'unsupported_media_type', 'payload_too_large');
+export function kindCodes(kind: Kind, method: string, opts: { metering: boolean; quota: boolean; checksQuery: boolean }): ErrorCode[] {
+  const codes: ErrorCode[] = ['internal_error'];
+  // The service's routes validate their query string (unknown parameters such as tenant_id are refused).
+  if (opts.checksQuery) codes.push('validation_failed');
+  if (['POST', 'PUT', 'PATCH', 'DELETE'].includes(method)) codes.push('bad_request', 'invalid_json', 'unsupported_media_type', 'payload_too_large');
   if (kind === 'tenant') {
     codes.push('unauthenticated', 'tenant_suspended', 'tenant_conflict', 'database_unreachable', 'statement_timeout');
     if (opts.metering) codes.push('rate_limited', 'rate_limit_unavailable');
@@ -162,6 +166,7 @@ export function usageOperations(prefix = '/usage', adminPrefix = '/admin/usage')
   return {
     [`POST ${prefix}/events`]: {
       id: 'recordUsageEvents',
+      checksQuery: false,
       summary: 'Record usage events',
       description: 'One event, or `{ "events": [...] }` for a batch (all or nothing). Events are deduplicated by `event_id`; the answer says which were duplicates.',
       tag: 'usage',
@@ -172,6 +177,7 @@ export function usageOperations(prefix = '/usage', adminPrefix = '/admin/usage')
     },
     [`GET ${prefix}`]: {
       id: 'getUsage',
+      checksQuery: false,
       summary: "The calling tenant's usage",
       description: 'Usage per meter and bucket, as JSON or CSV (`format=csv`).',
       tag: 'usage',
@@ -183,6 +189,7 @@ export function usageOperations(prefix = '/usage', adminPrefix = '/admin/usage')
     },
     [`GET ${prefix}/quotas`]: {
       id: 'getUsageQuotas',
+      checksQuery: false,
       summary: "The calling tenant's plan, quotas and rate limits",
       description: 'The state of every quota of the plan in the current period, and the plan\'s rate limits.',
       tag: 'usage',
@@ -191,6 +198,7 @@ export function usageOperations(prefix = '/usage', adminPrefix = '/admin/usage')
     },
     [`GET ${adminPrefix}`]: {
       id: 'getAdminUsage',
+      checksQuery: false,
       summary: 'Usage of all tenants',
       description: 'Usage per tenant, meter and bucket, as JSON or CSV; `tenant_id` narrows it to one tenant.',
       tag: 'usage',
@@ -198,10 +206,11 @@ export function usageOperations(prefix = '/usage', adminPrefix = '/admin/usage')
       querystring: AdminUsageQuery,
       ok: {},
       response: { 200: csvOrJson(UsageReport, 'Usage per tenant, meter and bucket') },
-      errors: usageErrors,
+      errors: [...usageErrors, 'invalid_tenant_id'],
     },
     [`PUT ${adminPrefix}/tenants/:id/plan`]: {
       id: 'setTenantPlan',
+      checksQuery: false,
       summary: "Assign a tenant's plan",
       description: 'Assigns a plan declared in the metering configuration; quotas and rate limits follow at once.',
       tag: 'usage',
@@ -209,7 +218,7 @@ export function usageOperations(prefix = '/usage', adminPrefix = '/admin/usage')
       params: S.IdParams,
       body: PlanAssignment,
       ok: { 200: PlanChange },
-      errors: ['unknown_plan', 'tenant_not_found'],
+      errors: ['validation_failed', 'invalid_tenant_id', 'unknown_plan', 'tenant_not_found'],
     },
   };
 }
@@ -255,6 +264,24 @@ export const NAMED_SCHEMAS: Record<string, TSchema> = {
   UsageQuotas,
   PlanAssignment,
   PlanChange,
+};
+
+/**
+ * What the document publishes instead of the validation schema, where JSON Schema says more than the route's
+ * TypeBox schema: an invoice names its customer by `customer`, by `customer_id`, or both (two alternatives with
+ * their own `required`, which client generators turn into a union).
+ */
+const PUBLISHED: Record<string, (validation: Json) => Json> = {
+  InvoiceCreate: (v) => {
+    const props = v.properties as Json;
+    return {
+      description: 'Give `customer` (the printed name), `customer_id` (a customer of the tenant), or both.',
+      anyOf: [
+        { ...v, title: 'InvoiceCreateByName', required: ['customer'] },
+        { ...v, title: 'InvoiceCreateByCustomerId', properties: { ...props, customer_id: S.Uuid }, required: ['customer_id'] },
+      ],
+    };
+  },
 };
 
 const T0 = '2026-01-15T12:00:00.000Z';
@@ -369,7 +396,7 @@ export function contract(generated: Json, options: ContractOptions): Json {
   for (const [name, schema] of Object.entries(NAMED_SCHEMAS)) {
     const plain = normalize(JSON.parse(JSON.stringify(schema))) as Json;
     named.set(canonical(plain), name);
-    components[name] = plain;
+    components[name] = PUBLISHED[name]?.(plain) ?? plain;
   }
   const used = new Set<string>();
   // Replaces, depth first from the top, every subschema equal to a named one by a reference.
@@ -399,10 +426,11 @@ export function contract(generated: Json, options: ContractOptions): Json {
       const own = (o['x-tw-errors'] ?? []) as ErrorCode[];
       delete o['x-tw-kind'];
       delete o['x-tw-errors'];
+      const checksQuery = o['x-tw-checks-query'] !== false;
+      delete o['x-tw-checks-query'];
       const url = path.replace(/\{(\w+)\}/g, ':$1');
       const M = method.toUpperCase();
-      const hasQuery = Array.isArray(o.parameters) && (o.parameters as Json[]).some((p) => p.in === 'query' || p.in === 'path');
-      const codes = [...new Set([...kindCodes(kind, M, { metering: options.metering, quota: options.quotaRoutes.has(`${M} ${url}`), query: hasQuery }), ...own])];
+      const codes = [...new Set([...kindCodes(kind, M, { metering: options.metering, quota: options.quotaRoutes.has(`${M} ${url}`), checksQuery }), ...own])];
       const responses = o.responses as Record<string, Json>;
       delete responses['4XX'];
       delete responses['5XX'];
