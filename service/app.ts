@@ -55,6 +55,12 @@ function strictJsonBodies(app: FastifyInstance): void {
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    // A declared charset other than UTF-8 is refused rather than decoded as UTF-8 (the client meant other text).
+    const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(req.headers['content-type'] ?? '')?.[1]?.toLowerCase();
+    if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
+      done(new TenantwallError('unsupported_media_type', `Unsupported charset "${charset}": send JSON bodies as UTF-8.`, { details: { field: 'content-type' } }), undefined);
+      return;
+    }
     let text: string;
     try {
       text = utf8.decode(body as Buffer);

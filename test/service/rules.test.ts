@@ -145,3 +145,11 @@ test('tenant_id (or any unknown parameter) in the query string is refused on eve
   assert.equal((await s.as(s.a, { method: 'GET', url: `/invoices/${inv}` })).json().currency, 'EUR');
   assert.equal((await s.as(s.a, { method: 'GET', url: `/invoices/${inv}/line-items/${item}` })).statusCode, 200);
 });
+
+test('a JSON body in a charset other than UTF-8 is refused with 415, not decoded as UTF-8', async () => {
+  const send = (ct: string) => s.as(s.a, { method: 'POST', url: '/customers', headers: { 'content-type': ct }, payload: JSON.stringify({ name: 'Charset' }) });
+  for (const ct of ['application/json; charset=utf-16', 'application/json; charset=ISO-8859-1', 'application/json;charset="latin1"']) {
+    expectError(await send(ct), 415, 'unsupported_media_type', 'content-type', ct);
+  }
+  for (const ct of ['application/json; charset=utf-8', 'application/json; charset=UTF-8', 'application/json']) assert.equal((await send(ct)).statusCode, 201, ct);
+});
