@@ -61,8 +61,12 @@ export function toTenantwallError(err: unknown, bodyLimit: number): TenantwallEr
     if (pgCode === '23505') return new TenantwallError('conflict', 'A row with the same unique value already exists.', { cause: err, details: pg.constraint ? { constraint: pg.constraint } : {} });
     if (pgCode === '23503') return new TenantwallError('conflict', 'The row references, or is referenced by, another row.', { cause: err, details: pg.constraint ? { constraint: pg.constraint } : {} });
     if (isClientInput(pgCode)) {
-      const field = pg.column ?? pg.constraint ?? 'body';
-      return new TenantwallError('validation_failed', `A value was refused by the database (${field}).`, { cause: err, details: { field } });
+      // Only a column the database names (NOT NULL) is a field; constraint names are schema internals, never shown.
+      const field = pg.column;
+      return new TenantwallError('validation_failed', field ? `A value of "${field}" was refused by the database.` : 'A value was refused by the database.', {
+        cause: err,
+        details: field ? { field } : {},
+      });
     }
   }
   const mapped = mapPgError(err);

@@ -13,10 +13,35 @@ const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0
 const DATE_TIME_RE = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$/;
 const DATE_RE = /^\d{4}-\d{2}-\d{2}$/;
 
+/** A real calendar day and time of day: Date.parse rolls 2026-02-30 over to March 2, PostgreSQL refuses it. */
+function realDateTime(v: string): boolean {
+  const [y, mo, d, h = 0, mi = 0, s = 0] = (v.match(/\d+/g) ?? []).map(Number) as number[];
+  if (y === undefined || mo === undefined || d === undefined || mo < 1 || mo > 12 || h > 23 || mi > 59 || s > 59) return false;
+  return d >= 1 && d <= new Date(Date.UTC(y, mo, 0)).getUTCDate();
+}
+
 function registerFormats(): void {
   if (!FormatRegistry.Has('uuid')) FormatRegistry.Set('uuid', (v) => UUID_RE.test(v));
-  if (!FormatRegistry.Has('date-time')) FormatRegistry.Set('date-time', (v) => DATE_TIME_RE.test(v) && !Number.isNaN(Date.parse(v)));
-  if (!FormatRegistry.Has('date')) FormatRegistry.Set('date', (v) => DATE_RE.test(v) && !Number.isNaN(Date.parse(v)));
+  if (!FormatRegistry.Has('date-time')) FormatRegistry.Set('date-time', (v) => DATE_TIME_RE.test(v) && realDateTime(v) && !Number.isNaN(Date.parse(v)));
+  if (!FormatRegistry.Has('date')) FormatRegistry.Set('date', (v) => DATE_RE.test(v) && realDateTime(v));
+}
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * The first query-string, path or header value PostgreSQL text cannot hold (NUL, lone surrogate), as a field
+ * error: such a value must be refused naming its parameter, not reach the database as an encoding error.
+ */
+function illFormedParameter(input: unknown): FieldError | undefined {
+  if (typeof input !== 'object' || input === null) return undefined;
+  for (const [k, v] of Object.entries(input)) {
+    for (const x of Array.isArray(v) ? v : [v]) {
+      if (typeof x === 'string' && (x.includes('\u0000') || LONE_SURROGATE.test(x))) {
+        return { instancePath: `/${k}`, message: 'text must be well-formed Unicode without NUL characters', keyword: 'pattern', params: {} };
+      }
+    }
+  }
+  return undefined;
 }
 
 
@@ -38,7 +63,10 @@ export const typeboxValidatorCompiler: FastifySchemaCompiler<TSchema> = ({ schem
   // are converted, anything else stays a string and fails the check.
   const properties = (schema as { properties?: Record<string, TSchema> }).properties ?? {};
   const integerKeys = Object.keys(properties).filter((k) => properties[k]?.[Kind] === 'Integer');
+  const wire = httpPart === 'querystring' || httpPart === 'params';
   return (input: unknown) => {
+    const bad = wire ? illFormedParameter(input) : undefined;
+    if (bad) return { error: Object.assign(new Error(bad.message), { validation: [bad] }) as unknown as Error };
     // Convert works in place on the input object: take the raw strings first.
     const raw = coerce && typeof input === 'object' && input !== null ? integerKeys.map((k) => [k, (input as Record<string, unknown>)[k]] as const) : [];
     const value = coerce ? Value.Default(schema, Value.Convert(schema, input)) : input;

@@ -16,7 +16,8 @@ let fuzzer: Fuzzer;
 
 before(async () => {
   // One spare tenant on top: the admin lane suspends it and rotates its keys while the others are fuzzed.
-  world = await createWorld({ tenants: TENANTS + 1, db: { poolSize: 6 }, guard: true });
+  // Every answer of the fuzzer is also checked against the OpenAPI document.
+  world = await createWorld({ tenants: TENANTS + 1, db: { poolSize: 6 }, guard: true, contract: true });
   const doc = (await world.app.inject({ method: 'GET', url: '/openapi.json' })).json();
   fuzzer = new Fuzzer(world, openApiEndpoints(doc));
 });

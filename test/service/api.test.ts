@@ -100,13 +100,25 @@ test('admin API: tenants and keys; suspension and revocation take effect at once
   assert.equal((await s.admin({ method: 'POST', url: '/admin/tenants', payload: { slug: 'gamma', name: 'Again' } })).json().error.code, 'tenant_exists');
   assert.equal((await s.admin({ method: 'POST', url: '/admin/tenants', payload: { slug: 'Bad Slug', name: 'x' } })).json().error.details.field, 'slug');
   const g = created.json();
-  const slugs = (await s.admin({ method: 'GET', url: '/admin/tenants' })).json().map((t: { slug: string }) => t.slug);
+  const slugs = (await s.admin({ method: 'GET', url: '/admin/tenants' })).json().data.map((t: { slug: string }) => t.slug);
   assert.deepEqual(slugs, ['gamma', 'tenant-a', 'tenant-b']);
+  // Pages like every other list: cursor / next_cursor.
+  const first = (await s.admin({ method: 'GET', url: '/admin/tenants?limit=2' })).json();
+  assert.deepEqual(first.data.map((t: { slug: string }) => t.slug), ['gamma', 'tenant-a']);
+  const second = (await s.admin({ method: 'GET', url: `/admin/tenants?limit=2&cursor=${first.next_cursor}` })).json();
+  assert.deepEqual(second, { data: [second.data[0]], next_cursor: null });
+  assert.equal(second.data[0].slug, 'tenant-b');
   const key = (await s.admin({ method: 'POST', url: `/admin/tenants/${g.id}/api-keys`, payload: { name: 'ci' } })).json();
   assert.match(key.key, /^tw_[0-9a-f]{32}_[0-9a-f]{32}_/);
   const listed = (await s.admin({ method: 'GET', url: `/admin/tenants/${g.id}/api-keys` })).json();
-  assert.equal(listed.length, 1);
-  assert.equal(listed[0].key, undefined, 'the key is never shown again');
+  assert.equal(listed.data.length, 1);
+  assert.equal(listed.next_cursor, null);
+  assert.equal(listed.data[0].key, undefined, 'the key is never shown again');
+  const key2 = (await s.admin({ method: 'POST', url: `/admin/tenants/${g.id}/api-keys`, payload: { name: 'second' } })).json();
+  const p1 = (await s.admin({ method: 'GET', url: `/admin/tenants/${g.id}/api-keys?limit=1` })).json();
+  assert.deepEqual(p1.data.map((k: { id: string }) => k.id), [key.id]);
+  const p2 = (await s.admin({ method: 'GET', url: `/admin/tenants/${g.id}/api-keys?limit=1&cursor=${p1.next_cursor}` })).json();
+  assert.deepEqual([p2.data.map((k: { id: string }) => k.id), p2.next_cursor], [[key2.id], null]);
   const auth = { authorization: `Bearer ${key.key}` };
   assert.equal((await s.app.inject({ method: 'GET', url: '/invoices', headers: auth })).statusCode, 200);
   assert.equal((await s.admin({ method: 'POST', url: `/admin/tenants/${g.id}/suspend` })).json().status, 'suspended');

@@ -3,7 +3,9 @@ import { buildApp, type AppOptions } from '../../examples/invoicing-service/src/
 import { migrations, schema } from '../../examples/invoicing-service/src/schema.ts';
 import { serviceGuard } from '../../examples/invoicing-service/src/guard.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
-import type { Tenantwall } from '../../src/index.ts';
+import { ContractChecker } from './contract.ts';
+import { Metering, type Tenantwall } from '../../src/index.ts';
+import { meteringSpec } from '../../examples/invoicing-service/src/metering.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 
@@ -23,6 +25,8 @@ export interface ServiceFixture {
   /** inject with tenant `who`'s API key. */
   as(who: TenantFixture, opts: InjectOptions): Promise<LightMyRequestResponse>;
   admin(opts: InjectOptions): Promise<LightMyRequestResponse>;
+  /** Every response is checked against /openapi.json; close() fails on any violation. */
+  contract: ContractChecker;
   close(): Promise<void>;
 }
 
@@ -52,7 +56,10 @@ export async function disableRls(database: string): Promise<string[]> {
  * A fresh database with the service schema, the app, and two tenants (A, B) with one API key each. The service's
  * statement guard is on, as in `npm start`; with TW_TEST_RLS=off row-level security is off on every table.
  */
-export async function startService(appOptions: Partial<AppOptions> = {}): Promise<ServiceFixture> {
+export async function startService(
+  appOptions: Partial<AppOptions> = {},
+  options: { metering?: boolean; /** Called before the contract check is installed (its onSend hooks run first). */ beforeCheck?: (app: FastifyInstance) => void } = {},
+): Promise<ServiceFixture> {
   const t = await createTestTenantwall(schema, migrations, { guard: serviceGuard() });
   if (RLS_OFF) {
     const names = await disableRls(t.database.name);
@@ -60,7 +67,12 @@ export async function startService(appOptions: Partial<AppOptions> = {}): Promis
       if (!names.includes(table.name)) throw new Error(`row-level security was not on for ${table.name}`);
     }
   }
-  const app = await buildApp({ db: t.db, adminToken: ADMIN_TOKEN, ...appOptions });
+  // As `npm start` runs it when asked: metering with the service's spec (rate limits off, they would depend on speed).
+  const metering = options.metering ? new Metering(t.db, { spec: { ...meteringSpec, plans: { ...meteringSpec.plans, free: { ...meteringSpec.plans.free, rateLimits: [] } } } }) : undefined;
+  const app = await buildApp({ db: t.db, adminToken: ADMIN_TOKEN, ...(metering ? { metering } : {}), ...appOptions });
+  options.beforeCheck?.(app);
+  const contract = new ContractChecker(() => app.swagger() as Record<string, unknown>);
+  contract.install(app);
   await app.ready();
   const admin = (opts: InjectOptions) => app.inject({ ...opts, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...opts.headers } });
   async function tenant(slug: string): Promise<TenantFixture> {
@@ -89,9 +101,12 @@ export async function startService(appOptions: Partial<AppOptions> = {}): Promis
     b,
     as: (who, opts) => app.inject({ ...opts, headers: { authorization: `Bearer ${who.key}`, ...opts.headers } }),
     admin,
+    contract,
     async close() {
       await app.close();
+      await metering?.close();
       await t.close();
+      if (contract.violations.length > 0) throw new Error(`responses outside the OpenAPI document:\n${contract.violations.join('\n')}`);
     },
   };
 }

@@ -1,18 +1,25 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
-import { TenantwallLogController } from 'tenantwall/fastify/log-controller';
 import { type TenantwallFastifyOptions, errorBody, meteringPlugin, tenantwallPlugin } from 'tenantwall/fastify';
+import { TenantwallLogController } from 'tenantwall/fastify/log-controller';
 import { typeboxSerializerCompiler, typeboxValidatorCompiler } from 'tenantwall/fastify/typebox';
 import { type Metering, type Tenantwall, TenantwallError } from 'tenantwall';
-import { adminRoutes } from './admin.ts';
+import { type TSchema, Type } from '@sinclair/typebox';
+import { AdminAuth, type AdminAuthOptions, adminRoutes } from './admin.ts';
 import { createdRows, routeQuotas } from './metering.ts';
+import { type OperationSpec, contract, op, usageOperations } from './openapi.ts';
 import { tenantRoutes } from './routes.ts';
+import * as S from './schemas.ts';
 
 export interface AppOptions {
   db: Tenantwall;
-  /** Bearer token of the admin API (not a tenant credential). */
+  /** Bootstrap bearer token of the admin API (not a tenant credential); named tokens are created through the API. */
   adminToken: string;
+  /** Lockout of failed admin authentication (admin-auth.ts). */
+  adminAuth?: AdminAuthOptions;
+  /** `servers` of the OpenAPI document. Default: http://127.0.0.1:3000 (npm start). */
+  servers?: Array<{ url: string; description: string }>;
   /** Fastify logger option. Default: no logging (tests). */
   logger?: FastifyServerOptions['logger'];
   /** Max request body, bytes. Default 64 KiB. */
@@ -50,6 +57,12 @@ function strictJsonBodies(app: FastifyInstance): void {
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    // A declared charset other than UTF-8 is refused rather than decoded as UTF-8 (the client meant other text).
+    const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(req.headers['content-type'] ?? '')?.[1]?.toLowerCase();
+    if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
+      done(new TenantwallError('unsupported_media_type', `Unsupported charset "${charset}": send JSON bodies as UTF-8.`, { details: { field: 'content-type' } }), undefined);
+      return;
+    }
     let text: string;
     try {
       text = utf8.decode(body as Buffer);
@@ -93,39 +106,80 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   strictJsonBodies(app);
 
   await app.register(tenantwallPlugin, { db: options.db, ...options.tenantwall });
-  if (options.metering) await app.register(meteringPlugin, { metering: options.metering, adminToken: options.adminToken, routeQuotas, createdRows });
+  const auth = new AdminAuth(options.db, options.adminToken, options.adminAuth);
 
   // Routes of the documentation plugins are public (no tenant): they are registered below this hook.
   app.addHook('onRoute', (route) => {
     if (route.url.startsWith('/docs')) route.config = { ...(route.config as object), tenant: false };
   });
+  // Operations the document describes although their routes carry no schema of their own: the metering
+  // plugin's usage routes (hidden by the plugin) and the document itself.
+  const described: Record<string, OperationSpec & { response?: Record<number, unknown> }> = {
+    ...(options.metering ? usageOperations() : {}),
+    'GET /openapi.json': {
+      id: 'getOpenApiDocument',
+      summary: 'This OpenAPI document',
+      description: 'The OpenAPI 3.1 description of this API.',
+      tag: 'health',
+      security: 'public',
+      ok: { 200: Type.Object({}, { additionalProperties: true, description: 'OpenAPI 3.1 document' }) },
+    },
+  };
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
       info: {
         title: 'tenantwall invoicing API',
         version: '0.1.0',
-        description: 'Multi-tenant invoicing on tenantwall. Tenant routes take an API key or JWT; admin routes the admin token.',
+        description: 'Multi-tenant invoicing on tenantwall. Tenant routes take an API key or JWT; admin routes an admin token. Every error has the shape of `Error`; each operation lists the statuses and codes it can answer (docs/errors.md).',
+        contact: { name: 'tenantwall', url: 'https://github.com/tenantwall/tenantwall' },
       },
       components: {
         securitySchemes: {
           bearer: { type: 'http', scheme: 'bearer', description: 'Tenant API key (tw_...) or JWT' },
-          admin: { type: 'http', scheme: 'bearer', description: 'Admin token (TENANTWALL_ADMIN_TOKEN)' },
+          admin: { type: 'http', scheme: 'bearer', description: 'Admin token: the bootstrap token (TENANTWALL_ADMIN_TOKEN) or a named token (twadm_...)' },
         },
       },
     },
+    transform: ({ schema, url, route }) => {
+      const methods = [route.method].flat();
+      const spec = methods.map((m) => described[`${m} ${url}`]).find((x) => x !== undefined);
+      if (!spec) return { schema, url };
+      const built = op(spec).schema as Record<string, unknown> & { response: Record<string, unknown> };
+      if (spec.response) Object.assign(built.response, spec.response);
+      return { schema: built as unknown as typeof schema, url };
+    },
+    transformObject: (generated) =>
+      contract((generated as { openapiObject: Record<string, unknown> }).openapiObject, {
+        metering: options.metering !== undefined,
+        quotaRoutes: new Set(options.metering ? Object.keys(routeQuotas) : []),
+        servers: options.servers ?? [{ url: 'http://127.0.0.1:3000', description: 'npm start (local)' }],
+      }),
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
+  // After @fastify/swagger, which documents the routes registered after it.
+  if (options.metering) await app.register(meteringPlugin, { metering: options.metering, adminToken: options.adminToken, routeQuotas, createdRows });
 
-  app.get('/openapi.json', { config: { tenant: false }, schema: { hide: true } }, async () => app.swagger());
-  app.get('/healthz', { config: { tenant: false }, schema: { tags: ['health'], summary: 'Liveness: the process serves requests' } }, async () => ({ status: 'ok' }));
-  app.get('/readyz', { config: { tenant: false }, schema: { tags: ['health'], summary: 'Readiness: the database answers' } }, async (_req, reply) => {
-    if (await options.db.ping()) return { status: 'ready' };
-    const err = new TenantwallError('database_unreachable', 'The database does not answer.');
-    return reply.code(503).send(errorBody(err));
-  });
+  app.get('/openapi.json', { config: { tenant: false }, schema: { querystring: S.NoQuery } }, async () => app.swagger());
+  app.get(
+    '/healthz',
+    { config: { tenant: false }, ...op({ id: 'getHealth', summary: 'Liveness', description: 'The process serves requests.', tag: 'health', security: 'public', ok: { 200: S.Health as TSchema } }) },
+    async () => ({ status: 'ok' }),
+  );
+  app.get(
+    '/readyz',
+    {
+      config: { tenant: false },
+      ...op({ id: 'getReadiness', summary: 'Readiness', description: 'The database answers (503 `database_unreachable` otherwise).', tag: 'health', security: 'public', ok: { 200: S.Health }, errors: ['database_unreachable'] }),
+    },
+    async (_req, reply) => {
+      if (await options.db.ping()) return { status: 'ready' };
+      const err = new TenantwallError('database_unreachable', 'The database does not answer.');
+      return reply.code(503).send(errorBody(err));
+    },
+  );
 
-  await app.register(async (admin) => adminRoutes(admin, { db: options.db, adminToken: options.adminToken }), { prefix: '/admin' });
+  await app.register(async (admin) => adminRoutes(admin, { db: options.db, auth }), { prefix: '/admin' });
   await app.register(async (api) => tenantRoutes(api, options.db));
   return app;
 }

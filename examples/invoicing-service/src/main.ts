@@ -1,8 +1,12 @@
 /**
  * `npm start`: the invoicing API with no configuration. Without DATABASE_URL an embedded PostgreSQL keeps its
- * data in .data/postgres; migrations run; two demo tenants get fresh demo API keys (printed once, the previous
- * demo keys are revoked); the server listens on PORT (default 3000). The statement guard is on unless
- * TENANTWALL_GUARD=off.
+ * data in .data/postgres; migrations run; the server listens on PORT (default 3000). The statement guard is on
+ * unless TENANTWALL_GUARD=off.
+ *
+ * Demo data: two demo tenants get fresh demo API keys (printed once, the previous demo keys are revoked) only
+ * in the database tenantwall created itself (the embedded default), or when asked for with `--seed-demo`
+ * (`npm start -- --seed-demo`) or TENANTWALL_SEED_DEMO=1. A database named by DATABASE_URL is never seeded
+ * and no tenant key is printed for it otherwise.
  */
 import { randomBytes } from 'node:crypto';
 import { Metering, Tenantwall, type Tenant } from 'tenantwall';
@@ -71,17 +75,30 @@ async function demoTenant(spec: { slug: string; name: string }): Promise<{ tenan
   return { tenant, key: created.key };
 }
 
+const seedDemo = !process.env.DATABASE_URL || process.argv.includes('--seed-demo') || process.env.TENANTWALL_SEED_DEMO === '1';
 const demos = [];
-for (const spec of DEMO) demos.push(await demoTenant(spec));
+if (seedDemo) for (const spec of DEMO) demos.push(await demoTenant(spec));
 await app.listen({ port, host });
 
 const base = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`;
-const [acme, globex] = demos as [(typeof demos)[number], (typeof demos)[number]];
-console.log(`
+const tokenLine = `Admin token${generatedToken ? ' (generated; set TENANTWALL_ADMIN_TOKEN to choose one)' : ''}:
+  ${generatedToken ? adminToken : '(TENANTWALL_ADMIN_TOKEN)'}`;
+if (!seedDemo) {
+  console.log(`
 tenantwall invoicing API on ${base}   (docs: ${base}/docs, OpenAPI: ${base}/openapi.json)
 
-Admin token${generatedToken ? ' (generated; set TENANTWALL_ADMIN_TOKEN to choose one)' : ''}:
-  ${adminToken}
+${tokenLine}
+No demo data: DATABASE_URL names a database tenantwall did not create (npm start -- --seed-demo adds the demo tenants).
+Create a tenant and a key with the admin API:
+  curl -s -X POST ${base}/admin/tenants -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d '{"slug":"acme","name":"Acme"}'
+  curl -s -X POST ${base}/admin/tenants/<id>/api-keys -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d '{"name":"first"}'
+`);
+} else {
+  const [acme, globex] = demos as [(typeof demos)[number], (typeof demos)[number]];
+  console.log(`
+tenantwall invoicing API on ${base}   (docs: ${base}/docs, OpenAPI: ${base}/openapi.json)
+
+${tokenLine}
 Demo API keys (shown once; a restart makes new ones):
   acme   (${acme.tenant.id}): ${acme.key}
   globex (${globex.tenant.id}): ${globex.key}
@@ -89,7 +106,7 @@ Demo API keys (shown once; a restart makes new ones):
 Try:
   export ACME='${acme.key}'
   export GLOBEX='${globex.key}'
-  export ADMIN='${adminToken}'
+  export ADMIN='${generatedToken ? adminToken : '$TENANTWALL_ADMIN_TOKEN'}'
   curl -s ${base}/invoices -H "Authorization: Bearer $ACME"
   curl -s ${base}/invoices -H "Authorization: Bearer $GLOBEX"
   curl -s ${base}/customers -H "Authorization: Bearer $ACME"
@@ -100,6 +117,7 @@ Try:
   curl -s -X POST ${base}/admin/tenants/${globex.tenant.id}/suspend -H "Authorization: Bearer $ADMIN"
   curl -s ${base}/readyz
 `);
+}
 
 let stopping = false;
 async function stop(signal: string): Promise<void> {

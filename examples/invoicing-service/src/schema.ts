@@ -1,6 +1,7 @@
 import { defineSchema, tenantTable, type Migration } from 'tenantwall';
 import { apiKeysTable } from 'tenantwall/fastify';
 import { meteringMigrationSql, meteringTables } from 'tenantwall';
+import { adminTokensSql } from './admin-auth.ts';
 
 // Amounts are integer cents in bigint, bounded to what a JS number holds exactly (the API speaks JSON numbers).
 const MAX_CENTS = '9007199254740991';
@@ -73,4 +74,6 @@ export const migrations: Migration[] = [
   { version: 1, name: 'invoicing', sql: (ctx) => [ctx.createRegistry(), ...invoicingTables.map((t) => ctx.createTable(t.name))].join('\n\n') },
   // Usage events, quota counters, plans, outbox and webhook tables (docs/metering.md).
   { version: 2, name: 'metering', sql: (ctx) => meteringMigrationSql(ctx) },
+  // Named admin tokens (service/admin-auth.ts): not tenant data, owner-only.
+  { version: 3, name: 'admin-tokens', sql: (ctx) => adminTokensSql(ctx.appRole) },
 ];

@@ -2,6 +2,8 @@ import { type TSchema, Type } from '@sinclair/typebox';
 
 // Every request object refuses unknown properties: a `tenant_id` (or any misspelt field) is an error, not ignored.
 const strict = { additionalProperties: false } as const;
+/** Text without NUL (PostgreSQL text cannot hold it); the body parser refuses it too, naming the field. */
+export const NO_NUL = '^[^\\u0000]*$';
 
 export const Uuid = Type.String({ format: 'uuid', description: 'UUID' });
 export const Timestamp = Type.String({ format: 'date-time' });
@@ -13,16 +15,21 @@ export const InvoiceStatus = Type.Union([Type.Literal('draft'), Type.Literal('is
 export const IdParams = Type.Object({ id: Uuid }, strict);
 export const ItemParams = Type.Object({ id: Uuid, itemId: Uuid }, strict);
 export const KeyParams = Type.Object({ id: Uuid, keyId: Uuid }, strict);
+/** Routes without query parameters refuse any (a `tenant_id` is an error on every route, not ignored on some). */
+export const NoQuery = Type.Object({}, strict);
 
 export const ErrorResponse = Type.Object(
   {
-    error: Type.Object({
-      code: Type.String({ description: 'Stable error code (docs/errors.md)' }),
-      message: Type.String(),
-      details: Type.Object({}, { additionalProperties: true }),
-    }),
+    error: Type.Object(
+      {
+        code: Type.String({ description: 'Stable error code (docs/errors.md)' }),
+        message: Type.String(),
+        details: Type.Object({}, { additionalProperties: true, description: 'field (the request field to fix), location, and facts of the code' }),
+      },
+      strict,
+    ),
   },
-  { description: 'Every error response has this shape' },
+  { ...strict, description: 'Every error response has this shape' },
 );
 
 const pageQuery = {
@@ -32,14 +39,15 @@ const pageQuery = {
 };
 
 export const Page = <T extends TSchema>(item: T) =>
-  Type.Object({ data: Type.Array(item), next_cursor: Nullable(Type.String({ description: 'Pass as ?cursor= for the next page; null on the last page' })) });
+  Type.Object({ data: Type.Array(item), next_cursor: Nullable(Type.String({ description: 'Pass as ?cursor= for the next page; null on the last page' })) }, strict);
 
 // ---- customers ----
-const Email = Type.String({ minLength: 3, maxLength: 320, pattern: '^[^@\\s]+@[^@\\s]+$' });
-export const Customer = Type.Object({ id: Uuid, name: Type.String(), email: Nullable(Type.String()), created_at: Timestamp, updated_at: Timestamp });
-export const CustomerCreate = Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }), email: Type.Optional(Nullable(Email)) }, strict);
+const Email = Type.String({ minLength: 3, maxLength: 320, pattern: '^[^@\\s\\u0000]+@[^@\\s\\u0000]+$' });
+const Text = (min: number, max: number, description?: string) => Type.String({ minLength: min, maxLength: max, pattern: NO_NUL, ...(description ? { description } : {}) });
+export const Customer = Type.Object({ id: Uuid, name: Type.String(), email: Nullable(Type.String()), created_at: Timestamp, updated_at: Timestamp }, strict);
+export const CustomerCreate = Type.Object({ name: Text(1, 200), email: Type.Optional(Nullable(Email)) }, strict);
 export const CustomerPatch = Type.Object(
-  { name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })), email: Type.Optional(Nullable(Email)) },
+  { name: Type.Optional(Text(1, 200)), email: Type.Optional(Nullable(Email)) },
   { ...strict, minProperties: 1 },
 );
 export const CustomerListQuery = Type.Object(
@@ -63,10 +71,10 @@ export const LineItem = Type.Object({
   unit_amount_cents: Type.Integer(),
   amount_cents: Type.Integer(),
   created_at: Timestamp,
-});
+}, strict);
 const lineItemFields = {
   position: Type.Integer({ minimum: 1, maximum: 1000 }),
-  description: Type.String({ minLength: 1, maxLength: 500 }),
+  description: Text(1, 500),
   quantity: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
   unit_amount_cents: Cents,
 };
@@ -99,9 +107,9 @@ export const Invoice = Type.Object({
   issued_at: Nullable(Timestamp),
   created_at: Timestamp,
   updated_at: Timestamp,
-});
-export const InvoiceWithItems = Type.Composite([Invoice, Type.Object({ line_items: Type.Array(LineItem) })]);
-const CustomerName = Type.String({ minLength: 1, maxLength: 200, description: 'Customer name as printed on the invoice' });
+}, strict);
+export const InvoiceWithItems = Type.Composite([Invoice, Type.Object({ line_items: Type.Array(LineItem) })], strict);
+const CustomerName = Text(1, 200, 'Customer name as printed on the invoice');
 export const InvoiceCreate = Type.Object(
   {
     customer: Type.Optional(CustomerName),
@@ -112,6 +120,8 @@ export const InvoiceCreate = Type.Object(
     issued_at: Type.Optional(Timestamp),
     line_items: Type.Optional(Type.Array(LineItemCreate, { maxItems: 200 })),
   },
+  // A printed name, a customer of the tenant, or both: the service checks it; the document (service/openapi.ts)
+  // publishes it as two alternatives that generated clients type.
   strict,
 );
 export const InvoicePatch = Type.Object(
@@ -148,32 +158,38 @@ export const LineItemListQuery = Type.Object(
   strict,
 );
 
+export const Health = Type.Object({ status: Type.Union([Type.Literal('ok'), Type.Literal('ready')]) }, strict);
+
 // ---- admin ----
-export const Tenant = Type.Object({
-  id: Uuid,
-  slug: Type.String(),
-  name: Type.String(),
-  status: Type.Union([Type.Literal('active'), Type.Literal('suspended'), Type.Literal('deleted')]),
-  created_at: Timestamp,
-});
+export const TenantStatus = Type.Union([Type.Literal('active'), Type.Literal('suspended'), Type.Literal('deleted')]);
+export const Tenant = Type.Object({ id: Uuid, slug: Type.String(), name: Type.String(), status: TenantStatus, created_at: Timestamp }, strict);
 export const TenantCreate = Type.Object(
   {
-    slug: Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$', description: 'Used as subdomain' }),
-    name: Type.String({ minLength: 1, maxLength: 200 }),
+    slug: Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$', description: 'Used as subdomain; reserved names (www, admin, api, ...) are refused' }),
+    name: Text(1, 200),
     id: Type.Optional(Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' })),
   },
   strict,
 );
 export const TenantListQuery = Type.Object(
   {
-    status: Type.Optional(Type.Union([Type.Literal('active'), Type.Literal('suspended'), Type.Literal('deleted')])),
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
-    after: Type.Optional(Type.String({ maxLength: 63, description: 'Slug of the last tenant of the previous page' })),
+    status: Type.Optional(TenantStatus),
+    limit: Type.Optional(pageQuery.limit),
+    cursor: Type.Optional(pageQuery.cursor),
   },
   strict,
 );
-export const ApiKey = Type.Object({ id: Uuid, name: Type.String(), created_at: Timestamp, revoked_at: Nullable(Timestamp) });
-export const CreatedApiKey = Type.Composite([ApiKey, Type.Object({ key: Type.String({ description: 'Shown once; only its hash is stored' }) })]);
-export const ApiKeyCreate = Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }) }, strict);
-export const TenantList = Type.Array(Tenant);
-export const ApiKeyList = Type.Array(ApiKey);
+export const TenantDeleteQuery = Type.Object({ confirm: Type.String({ minLength: 1, maxLength: 63, description: "The tenant's slug, repeated: deleting is irreversible" }) }, strict);
+export const TenantDeleted = Type.Object({
+  tenant: Tenant,
+  rows_deleted: Type.Integer({ minimum: 0 }),
+  dropped_partitions: Type.Array(Type.String()),
+}, strict);
+export const PageOnlyQuery = Type.Object({ limit: Type.Optional(pageQuery.limit), cursor: Type.Optional(pageQuery.cursor) }, strict);
+export const ApiKey = Type.Object({ id: Uuid, name: Type.String(), created_at: Timestamp, revoked_at: Nullable(Timestamp) }, { ...strict, title: 'ApiKey' });
+export const CreatedApiKey = Type.Composite([ApiKey, Type.Object({ key: Type.String({ description: 'Shown once; only its hash is stored' }) })], strict);
+export const ApiKeyCreate = Type.Object({ name: Text(1, 200) }, { ...strict, title: 'ApiKeyCreate' });
+export const AdminToken = Type.Object({ id: Uuid, name: Type.String(), created_at: Timestamp, revoked_at: Nullable(Timestamp) }, { ...strict, title: 'AdminToken' });
+export const CreatedAdminToken = Type.Composite([AdminToken, Type.Object({ token: Type.String({ description: 'Shown once; only its hash is stored' }) })], strict);
+export const AdminTokenCreate = Type.Object({ name: Text(1, 200) }, { ...strict, title: 'AdminTokenCreate' });
+export const TokenParams = Type.Object({ tokenId: Uuid }, strict);

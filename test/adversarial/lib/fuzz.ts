@@ -107,6 +107,7 @@ export class Fuzzer {
   readonly stats: FuzzStats = { runs: 0, ops: 0, requests: 0, byEndpoint: new Map(), byStatus: new Map(), differentials: 0 };
   #spareSuspended = false;
   #spareKeys: Array<{ id: string; key: string; revoked: boolean }> = [];
+  #adminTokens: string[] = [];
   readonly #handlers: Record<string, (t: WorldTenant, op: Op) => Promise<void>>;
 
   /** `world.tenants`: all but the last are fuzz tenants; the last is the spare the admin lane suspends and re-keys. */
@@ -194,7 +195,7 @@ export class Fuzzer {
     this.stats.byEndpoint.set(op.ep, (this.stats.byEndpoint.get(op.ep) ?? 0) + 1);
     if (!op.ep.includes(' /admin/')) {
       // The admin token is not a tenant credential.
-      if (op.ep === 'GET /healthz' || op.ep === 'GET /readyz') return void (await this.#handlers[op.ep]?.(this.spare, op));
+      if (op.ep === 'GET /healthz' || op.ep === 'GET /readyz' || op.ep === 'GET /openapi.json') return void (await this.#handlers[op.ep]?.(this.spare, op));
       const [method, path] = op.ep.split(' ') as [string, string];
       const req: InjectOptions = { method: method as NonNullable<InjectOptions['method']>, url: path.replace(/\{[^}]+\}/g, randomUUID()), headers: this.#adminHeaders() };
       if (method === 'POST' || method === 'PATCH') req.payload = {};
@@ -353,6 +354,10 @@ export class Fuzzer {
       'GET /readyz': async () => {
         const r = await this.send(-1, { method: 'GET', url: '/readyz' });
         must(r.status === 200, () => `readyz ${r.status}`);
+      },
+      'GET /openapi.json': async () => {
+        const r = await this.send(-1, { method: 'GET', url: '/openapi.json' });
+        must(r.status === 200 && typeof r.json.paths === 'object', () => `openapi.json ${r.status}`);
       },
 
       // ---- customers ----
@@ -606,8 +611,8 @@ export class Fuzzer {
         must(op.v % 5 === 0 ? r.status === 409 && r.code === 'tenant_exists' : r.status === 201, () => `admin create tenant ${slug}: ${r.status} ${r.body}`);
       },
       'GET /admin/tenants': async () => {
-        const r = await this.send(-2, { method: 'GET', url: '/admin/tenants?limit=1000', headers: this.#adminHeaders() });
-        must(r.status === 200 && Array.isArray(r.json), () => `admin list: ${r.status}`);
+        const r = await this.send(-2, { method: 'GET', url: '/admin/tenants?limit=100', headers: this.#adminHeaders() });
+        must(r.status === 200 && Array.isArray(r.json.data), () => `admin list: ${r.status}`);
         for (const t of this.world.tenants) must(!r.body.includes(t.key), () => 'an API key in the tenant list');
       },
       'GET /admin/tenants/{id}': async (_s, op) => {
@@ -634,8 +639,8 @@ export class Fuzzer {
         await this.#spareProbe();
       },
       'GET /admin/tenants/{id}/api-keys': async () => {
-        const r = await this.send(-2, { method: 'GET', url: `/admin/tenants/${this.spare.id}/api-keys`, headers: this.#adminHeaders() });
-        must(r.status === 200 && r.json.length === this.#spareKeys.length, () => `list keys: ${r.status} ${r.body}`);
+        const r = await this.send(-2, { method: 'GET', url: `/admin/tenants/${this.spare.id}/api-keys?limit=100`, headers: this.#adminHeaders() });
+        must(r.status === 200 && r.json.data.length === this.#spareKeys.length, () => `list keys: ${r.status} ${r.body}`);
         for (const k of this.#spareKeys) must(!r.body.includes(k.key.slice(-20)), () => 'a key secret in the key list');
         must(!/secret|hash/i.test(r.body), () => `key list shows hashes: ${r.body}`);
       },
@@ -647,6 +652,34 @@ export class Fuzzer {
         must(k && keyId === k.id ? r.status === 204 : r.status === 404, () => `revoke ${keyId}: ${r.status} ${r.body}`);
         if (k && keyId === k.id) k.revoked = true;
         await this.#spareProbe();
+      },
+      'DELETE /admin/tenants/{id}': async (_s, op) => {
+        // A throwaway tenant: deleted with its slug typed as confirm, or refused with a wrong one (never a fuzz tenant).
+        const slug = `adv-d-${randomUUID().slice(0, 8)}`;
+        const c = await this.send(-2, { method: 'POST', url: '/admin/tenants', payload: { slug, name: 'doomed' }, headers: this.#adminHeaders() });
+        must(c.status === 201, () => `create doomed: ${c.status} ${c.body}`);
+        const confirm = op.v % 2 === 0 ? slug : (pick(this.tenants, op.n) as WorldTenant).slug;
+        const r = await this.send(-2, { method: 'DELETE', url: `/admin/tenants/${c.json.id}?confirm=${confirm}`, headers: this.#adminHeaders() });
+        must(confirm === slug ? r.status === 200 && r.json.tenant.status === 'deleted' : r.status === 400 && r.code === 'confirmation_required', () => `delete tenant: ${r.status} ${r.body}`);
+      },
+      'POST /admin/tokens': async () => {
+        const r = await this.send(-2, { method: 'POST', url: '/admin/tokens', payload: { name: 'fuzz' }, headers: this.#adminHeaders() });
+        must(r.status === 201 && typeof r.json.token === 'string', () => `create admin token: ${r.status} ${r.body}`);
+        this.#adminTokens.push(r.json.id);
+        const probe = await this.send(-2, { method: 'GET', url: '/admin/tokens?limit=1', headers: { authorization: `Bearer ${r.json.token}` } });
+        must(probe.status === 200, () => `named admin token refused: ${probe.status}`);
+        // A named admin token is not a tenant credential.
+        const asTenant = await this.send(-2, { method: 'GET', url: '/customers', headers: { authorization: `Bearer ${r.json.token}` } });
+        must(asTenant.status === 401, () => `admin token on a tenant route: ${asTenant.status}`);
+      },
+      'GET /admin/tokens': async () => {
+        const r = await this.send(-2, { method: 'GET', url: '/admin/tokens?limit=100', headers: this.#adminHeaders() });
+        must(r.status === 200 && Array.isArray(r.json.data) && !/twadm_/.test(r.body), () => `list admin tokens: ${r.status} ${r.body}`);
+      },
+      'DELETE /admin/tokens/{tokenId}': async (_s, op) => {
+        const id = pick(this.#adminTokens, op.n) ?? randomUUID();
+        const r = await this.send(-2, { method: 'DELETE', url: `/admin/tokens/${id}`, headers: this.#adminHeaders() });
+        must(this.#adminTokens.includes(id) ? r.status === 204 : r.status === 404, () => `revoke admin token: ${r.status} ${r.body}`);
       },
     };
   }

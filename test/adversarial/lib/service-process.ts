@@ -28,8 +28,8 @@ export function freePort(): Promise<number> {
 
 const ROOT = path.resolve(import.meta.dirname, '../../..');
 
-export async function startService(opts: { databaseUrl: string; port: number; adminToken: string; timeoutMs?: number }): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/invoicing-service/src/main.ts'], {
+export async function startService(opts: { databaseUrl: string; port: number; adminToken: string; timeoutMs?: number; args?: string[] }): Promise<ServiceProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/invoicing-service/src/main.ts', ...(opts.args ?? [])], {
     cwd: ROOT,
     env: {
       ...process.env,

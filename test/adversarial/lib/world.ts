@@ -9,6 +9,7 @@ import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fas
 import { SignJWT } from 'jose';
 import pg from 'pg';
 import { buildApp, type AppOptions } from '../../../examples/invoicing-service/src/app.ts';
+import { ContractChecker } from '../../service/contract.ts';
 import { migrations, schema } from '../../../examples/invoicing-service/src/schema.ts';
 import type { CreateTenantwallOptions, Tenantwall } from '../../../src/index.ts';
 import { serviceGuard } from '../../../examples/invoicing-service/src/guard.ts';
@@ -52,6 +53,11 @@ export interface WorldOptions {
   tenants: number;
   app?: Partial<AppOptions>;
   db?: Partial<CreateTenantwallOptions>;
+  /**
+   * Check every response against /openapi.json (test/service/contract.ts); close() fails on any violation.
+   * Only for worlds without test-only routes (`extend`), which the document does not describe.
+   */
+  contract?: boolean;
   /** Test-only routes or hooks, added before the app is ready. Never part of the production service. */
   extend?: (app: FastifyInstance, db: Tenantwall) => void | Promise<void>;
   listen?: boolean;
@@ -89,10 +95,14 @@ export async function createWorld(opts: WorldOptions): Promise<World> {
     app = await buildApp({
       db: t.db,
       adminToken: ADMIN_TOKEN,
+      // Probes send tenant credentials to admin routes on purpose: no lockout of the loopback address.
+      adminAuth: { maxFailures: 1_000_000 },
       ...opts.app,
       tenantwall: { jwtSecret: JWT_SECRET, jwtIssuer: JWT_ISS, jwtAudience: JWT_AUD, ...opts.app?.tenantwall },
     });
     await opts.extend?.(app, t.db);
+    const contract = opts.contract ? new ContractChecker(() => (app as FastifyInstance).swagger() as Record<string, unknown>) : undefined;
+    contract?.install(app);
     await app.ready();
     let url: string | undefined;
     if (opts.listen) {
@@ -145,6 +155,7 @@ export async function createWorld(opts: WorldOptions): Promise<World> {
         await closing;
         await su.end().catch(() => undefined);
         await t.close();
+        if (contract && contract.violations.length > 0) throw new Error(`responses outside the OpenAPI document:\n${contract.violations.slice(0, 50).join('\n')}`);
       },
     };
   } catch (err) {

@@ -188,6 +188,19 @@ const TRANSITIONS: Record<InvoiceStatus, readonly InvoiceStatus[]> = {
   void: ['void'],
 };
 
+/**
+ * The issue date a PATCH may set: only when the draft is issued by this request. Once issued (or paid, or voided
+ * after issuing) the date is fixed; repeating it unchanged is not a change. A draft, and a void invoice that was
+ * never issued, have none.
+ */
+function checkIssuedAt(current: InvoiceRow, next: InvoiceStatus, issuedAt: string): string | null {
+  if (current.status === 'draft' && next === 'issued') return issuedAt;
+  if (current.issued_at !== null && current.issued_at.getTime() === Date.parse(issuedAt)) return null;
+  if (next === 'draft') throw invalid('issued_at', 'Invalid body field "issued_at": a draft has no issue date.');
+  if (current.issued_at === null) throw conflict('issued_at', `Invoice ${current.id} was never issued; it has no issue date to set (issue the draft with status "issued").`);
+  throw conflict('issued_at', `Invoice ${current.id} is ${current.status}; its issue date ${current.issued_at.toISOString()} can no longer change.`);
+}
+
 /** Updates an invoice under a row lock: content changes only while draft, status along the allowed transitions. */
 export async function updateInvoice(tx: K, id: string, patch: InvoicePatch): Promise<Invoice> {
   const current = await tx.selectFrom('invoices').select(INVOICE_COLS).where('id', '=', id).forUpdate().executeTakeFirst();
@@ -200,11 +213,12 @@ export async function updateInvoice(tx: K, id: string, patch: InvoicePatch): Pro
     const item = await tx.selectFrom('invoice_line_items').select('id').where('invoice_id', '=', id).limit(1).executeTakeFirst();
     if (item) throw conflict('amount_cents', 'The amount of an invoice with line items is their sum; edit the line items.');
   }
-  let customer = patch.customer;
-  if (patch.customer_id) customer ??= await customerName(tx, patch.customer_id);
-  const issuing = next === 'issued' && current.status !== 'issued';
-  if (patch.issued_at !== undefined && next === 'draft') throw invalid('issued_at', 'Invalid body field "issued_at": a draft has no issue date.');
-  const issuedAt = patch.issued_at ?? (issuing ? new Date().toISOString() : null);
+  // Every referenced row is resolved in the tenant's scope, whatever else the body holds (never left to the
+  // composite foreign key, which would answer a conflict naming a constraint).
+  const referenced = patch.customer_id ? await customerName(tx, patch.customer_id) : undefined;
+  const customer = patch.customer ?? referenced;
+  const issuing = next === 'issued' && current.status === 'draft';
+  const issuedAt = patch.issued_at === undefined ? (issuing ? new Date().toISOString() : null) : checkIssuedAt(current, next, patch.issued_at);
   const updated = await tx
     .updateTable('invoices')
     .set({
@@ -260,7 +274,19 @@ async function lockDraftInvoice(tx: K, invoiceId: string): Promise<void> {
   if (row.status !== 'draft') throw conflict('status', `Invoice ${invoiceId} is ${row.status}; only drafts' line items can change.`);
 }
 
+/** Recomputes an invoice's total from its line items; a total over the amount limit refuses the item change. */
 async function refreshTotal(tx: K, invoiceId: string): Promise<void> {
+  try {
+    await updateTotal(tx, invoiceId);
+  } catch (err) {
+    if (pgCode(err) === '23514') {
+      throw invalid('unit_amount_cents', `Invalid body field "unit_amount_cents": the invoice total would exceed ${Number.MAX_SAFE_INTEGER}.`);
+    }
+    throw err;
+  }
+}
+
+async function updateTotal(tx: K, invoiceId: string): Promise<void> {
   await tx
     .updateTable('invoices')
     .set((eb) => ({
