@@ -55,6 +55,10 @@ export const ERROR_CODES = {
   import_checksum_mismatch: { status: 400, hint: 'A file of the export does not match its manifest (size, sha256 or row count); re-export it. Nothing was imported.' },
   // data path
   statement_timeout: { status: 503, hint: 'The statement ran longer than statementTimeoutMs; retry or narrow the query.' },
+  plan_limit_exceeded: {
+    status: 422,
+    hint: "The statement needed more than the tenant's plan allows (details.limit, details.limit_ms): narrow the request or move to a plan with higher database limits.",
+  },
   row_security_violation: { status: 403, hint: 'A row can only be written with the tenant_id of the current tenant.' },
   unscoped_query: {
     status: 500,

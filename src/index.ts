@@ -8,6 +8,7 @@ export {
   TenantScope,
   type CreateTenantwallOptions,
   type CrossTenantHandle,
+  type ForTenantOptions,
   type Params,
   type QueryOptions,
   type Row,
@@ -18,6 +19,8 @@ export {
 export { TenantRegistry, parseSlug, assertActive, type Tenant, type TenantStatus, type CreateTenantInput } from './db/tenant-registry.ts';
 export { startEmbeddedPostgres, type EmbeddedServer, type EmbeddedServerOptions } from './db/embedded.ts';
 export { mapPgError, isConnectionError } from './db/pg-errors.ts';
+// per-tenant database limits (issue 17)
+export { resolveLimits, type DbLimits, type LimitsProvider, type LimitName, type LimitExceeded, type ResolvedLimits } from './db/limits.ts';
 export {
   defineSchema,
   tenantTable,

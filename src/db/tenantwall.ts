@@ -7,6 +7,7 @@ import { type MigrateResult, type Migration, applyMigrations, renderMigrations, 
 import { currentTenantContext, requireTenantId, runWithTenant } from '../tenant/context.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from './embedded.ts';
+import { type DbLimits, LimitCounter, type LimitExceeded, type LimitName, type LimitsProvider, LimitSteps, NO_LIMITS, type ResolvedLimits, limitOf, resolveLimits } from './limits.ts';
 import { isConnectionError, mapPgError } from './pg-errors.ts';
 import { type PreparedStep, runPipelined } from './pipelined-query.ts';
 import { StatementCache } from './statement-cache.ts';
@@ -57,27 +58,39 @@ export interface CreateTenantwallOptions extends TenantwallOptions {
   embeddedSettings?: Record<string, string> | undefined;
   /** Delete the embedded data folder on close (tests). Default false. */
   embeddedThrowaway?: boolean | undefined;
+  /** Database limits per tenant (e.g. of its plan: `planLimits(metering)`), consulted when a scope has none of its own. */
+  limits?: LimitsProvider | undefined;
+  /** Called when a tenant's limit cancels a statement (after it is counted in `limitsExceeded`). */
+  onLimitExceeded?: ((e: LimitExceeded) => void) | undefined;
+}
+
+/** Options of `forTenant`. */
+export interface ForTenantOptions {
+  /** Database limits of this scope's statements and transactions, instead of the `limits` provider's. */
+  limits?: DbLimits | undefined;
 }
 
 /** A unit of work for one tenant. Immutable: derive a new one with `db.forTenant(other)`. */
 export class TenantScope implements TenantQueryable {
   readonly tenantId: TenantId;
   readonly #db: Tenantwall;
+  readonly #limits: ResolvedLimits | undefined;
 
-  constructor(db: Tenantwall, tenantId: TenantId) {
+  constructor(db: Tenantwall, tenantId: TenantId, limits?: ResolvedLimits) {
     this.#db = db;
     this.tenantId = tenantId;
+    this.#limits = limits;
     Object.freeze(this);
   }
 
   /** One statement, scoped to this tenant for its own transaction only, in one network round trip. */
   query<R extends Row = Row>(sql: string, params: Params = [], options?: QueryOptions): Promise<pg.QueryResult<R>> {
-    return this.#db.runScoped<R>(this.tenantId, sql, params, options);
+    return this.#db.runScoped<R>(this.tenantId, sql, params, options, this.#limits);
   }
 
   /** An interactive transaction with the tenant set first; commits when `fn` resolves, rolls back when it throws. */
   transaction<T>(fn: (tx: TenantTransaction) => Promise<T>): Promise<T> {
-    return this.#db.runTransaction(this.tenantId, fn);
+    return this.#db.runTransaction(this.tenantId, fn, this.#limits);
   }
 
   /** Runs `fn` with this tenant as the implicit (AsyncLocalStorage) tenant. */
@@ -90,11 +103,13 @@ class Transaction implements TenantTransaction {
   readonly tenantId: TenantId;
   #client: pg.PoolClient | undefined;
   readonly #guard: StatementGuard | undefined;
+  readonly #mapError: (err: unknown) => unknown;
 
-  constructor(tenantId: TenantId, client: pg.PoolClient, guard: StatementGuard | undefined) {
+  constructor(tenantId: TenantId, client: pg.PoolClient, guard: StatementGuard | undefined, mapError: (err: unknown) => unknown) {
     this.tenantId = tenantId;
     this.#client = client;
     this.#guard = guard;
+    this.#mapError = mapError;
   }
 
   get active(): boolean {
@@ -111,7 +126,7 @@ class Transaction implements TenantTransaction {
     try {
       return await client.query<R>(sql, params as unknown[]);
     } catch (err) {
-      throw mapPgError(err);
+      throw this.#mapError(err);
     }
   }
 
@@ -129,16 +144,6 @@ export interface CrossTenantHandle {
   transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
 }
 
-const SET_TENANT: Omit<PreparedStep, 'values'> = {
-  name: 'tenantwall_set_tenant',
-  text: 'SELECT set_config($1, $2, true)',
-  returnsRow: true,
-};
-const SET_TENANT_GENERIC_PLAN: Omit<PreparedStep, 'values'> = {
-  name: 'tenantwall_set_tenant_generic_plan',
-  text: "SELECT set_config($1, $2, true), set_config('plan_cache_mode', 'force_generic_plan', true)",
-  returnsRow: true,
-};
 const SET_GENERIC_PLAN: PreparedStep = { name: 'tenantwall_generic_plan', text: 'SET LOCAL plan_cache_mode = force_generic_plan', values: [], returnsRow: false };
 // 0A000 "cached plan must not change result type", 26000 "prepared statement does not exist".
 const STALE_STATEMENT = new Set(['0A000', '26000']);
@@ -154,6 +159,10 @@ export class Tenantwall {
   readonly #embedded: EmbeddedServer | undefined;
   readonly #guard: StatementGuard | undefined;
   readonly #statements: StatementCache | undefined;
+  readonly #limitSteps: LimitSteps;
+  readonly #limitsProvider: LimitsProvider | undefined;
+  readonly #resolvedLimits = new WeakMap<DbLimits, ResolvedLimits>();
+  readonly #limitCounter: LimitCounter;
   #closed = false;
 
   private constructor(
@@ -163,6 +172,7 @@ export class Tenantwall {
     ownerPool: pg.Pool,
     embedded: EmbeddedServer | undefined,
     guard: StatementGuard | undefined,
+    input: CreateTenantwallOptions,
   ) {
     this.options = options;
     this.schema = schema;
@@ -172,6 +182,9 @@ export class Tenantwall {
     this.#guard = guard;
     this.#statements = options.statementCacheSize > 0 ? new StatementCache(options.statementCacheSize) : undefined;
     this.tenants = new TenantRegistry(this);
+    this.#limitSteps = new LimitSteps(true);
+    this.#limitsProvider = input.limits;
+    this.#limitCounter = new LimitCounter(input.onLimitExceeded);
   }
 
   /**
@@ -215,7 +228,7 @@ export class Tenantwall {
       } as pg.PoolConfig);
       appPool.on('error', () => undefined);
       await checkAppRole(appPool);
-      return new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard);
+      return new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard, input);
     } catch (err) {
       await appPool?.end().catch(() => undefined);
       await ownerPool.end().catch(() => undefined);
@@ -228,9 +241,15 @@ export class Tenantwall {
     return { schema: this.schema, appRole: this.options.appRole, settingName: this.options.settingName };
   }
 
-  /** A scoped handle for `tenantId` (validated; throws `invalid_tenant_id`). */
-  forTenant(tenantId: TenantId | string): TenantScope {
-    return new TenantScope(this, TenantId.parse(tenantId));
+  /** A scoped handle for `tenantId` (validated; throws `invalid_tenant_id`), optionally with its own database limits. */
+  forTenant(tenantId: TenantId | string, options?: ForTenantOptions): TenantScope {
+    const limits = options?.limits === undefined ? undefined : resolveLimits(options.limits, 'forTenant limits');
+    return new TenantScope(this, TenantId.parse(tenantId), limits);
+  }
+
+  /** How many statements of `tenantId` its database limits cancelled in this process, per limit. */
+  limitsExceeded(tenantId: TenantId | string): Readonly<Record<LimitName, number>> {
+    return this.#limitCounter.counts(TenantId.parse(tenantId));
   }
 
   /** A statement in the implicit tenant's scope; `tenant_context_missing` outside a tenant context. */
@@ -254,7 +273,7 @@ export class Tenantwall {
   }
 
   /** @internal used by TenantScope */
-  async runScoped<R extends Row>(tenantId: TenantId, sql: string, params: Params, options?: QueryOptions): Promise<pg.QueryResult<R>> {
+  async runScoped<R extends Row>(tenantId: TenantId, sql: string, params: Params, options?: QueryOptions, scopeLimits?: ResolvedLimits): Promise<pg.QueryResult<R>> {
     this.#assertOpen();
     if (sql.trim() === '') throw new TenantwallError('unscoped_query', 'Empty statement.');
     this.#guard?.check(sql, params, tenantId);
@@ -263,10 +282,8 @@ export class Tenantwall {
       throw new TenantwallError('config_invalid', `Unknown plan option ${JSON.stringify(options.plan)}: use 'custom' or 'generic'.`, { details: { field: 'plan' } });
     }
     const explicit = this.options.scopeMode === 'explicit';
-    // A generic plan is chosen per statement: the setting is local to this pipeline's transaction, like the tenant.
-    const before = explicit
-      ? [BEGIN, setLocalStep(this.options.settingName, tenantId), ...(generic ? [SET_GENERIC_PLAN] : [])]
-      : [{ ...(generic ? SET_TENANT_GENERIC_PLAN : SET_TENANT), values: [this.options.settingName, tenantId] }];
+    const limits = scopeLimits ?? (this.#limitsProvider ? await this.#providedLimits(tenantId) : NO_LIMITS);
+    const before = this.#scopeSteps(tenantId, limits, generic);
     const client = await this.#checkout(this.#appPool);
     const after = explicit ? [COMMIT] : [];
     const cache = this.#statements;
@@ -284,43 +301,78 @@ export class Tenantwall {
           if (!explicit || (await client.query('ROLLBACK').then(() => true, () => false))) continue;
         }
         await releaseAfterError(client, err, explicit);
-        throw mapPgError(err);
+        throw this.#mapError(err, tenantId, limits);
       }
     }
   }
 
+  /**
+   * The steps that open the tenant's scope before a statement, in its pipeline. A generic plan is chosen per
+   * statement: the setting is local to this pipeline's transaction, like the tenant and the limits.
+   */
+  #scopeSteps(tenantId: TenantId, limits: ResolvedLimits, generic: boolean): PreparedStep[] {
+    if (this.options.scopeMode !== 'explicit') return [this.#limitSteps.tenantStep(this.options.settingName, tenantId, limits, generic)];
+    const steps = [BEGIN, setLocalStep(this.options.settingName, tenantId)];
+    const limitsStep = this.#limitSteps.limitsStep(limits);
+    if (limitsStep) steps.push(limitsStep);
+    if (generic) steps.push(SET_GENERIC_PLAN);
+    return steps;
+  }
+
+  async #providedLimits(tenantId: TenantId): Promise<ResolvedLimits> {
+    const limits = await (this.#limitsProvider as LimitsProvider)(tenantId);
+    if (limits === undefined) return NO_LIMITS;
+    let resolved = this.#resolvedLimits.get(limits);
+    if (!resolved) this.#resolvedLimits.set(limits, (resolved = resolveLimits(limits, 'limits provider')));
+    return resolved;
+  }
+
+  #mapError(err: unknown, tenantId: TenantId, limits: ResolvedLimits): unknown {
+    const limit = limitOf(err, limits);
+    return limit === undefined ? mapPgError(err) : this.#limitCounter.exceeded(tenantId, limit, limits, err);
+  }
+
   /** @internal used by TenantScope */
-  async runTransaction<T>(tenantId: TenantId, fn: (tx: TenantTransaction) => Promise<T>): Promise<T> {
+  async runTransaction<T>(tenantId: TenantId, fn: (tx: TenantTransaction) => Promise<T>, scopeLimits?: ResolvedLimits): Promise<T> {
     this.#assertOpen();
+    const limits = scopeLimits ?? (this.#limitsProvider ? await this.#providedLimits(tenantId) : NO_LIMITS);
     const client = await this.#checkout(this.#appPool);
+    // The server may end the session while the transaction is idle on our side (idle_in_transaction_session_timeout,
+    // pg_terminate_backend): pg then emits 'error' on the checked-out client, which has no listener of its own.
+    let lost: unknown;
+    const onLost = (err: unknown) => (lost ??= err);
+    client.on('error', onLost);
+    const fail = async (err: unknown, map: (err: unknown) => unknown) => {
+      client.removeListener('error', onLost);
+      await releaseAfterError(client, lost ?? err, true);
+      return map(err);
+    };
+    const mapError = (err: unknown) => this.#mapError(lost ?? err, tenantId, limits);
     try {
-      // BEGIN and the tenant setting in one round trip.
-      if (this.options.scopeMode === 'explicit') {
-        await runPipelined(client, `SET LOCAL ${this.options.settingName} = ${quoteLiteral(tenantId)}`, [], [BEGIN]);
-      } else {
-        await runPipelined(client, SET_TENANT.text, [this.options.settingName, tenantId], [BEGIN]);
-      }
+      // BEGIN, the tenant setting and the limits in one round trip (the last step is sent as the statement).
+      const steps = this.#scopeSteps(tenantId, limits, false);
+      if (steps[0] !== BEGIN) steps.unshift(BEGIN);
+      const last = steps.pop() as PreparedStep;
+      await runPipelined(client, last.text, last.values, steps);
     } catch (err) {
-      await releaseAfterError(client, err, true);
-      throw mapPgError(err);
+      throw await fail(err, mapPgError);
     }
-    const tx = new Transaction(tenantId, client, this.#guard);
+    const tx = new Transaction(tenantId, client, this.#guard, mapError);
     let result: T;
     try {
       result = await runWithTenant(tenantId, () => fn(tx));
     } catch (err) {
       tx.end();
-      await releaseAfterError(client, err, true);
-      throw mapPgError(err);
+      throw await fail(err, mapPgError);
     }
     tx.end();
     try {
       await client.query('COMMIT');
-      client.release();
     } catch (err) {
-      await releaseAfterError(client, err, true);
-      throw mapPgError(err);
+      throw await fail(err, mapError);
     }
+    client.removeListener('error', onLost);
+    client.release();
     return result;
   }
 

@@ -5,3 +5,4 @@ export { parseUsageEvent, parseUsageBatch, type UsageEventInput, type UsageEvent
 export { Metering, resolveMeteringOptions, usageToCsv, quotaExceeded, rateLimited, type MeteringOptions, type ResolvedMeteringOptions, type RecordResult, type BatchResult, type UsageQuery, type UsageRow, type QuotaDecision } from './metering.ts';
 export { RateLimiter, PostgresRateLimitStore, RedisRateLimitStore, type RateLimitStore, type RateLimitDecision, type LimiterOptions } from './rate-limit.ts';
 export { Webhooks, WebhookRelay, verifyWebhook, writeOutboxEvent, backoffMs, type WebhookEndpoint, type RelayOptions, type RelayRound, type ReplayFilter, type VerifiedWebhook, type BillingEventType } from './webhooks.ts';
+export { planLimits } from './plan-limits.ts';
