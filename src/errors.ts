@@ -65,6 +65,12 @@ export const ERROR_CODES = {
     hint: 'Constrain every tenant table reference with tenant_id = <the tenant parameter>, or use the query builder.',
   },
   query_failed: { status: 500, hint: 'See the cause for the database error.' },
+  // break-glass access (src/access)
+  break_glass_invalid: {
+    status: 400,
+    hint: "Open break-glass access with actor (who), reason (why), tenant (an id or 'all') and ttlMs (1000..28800000); details.field names the bad one.",
+  },
+  break_glass_expired: { status: 403, hint: 'The break-glass grant expired or was closed: open a new one (with its own reason) to continue.' },
   // HTTP (tenantwall/fastify and the reference service)
   unauthenticated: {
     status: 401,

@@ -87,6 +87,15 @@ export function resolveLimits(limits: DbLimits, prefix = 'limits'): ResolvedLimi
   return Object.freeze({ limits: Object.freeze(out) as DbLimits, settings: Object.freeze(settings), mask });
 }
 
+const resolved = new WeakMap<DbLimits, ResolvedLimits>();
+
+/** `resolveLimits`, once per limits object (plans and providers hand out the same object every time). */
+export function resolveLimitsOnce(limits: DbLimits, prefix: string): ResolvedLimits {
+  let r = resolved.get(limits);
+  if (!r) resolved.set(limits, (r = resolveLimits(limits, prefix)));
+  return r;
+}
+
 const NO_LIMITS = resolveLimits({});
 export { NO_LIMITS };
 

@@ -7,7 +7,7 @@ import { type MigrateResult, type Migration, applyMigrations, renderMigrations, 
 import { currentTenantContext, requireTenantId, runWithTenant } from '../tenant/context.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from './embedded.ts';
-import { type DbLimits, LimitCounter, type LimitExceeded, type LimitName, type LimitsProvider, LimitSteps, NO_LIMITS, type ResolvedLimits, limitOf, resolveLimits } from './limits.ts';
+import { type DbLimits, LimitCounter, type LimitExceeded, type LimitName, type LimitsProvider, LimitSteps, NO_LIMITS, type ResolvedLimits, limitOf, resolveLimitsOnce } from './limits.ts';
 import { isConnectionError, mapPgError } from './pg-errors.ts';
 import { type PreparedStep, runPipelined } from './pipelined-query.ts';
 import { StatementCache } from './statement-cache.ts';
@@ -161,7 +161,6 @@ export class Tenantwall {
   readonly #statements: StatementCache | undefined;
   readonly #limitSteps: LimitSteps;
   readonly #limitsProvider: LimitsProvider | undefined;
-  readonly #resolvedLimits = new WeakMap<DbLimits, ResolvedLimits>();
   readonly #limitCounter: LimitCounter;
   #closed = false;
 
@@ -243,7 +242,7 @@ export class Tenantwall {
 
   /** A scoped handle for `tenantId` (validated; throws `invalid_tenant_id`), optionally with its own database limits. */
   forTenant(tenantId: TenantId | string, options?: ForTenantOptions): TenantScope {
-    const limits = options?.limits === undefined ? undefined : resolveLimits(options.limits, 'forTenant limits');
+    const limits = options?.limits === undefined ? undefined : resolveLimitsOnce(options.limits, 'forTenant limits');
     return new TenantScope(this, TenantId.parse(tenantId), limits);
   }
 
@@ -321,10 +320,7 @@ export class Tenantwall {
 
   async #providedLimits(tenantId: TenantId): Promise<ResolvedLimits> {
     const limits = await (this.#limitsProvider as LimitsProvider)(tenantId);
-    if (limits === undefined) return NO_LIMITS;
-    let resolved = this.#resolvedLimits.get(limits);
-    if (!resolved) this.#resolvedLimits.set(limits, (resolved = resolveLimits(limits, 'limits provider')));
-    return resolved;
+    return limits === undefined ? NO_LIMITS : resolveLimitsOnce(limits, 'limits provider');
   }
 
   #mapError(err: unknown, tenantId: TenantId, limits: ResolvedLimits): unknown {
