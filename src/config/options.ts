@@ -3,6 +3,8 @@ import { TenantwallError } from '../errors.ts';
 
 /** How a single tenant-scoped statement carries the tenant to the database. */
 export type ScopeMode = 'implicit' | 'explicit';
+/** What sits between the application pool and PostgreSQL (docs/poolers.md). */
+export type PoolerMode = 'none' | 'transaction';
 
 /**
  * Options of the database layer. Resolved once by `resolveOptions`: explicit value > environment variable >
@@ -56,6 +58,12 @@ export interface TenantwallOptions {
   embeddedDataDir?: string | undefined;
   /** Port of the embedded server. Env `TENANTWALL_EMBEDDED_PORT`. Default 54329. */
   embeddedPort?: number | undefined;
+  /**
+   * `transaction`: the application connections go through a transaction-mode pooler (PgBouncer, Supavisor, RDS
+   * Proxy, ...): unnamed statements only (no statement cache), no startup parameters, statementTimeoutMs set per
+   * transaction. Env `TENANTWALL_POOLER`. Default `none`. docs/poolers.md.
+   */
+  pooler?: PoolerMode | undefined;
 }
 
 export type ResolvedOptions = Readonly<{
@@ -74,6 +82,7 @@ export type ResolvedOptions = Readonly<{
   connectTimeoutMs: number;
   embeddedDataDir: string;
   embeddedPort: number;
+  pooler: PoolerMode;
 }>;
 
 const IDENT_RE = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -146,6 +155,8 @@ export function resolveOptions(input: TenantwallOptions = {}, env: NodeJS.Proces
   if (!SETTING_RE.test(settingName)) throw invalid('settingName', 'must look like namespace.name (lowercase)');
   const scopeMode = input.scopeMode ?? (envStr(env, 'TENANTWALL_SCOPE_MODE') as ScopeMode | undefined) ?? 'implicit';
   if (scopeMode !== 'implicit' && scopeMode !== 'explicit') throw invalid('scopeMode', 'must be "implicit" or "explicit"');
+  const pooler = input.pooler ?? (envStr(env, 'TENANTWALL_POOLER') as PoolerMode | undefined) ?? 'none';
+  if (pooler !== 'none' && pooler !== 'transaction') throw invalid('pooler (TENANTWALL_POOLER)', 'must be "none" or "transaction"');
 
   return Object.freeze({
     databaseUrl,
@@ -173,5 +184,6 @@ export function resolveOptions(input: TenantwallOptions = {}, env: NodeJS.Proces
     ),
     embeddedDataDir: input.embeddedDataDir ?? envStr(env, 'TENANTWALL_DATA_DIR') ?? '.data/postgres',
     embeddedPort: positive('embeddedPort', input.embeddedPort ?? envInt(env, 'TENANTWALL_EMBEDDED_PORT') ?? 54329, 1, 65535),
+    pooler,
   });
 }

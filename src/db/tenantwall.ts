@@ -7,9 +7,10 @@ import { type MigrateResult, type Migration, applyMigrations, renderMigrations, 
 import { currentTenantContext, requireTenantId, runWithTenant } from '../tenant/context.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from './embedded.ts';
-import { type DbLimits, LimitCounter, type LimitExceeded, type LimitName, type LimitsProvider, LimitSteps, NO_LIMITS, type ResolvedLimits, limitOf, resolveLimitsOnce } from './limits.ts';
+import { type DbLimits, LimitCounter, type LimitExceeded, type LimitName, type LimitsProvider, LimitSteps, NO_LIMITS, type ResolvedLimits, limitOf, resolveLimits, resolveLimitsOnce } from './limits.ts';
 import { isConnectionError, mapPgError } from './pg-errors.ts';
 import { type PreparedStep, runPipelined } from './pipelined-query.ts';
+import { poolerStartupError } from './pooler.ts';
 import { StatementCache } from './statement-cache.ts';
 import { TenantRegistry } from './tenant-registry.ts';
 
@@ -162,6 +163,11 @@ export class Tenantwall {
   readonly #limitSteps: LimitSteps;
   readonly #limitsProvider: LimitsProvider | undefined;
   readonly #limitCounter: LimitCounter;
+  readonly #begin: PreparedStep;
+  readonly #commit: PreparedStep;
+  readonly #setGenericPlan: PreparedStep;
+  readonly #baseLimits: DbLimits | undefined;
+  readonly #sentLimits = new WeakMap<ResolvedLimits, ResolvedLimits>();
   #closed = false;
 
   private constructor(
@@ -179,9 +185,18 @@ export class Tenantwall {
     this.#ownerPool = ownerPool;
     this.#embedded = embedded;
     this.#guard = guard;
-    this.#statements = options.statementCacheSize > 0 ? new StatementCache(options.statementCacheSize) : undefined;
+    // Behind a transaction-mode pooler consecutive transactions may run on different server connections, where
+    // a named statement prepared on another one does not exist: unnamed statements only (docs/poolers.md).
+    const pooled = options.pooler === 'transaction';
+    this.#statements = options.statementCacheSize > 0 && !pooled ? new StatementCache(options.statementCacheSize) : undefined;
+    const step = (s: PreparedStep) => (pooled ? Object.freeze({ ...s, name: '' }) : s);
+    this.#begin = step(BEGIN);
+    this.#commit = step(COMMIT);
+    this.#setGenericPlan = step(SET_GENERIC_PLAN);
+    // The pooler forwards no startup parameters: the connection's statement timeout travels with every transaction.
+    this.#baseLimits = pooled && options.statementTimeoutMs > 0 ? { statementTimeoutMs: options.statementTimeoutMs } : undefined;
     this.tenants = new TenantRegistry(this);
-    this.#limitSteps = new LimitSteps(true);
+    this.#limitSteps = new LimitSteps(!pooled);
     this.#limitsProvider = input.limits;
     this.#limitCounter = new LimitCounter(input.onLimitExceeded);
   }
@@ -220,10 +235,10 @@ export class Tenantwall {
         connectionString: appUrl,
         max: options.poolSize,
         connectionTimeoutMillis: options.connectTimeoutMs,
-        statement_timeout: options.statementTimeoutMs === 0 ? undefined : options.statementTimeoutMs,
+        statement_timeout: options.statementTimeoutMs === 0 || options.pooler !== 'none' ? undefined : options.statementTimeoutMs,
         application_name: 'tenantwall-app',
         // Prepared statements must not fall back to one generic plan shared by every tenant (design.md).
-        ...(options.statementCacheSize > 0 ? { options: '-c plan_cache_mode=force_custom_plan' } : {}),
+        ...(options.statementCacheSize > 0 && options.pooler === 'none' ? { options: '-c plan_cache_mode=force_custom_plan' } : {}),
       } as pg.PoolConfig);
       appPool.on('error', () => undefined);
       await checkAppRole(appPool);
@@ -232,7 +247,7 @@ export class Tenantwall {
       await appPool?.end().catch(() => undefined);
       await ownerPool.end().catch(() => undefined);
       await embedded?.stop().catch(() => undefined);
-      throw mapPgError(err);
+      throw poolerStartupError(err) ?? mapPgError(err);
     }
   }
 
@@ -284,7 +299,7 @@ export class Tenantwall {
     const limits = scopeLimits ?? (this.#limitsProvider ? await this.#providedLimits(tenantId) : NO_LIMITS);
     const before = this.#scopeSteps(tenantId, limits, generic);
     const client = await this.#checkout(this.#appPool);
-    const after = explicit ? [COMMIT] : [];
+    const after = explicit ? [this.#commit] : [];
     const cache = this.#statements;
     for (let attempt = 0; ; attempt++) {
       const statement = cache?.acquire(client, sql);
@@ -310,12 +325,21 @@ export class Tenantwall {
    * statement: the setting is local to this pipeline's transaction, like the tenant and the limits.
    */
   #scopeSteps(tenantId: TenantId, limits: ResolvedLimits, generic: boolean): PreparedStep[] {
-    if (this.options.scopeMode !== 'explicit') return [this.#limitSteps.tenantStep(this.options.settingName, tenantId, limits, generic)];
-    const steps = [BEGIN, setLocalStep(this.options.settingName, tenantId)];
-    const limitsStep = this.#limitSteps.limitsStep(limits);
+    const sent = this.#withBase(limits);
+    if (this.options.scopeMode !== 'explicit') return [this.#limitSteps.tenantStep(this.options.settingName, tenantId, sent, generic)];
+    const steps = [this.#begin, setLocalStep(this.options.settingName, tenantId)];
+    const limitsStep = this.#limitSteps.limitsStep(sent);
     if (limitsStep) steps.push(limitsStep);
-    if (generic) steps.push(SET_GENERIC_PLAN);
+    if (generic) steps.push(this.#setGenericPlan);
     return steps;
+  }
+
+  /** The tenant's limits over the connection-wide ones a pooler does not carry (errors are still mapped by the tenant's). */
+  #withBase(limits: ResolvedLimits): ResolvedLimits {
+    if (!this.#baseLimits) return limits;
+    let sent = this.#sentLimits.get(limits);
+    if (!sent) this.#sentLimits.set(limits, (sent = resolveLimits({ ...this.#baseLimits, ...limits.limits }, 'limits')));
+    return sent;
   }
 
   async #providedLimits(tenantId: TenantId): Promise<ResolvedLimits> {
@@ -339,15 +363,16 @@ export class Tenantwall {
     const onLost = (err: unknown) => (lost ??= err);
     client.on('error', onLost);
     const fail = async (err: unknown, map: (err: unknown) => unknown) => {
-      client.removeListener('error', onLost);
+      // The listener stays until the client is released: the ROLLBACK may meet the same end of the session.
       await releaseAfterError(client, lost ?? err, true);
+      client.removeListener('error', onLost);
       return map(err);
     };
     const mapError = (err: unknown) => this.#mapError(lost ?? err, tenantId, limits);
     try {
       // BEGIN, the tenant setting and the limits in one round trip (the last step is sent as the statement).
       const steps = this.#scopeSteps(tenantId, limits, false);
-      if (steps[0] !== BEGIN) steps.unshift(BEGIN);
+      if (steps[0] !== this.#begin) steps.unshift(this.#begin);
       const last = steps.pop() as PreparedStep;
       await runPipelined(client, last.text, last.values, steps);
     } catch (err) {
