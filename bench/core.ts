@@ -6,7 +6,7 @@
 import { defineSchema, tenantTable, type Migration, type TenantId } from '../src/index.ts';
 import { type BenchHarness, measure, postgresCpu, postgresCpuSince } from './harness.ts';
 
-const schema = defineSchema({
+export const schema = defineSchema({
   tables: [
     tenantTable({
       name: 'invoices',
@@ -18,7 +18,7 @@ const schema = defineSchema({
     }),
   ],
 });
-const migrations: Migration[] = [
+export const migrations: Migration[] = [
   { version: 1, name: 'init', sql: (ctx) => ctx.createSchema() },
   {
     version: 2,
@@ -49,7 +49,7 @@ function fmt(n: number, digits = 0): string {
  * its throughput, latencies and ratio to the first variant measured in the SAME round: on a shared 2-core
  * machine throughput drifts by tens of percent between rounds, far more than between variants within one.
  */
-async function compare(title: string, variants: Variant[]): Promise<Map<string, { ops: number; ratio: number }>> {
+export async function compare(title: string, variants: Variant[]): Promise<Map<string, { ops: number; ratio: number }>> {
   const samples = new Map<string, Array<{ opsPerSec: number; p50: number; p99: number; ratio: number; pgUs: number }>>();
   for (const v of variants) await measure(v.op, { durationMs: 500, concurrency: CONCURRENCY }); // warm-up
   for (let r = 0; r < ROUNDS; r++) {

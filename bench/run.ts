@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { openHarness, type BenchHarness } from './harness.ts';
 
-const ORDER = ['core', 'guard', 'http', 'partitioning', 'audit', 'metering'];
+const ORDER = ['core', 'poolers', 'guard', 'http', 'partitioning', 'audit', 'metering'];
 const requested = process.argv.slice(2);
 const parts = (requested.length > 0 ? requested : ORDER).filter((p) => {
   const exists = fs.existsSync(new URL(`./${p}.ts`, import.meta.url));
