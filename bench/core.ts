@@ -6,7 +6,7 @@
 import { defineSchema, tenantTable, type Migration, type TenantId } from '../src/index.ts';
 import { type BenchHarness, measure, postgresCpu, postgresCpuSince } from './harness.ts';
 
-const schema = defineSchema({
+export const schema = defineSchema({
   tables: [
     tenantTable({
       name: 'invoices',
@@ -18,7 +18,7 @@ const schema = defineSchema({
     }),
   ],
 });
-const migrations: Migration[] = [
+export const migrations: Migration[] = [
   { version: 1, name: 'init', sql: (ctx) => ctx.createSchema() },
   {
     version: 2,
@@ -30,6 +30,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON invoices_plain TO ${ctx.appRole};`,
   },
 ];
 
+const PLAN_LIMITS = Object.freeze({ statementTimeoutMs: 30_000, lockTimeoutMs: 5_000, idleInTransactionSessionTimeoutMs: 60_000, workMem: '4MB' });
 const TENANTS = 100;
 const PER_TENANT = 1000;
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 2000);
@@ -48,7 +49,7 @@ function fmt(n: number, digits = 0): string {
  * its throughput, latencies and ratio to the first variant measured in the SAME round: on a shared 2-core
  * machine throughput drifts by tens of percent between rounds, far more than between variants within one.
  */
-async function compare(title: string, variants: Variant[]): Promise<Map<string, { ops: number; ratio: number }>> {
+export async function compare(title: string, variants: Variant[]): Promise<Map<string, { ops: number; ratio: number }>> {
   const samples = new Map<string, Array<{ opsPerSec: number; p50: number; p99: number; ratio: number; pgUs: number }>>();
   for (const v of variants) await measure(v.op, { durationMs: 500, concurrency: CONCURRENCY }); // warm-up
   for (let r = 0; r < ROUNDS; r++) {
@@ -81,13 +82,15 @@ export default async function run(h: BenchHarness): Promise<void> {
   const db = await h.createTenantwall(schema, migrations, { poolSize: POOL });
   const explicitDb = await h.createTenantwall(schema, migrations, { poolSize: POOL, scopeMode: 'explicit' });
   const uncachedDb = await h.createTenantwall(schema, migrations, { poolSize: POOL, statementCacheSize: 0 });
+  // Per-plan database limits (issue 17): every limit set, from an async provider like planLimits(metering).
+  const limitsDb = await h.createTenantwall(schema, migrations, { poolSize: POOL, limits: async () => PLAN_LIMITS });
   const tenants: TenantId[] = [];
   for (let i = 0; i < TENANTS; i++) tenants.push((await db.tenants.create({ slug: `t${i}`, name: `T${i}` })).id);
-  for (const other of [explicitDb, uncachedDb]) {
+  for (const other of [explicitDb, uncachedDb, limitsDb]) {
     for (const [i, id] of tenants.entries()) await other.tenants.create({ slug: `t${i}`, name: `T${i}`, id });
   }
   const admin = db.dangerouslyCrossTenant();
-  for (const target of [db, explicitDb, uncachedDb]) {
+  for (const target of [db, explicitDb, uncachedDb, limitsDb]) {
     const a = target.dangerouslyCrossTenant();
     await a.query(`INSERT INTO invoices (tenant_id, customer, amount_cents)
       SELECT t.id, 'c' || g, g FROM tenants t, generate_series(1, ${PER_TENANT}) g`);
@@ -125,6 +128,14 @@ export default async function run(h: BenchHarness): Promise<void> {
     },
   ]);
   console.log(`  => scoped lookup / bare lookup = ${fmt(lookups.get('forTenant(id).query, implicit (1 round trip)')?.ratio ?? 0, 2)} (target >= 0.90); with plan: 'generic' ${fmt(lookups.get("forTenant(id).query, plan: 'generic'")?.ratio ?? 0, 2)}`);
+
+  const limited = await compare('per-plan database limits on the primary-key lookup', [
+    { name: 'forTenant(id).query, no limits', op: (i) => db.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id]) },
+    { name: 'forTenant(id).query, 4 limits from a provider', op: (i) => limitsDb.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id]) },
+    { name: 'forTenant(id, { limits }).query, 4 limits', op: (i) => db.forTenant(key(i).tenant_id, { limits: PLAN_LIMITS }).query(lookup, [key(i).tenant_id, key(i).id]) },
+  ]);
+  const cost = (name: string) => fmt((1 - (limited.get(name)?.ratio ?? 0)) * 100, 1);
+  console.log(`  => cost of per-plan limits: provider ${cost('forTenant(id).query, 4 limits from a provider')}%, forTenant option ${cost('forTenant(id, { limits }).query, 4 limits')}% (target < 3%)`);
 
   let n = 0;
   const insert = 'INSERT INTO invoices (tenant_id, customer, amount_cents) VALUES ($1, $2, $3)';

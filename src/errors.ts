@@ -55,6 +55,10 @@ export const ERROR_CODES = {
   import_checksum_mismatch: { status: 400, hint: 'A file of the export does not match its manifest (size, sha256 or row count); re-export it. Nothing was imported.' },
   // data path
   statement_timeout: { status: 503, hint: 'The statement ran longer than statementTimeoutMs; retry or narrow the query.' },
+  plan_limit_exceeded: {
+    status: 422,
+    hint: "The statement needed more than the tenant's plan allows (details.limit, details.limit_ms): narrow the request or move to a plan with higher database limits.",
+  },
   row_security_violation: { status: 403, hint: 'A row can only be written with the tenant_id of the current tenant.' },
   unscoped_query: {
     status: 500,
@@ -62,6 +66,12 @@ export const ERROR_CODES = {
   },
   guard_not_ready: { status: 500, hint: 'Await guard.ready() (Tenantwall.connect does) before the first check: the SQL parser loads asynchronously.' },
   query_failed: { status: 500, hint: 'See the cause for the database error.' },
+  // break-glass access (src/access)
+  break_glass_invalid: {
+    status: 400,
+    hint: "Open break-glass access with actor (who), reason (why), tenant (an id or 'all') and ttlMs (1000..28800000); details.field names the bad one.",
+  },
+  break_glass_expired: { status: 403, hint: 'The break-glass grant expired or was closed: open a new one (with its own reason) to continue.' },
   // HTTP (tenantwall/fastify and the reference service)
   unauthenticated: {
     status: 401,

@@ -8,6 +8,7 @@ export {
   TenantScope,
   type CreateTenantwallOptions,
   type CrossTenantHandle,
+  type ForTenantOptions,
   type Params,
   type QueryOptions,
   type Row,
@@ -18,6 +19,8 @@ export {
 export { TenantRegistry, parseSlug, assertActive, type Tenant, type TenantStatus, type CreateTenantInput } from './db/tenant-registry.ts';
 export { startEmbeddedPostgres, type EmbeddedServer, type EmbeddedServerOptions } from './db/embedded.ts';
 export { mapPgError, isConnectionError } from './db/pg-errors.ts';
+// per-tenant database limits (issue 17)
+export { resolveLimits, type DbLimits, type LimitsProvider, type LimitName, type LimitExceeded, type ResolvedLimits } from './db/limits.ts';
 export {
   defineSchema,
   tenantTable,
@@ -78,3 +81,4 @@ export { rateLimited } from './metering/plan-rate-limits.ts';
 export type { ClosePeriodInput } from './metering/billing.ts';
 export { RateLimiter, PostgresRateLimitStore, RedisRateLimitStore, type RateLimitStore, type RateLimitDecision, type LimiterOptions, type RedisClientLike } from './metering/rate-limit.ts';
 export { Webhooks, WebhookRelay, verifyWebhook, writeOutboxEvent, retryDelayMs, webhookId, resolveWebhooksOptions, BILLING_EVENT_TYPES, DEFAULT_RETRY_SCHEDULE_MS, type WebhookEndpoint, type WebhookDelivery, type WebhooksOptions, type RelayOptions, type RelayRound, type ReplayFilter, type VerifiedWebhook, type BillingEventType } from './metering/webhooks.ts';
+export { planLimits } from './metering/plan-limits.ts';

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../src/index.ts';
+import { startPgBouncer, type PgBouncer } from './poolers/pgbouncer.ts';
 
 const files = process.argv.slice(2);
 let embedded: EmbeddedServer | undefined;
@@ -33,6 +34,17 @@ if (exists.rowCount === 0) await admin.query(`CREATE ROLE tenantwall_app LOGIN N
 await admin.query(`ALTER ROLE tenantwall_app PASSWORD '${appPassword}'`);
 await admin.end();
 
+// TW_TEST_PGBOUNCER=1: the application role's connections of every test go through PgBouncer in transaction
+// mode (4 server connections per database), tenantwall told so (pooler: 'transaction'); docs/poolers.md.
+let pooler: PgBouncer | undefined;
+const poolerEnv: Record<string, string> = {};
+if (process.env.TW_TEST_PGBOUNCER === '1') {
+  const server = new URL(adminUrl);
+  pooler = await startPgBouncer({ serverHost: server.hostname, serverPort: Number(server.port || 5432), users: { tenantwall_app: appPassword }, poolSize: 4 });
+  poolerEnv.TW_TEST_POOLER_URL = pooler.url('tenantwall_app', appPassword, 'postgres');
+  console.log(`# application connections through PgBouncer on 127.0.0.1:${pooler.port} (transaction mode, 4 server connections per database)`);
+}
+
 function findTests(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
     const p = path.join(dir, e.name);
@@ -48,11 +60,13 @@ const child = spawn(
     stdio: 'inherit',
     env: {
       ...process.env,
+      ...poolerEnv,
       // `tenantwall` imported by name (the reference service) resolves to src/, the same modules the tests import.
       NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --conditions=tenantwall-source`.trim(),
       TW_TEST_ADMIN_URL: adminUrl, TENANTWALL_APP_PASSWORD: appPassword, TENANTWALL_MANAGE_ROLES: 'false' },
   },
 );
 const code: number = await new Promise((resolve) => child.on('exit', (c, sig) => resolve(c ?? (sig ? 1 : 0))));
+await pooler?.stop();
 await embedded?.stop();
 process.exit(code);

@@ -4,6 +4,8 @@ import { type OptionType, bool, defineOptions, ident, int, invalidOption, oneOf,
 
 /** How a single tenant-scoped statement carries the tenant to the database. */
 export type ScopeMode = 'implicit' | 'explicit';
+/** What sits between the application pool and PostgreSQL (docs/poolers.md). */
+export type PoolerMode = 'none' | 'transaction';
 
 /**
  * Options of the database layer. Resolved once by `resolveOptions`: explicit value > environment variable >
@@ -57,6 +59,12 @@ export interface TenantwallOptions {
   embeddedDataDir?: string | undefined;
   /** Port of the embedded server. Env `TENANTWALL_EMBEDDED_PORT`. Default 54329. */
   embeddedPort?: number | undefined;
+  /**
+   * `transaction`: the application connections go through a transaction-mode pooler (PgBouncer, Supavisor, RDS
+   * Proxy, ...): unnamed statements only (no statement cache), no startup parameters, statementTimeoutMs set per
+   * transaction. Env `TENANTWALL_POOLER`. Default `none`. docs/poolers.md.
+   */
+  pooler?: PoolerMode | undefined;
 }
 
 /** `TenantwallOptions` after resolution (`db.options`). */
@@ -76,6 +84,7 @@ export type ResolvedOptions = Readonly<{
   connectTimeoutMs: number;
   embeddedDataDir: string;
   embeddedPort: number;
+  pooler: PoolerMode;
 }>;
 
 /** Parses a postgres:// URL; throws `database_url_invalid` naming the option. */
@@ -134,6 +143,7 @@ export const CORE_OPTIONS = defineOptions('Tenantwall', {
   connectTimeoutMs: { env: 'TENANTWALL_CONNECT_TIMEOUT_MS', default: 5_000, type: int(1, 600_000), doc: 'How long to wait for a connection.' },
   embeddedDataDir: { env: 'TENANTWALL_DATA_DIR', default: '.data/postgres', type: str(), doc: 'Data folder of the embedded server.' },
   embeddedPort: { env: 'TENANTWALL_EMBEDDED_PORT', default: 54329, type: int(1, 65535), doc: 'Port of the embedded server.' },
+  pooler: { env: 'TENANTWALL_POOLER', default: 'none', type: oneOf(['none', 'transaction']), doc: 'A transaction-mode pooler between the application pool and PostgreSQL.' },
 });
 
 /** Resolves `TenantwallOptions`: explicit option, then environment variable, then default; validated and frozen. */

@@ -7,6 +7,9 @@ export function isConnectionError(err: unknown): boolean {
   const e = err as { code?: string; message?: string } | undefined;
   if (!e) return false;
   if (e.code !== undefined && CONNECTION_CODES.has(e.code)) return true;
+  // FATAL ends the session whatever the code, e.g. PgBouncer's 08P01 "server conn crashed?" when the server
+  // connection of a client's transaction died (docs/poolers.md).
+  if ((err as { severity?: string }).severity === 'FATAL') return true;
   // 57P01 admin shutdown / terminate_backend, 57P02 crash shutdown, 57P03 cannot connect now, 08xxx connection.
   // 28xxx: authentication failed, which also means no usable connection. 08P01 (protocol violation, e.g. a
   // wrong parameter count) is the caller's mistake on a healthy connection.

@@ -2,7 +2,6 @@ import { TenantwallError } from '../errors.ts';
 import { quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import type pg from 'pg';
-import type { Tenantwall } from './tenantwall.ts';
 
 /** Lifecycle state of a tenant: `active`, `suspended` or `deleted`. */
 export type TenantStatus = 'active' | 'suspended' | 'deleted';
@@ -41,12 +40,24 @@ function toTenant(r: TenantRow): Tenant {
   return Object.freeze({ id: r.id as TenantId, slug: r.slug, name: r.name, status: r.status, createdAt: r.created_at });
 }
 
+/**
+ * What the registry needs of its Tenantwall: the registry table's name and the owner handle (not the whole
+ * instance, so the registry does not depend on the module that creates it).
+ */
+export interface RegistryHost {
+  readonly schema: { readonly registryTable: string };
+  dangerouslyCrossTenant(): {
+    query<R extends pg.QueryResultRow = Record<string, any>>(sql: string, params?: readonly unknown[]): Promise<pg.QueryResult<R>>;
+    transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
+  };
+}
+
 /** The tenants registry: a global table written only through the owner connection. */
 export class TenantRegistry {
-  readonly #db: Tenantwall;
+  readonly #db: RegistryHost;
   #listeners: Array<(tenant: Tenant) => void> = [];
 
-  constructor(db: Tenantwall) {
+  constructor(db: RegistryHost) {
     this.#db = db;
   }
 

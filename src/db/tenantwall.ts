@@ -7,8 +7,10 @@ import { type MigrateResult, type Migration, applyMigrations, renderMigrations, 
 import { currentTenantContext, requireTenantId, runWithTenant } from '../tenant/context.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from './embedded.ts';
+import { type DbLimits, LimitCounter, type LimitExceeded, type LimitName, type LimitsProvider, LimitSteps, NO_LIMITS, type ResolvedLimits, limitOf, resolveLimits, resolveLimitsOnce } from './limits.ts';
 import { isConnectionError, mapPgError } from './pg-errors.ts';
 import { type PreparedStep, runPipelined } from './pipelined-query.ts';
+import { poolerStartupError } from './pooler.ts';
 import { StatementCache } from './statement-cache.ts';
 import { TenantRegistry } from './tenant-registry.ts';
 import { withTransaction } from './transaction.ts';
@@ -63,27 +65,39 @@ export interface CreateTenantwallOptions extends TenantwallOptions {
   embeddedSettings?: Record<string, string> | undefined;
   /** Delete the embedded data folder on close (tests). Default false. */
   embeddedThrowaway?: boolean | undefined;
+  /** Database limits per tenant (e.g. of its plan: `planLimits(metering)`), consulted when a scope has none of its own. */
+  limits?: LimitsProvider | undefined;
+  /** Called when a tenant's limit cancels a statement (after it is counted in `limitsExceeded`). */
+  onLimitExceeded?: ((e: LimitExceeded) => void) | undefined;
+}
+
+/** Options of `forTenant`. */
+export interface ForTenantOptions {
+  /** Database limits of this scope's statements and transactions, instead of the `limits` provider's. */
+  limits?: DbLimits | undefined;
 }
 
 /** A unit of work for one tenant. Immutable: derive a new one with `db.forTenant(other)`. */
 export class TenantScope implements TenantQueryable {
   readonly tenantId: TenantId;
   readonly #db: Tenantwall;
+  readonly #limits: ResolvedLimits | undefined;
 
-  constructor(db: Tenantwall, tenantId: TenantId) {
+  constructor(db: Tenantwall, tenantId: TenantId, limits?: ResolvedLimits) {
     this.#db = db;
     this.tenantId = tenantId;
+    this.#limits = limits;
     Object.freeze(this);
   }
 
   /** One statement, scoped to this tenant for its own transaction only, in one network round trip. */
   query<R extends Row = Row>(sql: string, params: Params = [], options?: QueryOptions): Promise<pg.QueryResult<R>> {
-    return this.#db.runScoped<R>(this.tenantId, sql, params, options);
+    return this.#db.runScoped<R>(this.tenantId, sql, params, options, this.#limits);
   }
 
   /** An interactive transaction with the tenant set first; commits when `fn` resolves, rolls back when it throws. */
   transaction<T>(fn: (tx: TenantTransaction) => Promise<T>): Promise<T> {
-    return this.#db.runTransaction(this.tenantId, fn);
+    return this.#db.runTransaction(this.tenantId, fn, this.#limits);
   }
 
   /** Runs `fn` with this tenant as the implicit (AsyncLocalStorage) tenant. */
@@ -96,11 +110,13 @@ class Transaction implements TenantTransaction {
   readonly tenantId: TenantId;
   #client: pg.PoolClient | undefined;
   readonly #guard: StatementGuard | undefined;
+  readonly #mapError: (err: unknown) => unknown;
 
-  constructor(tenantId: TenantId, client: pg.PoolClient, guard: StatementGuard | undefined) {
+  constructor(tenantId: TenantId, client: pg.PoolClient, guard: StatementGuard | undefined, mapError: (err: unknown) => unknown) {
     this.tenantId = tenantId;
     this.#client = client;
     this.#guard = guard;
+    this.#mapError = mapError;
   }
 
   get active(): boolean {
@@ -117,7 +133,7 @@ class Transaction implements TenantTransaction {
     try {
       return await client.query<R>(sql, params as unknown[]);
     } catch (err) {
-      throw mapPgError(err);
+      throw this.#mapError(err);
     }
   }
 
@@ -140,16 +156,6 @@ export interface CrossTenantHandle {
   session(applicationName: string): Promise<pg.Client>;
 }
 
-const SET_TENANT: Omit<PreparedStep, 'values'> = {
-  name: 'tenantwall_set_tenant',
-  text: 'SELECT set_config($1, $2, true)',
-  returnsRow: true,
-};
-const SET_TENANT_GENERIC_PLAN: Omit<PreparedStep, 'values'> = {
-  name: 'tenantwall_set_tenant_generic_plan',
-  text: "SELECT set_config($1, $2, true), set_config('plan_cache_mode', 'force_generic_plan', true)",
-  returnsRow: true,
-};
 const SET_GENERIC_PLAN: PreparedStep = { name: 'tenantwall_generic_plan', text: 'SET LOCAL plan_cache_mode = force_generic_plan', values: [], returnsRow: false };
 // 0A000 "cached plan must not change result type", 26000 "prepared statement does not exist".
 const STALE_STATEMENT = new Set(['0A000', '26000']);
@@ -165,6 +171,14 @@ export class Tenantwall {
   readonly #embedded: EmbeddedServer | undefined;
   readonly #guard: StatementGuard | undefined;
   readonly #statements: StatementCache | undefined;
+  readonly #limitSteps: LimitSteps;
+  readonly #limitsProvider: LimitsProvider | undefined;
+  readonly #limitCounter: LimitCounter;
+  readonly #begin: PreparedStep;
+  readonly #commit: PreparedStep;
+  readonly #setGenericPlan: PreparedStep;
+  readonly #baseLimits: DbLimits | undefined;
+  readonly #sentLimits = new WeakMap<ResolvedLimits, ResolvedLimits>();
   #closed = false;
 
   private constructor(
@@ -174,6 +188,7 @@ export class Tenantwall {
     ownerPool: pg.Pool,
     embedded: EmbeddedServer | undefined,
     guard: StatementGuard | undefined,
+    input: CreateTenantwallOptions,
   ) {
     this.options = options;
     this.schema = schema;
@@ -181,8 +196,20 @@ export class Tenantwall {
     this.#ownerPool = ownerPool;
     this.#embedded = embedded;
     this.#guard = guard;
-    this.#statements = options.statementCacheSize > 0 ? new StatementCache(options.statementCacheSize) : undefined;
+    // Behind a transaction-mode pooler consecutive transactions may run on different server connections, where
+    // a named statement prepared on another one does not exist: unnamed statements only (docs/poolers.md).
+    const pooled = options.pooler === 'transaction';
+    this.#statements = options.statementCacheSize > 0 && !pooled ? new StatementCache(options.statementCacheSize) : undefined;
+    const step = (s: PreparedStep) => (pooled ? Object.freeze({ ...s, name: '' }) : s);
+    this.#begin = step(BEGIN);
+    this.#commit = step(COMMIT);
+    this.#setGenericPlan = step(SET_GENERIC_PLAN);
+    // The pooler forwards no startup parameters: the connection's statement timeout travels with every transaction.
+    this.#baseLimits = pooled && options.statementTimeoutMs > 0 ? { statementTimeoutMs: options.statementTimeoutMs } : undefined;
     this.tenants = new TenantRegistry(this);
+    this.#limitSteps = new LimitSteps(!pooled);
+    this.#limitsProvider = input.limits;
+    this.#limitCounter = new LimitCounter(input.onLimitExceeded);
   }
 
   /**
@@ -219,20 +246,20 @@ export class Tenantwall {
         connectionString: appUrl,
         max: options.poolSize,
         connectionTimeoutMillis: options.connectTimeoutMs,
-        statement_timeout: options.statementTimeoutMs === 0 ? undefined : options.statementTimeoutMs,
+        statement_timeout: options.statementTimeoutMs === 0 || options.pooler !== 'none' ? undefined : options.statementTimeoutMs,
         application_name: 'tenantwall-app',
         // Prepared statements must not fall back to one generic plan shared by every tenant (docs/architecture.md).
-        ...(options.statementCacheSize > 0 ? { options: '-c plan_cache_mode=force_custom_plan' } : {}),
+        ...(options.statementCacheSize > 0 && options.pooler === 'none' ? { options: '-c plan_cache_mode=force_custom_plan' } : {}),
       } as pg.PoolConfig);
       appPool.on('error', () => undefined);
       await checkAppRole(appPool);
       await input.guard?.ready?.();
-      return new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard);
+      return new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard, input);
     } catch (err) {
       await appPool?.end().catch(() => undefined);
       await ownerPool.end().catch(() => undefined);
       await embedded?.stop().catch(() => undefined);
-      throw mapPgError(err);
+      throw poolerStartupError(err) ?? mapPgError(err);
     }
   }
 
@@ -240,9 +267,15 @@ export class Tenantwall {
     return { schema: this.schema, appRole: this.options.appRole, settingName: this.options.settingName };
   }
 
-  /** A scoped handle for `tenantId` (validated; throws `invalid_tenant_id`). */
-  forTenant(tenantId: TenantId | string): TenantScope {
-    return new TenantScope(this, TenantId.parse(tenantId));
+  /** A scoped handle for `tenantId` (validated; throws `invalid_tenant_id`), optionally with its own database limits. */
+  forTenant(tenantId: TenantId | string, options?: ForTenantOptions): TenantScope {
+    const limits = options?.limits === undefined ? undefined : resolveLimitsOnce(options.limits, 'forTenant limits');
+    return new TenantScope(this, TenantId.parse(tenantId), limits);
+  }
+
+  /** How many statements of `tenantId` its database limits cancelled in this process, per limit. */
+  limitsExceeded(tenantId: TenantId | string): Readonly<Record<LimitName, number>> {
+    return this.#limitCounter.counts(TenantId.parse(tenantId));
   }
 
   /** A statement in the implicit tenant's scope; `tenant_context_missing` outside a tenant context. */
@@ -266,7 +299,7 @@ export class Tenantwall {
   }
 
   /** @internal used by TenantScope */
-  async runScoped<R extends Row>(tenantId: TenantId, sql: string, params: Params, options?: QueryOptions): Promise<pg.QueryResult<R>> {
+  async runScoped<R extends Row>(tenantId: TenantId, sql: string, params: Params, options?: QueryOptions, scopeLimits?: ResolvedLimits): Promise<pg.QueryResult<R>> {
     this.#assertOpen();
     if (sql.trim() === '') throw new TenantwallError('unscoped_query', 'Empty statement.');
     this.#guard?.check(sql, params, tenantId);
@@ -275,12 +308,10 @@ export class Tenantwall {
       throw new TenantwallError('config_invalid', `Unknown plan option ${JSON.stringify(options.plan)}: use 'custom' or 'generic'.`, { details: { field: 'plan' } });
     }
     const explicit = this.options.scopeMode === 'explicit';
-    // A generic plan is chosen per statement: the setting is local to this pipeline's transaction, like the tenant.
-    const before = explicit
-      ? [BEGIN, setLocalStep(this.options.settingName, tenantId), ...(generic ? [SET_GENERIC_PLAN] : [])]
-      : [{ ...(generic ? SET_TENANT_GENERIC_PLAN : SET_TENANT), values: [this.options.settingName, tenantId] }];
+    const limits = scopeLimits ?? (this.#limitsProvider ? await this.#providedLimits(tenantId) : NO_LIMITS);
+    const before = this.#scopeSteps(tenantId, limits, generic);
     const client = await this.#checkout(this.#appPool);
-    const after = explicit ? [COMMIT] : [];
+    const after = explicit ? [this.#commit] : [];
     const cache = this.#statements;
     for (let attempt = 0; ; attempt++) {
       const statement = cache?.acquire(client, sql);
@@ -296,43 +327,85 @@ export class Tenantwall {
           if (!explicit || (await client.query('ROLLBACK').then(() => true, () => false))) continue;
         }
         await releaseAfterError(client, err, explicit);
-        throw mapPgError(err);
+        throw this.#mapError(err, tenantId, limits);
       }
     }
   }
 
+  /**
+   * The steps that open the tenant's scope before a statement, in its pipeline. A generic plan is chosen per
+   * statement: the setting is local to this pipeline's transaction, like the tenant and the limits.
+   */
+  #scopeSteps(tenantId: TenantId, limits: ResolvedLimits, generic: boolean): PreparedStep[] {
+    const sent = this.#withBase(limits);
+    if (this.options.scopeMode !== 'explicit') return [this.#limitSteps.tenantStep(this.options.settingName, tenantId, sent, generic)];
+    const steps = [this.#begin, setLocalStep(this.options.settingName, tenantId)];
+    const limitsStep = this.#limitSteps.limitsStep(sent);
+    if (limitsStep) steps.push(limitsStep);
+    if (generic) steps.push(this.#setGenericPlan);
+    return steps;
+  }
+
+  /** The tenant's limits over the connection-wide ones a pooler does not carry (errors are still mapped by the tenant's). */
+  #withBase(limits: ResolvedLimits): ResolvedLimits {
+    if (!this.#baseLimits) return limits;
+    let sent = this.#sentLimits.get(limits);
+    if (!sent) this.#sentLimits.set(limits, (sent = resolveLimits({ ...this.#baseLimits, ...limits.limits }, 'limits')));
+    return sent;
+  }
+
+  async #providedLimits(tenantId: TenantId): Promise<ResolvedLimits> {
+    const limits = await (this.#limitsProvider as LimitsProvider)(tenantId);
+    return limits === undefined ? NO_LIMITS : resolveLimitsOnce(limits, 'limits provider');
+  }
+
+  #mapError(err: unknown, tenantId: TenantId, limits: ResolvedLimits): unknown {
+    const limit = limitOf(err, limits);
+    return limit === undefined ? mapPgError(err) : this.#limitCounter.exceeded(tenantId, limit, limits, err);
+  }
+
   /** @internal used by TenantScope */
-  async runTransaction<T>(tenantId: TenantId, fn: (tx: TenantTransaction) => Promise<T>): Promise<T> {
+  async runTransaction<T>(tenantId: TenantId, fn: (tx: TenantTransaction) => Promise<T>, scopeLimits?: ResolvedLimits): Promise<T> {
     this.#assertOpen();
+    const limits = scopeLimits ?? (this.#limitsProvider ? await this.#providedLimits(tenantId) : NO_LIMITS);
     const client = await this.#checkout(this.#appPool);
+    // The server may end the session while the transaction is idle on our side (idle_in_transaction_session_timeout,
+    // pg_terminate_backend): pg then emits 'error' on the checked-out client, which has no listener of its own.
+    let lost: unknown;
+    const onLost = (err: unknown) => (lost ??= err);
+    client.on('error', onLost);
+    const fail = async (err: unknown, map: (err: unknown) => unknown) => {
+      // The listener stays until the client is released: the ROLLBACK may meet the same end of the session.
+      await releaseAfterError(client, lost ?? err, true);
+      client.removeListener('error', onLost);
+      return map(err);
+    };
+    const mapError = (err: unknown) => this.#mapError(lost ?? err, tenantId, limits);
     try {
-      // BEGIN and the tenant setting in one round trip.
-      if (this.options.scopeMode === 'explicit') {
-        await runPipelined(client, `SET LOCAL ${this.options.settingName} = ${quoteLiteral(tenantId)}`, [], [BEGIN]);
-      } else {
-        await runPipelined(client, SET_TENANT.text, [this.options.settingName, tenantId], [BEGIN]);
-      }
+      // BEGIN, the tenant setting and the limits in one round trip (the last step is sent as the statement).
+      const steps = this.#scopeSteps(tenantId, limits, false);
+      if (steps[0] !== this.#begin) steps.unshift(this.#begin);
+      const last = steps.pop() as PreparedStep;
+      await runPipelined(client, last.text, last.values, steps);
     } catch (err) {
-      await releaseAfterError(client, err, true);
-      throw mapPgError(err);
+      throw await fail(err, mapPgError);
     }
-    const tx = new Transaction(tenantId, client, this.#guard);
+    const tx = new Transaction(tenantId, client, this.#guard, mapError);
     let result: T;
     try {
       result = await runWithTenant(tenantId, () => fn(tx));
     } catch (err) {
       tx.end();
-      await releaseAfterError(client, err, true);
-      throw mapPgError(err);
+      throw await fail(err, mapPgError);
     }
     tx.end();
     try {
       await client.query('COMMIT');
-      client.release();
     } catch (err) {
-      await releaseAfterError(client, err, true);
-      throw mapPgError(err);
+      throw await fail(err, mapError);
     }
+    client.removeListener('error', onLost);
+    client.release();
     return result;
   }
 

@@ -6,3 +6,4 @@ export { createJwtVerifier, type JwtVerifier } from './jwt.ts';
 export { toTenantwallError, errorBody, makeErrorHandler, type ErrorBody, type FieldError } from './http-errors.ts';
 export { TtlCache } from '../util/ttl-cache.ts';
 export { meteringPlugin, type MeteringFastifyOptions } from './metering.ts';
+export { accessLogRoutes, type AccessLogRouteOptions } from './access-log.ts';

@@ -11,3 +11,4 @@ export { rateLimited } from './plan-rate-limits.ts';
 export type { ClosePeriodInput } from './billing.ts';
 export { RateLimiter, PostgresRateLimitStore, RedisRateLimitStore, type RateLimitStore, type RateLimitDecision, type LimiterOptions, type RedisClientLike } from './rate-limit.ts';
 export { Webhooks, WebhookRelay, verifyWebhook, writeOutboxEvent, retryDelayMs, webhookId, resolveWebhooksOptions, BILLING_EVENT_TYPES, DEFAULT_RETRY_SCHEDULE_MS, type WebhookEndpoint, type WebhookDelivery, type WebhooksOptions, type RelayOptions, type RelayRound, type ReplayFilter, type VerifiedWebhook, type BillingEventType } from './webhooks.ts';
+export { planLimits } from './plan-limits.ts';

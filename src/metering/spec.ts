@@ -1,3 +1,4 @@
+import { resolveLimits, type DbLimits } from '../db/limits.ts';
 import { TenantwallError } from '../errors.ts';
 
 /** How a meter aggregates its events inside one time bucket. */
@@ -52,12 +53,14 @@ export interface PlanSpec {
   readonly rateLimits?: readonly RateLimitSpec[];
   /** Quotas by name (the name routes refer to, e.g. `invoices`). */
   readonly quotas?: Readonly<Record<string, QuotaSpec>>;
+  /** Database limits of the plan's tenants (statement_timeout, ...), applied with `planLimits(metering)`. */
+  readonly database?: DbLimits;
 }
 
 export type Meter = Readonly<Required<Pick<MeterSpec, 'name' | 'aggregation'>> & { uniqueBy: string | undefined; description: string | undefined; source: MeterSource }>;
 export type Quota = Readonly<{ name: string; meter: string; limit: number; period: QuotaPeriod; enforcement: Enforcement; thresholds: readonly number[] }>;
 export type RateLimit = Readonly<{ scope: 'tenant' | 'apiKey'; per: 'second' | 'minute'; limit: number; enforcement: Enforcement; windowMs: number }>;
-export type Plan = Readonly<{ name: string; rateLimits: readonly RateLimit[]; quotas: Readonly<Record<string, Quota>> }>;
+export type Plan = Readonly<{ name: string; rateLimits: readonly RateLimit[]; quotas: Readonly<Record<string, Quota>>; database: DbLimits | undefined }>;
 
 export interface MeteringSpec {
   readonly meters: readonly MeterSpec[];
@@ -131,7 +134,8 @@ export function defineMetering(spec: MeteringSpec): MeteringModel {
       for (const t of thresholds) if (!Number.isInteger(t) || t < 1 || t > 1000) throw invalid(`plan ${name} quota ${qname}: thresholds are integer percentages 1..1000`);
       quotas[qname] = Object.freeze({ name: qname, meter: q.meter, limit: q.limit, period, enforcement, thresholds: Object.freeze(thresholds) });
     }
-    plans.set(name, Object.freeze({ name, rateLimits: Object.freeze(rateLimits), quotas: Object.freeze(quotas) }));
+    const database = p.database === undefined ? undefined : resolveLimits(p.database, `plan ${name} database`).limits;
+    plans.set(name, Object.freeze({ name, rateLimits: Object.freeze(rateLimits), quotas: Object.freeze(quotas), database }));
   }
   if (!plans.has(spec.defaultPlan)) throw invalid(`defaultPlan ${JSON.stringify(spec.defaultPlan)} is not a declared plan`);
   return Object.freeze({ meters, plans, defaultPlan: spec.defaultPlan });

@@ -311,7 +311,11 @@ for (const scopeMode of ['implicit', 'explicit'] as const) {
   });
 }
 
-describe('one connection, explicit scope mode', () => {
+// Behind a transaction-mode pooler (TW_TEST_PGBOUNCER=1) killing the server backend does not end the client's
+// connection to the pooler, and the named statements this regression is about are not used there.
+const behindPooler = process.env.TW_TEST_POOLER_URL ? 'behind a transaction-mode pooler (no named statements; a killed backend leaves the client connection open)' : false;
+
+describe('one connection, explicit scope mode', { skip: behindPooler }, () => {
   let world: World;
   before(async () => {
     world = await createWorld({ tenants: 2, db: { poolSize: 1, scopeMode: 'explicit' } });

@@ -44,6 +44,12 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   };
 }
 
+/** Under TW_TEST_PGBOUNCER=1 (test/run.ts): the application connections go through PgBouncer in transaction mode. */
+export function poolerOptions(database: string): Partial<CreateTenantwallOptions> {
+  const url = process.env.TW_TEST_POOLER_URL;
+  return url ? { appDatabaseUrl: withDatabase(url, database), pooler: 'transaction' } : {};
+}
+
 export interface TestTenantwall {
   readonly db: Tenantwall;
   readonly database: TestDatabase;
@@ -57,7 +63,7 @@ export async function createTestTenantwall(
   options: Partial<CreateTenantwallOptions> = {},
 ): Promise<TestTenantwall> {
   const database = await createTestDatabase();
-  const db = await Tenantwall.connect({ schema, databaseUrl: database.url, manageRoles: false, ...options });
+  const db = await Tenantwall.connect({ schema, databaseUrl: database.url, manageRoles: false, ...poolerOptions(database.name), ...options });
   await db.migrate(migrations);
   return {
     db,
