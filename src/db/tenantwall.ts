@@ -6,6 +6,7 @@ import { type DdlContext, quoteIdent, quoteLiteral } from '../schema/ddl.ts';
 import { type MigrateResult, type Migration, applyMigrations, renderMigrations, type RenderedMigration } from '../schema/migrations.ts';
 import { currentTenantContext, requireTenantId, runWithTenant } from '../tenant/context.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
+import { checkCitusSettings, detectCitus } from './citus.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from './embedded.ts';
 import { isConnectionError, mapPgError } from './pg-errors.ts';
 import { type PreparedStep, runPipelined } from './pipelined-query.ts';
@@ -149,6 +150,8 @@ export class Tenantwall {
   readonly options: ResolvedOptions;
   readonly schema: Schema;
   readonly tenants: TenantRegistry;
+  /** The Citus version when the database is a Citus coordinator (explicit scope mode, plain policies, distributed DDL). */
+  readonly citusVersion: string | undefined;
   readonly #appPool: pg.Pool;
   readonly #ownerPool: pg.Pool;
   readonly #embedded: EmbeddedServer | undefined;
@@ -163,8 +166,10 @@ export class Tenantwall {
     ownerPool: pg.Pool,
     embedded: EmbeddedServer | undefined,
     guard: StatementGuard | undefined,
+    citusVersion: string | undefined,
   ) {
     this.options = options;
+    this.citusVersion = citusVersion;
     this.schema = schema;
     this.#appPool = appPool;
     this.#ownerPool = ownerPool;
@@ -191,7 +196,6 @@ export class Tenantwall {
       });
       databaseUrl = embedded.url;
     }
-    const resolved = Object.freeze({ ...options, databaseUrl });
     const ownerPool = new pg.Pool({
       connectionString: databaseUrl,
       max: options.adminPoolSize,
@@ -202,6 +206,7 @@ export class Tenantwall {
     let appPool: pg.Pool | undefined;
     try {
       await checkServer(ownerPool);
+      const citusVersion = await detectCitus(ownerPool);
       if (options.manageRoles) await ensureRoles(ownerPool, options);
       const appUrl = options.appDatabaseUrl ?? deriveAppUrl(databaseUrl, options);
       appPool = new pg.Pool({
@@ -215,7 +220,10 @@ export class Tenantwall {
       } as pg.PoolConfig);
       appPool.on('error', () => undefined);
       await checkAppRole(appPool);
-      return new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard);
+      if (citusVersion !== undefined) await checkCitusSettings(appPool);
+      // On Citus only SET LOCAL inside an explicit transaction reaches the workers (docs/scale-out.md).
+      const resolved = Object.freeze({ ...options, databaseUrl, ...(citusVersion !== undefined ? { scopeMode: 'explicit' as const } : {}) });
+      return new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard, citusVersion);
     } catch (err) {
       await appPool?.end().catch(() => undefined);
       await ownerPool.end().catch(() => undefined);
@@ -225,7 +233,7 @@ export class Tenantwall {
   }
 
   get ddlContext(): DdlContext {
-    return { schema: this.schema, appRole: this.options.appRole, settingName: this.options.settingName };
+    return { schema: this.schema, appRole: this.options.appRole, settingName: this.options.settingName, citus: this.citusVersion !== undefined };
   }
 
   /** A scoped handle for `tenantId` (validated; throws `invalid_tenant_id`). */
@@ -365,7 +373,7 @@ export class Tenantwall {
     const rendered = this.renderMigrations(migrations);
     const client = await this.#checkout(this.#ownerPool);
     try {
-      return await applyMigrations(client, rendered, { ownerRole: this.options.ownerRole });
+      return await applyMigrations(client, rendered, { ownerRole: this.options.ownerRole, citus: this.citusVersion !== undefined });
     } finally {
       client.release();
     }
