@@ -26,13 +26,8 @@ export interface CitusDatabase extends TestDatabase {
   nodeUrl(node: Node, user?: string): string;
 }
 
-function coordinatorUrl(): string {
-  if (!CITUS_URL) throw new Error('CITUS_URL is not set');
-  return CITUS_URL;
-}
-
-function urlFor(node: Node, database: string, user?: string, password?: string): string {
-  const u = new URL(coordinatorUrl());
+function urlFor(base: string, node: Node, database: string, user?: string, password?: string): string {
+  const u = new URL(base);
   u.hostname = node.host;
   u.port = String(node.port);
   u.pathname = `/${database}`;
@@ -60,45 +55,47 @@ async function run(url: string, sqls: readonly string[]): Promise<pg.QueryResult
  * propagated), the extension on each, the workers registered in its metadata. The application role
  * (created through the coordinator, so on every worker) gets the test password.
  */
-export async function createCitusDatabase(): Promise<CitusDatabase> {
-  const base = new URL(coordinatorUrl());
+export async function createCitusDatabase(coordinatorUrl = CITUS_URL): Promise<CitusDatabase> {
+  if (!coordinatorUrl) throw new Error('CITUS_URL is not set');
+  const url = (node: Node, database: string, user?: string, password?: string) => urlFor(coordinatorUrl, node, database, user, password);
+  const base = new URL(coordinatorUrl);
   const coordinator: Node = { host: base.hostname, port: Number(base.port || 5432) };
-  const [nodes] = await run(coordinatorUrl(), [
+  const [nodes] = await run(coordinatorUrl, [
     `SELECT nodename AS host, nodeport AS port FROM pg_dist_node WHERE noderole = 'primary' AND groupid <> 0 AND isactive ORDER BY nodeport`,
   ]);
   const workers: Node[] = (nodes as pg.QueryResult).rows.map((r) => ({ host: r.host, port: Number(r.port) }));
   if (workers.length === 0) throw new Error('The Citus cluster at CITUS_URL has no active worker.');
-  await ensureAppRole();
+  await ensureAppRole(coordinatorUrl);
   const name = `tw_citus_${randomBytes(6).toString('hex')}`;
   for (const node of [coordinator, ...workers]) {
-    await run(urlFor(node, 'postgres'), [`CREATE DATABASE ${name}`]);
-    await run(urlFor(node, name), ['SET client_min_messages = warning', 'CREATE EXTENSION citus']);
+    await run(url(node, 'postgres'), [`CREATE DATABASE ${name}`]);
+    await run(url(node, name), ['SET client_min_messages = warning', 'CREATE EXTENSION citus']);
   }
-  await run(urlFor(coordinator, name), [
+  await run(url(coordinator, name), [
     `SELECT citus_set_coordinator_host('${coordinator.host}', ${coordinator.port})`,
     ...workers.map((w) => `SELECT citus_add_node('${w.host}', ${w.port})`),
   ]);
   return {
     name,
-    url: urlFor(coordinator, name),
+    url: url(coordinator, name),
     coordinator,
     workers,
-    nodeUrl: (node, user) => urlFor(node, name, user, user === undefined ? undefined : process.env.TENANTWALL_APP_PASSWORD),
+    nodeUrl: (node, user) => url(node, name, user, user === undefined ? undefined : process.env.TENANTWALL_APP_PASSWORD),
     async drop() {
-      for (const node of [coordinator, ...workers]) await run(urlFor(node, 'postgres'), [`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]);
+      for (const node of [coordinator, ...workers]) await run(url(node, 'postgres'), [`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]);
     },
   };
 }
 
-async function ensureAppRole(): Promise<void> {
+async function ensureAppRole(coordinatorUrl: string): Promise<void> {
   const password = process.env.TENANTWALL_APP_PASSWORD ?? '';
-  const [exists] = await run(coordinatorUrl(), [`SELECT 1 FROM pg_roles WHERE rolname = 'tenantwall_app'`]);
+  const [exists] = await run(coordinatorUrl, [`SELECT 1 FROM pg_roles WHERE rolname = 'tenantwall_app'`]);
   if ((exists as pg.QueryResult).rowCount === 0) {
-    await run(coordinatorUrl(), ['CREATE ROLE tenantwall_app LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT']).catch((err: { code?: string }) => {
+    await run(coordinatorUrl, ['CREATE ROLE tenantwall_app LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT']).catch((err: { code?: string }) => {
       if (err.code !== '42710' && err.code !== '23505') throw err; // another test file created it meanwhile
     });
   }
-  await run(coordinatorUrl(), [`ALTER ROLE tenantwall_app PASSWORD '${password.replace(/'/g, "''")}'`]);
+  await run(coordinatorUrl, [`ALTER ROLE tenantwall_app PASSWORD '${password.replace(/'/g, "''")}'`]);
 }
 
 export interface CitusTenantwall {
