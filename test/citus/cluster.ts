@@ -88,14 +88,17 @@ export async function createCitusDatabase(coordinatorUrl = CITUS_URL): Promise<C
 }
 
 async function ensureAppRole(coordinatorUrl: string): Promise<void> {
-  const password = process.env.TENANTWALL_APP_PASSWORD ?? '';
-  const [exists] = await run(coordinatorUrl, [`SELECT 1 FROM pg_roles WHERE rolname = 'tenantwall_app'`]);
-  if ((exists as pg.QueryResult).rowCount === 0) {
-    await run(coordinatorUrl, ['CREATE ROLE tenantwall_app LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT']).catch((err: { code?: string }) => {
-      if (err.code !== '42710' && err.code !== '23505') throw err; // another test file created it meanwhile
-    });
-  }
-  await run(coordinatorUrl, [`ALTER ROLE tenantwall_app PASSWORD '${password.replace(/'/g, "''")}'`]);
+  const password = (process.env.TENANTWALL_APP_PASSWORD ?? '').replace(/'/g, "''");
+  // Test files run in parallel: one at a time (concurrent ALTER ROLE fails with "tuple concurrently updated").
+  await run(coordinatorUrl, [
+    `SELECT pg_advisory_lock(hashtext('tenantwall-test-app-role'))`,
+    `DO $$ BEGIN
+       IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tenantwall_app') THEN
+         CREATE ROLE tenantwall_app LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
+       END IF;
+     END $$`,
+    `ALTER ROLE tenantwall_app PASSWORD '${password}'`,
+  ]);
 }
 
 export interface CitusTenantwall {

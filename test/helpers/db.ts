@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { Tenantwall, type CreateTenantwallOptions, type Migration, type Schema } from '../../src/index.ts';
+import { createCitusDatabase } from '../citus/cluster.ts';
 
 export function adminUrl(): string {
   const url = process.env.TW_TEST_ADMIN_URL;
@@ -31,8 +32,12 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-/** A fresh, empty database for one test file. */
+let citus: Promise<boolean> | undefined;
+
+/** A fresh, empty database for one test file (on a Citus coordinator: a Citus database on every node). */
 export async function createTestDatabase(): Promise<TestDatabase> {
+  citus ??= superQuery('postgres', `SELECT 1 FROM pg_extension WHERE extname = 'citus'`).then((r) => r.rowCount === 1);
+  if (await citus) return createCitusDatabase(adminUrl());
   const name = `tw_test_${randomBytes(6).toString('hex')}`;
   await superQuery('postgres', `CREATE DATABASE ${name}`);
   return {
