@@ -1,3 +1,4 @@
+import { CITUS_RULES } from './citus-rules.ts';
 import type { RuleInfo, Severity } from './types.ts';
 
 function r(id: string, severity: Severity, title: string, why: string): RuleInfo {
@@ -84,7 +85,7 @@ export const VERIFY_ATTACKS: readonly RuleInfo[] = Object.freeze([
   r('attack-function-read', 'error', 'Read another tenant\'s rows through a function', 'A function the application can call returned a result that depends on tenant B\'s data while tenant A was set.'),
 ]);
 
-const BY_ID = new Map<string, RuleInfo>([...AUDIT_RULES, ...VERIFY_ATTACKS].map((x) => [x.id, x]));
+const BY_ID = new Map<string, RuleInfo>([...AUDIT_RULES, ...VERIFY_ATTACKS, ...CITUS_RULES].map((x) => [x.id, x]));
 
 export function ruleInfo(id: string): RuleInfo {
   const info = BY_ID.get(id);

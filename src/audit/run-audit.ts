@@ -4,6 +4,7 @@ import { TenantwallError } from '../errors.ts';
 import { mapPgError } from '../db/pg-errors.ts';
 import { quoteIdent, quoteLiteral } from '../schema/ddl.ts';
 import { type Catalog, type Policy, type Relation, loadCatalog } from './catalog.ts';
+import { citusRules } from './citus-rules.ts';
 import { type AuditException, applyExceptions, loadExceptionsFile, parseExceptions } from './exceptions.ts';
 import { type PolicyClass, analyzePolicyExpr, loadParser, setSettingHelpers } from './policy-expr.ts';
 import { ruleInfo } from './rules.ts';
@@ -444,9 +445,10 @@ export async function runAudit(options: AuditOptions = {}): Promise<Report> {
   const started = performance.now();
   const opts = resolveCheckOptions(options);
   await loadParser();
-  const cat = await withClient(opts.databaseUrl, options.client, (c) => loadCatalog(c, opts.appRole, opts.tenantColumn, opts.settingName));
+  const [cat, citus] = await withClient(opts.databaseUrl, options.client, async (c) => [await loadCatalog(c, opts.appRole, opts.tenantColumn, opts.settingName), await citusRules(c, opts)] as const);
   const { findings, stats } = evaluateRules(cat, opts);
-  const { kept, suppressed, unused } = applyExceptions(findings, opts.exceptions);
+  // Rule families beyond the catalog rules (src/audit/citus-rules.ts: only on a Citus coordinator).
+  const { kept, suppressed, unused } = applyExceptions([...findings, ...citus], opts.exceptions);
   return Object.freeze({
     kind: 'audit',
     database: cat.database,

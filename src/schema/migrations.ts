@@ -141,7 +141,7 @@ export async function applyMigrations(
 }
 
 /** The statements of `sql`, split by PostgreSQL's own parser (locations are byte offsets). */
-async function splitStatements(sql: string): Promise<string[]> {
+export async function splitStatements(sql: string): Promise<string[]> {
   await loadModule();
   const bytes = Buffer.from(sql, 'utf8');
   return (parseSync(sql).stmts ?? []).map((s) => {
