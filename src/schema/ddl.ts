@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { TenantwallError } from '../errors.ts';
 import type { ColumnSpec, GlobalTable, Schema, TableDecl, TenantTable } from './declare.ts';
 
 /** What DDL generation needs besides the declarations. */
@@ -212,4 +213,39 @@ export function tableSql(table: TableDecl, ctx: DdlContext): string {
 /** DDL of the registry and every declared table, in declaration order: the usual first migration. */
 export function schemaSql(ctx: DdlContext): string {
   return [registrySql(ctx), ...ctx.schema.tables.map((t) => tableSql(t, ctx))].join('\n\n');
+}
+
+/**
+ * Citus: the statements that turn an existing single-server tenantwall schema, restored into a Citus database
+ * (plain tables on the coordinator), into the layout the DDL generator creates on Citus: plain policies, the
+ * registry and global tables as reference tables, tenant tables distributed by the tenant column and colocated
+ * (their rows are copied into the shards). Foreign keys are dropped first and re-created as they were.
+ * Run them in one transaction as the owner (docs/scale-out.md). Partitioned tenant tables are refused.
+ */
+export function citusConversionStatements(ctx: DdlContext): string[] {
+  const tc = ctx.schema.tenantColumn;
+  for (const t of ctx.schema.tenantTables) {
+    if (t.partition) {
+      throw new TenantwallError('schema_invalid', `Table ${t.name}: a partitioned tenant table cannot be distributed as is; move its rows into an unpartitioned table first (docs/scale-out.md).`, { details: { table: t.name } });
+    }
+  }
+  const citusCtx: DdlContext = { ...ctx, citus: true };
+  const all = [ctx.schema.registryTable, ...ctx.schema.tables.map((t) => t.name)];
+  const rels = `ARRAY[${all.map((n) => quoteLiteral(q(n))).join(', ')}]::regclass[]`;
+  return [
+    `SET LOCAL citus.multi_shard_modify_mode TO 'sequential'`,
+    `CREATE TEMP TABLE tenantwall_saved_fks ON COMMIT DROP AS
+  SELECT conrelid::regclass::text AS rel, conname AS name, pg_get_constraintdef(oid) AS def FROM pg_constraint
+   WHERE contype = 'f' AND conrelid = ANY (${rels})`,
+    `DO $$ DECLARE r record; BEGIN
+  FOR r IN SELECT * FROM tenantwall_saved_fks LOOP EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.rel, r.name); END LOOP;
+END $$`,
+    ...ctx.schema.tenantTables.flatMap((t) => [`DROP POLICY IF EXISTS "tenant_isolation" ON ${q(t.name)}`, ...rlsSql(t.name, citusCtx).map((s) => s.replace(/;$/, ''))]),
+    referenceTableSql(ctx.schema.registryTable).replace(/;$/, ''),
+    ...ctx.schema.globalTables.map((t) => referenceTableSql(t.name).replace(/;$/, '')),
+    ...ctx.schema.tenantTables.map((t) => distributedTableSql(t.name, tc).replace(/;$/, '')),
+    `DO $$ DECLARE r record; BEGIN
+  FOR r IN SELECT * FROM tenantwall_saved_fks ORDER BY rel, name LOOP EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', r.rel, r.name, r.def); END LOOP;
+END $$`,
+  ];
 }
