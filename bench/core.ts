@@ -37,7 +37,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const CONCURRENCY = 16;
 const POOL = 8;
 
-type Variant = { name: string; op: (i: number) => Promise<unknown> };
+export type Variant = { name: string; op: (i: number) => Promise<unknown> };
 
 function fmt(n: number, digits = 0): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -48,7 +48,7 @@ function fmt(n: number, digits = 0): string {
  * its throughput, latencies and ratio to the first variant measured in the SAME round: on a shared 2-core
  * machine throughput drifts by tens of percent between rounds, far more than between variants within one.
  */
-async function compare(title: string, variants: Variant[]): Promise<Map<string, { ops: number; ratio: number }>> {
+export async function compare(title: string, variants: Variant[]): Promise<Map<string, { ops: number; ratio: number }>> {
   const samples = new Map<string, Array<{ opsPerSec: number; p50: number; p99: number; ratio: number; pgUs: number }>>();
   for (const v of variants) await measure(v.op, { durationMs: 500, concurrency: CONCURRENCY }); // warm-up
   for (let r = 0; r < ROUNDS; r++) {
