@@ -66,6 +66,7 @@ export default async function run(h: BenchHarness): Promise<void> {
         name: 'bare driver inside BEGIN ... COMMIT (same SQL, no tenancy)',
         op: (i) => bare.query(`BEGIN; SELECT * FROM invoices_plain WHERE tenant_id = '${key(i).tenant_id}' AND id = '${key(i).id}'; COMMIT`),
       },
+      { name: "forTenant(id).query, plan: 'generic'", op: (i) => db.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id], { plan: 'generic' }) },
     ]);
     console.log(`  => scoped lookup / bare lookup on Citus = ${fmt(lookups.get('forTenant(id).query (BEGIN/SET LOCAL, 1 round trip)')?.ratio ?? 0)} (target >= 0.90)`);
   } finally {
