@@ -38,7 +38,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const CONCURRENCY = 16;
 const POOL = 8;
 
-type Variant = { name: string; op: (i: number) => Promise<unknown> };
+export type Variant = { name: string; op: (i: number) => Promise<unknown> };
 
 function fmt(n: number, digits = 0): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });

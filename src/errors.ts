@@ -29,6 +29,10 @@ export const ERROR_CODES = {
     status: 500,
     hint: 'Cross-tenant admin work needs an owner connection that is superuser or BYPASSRLS.',
   },
+  citus_propagation_invalid: {
+    status: 500,
+    hint: "On Citus set citus.propagate_set_commands = 'local' on the coordinator (ALTER SYSTEM ... ; SELECT pg_reload_conf()); with any other value the tenant never reaches the workers.",
+  },
   // schema and migrations
   schema_invalid: { status: 500, hint: 'Fix the table declaration named in the message.' },
   migration_checksum_mismatch: {

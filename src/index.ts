@@ -35,7 +35,7 @@ export {
   type IndexSpec,
   type PartitionSpec,
 } from './schema/declare.ts';
-export { schemaSql, tableSql, registrySql, rlsSql, tenantPredicate, quoteIdent, quoteLiteral, type DdlContext } from './schema/ddl.ts';
+export { schemaSql, tableSql, registrySql, rlsSql, tenantPredicate, quoteIdent, quoteLiteral, citusConversionStatements, type DdlContext } from './schema/ddl.ts';
 export { renderMigrations, applyMigrations, checksum, type Migration, type MigrationContext, type RenderedMigration, type MigrateResult } from './schema/migrations.ts';
 // guard
 export { createGuard, type Guard, type GuardOptions } from './guard/guard.ts';

@@ -3,6 +3,7 @@ import { TenantwallError } from '../errors.ts';
 import { mapPgError } from '../db/pg-errors.ts';
 import { quoteIdent, quoteLiteral } from '../schema/ddl.ts';
 import { type Catalog, type Relation, loadCatalog } from './catalog.ts';
+import { citusRules } from './citus-rules.ts';
 import { applyExceptions } from './exceptions.ts';
 import { make, sortFindings } from './finding.ts';
 import { type IsolationCheckOptions, type ResolvedCheckOptions, resolveCheckOptions } from './options.ts';
@@ -102,6 +103,7 @@ export async function runAudit(options: AuditOptions = {}): Promise<Report> {
   const started = performance.now();
   const given = resolveCheckOptions(options);
   await loadParser();
+  let citus: Finding[] = [];
   const runs = await withClient(given.databaseUrl, options.client, async (c) => {
     const roles = given.appRoleGiven ? [given.appRole] : await findAppRoles(c, given.tenantColumn);
     if (roles.length === 0) {
@@ -116,6 +118,8 @@ export async function runAudit(options: AuditOptions = {}): Promise<Report> {
       const opts = Object.freeze({ ...given, appRole: role });
       out.push({ role, cat: await loadCatalog(c, role, opts.tenantColumn, opts.settingName), opts });
     }
+    // The Citus rule family reads the cluster's own catalog (src/audit/citus-rules.ts; nothing without citus).
+    citus = await citusRules(c, given);
     return out;
   });
   const seen = new Set<string>();
@@ -132,7 +136,7 @@ export async function runAudit(options: AuditOptions = {}): Promise<Report> {
       }
     }
   }
-  const { kept, suppressed, unused } = applyExceptions(sortFindings(findings), given.exceptions);
+  const { kept, suppressed, unused } = applyExceptions(sortFindings([...findings, ...citus]), given.exceptions);
   const first = runs[0]?.cat as Catalog;
   return Object.freeze({
     kind: 'audit',

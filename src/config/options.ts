@@ -39,6 +39,7 @@ export interface TenantwallOptions {
   /**
    * `implicit`: set_config + statement before one Sync (fastest). `explicit`: BEGIN; SET LOCAL; statement;
    * COMMIT pipelined before one Sync (what Citus propagates). Env `TENANTWALL_SCOPE_MODE`. Default `implicit`.
+   * On a Citus coordinator `Tenantwall.connect` always uses `explicit` (implicit cannot reach the workers).
    */
   scopeMode?: ScopeMode | undefined;
   /**

@@ -162,10 +162,11 @@ export class TenantRegistry {
    */
   async tombstone(id: TenantId | string): Promise<Tenant> {
     const tid = TenantId.parse(id);
+    // least() keeps the first deletion time (it skips NULL); Citus refuses now() inside coalesce() in an UPDATE.
     const { rows } = await this.#db
       .dangerouslyCrossTenant()
       .query<TenantRow>(
-        `UPDATE ${this.#table} SET status = 'deleted', deleted_at = coalesce(deleted_at, now()) WHERE id = $1 RETURNING *`,
+        `UPDATE ${this.#table} SET status = 'deleted', deleted_at = least(deleted_at, now()) WHERE id = $1 RETURNING *`,
         [tid],
       );
     if (!rows[0]) throw new TenantwallError('tenant_not_found', `Tenant ${tid} does not exist.`);

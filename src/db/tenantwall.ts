@@ -6,6 +6,7 @@ import { type DdlContext, quoteIdent, quoteLiteral } from '../schema/ddl.ts';
 import { type MigrateResult, type Migration, applyMigrations, renderMigrations, type RenderedMigration } from '../schema/migrations.ts';
 import { currentTenantContext, requireTenantId, runWithTenant } from '../tenant/context.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
+import { checkCitusSettings, detectCitus } from './citus.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from './embedded.ts';
 import { type DbLimits, LimitCounter, type LimitExceeded, type LimitName, type LimitsProvider, LimitSteps, NO_LIMITS, type ResolvedLimits, limitOf, resolveLimits, resolveLimitsOnce } from './limits.ts';
 import { isConnectionError, mapPgError } from './pg-errors.ts';
@@ -166,6 +167,8 @@ export class Tenantwall {
   readonly options: ResolvedOptions;
   readonly schema: Schema;
   readonly tenants: TenantRegistry;
+  /** The Citus version when the database is a Citus coordinator (explicit scope mode, plain policies, distributed DDL). */
+  readonly citusVersion: string | undefined;
   readonly #appPool: pg.Pool;
   readonly #ownerPool: pg.Pool;
   readonly #embedded: EmbeddedServer | undefined;
@@ -189,8 +192,10 @@ export class Tenantwall {
     embedded: EmbeddedServer | undefined,
     guard: StatementGuard | undefined,
     input: CreateTenantwallOptions,
+    citusVersion: string | undefined,
   ) {
     this.options = options;
+    this.citusVersion = citusVersion;
     this.schema = schema;
     this.#appPool = appPool;
     this.#ownerPool = ownerPool;
@@ -229,7 +234,6 @@ export class Tenantwall {
       });
       databaseUrl = embedded.url;
     }
-    const resolved = Object.freeze({ ...options, databaseUrl });
     const ownerPool = new pg.Pool({
       connectionString: databaseUrl,
       max: options.adminPoolSize,
@@ -240,6 +244,7 @@ export class Tenantwall {
     let appPool: pg.Pool | undefined;
     try {
       await checkServer(ownerPool);
+      const citusVersion = await detectCitus(ownerPool);
       if (options.manageRoles) await ensureRoles(ownerPool, options);
       const appUrl = options.appDatabaseUrl ?? deriveAppUrl(databaseUrl, options);
       appPool = new pg.Pool({
@@ -253,8 +258,11 @@ export class Tenantwall {
       } as pg.PoolConfig);
       appPool.on('error', () => undefined);
       await checkAppRole(appPool);
+      if (citusVersion !== undefined) await checkCitusSettings(appPool);
+      // On Citus only SET LOCAL inside an explicit transaction reaches the workers (docs/scale-out.md).
+      const resolved = Object.freeze({ ...options, databaseUrl, ...(citusVersion !== undefined ? { scopeMode: 'explicit' as const } : {}) });
       await input.guard?.ready?.();
-      return new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard, input);
+      return new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard, input, citusVersion);
     } catch (err) {
       await appPool?.end().catch(() => undefined);
       await ownerPool.end().catch(() => undefined);
@@ -264,7 +272,7 @@ export class Tenantwall {
   }
 
   get ddlContext(): DdlContext {
-    return { schema: this.schema, appRole: this.options.appRole, settingName: this.options.settingName };
+    return { schema: this.schema, appRole: this.options.appRole, settingName: this.options.settingName, citus: this.citusVersion !== undefined };
   }
 
   /** A scoped handle for `tenantId` (validated; throws `invalid_tenant_id`), optionally with its own database limits. */
@@ -458,7 +466,7 @@ export class Tenantwall {
     const rendered = this.renderMigrations(migrations);
     const client = await this.#checkout(this.#ownerPool);
     try {
-      return await applyMigrations(client, rendered, { ownerRole: this.options.ownerRole });
+      return await applyMigrations(client, rendered, { ownerRole: this.options.ownerRole, citus: this.citusVersion !== undefined });
     } finally {
       client.release();
     }

@@ -114,10 +114,11 @@ export class ApiKeyStore {
   /** Revokes a key (idempotent); false when the tenant has no such key. Takes effect at once in this process. */
   async revoke(tenantId: TenantId | string, keyId: string): Promise<boolean> {
     const tid = TenantId.parse(tenantId);
+    // least() keeps the first revocation time (it skips NULL); Citus refuses now() inside coalesce() in an UPDATE.
     const { rows } = await this.#db
       .forTenant(tid)
       .query<KeyRow>(
-        `UPDATE ${this.#table} SET revoked_at = coalesce(revoked_at, now()) WHERE tenant_id = $1 AND id = $2 RETURNING id`,
+        `UPDATE ${this.#table} SET revoked_at = least(revoked_at, now()) WHERE tenant_id = $1 AND id = $2 RETURNING id`,
         [tid, keyId],
       );
     this.#verified.deleteWhere((v) => v.tenantId === tid && v.keyId === keyId);

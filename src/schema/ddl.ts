@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { TenantwallError } from '../errors.ts';
 import type { ColumnSpec, GlobalTable, Schema, TableDecl, TenantTable } from './declare.ts';
 
 /** What DDL generation needs besides the declarations. */
@@ -6,6 +7,11 @@ export interface DdlContext {
   readonly schema: Schema;
   readonly appRole: string;
   readonly settingName: string;
+  /**
+   * The target is a Citus coordinator (`Tenantwall.connect` detects it): plain policies, tenant tables
+   * distributed by the tenant column and colocated, the registry and global tables as reference tables.
+   */
+  readonly citus?: boolean | undefined;
 }
 
 /** Quotes an SQL identifier (double quotes, doubled inside). */
@@ -24,7 +30,8 @@ const q = quoteIdent;
 export function tenantPredicate(ctx: DdlContext): string {
   const setting = `nullif(current_setting(${quoteLiteral(ctx.settingName)}, true), '')::uuid`;
   const col = q(ctx.schema.tenantColumn);
-  return ctx.schema.policyForm === 'plain' ? `${col} = ${setting}` : `${col} = (SELECT ${setting})`;
+  // Citus refuses policies with a sub-select on distributed tables.
+  return ctx.schema.policyForm === 'plain' || ctx.citus ? `${col} = ${setting}` : `${col} = (SELECT ${setting})`;
 }
 
 function columnSql(name: string, c: ColumnSpec): string {
@@ -54,6 +61,7 @@ export function registrySql(ctx: DdlContext): string {
     // A deleted tenant keeps its tombstone row; its slug becomes free for reuse.
     `CREATE UNIQUE INDEX ${q(`${ctx.schema.registryTable}_slug_key`)} ON ${t} ("slug") WHERE "status" <> 'deleted';`,
     `GRANT SELECT ON ${t} TO ${q(ctx.appRole)};`,
+    ...(ctx.citus ? [referenceTableSql(ctx.schema.registryTable)] : []),
   ].join('\n');
 }
 
@@ -64,39 +72,44 @@ function tenantTableSql(t: TenantTable, ctx: DdlContext): string[] {
     `${q(tc)} uuid NOT NULL`,
     ...Object.entries(t.columns).map(([n, c]) => columnSql(n, c)),
     `CONSTRAINT ${q(`${t.name}_pkey`)} PRIMARY KEY (${cols([tc, ...t.primaryKey])})`,
-    `CONSTRAINT ${q(`${t.name}_${tc}_fkey`)} FOREIGN KEY (${q(tc)}) REFERENCES ${q(ctx.schema.registryTable)} ("id")`,
   ];
+  const fks = [`CONSTRAINT ${q(`${t.name}_${tc}_fkey`)} FOREIGN KEY (${q(tc)}) REFERENCES ${q(ctx.schema.registryTable)} ("id")`];
   for (const fk of t.foreignKeys ?? []) {
     const target = ctx.schema.table(fk.references) as TableDecl;
     const refCols = fk.referencedColumns ?? target.primaryKey;
     const onDelete = fk.onDelete ? ` ON DELETE ${fk.onDelete.toUpperCase()}` : '';
     if (target.kind === 'tenant') {
       // Composite: a row of tenant A can only reference a row of tenant A.
-      body.push(
+      fks.push(
         `CONSTRAINT ${q(`${t.name}_${fk.columns.join('_')}_fkey`)} FOREIGN KEY (${cols([tc, ...fk.columns])}) REFERENCES ${q(target.name)} (${cols([tc, ...refCols])})${onDelete}`,
       );
     } else {
-      body.push(
+      fks.push(
         `CONSTRAINT ${q(`${t.name}_${fk.columns.join('_')}_fkey`)} FOREIGN KEY (${cols(fk.columns)}) REFERENCES ${q(target.name)} (${cols(refCols)})${onDelete}`,
       );
     }
   }
-  const partition = t.partition ? ` PARTITION BY HASH (${q(tc)})` : '';
+  // Citus: a local table with a foreign key to a reference table is turned into a Citus local table, which
+  // cannot reference distributed ones: distribute first, then add the foreign keys.
+  if (!ctx.citus) body.push(...fks);
+  // On Citus the shards are the partitions: Citus cannot distribute the two-level hybrid layout.
+  const partitioning = ctx.citus ? undefined : t.partition;
+  const partition = partitioning ? ` PARTITION BY HASH (${q(tc)})` : '';
   const out = [`CREATE TABLE ${name} (\n  ${body.join(',\n  ')}\n)${partition};`];
   for (const ix of t.indexes ?? []) {
     const ixName = ix.name ?? `${t.name}_${tc}_${ix.columns.join('_').replace(/[^a-z0-9_]/g, '')}_${ix.unique ? 'key' : 'idx'}`;
     out.push(`CREATE ${ix.unique ? 'UNIQUE ' : ''}INDEX ${q(ixName)} ON ${name} (${[q(tc), ...ix.columns.map((c) => (/^[a-z_][a-z0-9_]*$/.test(c) ? q(c) : c))].join(', ')});`);
   }
   const relations = [t.name];
-  if (t.partition) {
+  if (partitioning) {
     // Indexes and foreign keys were declared on the parent first, so every partition below inherits them.
-    const n = t.partition.hashPartitions;
+    const n = partitioning.hashPartitions;
     for (let i = 0; i < n; i++) {
       const bucket = bucketPartitionName(t.name, i);
-      const sub = t.partition.dedicated === false ? '' : ` PARTITION BY LIST (${q(tc)})`;
+      const sub = partitioning.dedicated === false ? '' : ` PARTITION BY LIST (${q(tc)})`;
       out.push(`CREATE TABLE ${q(bucket)} PARTITION OF ${name} FOR VALUES WITH (MODULUS ${n}, REMAINDER ${i})${sub};`);
       relations.push(bucket);
-      if (t.partition.dedicated !== false) {
+      if (partitioning.dedicated !== false) {
         const shared = sharedPartitionName(t.name, i);
         out.push(`CREATE TABLE ${q(shared)} PARTITION OF ${q(bucket)} DEFAULT;`);
         relations.push(shared);
@@ -106,7 +119,23 @@ function tenantTableSql(t: TenantTable, ctx: DdlContext): string[] {
   // RLS is per relation: a query that names a partition directly must be isolated too.
   for (const rel of relations) out.push(...rlsSql(rel, ctx));
   out.push(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${name} TO ${q(ctx.appRole)};`);
+  if (ctx.citus) out.push(distributedTableSql(t.name, tc), ...fks.map((fk) => `ALTER TABLE ${name} ADD ${fk};`));
   return out;
+}
+
+/**
+ * Citus: distributes a tenant table by the tenant column, colocated with the first tenant table already
+ * distributed by that column (so every tenant's rows of every table share one shard group, and composite
+ * foreign keys and joins stay on one worker); the first one starts the group.
+ */
+export function distributedTableSql(table: string, tenantColumn: string): string {
+  const anchor = `SELECT c.table_name::text FROM citus_tables c WHERE c.citus_table_type = 'distributed' AND c.distribution_column = ${quoteLiteral(tenantColumn)} AND c.table_name <> ${quoteLiteral(q(table))}::regclass ORDER BY c.table_name::oid LIMIT 1`;
+  return `SELECT create_distributed_table(${quoteLiteral(q(table))}, ${quoteLiteral(tenantColumn)}, colocate_with => coalesce((${anchor}), 'default'));`;
+}
+
+/** Citus: a table every worker holds a copy of (the registry, global tables): joins and foreign keys to it stay local. */
+export function referenceTableSql(table: string): string {
+  return `SELECT create_reference_table(${quoteLiteral(q(table))});`;
 }
 
 /** Hash bucket `i` of a partitioned tenant table (a leaf, or LIST-partitioned in the hybrid layout). */
@@ -160,12 +189,11 @@ function globalTableSql(t: GlobalTable, ctx: DdlContext): string[] {
     ...Object.entries(t.columns).map(([n, c]) => columnSql(n, c)),
     `CONSTRAINT ${q(`${t.name}_pkey`)} PRIMARY KEY (${cols(t.primaryKey)})`,
   ];
-  for (const fk of t.foreignKeys ?? []) {
+  const fks = (t.foreignKeys ?? []).map((fk) => {
     const target = ctx.schema.table(fk.references) as TableDecl;
-    body.push(
-      `CONSTRAINT ${q(`${t.name}_${fk.columns.join('_')}_fkey`)} FOREIGN KEY (${cols(fk.columns)}) REFERENCES ${q(target.name)} (${cols(fk.referencedColumns ?? target.primaryKey)})`,
-    );
-  }
+    return `CONSTRAINT ${q(`${t.name}_${fk.columns.join('_')}_fkey`)} FOREIGN KEY (${cols(fk.columns)}) REFERENCES ${q(target.name)} (${cols(fk.referencedColumns ?? target.primaryKey)})`;
+  });
+  if (!ctx.citus) body.push(...fks);
   const out = [`CREATE TABLE ${name} (\n  ${body.join(',\n  ')}\n);`];
   for (const ix of t.indexes ?? []) {
     const ixName = ix.name ?? `${t.name}_${ix.columns.join('_').replace(/[^a-z0-9_]/g, '')}_${ix.unique ? 'key' : 'idx'}`;
@@ -175,6 +203,7 @@ function globalTableSql(t: GlobalTable, ctx: DdlContext): string[] {
   if (access !== 'none') {
     out.push(`GRANT ${access === 'read' ? 'SELECT' : 'SELECT, INSERT, UPDATE, DELETE'} ON ${name} TO ${q(ctx.appRole)};`);
   }
+  if (ctx.citus) out.push(referenceTableSql(t.name), ...fks.map((fk) => `ALTER TABLE ${name} ADD ${fk};`));
   return out;
 }
 
@@ -186,4 +215,39 @@ export function tableSql(table: TableDecl, ctx: DdlContext): string {
 /** DDL of the registry and every declared table, in declaration order: the usual first migration. */
 export function schemaSql(ctx: DdlContext): string {
   return [registrySql(ctx), ...ctx.schema.tables.map((t) => tableSql(t, ctx))].join('\n\n');
+}
+
+/**
+ * Citus: the statements that turn an existing single-server tenantwall schema, restored into a Citus database
+ * (plain tables on the coordinator), into the layout the DDL generator creates on Citus: plain policies, the
+ * registry and global tables as reference tables, tenant tables distributed by the tenant column and colocated
+ * (their rows are copied into the shards). Foreign keys are dropped first and re-created as they were.
+ * Run them in one transaction as the owner (docs/scale-out.md). Partitioned tenant tables are refused.
+ */
+export function citusConversionStatements(ctx: DdlContext): string[] {
+  const tc = ctx.schema.tenantColumn;
+  for (const t of ctx.schema.tenantTables) {
+    if (t.partition) {
+      throw new TenantwallError('schema_invalid', `Table ${t.name}: a partitioned tenant table cannot be distributed as is; move its rows into an unpartitioned table first (docs/scale-out.md).`, { details: { table: t.name } });
+    }
+  }
+  const citusCtx: DdlContext = { ...ctx, citus: true };
+  const all = [ctx.schema.registryTable, ...ctx.schema.tables.map((t) => t.name)];
+  const rels = `ARRAY[${all.map((n) => quoteLiteral(q(n))).join(', ')}]::regclass[]`;
+  return [
+    `SET LOCAL citus.multi_shard_modify_mode TO 'sequential'`,
+    `CREATE TEMP TABLE tenantwall_saved_fks ON COMMIT DROP AS
+  SELECT conrelid::regclass::text AS rel, conname AS name, pg_get_constraintdef(oid) AS def FROM pg_constraint
+   WHERE contype = 'f' AND conrelid = ANY (${rels})`,
+    `DO $$ DECLARE r record; BEGIN
+  FOR r IN SELECT * FROM tenantwall_saved_fks LOOP EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.rel, r.name); END LOOP;
+END $$`,
+    ...ctx.schema.tenantTables.flatMap((t) => [`DROP POLICY IF EXISTS "tenant_isolation" ON ${q(t.name)}`, ...rlsSql(t.name, citusCtx).map((s) => s.replace(/;$/, ''))]),
+    referenceTableSql(ctx.schema.registryTable).replace(/;$/, ''),
+    ...ctx.schema.globalTables.map((t) => referenceTableSql(t.name).replace(/;$/, '')),
+    ...ctx.schema.tenantTables.map((t) => distributedTableSql(t.name, tc).replace(/;$/, '')),
+    `DO $$ DECLARE r record; BEGIN
+  FOR r IN SELECT * FROM tenantwall_saved_fks ORDER BY rel, name LOOP EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', r.rel, r.name, r.def); END LOOP;
+END $$`,
+  ];
 }

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { loadModule, parseSync } from 'libpg-query';
 import type pg from 'pg';
 import { TenantwallError } from '../errors.ts';
 import { type DdlContext, quoteIdent, registrySql, schemaSql, tableSql } from './ddl.ts';
@@ -42,8 +43,17 @@ export function checksum(sql: string): string {
   return createHash('sha256').update(sql).digest('hex');
 }
 
-/** Renders migrations to SQL with their checksums, without applying them (`migrate --dry-run`). */
+/**
+ * Renders each migration for `ctx`. The checksum covers the migration as rendered for a single PostgreSQL
+ * server, also on Citus, where the executed SQL adds the distribution calls: a database that moves from one
+ * server to Citus keeps matching checksums (docs/scale-out.md), and an edited migration is still caught.
+ */
 export function renderMigrations(migrations: readonly Migration[], ctx: DdlContext): RenderedMigration[] {
+  const portable = ctx.citus ? render(migrations, { ...ctx, citus: false }) : undefined;
+  return render(migrations, ctx).map((m, i) => (portable ? Object.freeze({ ...m, checksum: (portable[i] as RenderedMigration).checksum }) : m));
+}
+
+function render(migrations: readonly Migration[], ctx: DdlContext): RenderedMigration[] {
   const mctx: MigrationContext = {
     ...ctx,
     createSchema: () => schemaSql(ctx),
@@ -73,11 +83,14 @@ export function renderMigrations(migrations: readonly Migration[], ctx: DdlConte
 export async function applyMigrations(
   client: pg.ClientBase,
   migrations: readonly RenderedMigration[],
-  options: { ownerRole?: string | undefined } = {},
+  options: { ownerRole?: string | undefined; citus?: boolean | undefined } = {},
 ): Promise<MigrateResult> {
   await client.query('BEGIN');
   try {
     await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [LOCK_KEY]);
+    // Citus: DDL on distributed and reference tables in one transaction must not open parallel connections
+    // per shard (a later statement on a reference table could not see their uncommitted work).
+    if (options.citus) await client.query(`SET LOCAL citus.multi_shard_modify_mode TO 'sequential'`);
     // Objects created from here on belong to the owner role; SET LOCAL ends with the transaction.
     if (options.ownerRole !== undefined) await client.query(`SET LOCAL ROLE ${quoteIdent(options.ownerRole)}`);
     await client.query(`CREATE TABLE IF NOT EXISTS ${TABLE} (
@@ -110,7 +123,9 @@ export async function applyMigrations(
     const pending = migrations.filter((m) => !done.has(m.version));
     for (const m of pending) {
       try {
-        await client.query(m.sql);
+        // Citus forwards some DDL to the workers with the text of the whole query string, which a worker
+        // refuses when it holds several statements: on Citus each statement is sent on its own.
+        for (const statement of options.citus ? await splitStatements(m.sql) : [m.sql]) await client.query(statement);
       } catch (cause) {
         throw new TenantwallError('migration_failed', `Migration ${m.version} (${m.name}) failed: ${(cause as Error).message}.`, {
           cause,
@@ -125,4 +140,14 @@ export async function applyMigrations(
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;
   }
+}
+
+/** The statements of `sql`, split by PostgreSQL's own parser (locations are byte offsets). */
+export async function splitStatements(sql: string): Promise<string[]> {
+  await loadModule();
+  const bytes = Buffer.from(sql, 'utf8');
+  return (parseSync(sql).stmts ?? []).map((s) => {
+    const start = s.stmt_location ?? 0;
+    return bytes.subarray(start, s.stmt_len ? start + s.stmt_len : undefined).toString('utf8').trim();
+  });
 }

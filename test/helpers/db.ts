@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { Tenantwall, type CreateTenantwallOptions, type Migration, type Schema } from '../../src/index.ts';
+import { splitStatements } from '../../src/schema/migrations.ts';
+import { createCitusDatabase } from '../citus/cluster.ts';
 
 export function adminUrl(): string {
   const url = process.env.TW_TEST_ADMIN_URL;
@@ -19,6 +21,12 @@ export async function superQuery(database: string, sql: string, params: unknown[
   const c = new pg.Client({ connectionString: withDatabase(adminUrl(), database) });
   await c.connect();
   try {
+    // Citus forwards some DDL with the whole query string, which a worker refuses when it holds several statements.
+    if (params.length === 0 && (await isCitus())) {
+      let last: pg.QueryResult | undefined;
+      for (const statement of await splitStatements(sql)) last = await c.query(statement);
+      return last as pg.QueryResult;
+    }
     return await c.query(sql, params);
   } finally {
     await c.end();
@@ -31,8 +39,25 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-/** A fresh, empty database for one test file. */
+let citus: Promise<boolean> | undefined;
+
+/** True when the test server is a Citus coordinator (CITUS_URL given as DATABASE_URL). */
+function isCitus(): Promise<boolean> {
+  citus ??= (async () => {
+    const c = new pg.Client({ connectionString: withDatabase(adminUrl(), 'postgres') });
+    await c.connect();
+    try {
+      return (await c.query(`SELECT 1 FROM pg_extension WHERE extname = 'citus'`)).rowCount === 1;
+    } finally {
+      await c.end();
+    }
+  })();
+  return citus;
+}
+
+/** A fresh, empty database for one test file (on a Citus coordinator: a Citus database on every node). */
 export async function createTestDatabase(): Promise<TestDatabase> {
+  if (await isCitus()) return createCitusDatabase(adminUrl());
   const name = `tw_test_${randomBytes(6).toString('hex')}`;
   await superQuery('postgres', `CREATE DATABASE ${name}`);
   return {

@@ -302,23 +302,30 @@ async function updateTotal(tx: K, invoiceId: string): Promise<void> {
 
 export async function addLineItem(tx: K, invoiceId: string, input: LineItemInput): Promise<LineItem> {
   await lockDraftInvoice(tx, invoiceId);
+  // Next free position: one more than the highest (the invoice row is locked, so adds do not race). Read by a
+  // statement of its own: Citus refuses a sub-select inside INSERT ... VALUES.
+  const position =
+    input.position ??
+    Number(
+      (
+        await tx
+          .selectFrom('invoice_line_items')
+          .select((e) => e(e.fn.coalesce(e.fn.max('invoice_line_items.position'), e.lit(0)), '+', e.lit(1)).as('next'))
+          .where('invoice_line_items.invoice_id', '=', invoiceId)
+          .executeTakeFirstOrThrow()
+      ).next,
+    );
   try {
     const row = await tx
       .insertInto('invoice_line_items')
-      .values((eb) => ({
+      .values({
         invoice_id: invoiceId,
-        // Next free position: one more than the highest (the invoice row is locked, so adds do not race).
-        position:
-          input.position ??
-          (eb
-            .selectFrom('invoice_line_items')
-            .select((e) => e(e.fn.coalesce(e.fn.max('invoice_line_items.position'), e.lit(0)), '+', e.lit(1)).as('next'))
-            .where('invoice_line_items.invoice_id', '=', invoiceId)),
+        position,
         description: input.description,
         quantity: input.quantity,
         unit_amount_cents: input.unit_amount_cents,
         amount_cents: lineAmount(input, 'quantity'),
-      }))
+      })
       .returning(ITEM_COLS)
       .executeTakeFirstOrThrow();
     await refreshTotal(tx, invoiceId);
