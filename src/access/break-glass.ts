@@ -60,6 +60,7 @@ CREATE TRIGGER tw_access_log_all_no_truncate BEFORE TRUNCATE ON tw_access_log_al
 `;
 }
 
+/** Options of `dangerouslyBreakGlass`: actor, reason, tenant (or `all`), time to live. */
 export interface BreakGlassOptions {
   /** Who looks: a person's stable identifier (e-mail, staff id). 1..200 characters. */
   actor: string;
@@ -71,6 +72,7 @@ export interface BreakGlassOptions {
   ttlMs: number;
 }
 
+/** A break-glass grant: scoped queries that are logged, until it expires or is closed. */
 export interface BreakGlassHandle {
   /** Identifies this grant in every log entry. */
   readonly id: string;
@@ -175,6 +177,7 @@ export async function dangerouslyBreakGlass(db: Tenantwall, options: BreakGlassO
   });
 }
 
+/** One access-log entry: actor, reason, time, statement fingerprint, rows. */
 export interface AccessLogEntry {
   id: string;
   grant_id: string;

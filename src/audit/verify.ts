@@ -22,6 +22,7 @@ const KIND: Record<string, ObjectKind> = { r: 'table', p: 'table', v: 'view', m:
 
 export type { VerifyProgress } from './attacks/context.ts';
 
+/** Options of `runVerify`: the app connection and the tenants to attack with. */
 export interface VerifyOptions extends IsolationCheckOptions, AppConnectionOptions {
   /** The two tenants to attack with (A attacks B). Default: the first two ids of the tenant registry. */
   tenants?: readonly [string, string] | undefined;

@@ -24,6 +24,7 @@ export type LimitsProvider = (tenantId: TenantId) => DbLimits | undefined | Prom
 /** Which limit cancelled a statement. */
 export type LimitName = 'statement_timeout' | 'lock_timeout' | 'idle_in_transaction_session_timeout';
 
+/** Called when a per-plan database limit cancels a statement: tenant, limit and value. */
 export interface LimitExceeded {
   readonly tenantId: TenantId;
   readonly limit: LimitName;

@@ -3,6 +3,7 @@ import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
 import { readAccessLog } from '../access/break-glass.ts';
 
+/** Options of `accessLogRoutes`: the route prefix. */
 export interface AccessLogRouteOptions {
   db: Tenantwall;
   /** Path of the route. Default `/access-log`. */

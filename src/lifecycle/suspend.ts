@@ -3,6 +3,7 @@ import type { Tenant } from '../db/tenant-registry.ts';
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { resolveTenant } from './internal.ts';
 
+/** Options of `suspendTenant`: the reason written into `tenant.suspended`. */
 export interface SuspendOptions {
   /** Why (in the `tenant.suspended` event). Default `suspended`. */
   readonly reason?: string;

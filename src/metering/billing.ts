@@ -6,6 +6,7 @@ import { periodBounds } from './spec.ts';
 import type { UsageReports } from './usage.ts';
 import { writeOutboxEvent } from './webhooks.ts';
 
+/** Input of `closePeriod`: the period kind, a time inside it, and optionally the tenants. */
 export interface ClosePeriodInput {
   period?: 'month' | 'day' | 'hour';
   /** Any instant inside the period to close. */

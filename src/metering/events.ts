@@ -23,6 +23,7 @@ export interface UsageEvent {
   readonly properties: string | null;
 }
 
+/** Bounds on usage events: batch size, property size, clock skew and age. */
 export interface EventLimits {
   readonly maxBatchSize: number;
   readonly maxFutureSkewMs: number;

@@ -7,18 +7,21 @@ import { type EventLimits, type UsageEvent, type UsageEventInput, parseUsageBatc
 import type { ResolvedMeteringOptions } from './options.ts';
 import { API_REQUESTS_METER, type MeterSource, type MeteringModel } from './spec.ts';
 
+/** The result of recording one event: its id and whether it was new. */
 export interface RecordResult {
   readonly event_id: string;
   /** True when an event with this id was already recorded for the tenant (nothing was written). */
   readonly duplicate: boolean;
 }
 
+/** What `recordBatch` stored: per-event results (accepted or duplicate) in input order. */
 export interface BatchResult {
   readonly accepted: number;
   readonly duplicates: number;
   readonly results: readonly RecordResult[];
 }
 
+/** Options of `record`/`recordBatch`: the event source (`server` or `client`). */
 export interface RecordOptions {
   /**
    * Who sends the events. `server` (default): the application's own code, any declared meter. `client`: a

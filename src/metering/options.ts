@@ -56,6 +56,7 @@ export interface MeteringOptions {
   requestFlushEvents?: number | undefined;
 }
 
+/** `MeteringOptions` after resolution. */
 export type ResolvedMeteringOptions = Readonly<{
   maxBatchSize: number;
   maxFutureSkewMs: number;

@@ -76,6 +76,7 @@ export class PlanRateLimits {
   }
 }
 
+/** The `rate_limited` (429) error for a refused rate-limit decision. */
 export function rateLimited(d: PlanRateDecision): TenantwallError {
   return new TenantwallError('rate_limited', `Rate limit of ${d.limit} requests per ${d.spec.per} (${d.spec.scope === 'apiKey' ? 'API key' : 'tenant'}) reached.`, {
     details: {

@@ -5,6 +5,7 @@ import type { ResolvedMeteringOptions } from './options.ts';
 import type { Plans } from './plans.ts';
 import { periodBounds } from './spec.ts';
 
+/** The result of a quota check: allowed, used, limit, remaining, period. */
 export interface QuotaDecision {
   readonly quota: string;
   readonly meter: string;
@@ -90,6 +91,7 @@ export class Quotas {
   }
 }
 
+/** The `quota_exceeded` (429) error for a refused quota decision. */
 export function quotaExceeded(d: QuotaDecision): TenantwallError {
   return new TenantwallError('quota_exceeded', `Quota ${d.quota} is used up for this period (${d.used} of ${d.limit}).`, {
     details: {

@@ -82,6 +82,7 @@ export class RedisRateLimitStore implements RateLimitStore {
   }
 }
 
+/** The result of a rate-limit take: allowed, limit, remaining, reset. */
 export interface RateLimitDecision {
   readonly allowed: boolean;
   readonly limit: number;
@@ -93,6 +94,7 @@ export interface RateLimitDecision {
   readonly degraded: boolean;
 }
 
+/** Options of `RateLimiter`: failure mode, store timeout, lease sizing. */
 export interface LimiterOptions {
   readonly failure: 'open' | 'closed';
   readonly timeoutMs: number;

@@ -3,10 +3,14 @@ import { TenantwallError } from '../errors.ts';
 
 /** How a meter aggregates its events inside one time bucket. */
 export type Aggregation = 'count' | 'sum' | 'max' | 'unique_count' | 'latest';
+/** Bucket size of usage queries: `hour`, `day` or `month`. */
 export type Granularity = 'minute' | 'hour' | 'day' | 'month';
+/** The period a quota resets on: `hour`, `day` or `month`. */
 export type QuotaPeriod = 'hour' | 'day' | 'month';
+/** How a quota is enforced: `hard` (refused past the limit) or `soft` (counted and reported). */
 export type Enforcement = 'hard' | 'soft';
 
+/** A meter: event name, aggregation, source (`server` or `client`). */
 export interface MeterSpec {
   /** `[a-z][a-z0-9_.]*`, at most 63 characters, e.g. `api_requests`, `invoices.created`. */
   readonly name: string;
@@ -26,6 +30,7 @@ export interface MeterSpec {
 /** Who may write a meter's events: `server` (the application only) or `client` (also tenants, over HTTP). */
 export type MeterSource = 'server' | 'client';
 
+/** A quota of a plan: meter, limit, period, enforcement, warning thresholds. */
 export interface QuotaSpec {
   /** The meter whose usage this quota bounds; admitted units are recorded as events of it. */
   readonly meter: string;
@@ -39,6 +44,7 @@ export interface QuotaSpec {
   readonly thresholds?: readonly number[];
 }
 
+/** A rate limit of a plan: requests per window, per tenant or per API key. */
 export interface RateLimitSpec {
   /** Count per tenant, or per API key (requests without an API key count under the tenant). */
   readonly scope: 'tenant' | 'apiKey';
@@ -49,6 +55,7 @@ export interface RateLimitSpec {
   readonly enforcement?: Enforcement;
 }
 
+/** A plan: quotas, rate limits and optional per-plan database limits. */
 export interface PlanSpec {
   readonly rateLimits?: readonly RateLimitSpec[];
   /** Quotas by name (the name routes refer to, e.g. `invoices`). */
@@ -70,6 +77,7 @@ export interface MeteringSpec {
   readonly defaultPlan: string;
 }
 
+/** A validated metering spec (`defineMetering`): meters, plans, default plan. */
 export type MeteringModel = Readonly<{
   meters: ReadonlyMap<string, Meter>;
   plans: ReadonlyMap<string, Plan>;

@@ -4,6 +4,7 @@ import { TenantId } from '../tenant/tenant-id.ts';
 import type { ResolvedMeteringOptions } from './options.ts';
 import { type Granularity, type Meter, type MeteringModel, periodBounds } from './spec.ts';
 
+/** A usage query: meters, time range, granularity. */
 export interface UsageQuery {
   /** Meters to report; default all declared meters. */
   meters?: readonly string[] | undefined;
@@ -16,6 +17,7 @@ export interface UsageQuery {
   tenantId?: string | undefined;
 }
 
+/** One row of a usage report: meter, bucket start, value. */
 export interface UsageRow {
   readonly tenant_id: string;
   readonly meter: string;

@@ -8,8 +8,10 @@ import { AddressPolicy, createAgents, postWebhook, type PostOptions } from './we
 
 /** Event types the billing hooks emit. */
 export const BILLING_EVENT_TYPES = ['quota.threshold_crossed', 'period.closed', 'plan.changed', 'tenant.suspended'] as const;
+/** A billing event type: `quota.threshold_crossed`, `period.closed`, `plan.changed` or `tenant.suspended`. */
 export type BillingEventType = (typeof BILLING_EVENT_TYPES)[number];
 
+/** A webhook endpoint: URL, optional tenant and event-type filters, active flag. */
 export interface WebhookEndpoint {
   readonly id: string;
   /** Never holds credentials (refused at registration). */
@@ -50,6 +52,7 @@ const WEBHOOK_ID_SQL = (t: string, e: string) => `('msg_' || substr(encode(sha25
 /** The Standard Webhooks retry schedule (spec, "Deliverability and reliability"): 10 attempts over about 3 days. */
 export const DEFAULT_RETRY_SCHEDULE_MS: readonly number[] = Object.freeze([5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 50_400_000, 72_000_000, 86_400_000]);
 
+/** Options of `metering.webhooks`: the endpoint address allow-list and production checks. */
 export interface WebhooksOptions {
   /**
    * Networks (CIDR or single address) endpoints may reach although they are not global unicast: loopback,
@@ -61,6 +64,7 @@ export interface WebhooksOptions {
   production?: boolean | undefined;
 }
 
+/** Options of the webhook relay: concurrency, timeouts, retry schedule, response cap. */
 export interface RelayOptions {
   /** Outbox rows fanned out per dispatch and most deliveries claimed at once. Default 50. */
   batchSize?: number;
@@ -134,6 +138,7 @@ type ClaimedRow = {
   secret: string;
 };
 
+/** What one relay round did: dispatched, delivered, failed and dead deliveries. */
 export interface RelayRound {
   readonly dispatched: number;
   readonly delivered: number;
@@ -392,6 +397,7 @@ export class WebhookRelay {
   }
 }
 
+/** Which deliveries `replay` sends again: endpoint, event, status, time range. */
 export interface ReplayFilter {
   /** One event: its webhook-id (`msg_...`) or its outbox id. */
   eventId?: string;
@@ -401,6 +407,7 @@ export interface ReplayFilter {
   statuses?: readonly ('dead' | 'delivered' | 'pending')[];
 }
 
+/** A webhook delivery as listed: event, endpoint, status, attempts, timestamps. */
 export interface WebhookDelivery {
   readonly webhookId: string;
   readonly eventId: string;
