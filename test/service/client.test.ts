@@ -97,8 +97,9 @@ test('a typed client drives every operation: success and the errors a client can
   ok(await tenant.DELETE('/customers/{id}', { params: { path: { id: customerId } } }), 204);
 
   // ---- usage ----
-  ok(await tenant.POST('/usage/events', { body: { event_id: 'e1', meter: 'rows.created', properties: { table: 'x' } } }), 200);
-  ok(await tenant.POST('/usage/events', { body: { events: [{ event_id: 'e2', meter: 'rows.created' }] } }), 200);
+  ok(await tenant.POST('/usage/events', { body: { event_id: 'e1', meter: 'reports.exported', properties: { table: 'x' } } }), 200);
+  ok(await tenant.POST('/usage/events', { body: { events: [{ event_id: 'e2', meter: 'reports.exported' }] } }), 200);
+  ok(await tenant.POST('/usage/events', { body: { event_id: 'e3', meter: 'rows.created' } }), 403); // the server's own meter
   ok(await tenant.POST('/usage/events', { body: { event_id: 'e3', meter: 'no.such.meter' } }), 400);
   ok(await tenant.GET('/usage', { params: { query: { granularity: 'day' } } }), 200);
   const csv = await tenant.GET('/usage', { params: { query: { format: 'csv' } }, parseAs: 'text' });

@@ -9,6 +9,8 @@ export const meteringSpec: MeteringSpec = {
   meters: [
     { name: 'invoices.created', aggregation: 'count', description: 'Invoices admitted by the invoices quota' },
     { name: 'rows.created', aggregation: 'count', description: 'Rows created through the API, property "table"' },
+    // The one meter tenants may write (POST /usage/events): the others are the server's own and bill from them.
+    { name: 'reports.exported', aggregation: 'count', source: 'client', description: 'Reports a tenant exported from its own systems' },
   ],
   plans: {
     free: {

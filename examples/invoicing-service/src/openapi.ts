@@ -173,7 +173,7 @@ export function usageOperations(prefix = '/usage', adminPrefix = '/admin/usage')
       security: 'tenant',
       body: Type.Union([UsageEvent, UsageEventBatch]),
       ok: { 200: Type.Union([RecordResult, UsageBatchResult]) },
-      errors: ['invalid_usage_event', 'unknown_meter', 'batch_too_large'],
+      errors: ['invalid_usage_event', 'unknown_meter', 'meter_not_writable', 'batch_too_large'],
     },
     [`GET ${prefix}`]: {
       id: 'getUsage',
@@ -290,7 +290,7 @@ const lineItem = { id: ids.item, invoice_id: ids.invoice, position: 1, descripti
 const invoice = { id: ids.invoice, customer: 'Initech', customer_id: ids.customer, amount_cents: 120000, currency: 'EUR', status: 'issued', issued_at: T0, created_at: T0, updated_at: T0 };
 const tenant = { id: ids.tenant, slug: 'acme', name: 'Acme Corp', status: 'active', created_at: T0 };
 const apiKey = { id: ids.key, name: 'ci', created_at: T0, revoked_at: null };
-const usageEvent = { event_id: 'evt_0001', meter: 'rows.created', quantity: 1, timestamp: T0, properties: { table: 'invoices' } };
+const usageEvent = { event_id: 'evt_0001', meter: 'reports.exported', quantity: 1, timestamp: T0, properties: { table: 'invoices' } };
 const page = (x: unknown) => ({ data: [x], next_cursor: null });
 
 /** Examples of the named schemas (valid against them: the lint checks it). */

@@ -1071,7 +1071,7 @@ export interface components {
         /**
          * @example {
          *       "event_id": "evt_0001",
-         *       "meter": "rows.created",
+         *       "meter": "reports.exported",
          *       "quantity": 1,
          *       "timestamp": "2026-01-15T12:00:00.000Z",
          *       "properties": {
@@ -1099,7 +1099,7 @@ export interface components {
          *       "events": [
          *         {
          *           "event_id": "evt_0001",
-         *           "meter": "rows.created",
+         *           "meter": "reports.exported",
          *           "quantity": 1,
          *           "timestamp": "2026-01-15T12:00:00.000Z",
          *           "properties": {
@@ -10146,7 +10146,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Forbidden: `tenant_suspended`, `tenant_conflict` */
+            /** @description Forbidden: `tenant_suspended`, `tenant_conflict`, `meter_not_writable` */
             403: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -10174,7 +10174,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "tenant_suspended" | "tenant_conflict";
+                            code?: "tenant_suspended" | "tenant_conflict" | "meter_not_writable";
                             details?: Record<string, never>;
                             message?: string;
                         };
