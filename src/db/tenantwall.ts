@@ -241,6 +241,7 @@ export class Tenantwall {
       application_name: 'tenantwall-owner',
     });
     ownerPool.on('error', () => undefined); // idle client errors surface on the next checkout
+    ownerPool.on('connect', (client) => client.on('error', () => undefined)); // checked-out ones: on the next query
     let appPool: pg.Pool | undefined;
     try {
       await checkServer(ownerPool);
@@ -257,6 +258,10 @@ export class Tenantwall {
         ...(options.statementCacheSize > 0 && options.pooler === 'none' ? { options: '-c plan_cache_mode=force_custom_plan' } : {}),
       } as pg.PoolConfig);
       appPool.on('error', () => undefined);
+      // A backend can end while its client is checked out but between queries (pg_terminate_backend, an idle
+      // timeout, a failover): pg then emits 'error' on the client, which would crash the process without a listener.
+      // The next query on that client fails and is mapped (database_unreachable), so the event itself is ignored.
+      appPool.on('connect', (client) => client.on('error', () => undefined));
       await checkAppRole(appPool);
       if (citusVersion !== undefined) await checkCitusSettings(appPool);
       // On Citus only SET LOCAL inside an explicit transaction reaches the workers (docs/scale-out.md).
