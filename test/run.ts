@@ -55,7 +55,7 @@ function findTests(dir: string): string[] {
 const pattern = (files.length > 0 ? files : ['test']).flatMap((f) => (fs.statSync(f).isDirectory() ? findTests(f).sort() : [f]));
 const child = spawn(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...pattern],
+  ['--import', 'tsx', '--test', `--test-concurrency=${process.env.TW_TEST_CONCURRENCY ?? 2}`, '--test-reporter=spec', ...pattern],
   {
     stdio: 'inherit',
     env: {
