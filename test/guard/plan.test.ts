@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { type TenantId, createGuard, defineSchema, tenantTable, type Migration } from '../../src/index.ts';
+import { type TenantId, createGuard, defineSchema, tenantTable } from '../../src/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { createTestTenantwall, type TestTenantwall } from '../helpers/db.ts';
 
