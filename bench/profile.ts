@@ -16,6 +16,7 @@ export type Part =
   | 'fastify + router'
   | 'logging (pino)'
   | 'route code'
+  | 'async context (AsyncLocalStorage, promise hooks)'
   | 'node http/net/streams'
   | 'garbage collection'
   | 'other';
@@ -30,6 +31,7 @@ const RULES: ReadonlyArray<[RegExp, Part]> = [
   [/node_modules\/(fastify|find-my-way|avvio|light-my-request|@fastify|fast-querystring|content-type|secure-json-parse|toad-cache|process-warning|abstract-logging|rfdc|safe-regex2|ret|proxy-addr|forwarded|ipaddr\.js|fast-decode-uri-component|fast-deep-equal)\//, 'fastify + router'],
   [/node_modules\/(pino|pino-std-serializers|sonic-boom|thread-stream|on-exit-leak-free|quick-format-unescaped|atomic-sleep|fast-redact|safe-stable-stringify)\//, 'logging (pino)'],
   [/\/bench\/|\/examples\//, 'route code'],
+  [/async_hooks|async_local_storage|async_context_frame/, 'async context (AsyncLocalStorage, promise hooks)'],
   [/^node:|^internal\//, 'node http/net/streams'],
 ];
 
