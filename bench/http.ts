@@ -7,7 +7,8 @@
  *   each is printed as "cold" and not counted.
  * - **one tenant**: the largest tenant of that data set, its one key, ids over all its rows.
  *
- * Targets, all in this process, driven alternately by autocannon from a separate process (bench/load.ts):
+ * Targets, each in its own process (bench/http-server.ts: no target pays for another's process-wide costs such
+ * as AsyncLocalStorage's promise hooks), driven alternately by autocannon from a separate process (bench/load.ts):
  * - `tenantwall`: Fastify + the tenantwall plugin (API-key resolution), guard on, the route calls `db.query`
  *   with the tenant predicate (default plan mode), as README's "Use tenantwall in your app" does;
  * - `tw kysely`: the same with the Kysely integration writing the predicate;
@@ -17,21 +18,17 @@
  *
  * Every answer of a sample of requests is checked to be the same row on every target. Ratios are per round
  * against `bare` in the same run; the median and the per-round range are printed, never asserted. Then each
- * target is profiled in-process (bench/profile.ts) and its server CPU per request is shown by part, beside the
- * PostgreSQL CPU per request measured from /proc.
+ * target's server is profiled in its process (bench/profile.ts) and its CPU per request is shown by part,
+ * beside the PostgreSQL CPU per request measured from /proc.
  */
-import Fastify, { type FastifyInstance } from 'fastify';
-import pg from 'pg';
-import pino from 'pino';
-import { buildApp } from '../examples/invoicing-service/src/app.ts';
-import { serviceGuard } from '../examples/invoicing-service/src/guard.ts';
+import { type ChildProcess, fork } from 'node:child_process';
 import { migrations, schema } from '../examples/invoicing-service/src/schema.ts';
-import { ApiKeyStore, tenantwallPlugin } from '../src/fastify/index.ts';
-import { createTenantKysely } from '../src/kysely/index.ts';
-import type { Tenantwall } from '../src/index.ts';
-import { type BenchHarness, listenLocal } from './harness.ts';
+import { serviceGuard } from '../examples/invoicing-service/src/guard.ts';
+import { ApiKeyStore } from '../src/fastify/index.ts';
+import type { BenchHarness } from './harness.ts';
+import type { ServerKind, StartMessage } from './http-server.ts';
 import { type LoadTarget, LoadGenerator, type TargetFigures, compareAlternating, describe } from './load.ts';
-import { formatParts, profileParts } from './profile.ts';
+import { type Part, formatParts } from './profile.ts';
 
 const TENANTS = Number(process.env.BENCH_HTTP_TENANTS ?? 1_000);
 const INVOICES = Number(process.env.BENCH_HTTP_INVOICES ?? 1_000_000);
@@ -42,70 +39,61 @@ const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 5);
 const WARMUP_S = Number(process.env.BENCH_HTTP_WARMUP_S ?? 4);
 const PROFILE_S = Number(process.env.BENCH_HTTP_PROFILE_S ?? 3);
 const TARGETS = (process.env.BENCH_HTTP_TARGETS ?? 'tenantwall,tw kysely,service').split(',').filter(Boolean);
-const COLS = 'id, customer, customer_id, amount_cents, currency, status, issued_at, created_at, updated_at';
-const SELECT_ONE = `SELECT ${COLS} FROM invoices WHERE tenant_id = $1 AND id = $2`;
 
-const IdParams = {
-  type: 'object',
-  properties: { id: { type: 'string', format: 'uuid' } },
-  required: ['id'],
-  additionalProperties: false,
-} as const;
-const Invoice = {
-  type: 'object',
-  properties: {
-    id: { type: 'string' },
-    customer: { type: 'string' },
-    customer_id: { type: ['string', 'null'] },
-    amount_cents: { type: 'integer' },
-    currency: { type: 'string' },
-    status: { type: 'string' },
-    issued_at: { type: ['string', 'null'], format: 'date-time' },
-    created_at: { type: 'string', format: 'date-time' },
-    updated_at: { type: 'string', format: 'date-time' },
-  },
-} as const;
-const routeSchema = { params: IdParams, response: { 200: Invoice } };
+/** A bench server in its own process. */
+class ServerProcess {
+  readonly #child: ChildProcess;
+  url = '';
+  private constructor(child: ChildProcess) {
+    this.#child = child;
+  }
 
-type Row = { id: string; amount_cents: string | number } & Record<string, unknown>;
-const toJson = (r: Row) => ({ ...r, amount_cents: Number(r.amount_cents) });
+  get pid(): number {
+    return this.#child.pid as number;
+  }
+
+  static async start(start: StartMessage): Promise<ServerProcess> {
+    const child = fork(new URL('./http-server.ts', import.meta.url), [], { execArgv: ['--import', 'tsx', '--conditions=tenantwall-source'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const s = new ServerProcess(child);
+    await s.#request(undefined, 'up');
+    s.url = (await s.#request(start, 'ready')) as string;
+    return s;
+  }
+
+  #request(msg: unknown, answer: string): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const onExit = (code: number | null) => reject(new Error(`a bench server exited (${code})`));
+      const onMessage = (m: Record<string, unknown>) => {
+        if ('error' in m) reject(new Error(`bench server: ${String(m.error)}`));
+        else if (answer in m) resolve(m[answer]);
+        else return;
+        this.#child.off('message', onMessage);
+        this.#child.off('exit', onExit);
+      };
+      this.#child.on('message', onMessage);
+      this.#child.once('exit', onExit);
+      if (msg !== undefined) this.#child.send(msg as object);
+    });
+  }
+
+  async profile(run: () => Promise<number>): Promise<Map<Part, number>> {
+    await this.#request({ type: 'profile-start' }, 'profiling');
+    const requests = await run();
+    return new Map((await this.#request({ type: 'profile-stop', requests }, 'parts')) as Array<[Part, number]>);
+  }
+
+  async close(): Promise<void> {
+    const exited = new Promise((resolve) => this.#child.once('exit', resolve));
+    this.#child.send({ type: 'close' });
+    await exited;
+  }
+}
 
 /** Zipf sizes (s = 1) summing to about `total`, largest first, each at least 1. */
 function zipfSizes(n: number, total: number): number[] {
   let h = 0;
   for (let i = 1; i <= n; i++) h += 1 / i;
   return Array.from({ length: n }, (_, i) => Math.max(1, Math.round(total / (i + 1) / h)));
-}
-
-/** tenantwall as its README shows it: the plugin resolves the API key, the route queries in the tenant's scope. */
-async function tenantwallApp(db: Tenantwall): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false });
-  await app.register(tenantwallPlugin, { db });
-  const k = createTenantKysely<any>(db);
-  app.get<{ Params: { id: string } }>('/invoices/:id', { schema: routeSchema }, async (req, reply) => {
-    const { rows } = await db.query<Row>(SELECT_ONE, [req.tenant?.id, req.params.id]);
-    const r = rows[0];
-    return r ? toJson(r) : reply.code(404).send({ error: 'not_found' });
-  });
-  app.get<{ Params: { id: string } }>('/k/invoices/:id', { schema: routeSchema }, async (req, reply) => {
-    const r = (await k.selectFrom('invoices').select(COLS.split(', ')).where('id', '=', req.params.id).executeTakeFirst()) as Row | undefined;
-    return r ? toJson(r) : reply.code(404).send({ error: 'not_found' });
-  });
-  return app;
-}
-
-/** The baseline a careful engineer writes by hand: key map, one named prepared statement, no tenancy layer. */
-function bareApp(pool: pg.Pool, keys: ReadonlyMap<string, string>): FastifyInstance {
-  const app = Fastify({ logger: false });
-  app.get<{ Params: { id: string } }>('/invoices/:id', { schema: routeSchema }, async (req, reply) => {
-    const header = req.headers.authorization;
-    const tenantId = header?.startsWith('Bearer ') ? keys.get(header.slice(7)) : undefined;
-    if (tenantId === undefined) return reply.code(401).send({ error: 'unauthenticated' });
-    const { rows } = await pool.query<Row>({ name: 'invoice_by_id', text: SELECT_ONE, values: [tenantId, req.params.id] });
-    const r = rows[0];
-    return r ? toJson(r) : reply.code(404).send({ error: 'not_found' });
-  });
-  return app;
 }
 
 export default async function httpBench(harness: BenchHarness): Promise<void> {
@@ -142,21 +130,35 @@ export default async function httpBench(harness: BenchHarness): Promise<void> {
       `mix sample ${mixRows.length} requests over ${new Set(mixRows.map((r) => r.tenant_id)).size} tenants`,
   );
 
-  const rawPool = new pg.Pool({ connectionString: harness.urlOf(dbName), max: db.options.poolSize });
-  rawPool.on('error', () => {}); // idle clients are terminated when the harness drops the database
-  const servers: Array<{ name: string; app: FastifyInstance; prefix: string }> = [];
-  const tw = await tenantwallApp(db);
-  if (TARGETS.includes('tenantwall')) servers.push({ name: 'tenantwall', app: tw, prefix: '' });
-  if (TARGETS.includes('tw kysely')) servers.push({ name: 'tw kysely', app: tw, prefix: '/k' });
-  let service: FastifyInstance | undefined;
-  if (TARGETS.includes('service')) {
-    service = await buildApp({ db, adminToken: 'bench-admin-token-0123456789', logger: { level: 'info', stream: pino.destination({ dest: '/dev/null', sync: false }) } });
-    servers.push({ name: 'service', app: service, prefix: '' });
+  const ownerUrl = harness.urlOf(dbName);
+  const start = (kind: ServerKind, keys?: StartMessage['keys']) =>
+    ServerProcess.start({ type: 'start', kind, databaseUrl: ownerUrl, appPassword: harness.appPassword, poolSize: db.options.poolSize, ...(keys ? { keys } : {}) });
+  const servers: Array<{ name: string; server: ServerProcess; prefix: string }> = [];
+  const processes: ServerProcess[] = [];
+  try {
+    if (TARGETS.includes('tenantwall') || TARGETS.includes('tw kysely')) {
+      const tw = await start('tenantwall');
+      processes.push(tw);
+      if (TARGETS.includes('tenantwall')) servers.push({ name: 'tenantwall', server: tw, prefix: '' });
+      // The Kysely route lives in the same app: a process of its own would only add a cold start.
+      if (TARGETS.includes('tw kysely')) servers.push({ name: 'tw kysely', server: TARGETS.includes('tenantwall') ? await start('tenantwall').then((p) => (processes.push(p), p)) : tw, prefix: '/k' });
+    }
+    if (TARGETS.includes('service')) {
+      const svc = await start('service');
+      processes.push(svc);
+      servers.push({ name: 'service', server: svc, prefix: '' });
+    }
+    const bare = await start('bare', [...tenantOfKey]);
+    processes.push(bare);
+    servers.push({ name: 'bare', server: bare, prefix: '' });
+    await measureShapes();
+  } finally {
+    const closed = await Promise.allSettled(processes.map((p) => p.close()));
+    const failed = closed.find((c) => c.status === 'rejected');
+    if (failed) console.log(`! closing a server failed: ${String(failed.reason)}`);
   }
-  servers.push({ name: 'bare', app: bareApp(rawPool, tenantOfKey), prefix: '' });
-  const urls = new Map<FastifyInstance, string>();
-  for (const s of servers) if (!urls.has(s.app)) urls.set(s.app, await listenLocal(s.app));
 
+  async function measureShapes(): Promise<void> {
   const shapes = [
     { name: `mix: ${TENANTS} Zipf tenants, a key each, ${total} invoices`, rows: mixRows },
     { name: `one tenant: the largest (${sizes[0]} invoices), one key`, rows: bigRows.map((r) => ({ tenant_id: big, id: r.id })) },
@@ -166,17 +168,17 @@ export default async function httpBench(harness: BenchHarness): Promise<void> {
     // Same answers everywhere, on a sample of the mix.
     for (const r of mixRows.slice(0, 50)) {
       const headers = { authorization: `Bearer ${keyOf.get(r.tenant_id)}` };
-      const bodies = await Promise.all(servers.map((s) => fetch(`${urls.get(s.app)}${s.prefix}/invoices/${r.id}`, { headers }).then((x) => x.text())));
+      const bodies = await Promise.all(servers.map((s) => fetch(`${s.server.url}${s.prefix}/invoices/${r.id}`, { headers }).then((x) => x.text())));
       if (new Set(bodies).size !== 1) {
         console.log(`! the targets disagree on /invoices/${r.id}:\n${servers.map((s, i) => `  ${s.name}: ${bodies[i]}`).join('\n')}`);
         break;
       }
     }
-    const parts: Array<Array<{ name: string; perRequest: Map<import('./profile.ts').Part, number> }>> = [];
     for (const shape of shapes) {
       const targets: LoadTarget[] = servers.map((s) => ({
         name: s.name,
-        url: urls.get(s.app) as string,
+        url: s.server.url,
+        pid: s.server.pid,
         paths: shape.rows.map((r) => `${s.prefix}/invoices/${r.id}`),
         pathHeaders: shape.rows.map((r) => ({ authorization: `Bearer ${keyOf.get(r.tenant_id)}` })),
       }));
@@ -193,20 +195,16 @@ export default async function httpBench(harness: BenchHarness): Promise<void> {
         console.log(`  ${f.name} / bare: median ${r.median.toFixed(2)} ${target}, per round ${Math.min(...r.ratios).toFixed(2)}-${Math.max(...r.ratios).toFixed(2)} [${r.ratios.map((x) => x.toFixed(2)).join(' ')}]   p99 ratio ${(f.p99 / base.p99).toFixed(2)}`);
       }
       // Where the server CPU goes, by part (a profiled run per target; profiling slows it, so not counted above).
-      const columns: Array<{ name: string; perRequest: Map<import('./profile.ts').Part, number> }> = [];
-      for (const t of targets) {
-        const p = await profileParts(async () => (await load.run(t, CONNECTIONS, PROFILE_S)).requests);
-        columns.push({ name: t.name, perRequest: p.perRequest });
+      const columns: Array<{ name: string; perRequest: Map<Part, number> }> = [];
+      for (const [i, t] of targets.entries()) {
+        const perRequest = await (servers[i] as { server: ServerProcess }).server.profile(async () => (await load.run(t, CONNECTIONS, PROFILE_S)).requests);
+        columns.push({ name: t.name, perRequest });
       }
       console.log(formatParts(columns));
       console.log(`  ${'postgres (all backends, /proc)'.padEnd(48)}${c.figures.map((f) => f.cpu.postgres.toFixed(1).padStart(14)).join('')}`);
-      parts.push(columns);
     }
   } finally {
     load.close();
-    const closed = await Promise.allSettled([...new Set(servers.map((s) => s.app))].map((a) => a.close()));
-    await rawPool.end();
-    const failed = closed.find((c) => c.status === 'rejected');
-    if (failed) console.log(`! closing a server failed: ${String(failed.reason)}`);
+  }
   }
 }

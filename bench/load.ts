@@ -1,5 +1,5 @@
 import { type ChildProcess, fork } from 'node:child_process';
-import { postgresCpu, postgresCpuSince } from './harness.ts';
+import { postgresCpu, postgresCpuSince, processCpuUs } from './harness.ts';
 
 export interface LoadRequest {
   url: string;
@@ -25,6 +25,8 @@ export interface LoadTarget {
   readonly headers?: Record<string, string>;
   /** Extra headers of each path (same index as `paths`). */
   readonly pathHeaders?: ReadonlyArray<Record<string, string>>;
+  /** The server's process when it is not this one: its CPU is read from /proc. */
+  readonly pid?: number;
 }
 
 export interface TargetFigures {
@@ -106,9 +108,10 @@ export async function compareAlternating(targets: readonly LoadTarget[], options
       const rps: number[] = [];
       for (const [i, t] of targets.entries()) {
         const server0 = process.cpuUsage();
+        const child0 = t.pid === undefined ? 0 : processCpuUs(t.pid);
         const pg0 = postgresCpu();
         const r = await load.run(t, options.connections, options.durationS);
-        const server = cpuUs(process.cpuUsage(server0));
+        const server = t.pid === undefined ? cpuUs(process.cpuUsage(server0)) : processCpuUs(t.pid) - child0;
         const pgUs = postgresCpuSince(pg0);
         const a = acc[i] as TargetFigures;
         const share = (us: number) => us / Math.max(1, r.requests) / options.rounds;

@@ -41,46 +41,50 @@ interface ProfileNode {
   children?: number[];
 }
 
-/** CPU µs by part over `run`, per request (`requests` done meanwhile); idle time is left out. */
-export async function profileParts(run: () => Promise<number>): Promise<{ perRequest: Map<Part, number>; requests: number }> {
+/** Starts a CPU profile of this process; the returned function stops it and gives CPU µs by part per request. */
+export async function startProfile(): Promise<(requests: number) => Promise<Map<Part, number>>> {
   const session = new Session();
   session.connect();
-  try {
-    await session.post('Profiler.enable');
-    await session.post('Profiler.setSamplingInterval', { interval: 200 });
-    await session.post('Profiler.start');
-    const requests = await run();
-    const { profile } = (await session.post('Profiler.stop')) as { profile: { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] } };
-    const byNode = new Map<number, ProfileNode>(profile.nodes.map((n) => [n.id, n]));
-    const parent = new Map<number, ProfileNode>();
-    for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n);
-    const partOf = new Map<number, Part | undefined>();
-    // Built-ins (JSON, RegExp, crypto, promises) have no script URL: their time belongs to the part that called them.
-    const resolvePart = (node: ProfileNode): Part | undefined => {
-      if (partOf.has(node.id)) return partOf.get(node.id);
-      let part = classify(node.callFrame);
-      if (part === 'inherit') {
-        const up = parent.get(node.id);
-        part = up && up.callFrame.functionName !== '(root)' ? resolvePart(up) : 'other';
-      }
-      partOf.set(node.id, part);
-      return part;
-    };
-    const us = new Map<Part, number>();
-    for (let i = 0; i < profile.samples.length; i++) {
-      const node = byNode.get(profile.samples[i] as number);
-      const dt = profile.timeDeltas[i] ?? 0;
-      if (!node) continue;
-      const part = resolvePart(node);
-      if (part === undefined) continue;
-      us.set(part, (us.get(part) ?? 0) + dt);
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 200 });
+  await session.post('Profiler.start');
+  return async (requests) => {
+    try {
+      const { profile } = (await session.post('Profiler.stop')) as { profile: { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] } };
+      return partsOf(profile, requests);
+    } finally {
+      await session.post('Profiler.disable').catch(() => undefined);
+      session.disconnect();
     }
-    for (const [p, v] of us) us.set(p, v / Math.max(1, requests));
-    return { perRequest: us, requests };
-  } finally {
-    await session.post('Profiler.disable').catch(() => undefined);
-    session.disconnect();
+  };
+}
+
+function partsOf(profile: { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] }, requests: number): Map<Part, number> {
+  const byNode = new Map<number, ProfileNode>(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, ProfileNode>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n);
+  const partOf = new Map<number, Part | undefined>();
+  // Built-ins (JSON, RegExp, crypto, promises) have no script URL: their time belongs to the part that called them.
+  const resolvePart = (node: ProfileNode): Part | undefined => {
+    if (partOf.has(node.id)) return partOf.get(node.id);
+    let part = classify(node.callFrame);
+    if (part === 'inherit') {
+      const up = parent.get(node.id);
+      part = up && up.callFrame.functionName !== '(root)' ? resolvePart(up) : 'other';
+    }
+    partOf.set(node.id, part);
+    return part;
+  };
+  const us = new Map<Part, number>();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const node = byNode.get(profile.samples[i] as number);
+    if (!node) continue;
+    const part = resolvePart(node);
+    if (part === undefined) continue;
+    us.set(part, (us.get(part) ?? 0) + (profile.timeDeltas[i] ?? 0));
   }
+  for (const [p, v] of us) us.set(p, v / Math.max(1, requests));
+  return us;
 }
 
 // Code compiled at run time by fast-json-stringify (serializers) and Ajv (validators) has no URL either.
