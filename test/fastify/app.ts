@@ -17,7 +17,7 @@ export interface PluginApp {
   logs: Array<Record<string, unknown>>;
 }
 
-/** A Fastify app with the plugin and a few routes; log lines are captured as parsed JSON. */
+/** A Fastify app with the plugin (its error and not-found handlers on) and a few routes; log lines are captured as parsed JSON. */
 export async function pluginApp(db: Tenantwall, options: Omit<TenantwallFastifyOptions, 'db'> = {}): Promise<PluginApp> {
   const logs: Array<Record<string, unknown>> = [];
   const stream = new Writable({
@@ -28,7 +28,8 @@ export async function pluginApp(db: Tenantwall, options: Omit<TenantwallFastifyO
   });
   const app = Fastify({ logger: { level: 'info', stream }, bodyLimit: 1024, logController: new TenantwallLogController() });
   app.setValidatorCompiler(typeboxValidatorCompiler);
-  await app.register(tenantwallPlugin, { db, ...options });
+  // The handlers in the tenantwall shape, as the reference service asks for them (off by default, issue 13).
+  await app.register(tenantwallPlugin, { db, errorHandler: true, notFoundHandler: true, ...options });
   // The handler names no tenant: db.query runs in the tenant the plugin resolved (AsyncLocalStorage).
   app.get('/whoami', async (req) => {
     req.log.info('handler ran');
