@@ -124,6 +124,22 @@ describe('JSON bodies', () => {
   });
 });
 
+test('413 names the limit of the route (its own bodyLimit), not the server\'s', async () => {
+  const { app } = await pluginApp(t.db, {}, async (instance) => {
+    instance.post('/small', { bodyLimit: 100 }, async () => ({}));
+  });
+  try {
+    const r = await app.inject({ method: 'POST', url: '/small', headers: { ...auth(), 'content-type': 'application/json' }, payload: JSON.stringify({ pad: 'x'.repeat(200) }) });
+    assert.equal(r.statusCode, 413);
+    assert.equal(r.json().error.details.limit_bytes, 100);
+    assert.match(r.json().error.message, /exceeds 100 bytes/);
+    const server = await app.inject({ method: 'POST', url: '/any', headers: { ...auth(), 'content-type': 'application/json' }, payload: JSON.stringify({ pad: 'x'.repeat(2000) }) });
+    assert.equal(server.json().error.details.limit_bytes, 1024);
+  } finally {
+    await app.close();
+  }
+});
+
 describe('over a real socket: client aborts, parser refusals, logs', () => {
   let p: PluginApp;
   let port: number;
