@@ -1,34 +1,49 @@
 // The strict JSON body parser of tenantwall/fastify: UTF-8 only, well-formed strings, no duplicate keys.
+import { isUtf8 } from 'node:buffer';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { TenantwallError } from '../errors.ts';
 
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const badString = (s: string) => s.includes('\u0000') || LONE_SURROGATE.test(s);
 
-/**
- * Counts the members of every object in a parsed JSON value, and whether a key or string PostgreSQL text cannot
- * hold (NUL, lone surrogate) occurs. Iterative: bodies may be nested thousands deep.
- */
-function survey(value: unknown): { keys: number; bad: boolean } {
+interface Survey {
+  /** Members of every object. */
+  keys: number;
+  /** Colons inside the parsed keys and strings. */
+  colons: number;
+  /** A key or string PostgreSQL text cannot hold (NUL, lone surrogate); only looked for when `checkStrings`. */
+  bad: boolean;
+}
+
+function colonsIn(s: string): number {
+  let n = 0;
+  for (let i = s.indexOf(':'); i >= 0; i = s.indexOf(':', i + 1)) n++;
+  return n;
+}
+
+/** One pass over a parsed JSON value. Iterative: bodies may be nested thousands deep. */
+function survey(value: unknown, checkStrings: boolean): Survey {
   let keys = 0;
+  let colons = 0;
   let bad = false;
   const stack: unknown[] = [value];
   while (stack.length > 0) {
     const v = stack.pop();
     if (typeof v === 'string') {
-      if (!bad && badString(v)) bad = true;
+      colons += colonsIn(v);
+      if (checkStrings && !bad && badString(v)) bad = true;
     } else if (Array.isArray(v)) {
       for (let i = 0; i < v.length; i++) stack.push(v[i]);
     } else if (v !== null && typeof v === 'object') {
       for (const k in v) {
         keys++;
-        if (!bad && badString(k)) bad = true;
+        colons += colonsIn(k);
+        if (checkStrings && !bad && badString(k)) bad = true;
         stack.push((v as Record<string, unknown>)[k]);
       }
     }
   }
-  return { keys, bad };
+  return { keys, colons, bad };
 }
 
 /** Path (`a.b.0.c`) of the first ill-formed key or string of a parsed value; `''` for the whole body. */
@@ -51,61 +66,60 @@ function illFormedPath(value: unknown): string | undefined {
 
 const COLON = 0x3a;
 
-function countColons(text: string): number {
-  let n = 0;
-  for (let i = text.indexOf(':'); i >= 0; i = text.indexOf(':', i + 1)) n++;
-  return n;
+interface Frame {
+  parent: Frame | undefined;
+  /** The key (object member) or index (array element) this container is at in its parent. */
+  at: string | number | undefined;
+  keys: Set<string> | undefined; // undefined: an array
+  index: number;
+  lastKey: string | undefined;
 }
+
+function framePath(f: Frame | undefined, last: string): string {
+  const parts: string[] = [last];
+  for (let x = f; x && x.at !== undefined; x = x.parent) parts.push(String(x.at));
+  return parts.reverse().join('.');
+}
+
+const isSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 
 /**
  * The path of the first key repeated inside one object of `text` (valid JSON), or undefined. A small scanner
  * over the text, since the parsed value no longer holds the repeated member.
  */
 export function duplicateKeyPath(text: string): string | undefined {
-  interface Frame {
-    keys: Set<string> | undefined; // undefined: an array
-    path: string;
-    index: number;
-  }
-  const stack: Frame[] = [];
-  const at = (f: Frame | undefined, key: string) => (f && f.path ? `${f.path}.${key}` : key);
-  let pendingKey: string | undefined;
+  let top: Frame | undefined;
   const n = text.length;
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
-      let j = i + 1;
+      const open = i;
       let escaped = false;
-      for (; j < n; j++) {
-        const d = text.charCodeAt(j);
+      for (i++; i < n; i++) {
+        const d = text.charCodeAt(i);
         if (d === 0x5c) {
-          j++;
+          i++;
           escaped = true;
         } else if (d === 0x22) break;
       }
-      const raw = text.slice(i, j + 1);
-      i = j;
-      // A key is a string followed (after whitespace) by a colon.
-      let k = i + 1;
-      while (k < n && (text.charCodeAt(k) === 0x20 || text.charCodeAt(k) === 0x0a || text.charCodeAt(k) === 0x0d || text.charCodeAt(k) === 0x09)) k++;
-      if (text.charCodeAt(k) === COLON) {
-        const key = escaped ? (JSON.parse(raw) as string) : raw.slice(1, -1);
-        const top = stack[stack.length - 1];
-        if (top?.keys) {
-          if (top.keys.has(key)) return at(top, key);
+      // A key is a string followed (after whitespace) by a colon, and only objects have keys.
+      if (top?.keys) {
+        let k = i + 1;
+        while (k < n && isSpace(text.charCodeAt(k))) k++;
+        if (text.charCodeAt(k) === COLON) {
+          const key = escaped ? (JSON.parse(text.slice(open, i + 1)) as string) : text.slice(open + 1, i);
+          if (top.keys.has(key)) return framePath(top, key);
           top.keys.add(key);
+          top.lastKey = key;
+          i = k;
         }
-        pendingKey = key;
-        i = k;
       }
     } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
-      const top = stack[stack.length - 1];
-      const name = top === undefined ? '' : top.keys ? at(top, pendingKey ?? '') : at(top, String(top.index));
-      stack.push({ keys: c === 0x7b ? new Set() : undefined, path: name, index: 0 });
+      const at = top === undefined ? undefined : top.keys ? top.lastKey : top.index;
+      top = { parent: top, at, keys: c === 0x7b ? new Set() : undefined, index: 0, lastKey: undefined };
     } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
-      stack.pop();
+      top = top?.parent;
     } else if (c === 0x2c /* , */) {
-      const top = stack[stack.length - 1];
       if (top && !top.keys) top.index++;
     }
   }
@@ -119,11 +133,15 @@ type DefaultJsonParser = (req: FastifyRequest, body: string, done: (err: Error |
  * parser (secure-json-parse: `__proto__` and `constructor.prototype` keys refused).
  */
 function strictParse(text: string, parsed: unknown): void {
-  const { keys, bad } = survey(parsed);
-  // Every member of the text has a colon after its key, and colons elsewhere are inside strings: when the text
-  // has no more colons than the parsed value has members, no member was lost, so no key was repeated. Otherwise
-  // (a colon inside a string, e.g. a timestamp), scan the text to be sure.
-  if (countColons(text) > keys) {
+  // Strings of the text map to the parsed strings character for character except through \u escapes (the text
+  // is valid UTF-8, so without \u there is no NUL nor lone surrogate either). Colons outside strings separate
+  // keys from values. Without \u, the text's colons are the parsed value's members plus the colons of its
+  // strings exactly when no member was lost to a repeated key (a lost member takes its colon with it).
+  const escapes = text.includes('\\u');
+  const { keys, colons, bad } = survey(parsed, escapes);
+  const textColons = colonsIn(text);
+  const suspect = escapes ? textColons > keys : textColons !== keys + colons;
+  if (suspect) {
     const dup = duplicateKeyPath(text);
     if (dup !== undefined) {
       throw new TenantwallError('duplicate_json_key', `The key body.${dup} appears more than once in one JSON object.`, { details: { field: dup, location: 'body' } });
@@ -140,7 +158,8 @@ function strictParse(text: string, parsed: unknown): void {
 
 /** The charset a Content-Type header declares, lowercased, or undefined. */
 function charsetOf(contentType: string | undefined): string | undefined {
-  return /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(contentType ?? '')?.[1]?.toLowerCase();
+  if (contentType === undefined || !contentType.includes(';')) return undefined;
+  return /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(contentType)?.[1]?.toLowerCase();
 }
 
 /**
@@ -159,13 +178,12 @@ export function installStrictJsonParser(fastify: FastifyInstance): void {
       done(new TenantwallError('unsupported_media_type', `Unsupported charset "${charset.slice(0, 40)}": send JSON bodies as UTF-8.`, { details: { field: 'content-type', location: 'headers' } }), undefined);
       return;
     }
-    let text: string;
-    try {
-      text = utf8.decode(body as Buffer);
-    } catch (cause) {
-      done(new TenantwallError('invalid_json', 'The body is not valid UTF-8.', { cause, details: { field: 'body' } }), undefined);
+    // Invalid bytes are refused, not decoded to U+FFFD (which would store something the client did not send).
+    if (!isUtf8(body as Buffer)) {
+      done(new TenantwallError('invalid_json', 'The body is not valid UTF-8.', { details: { field: 'body' } }), undefined);
       return;
     }
+    const text = (body as Buffer).toString('utf8');
     parseJson(req, text, (err, value) => {
       if (err) return done(err, undefined);
       try {

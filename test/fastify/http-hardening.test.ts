@@ -9,8 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import type { Tenant } from '../../src/index.ts';
-import { ApiKeyStore, type CreatedApiKey, duplicateKeyPath, redactUrl } from '../../src/fastify/index.ts';
+import { type Tenant, isTenantwallError } from '../../src/index.ts';
+import { ApiKeyStore, type CreatedApiKey, duplicateKeyPath, installStrictJsonParser, redactUrl } from '../../src/fastify/index.ts';
 import { createTestTenantwall, type TestTenantwall } from '../helpers/db.ts';
 import { type PluginApp, pluginApp, pluginMigrations, pluginSchema } from './app.ts';
 
@@ -99,6 +99,41 @@ describe('JSON bodies', () => {
         return duplicateKeyPath(injected) === `wrap.1.${key}`;
       }),
       { numRuns: 300 },
+    );
+  });
+
+  test('the strict parser refuses exactly the bodies with a repeated key (colons and \\u escapes in strings included)', () => {
+    // The parser function the plugin installs, captured from a stand-in instance and called directly.
+    type Parser = (req: unknown, body: Buffer, done: (err: Error | null, value?: unknown) => void) => void;
+    let parser: Parser | undefined;
+    installStrictJsonParser({
+      getDefaultJsonParser: p.app.getDefaultJsonParser.bind(p.app),
+      hasContentTypeParser: () => false,
+      addContentTypeParser: (_t: string, _o: unknown, fn: Parser) => void (parser = fn),
+    } as never);
+    const parse = (text: string) => {
+      let out: { err: Error | null; value?: unknown } | undefined;
+      (parser as Parser)({ headers: { 'content-type': 'application/json' } }, Buffer.from(text), (err, value) => (out = { err, value }));
+      return out as { err: Error | null; value?: unknown };
+    };
+    const str = fc.string({ unit: 'binary', maxLength: 8 }).map((x) => x.replaceAll('\u0000', ':'));
+    const value = fc.letrec((tie) => ({
+      v: fc.oneof({ depthSize: 'small' }, str, fc.integer(), fc.constant(null), fc.array(tie('v'), { maxLength: 3 }), fc.dictionary(str, tie('v'), { maxKeys: 3 })),
+    })).v;
+    const obj = fc.dictionary(str, value, { minKeys: 1, maxKeys: 4 });
+    fc.assert(
+      fc.property(obj, fc.nat(), value, fc.boolean(), (o, i, extra, inject) => {
+        const text = JSON.stringify({ wrap: [1, o] });
+        fc.pre(!/__proto__|constructor|prototype/.test(text) && !/[\ud800-\udfff]/.test(text));
+        const keys = Object.keys(o);
+        const key = keys[i % keys.length] as string;
+        const at = text.indexOf('[1,{') + 4;
+        const body = inject ? `${text.slice(0, at)}${JSON.stringify(key)}:${JSON.stringify(extra)},${text.slice(at)}` : text;
+        const r = parse(body);
+        if (inject) return isTenantwallError(r.err, 'duplicate_json_key') && r.err.details.field === `wrap.1.${key}`;
+        return r.err === null && JSON.stringify(r.value) === text;
+      }),
+      { numRuns: 500 },
     );
   });
 
