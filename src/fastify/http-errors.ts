@@ -259,3 +259,14 @@ export function tenantwallClientErrorHandler(this: ClientErrorLogger | undefined
   }
   socket.destroy();
 }
+
+/**
+ * Fastify `frameworkErrors` (`Fastify({ frameworkErrors: tenantwallFrameworkErrors })`): errors Fastify raises
+ * before routing (a URL it cannot decode such as `%FF`, an invalid request id) answer 400 `bad_request` in
+ * the tenantwall error shape instead of Fastify's default body.
+ */
+export function tenantwallFrameworkErrors(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const err = new TenantwallError('bad_request', `The request could not be routed (${error.code}).`, { cause: error, details: { reason: error.code } });
+  request.log.info({ code: err.code, status: err.status, cause: error.code }, 'request refused before routing');
+  void reply.code(err.status).send(errorBody(err));
+}

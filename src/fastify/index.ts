@@ -11,6 +11,7 @@ export {
   tenantwallErrorHandler,
   tenantwallNotFoundHandler,
   tenantwallClientErrorHandler,
+  tenantwallFrameworkErrors,
   type ErrorBody,
   type FieldError,
   type HttpError,

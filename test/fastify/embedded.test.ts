@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { type Tenant, isTenantwallError } from '../../src/index.ts';
-import { ApiKeyStore, type CreatedApiKey, tenantwallPlugin, toHttpError } from '../../src/fastify/index.ts';
+import { ApiKeyStore, type CreatedApiKey, tenantwallFrameworkErrors, tenantwallPlugin, toHttpError } from '../../src/fastify/index.ts';
 import { typeboxValidatorCompiler } from '../../src/fastify/typebox.ts';
 import { createTestTenantwall, type TestTenantwall } from '../helpers/db.ts';
 import { pluginMigrations, pluginSchema } from './app.ts';
@@ -91,6 +91,18 @@ describe('an app with its own root handlers, the plugin at the root with the def
     assert.match(error.message, /params\.id/);
     assert.deepEqual(error.details, { field: 'id', location: 'params' });
     assert.doesNotMatch(error.message, /openapi|\(body\)/i);
+  });
+
+  test('tenantwallFrameworkErrors: a URL Fastify cannot decode answers the error shape', async () => {
+    const f = Fastify({ logger: false, frameworkErrors: tenantwallFrameworkErrors });
+    f.get('/x/:id', async () => ({}));
+    try {
+      const r = await f.inject({ method: 'GET', url: '/x/%FF' });
+      assert.equal(r.statusCode, 400);
+      assert.equal(r.json().error.code, 'bad_request');
+    } finally {
+      await f.close();
+    }
   });
 
   test('TenantwallErrors carry statusCode, so Fastify\'s own error handler answers their status', async () => {
