@@ -65,6 +65,7 @@ function illFormedPath(value: unknown): string | undefined {
 }
 
 const COLON = 0x3a;
+const ESCAPED_COLON = /\\u003a/gi;
 
 interface Frame {
   parent: Frame | undefined;
@@ -133,14 +134,16 @@ type DefaultJsonParser = (req: FastifyRequest, body: string, done: (err: Error |
  * parser (secure-json-parse: `__proto__` and `constructor.prototype` keys refused).
  */
 function strictParse(text: string, parsed: unknown): void {
-  // Strings of the text map to the parsed strings character for character except through \u escapes (the text
-  // is valid UTF-8, so without \u there is no NUL nor lone surrogate either). Colons outside strings separate
-  // keys from values. Without \u, the text's colons are the parsed value's members plus the colons of its
-  // strings exactly when no member was lost to a repeated key (a lost member takes its colon with it).
+  // Outside strings a colon only separates a key from its value; inside strings the text's characters map to the
+  // parsed ones one for one, except `\u003a`, an escaped colon. So for a body without repeated keys:
+  //   colons of the text + escaped colons = members of the parsed value + colons in its keys and strings,
+  // and a repeated key makes the left side larger (the lost member took its colon, its key and value theirs).
+  // Counting `\u003a` textually can only overcount (`\\u003a` is no escape): then the scan below decides.
+  // Strings PostgreSQL cannot hold (NUL, lone surrogates) can only come from \u escapes in valid UTF-8.
   const escapes = text.includes('\\u');
   const { keys, colons, bad } = survey(parsed, escapes);
-  const textColons = colonsIn(text);
-  const suspect = escapes ? textColons > keys : textColons !== keys + colons;
+  const escapedColons = escapes ? (text.match(ESCAPED_COLON)?.length ?? 0) : 0;
+  const suspect = colonsIn(text) + escapedColons !== keys + colons;
   if (suspect) {
     const dup = duplicateKeyPath(text);
     if (dup !== undefined) {
