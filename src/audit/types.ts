@@ -19,7 +19,9 @@ export type ObjectKind =
   | 'function'
   | 'sequence'
   | 'rule'
-  | 'publication';
+  | 'publication'
+  /** A place in the project's source (`file:line`), from `--source`. */
+  | 'source';
 
 /** What a rule is about, separate from how urgent it is. */
 export type Category = 'isolation' | 'performance' | 'hygiene';

@@ -1,3 +1,4 @@
+import { AUDIT_HINT } from './hint.ts';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { mapPgError } from '../db/pg-errors.ts';
@@ -44,7 +45,7 @@ export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
   const given = resolveCheckOptions(options);
   const appUrl = given.appDatabaseUrl;
   if (appUrl === undefined) {
-    throw new TenantwallError('config_invalid', 'verify attacks as the application role: pass --app-database-url or set TENANTWALL_APP_DATABASE_URL (docs/audit.md).', { details: { field: 'appDatabaseUrl' } });
+    throw new TenantwallError('config_invalid', 'verify attacks as the application role: pass --app-database-url or set TENANTWALL_APP_DATABASE_URL (docs/audit.md).', { hint: AUDIT_HINT, details: { field: 'appDatabaseUrl' } });
   }
   // The role that attacks is the one the URL logs in as: without --app-role, that is the application role.
   const urlUser = decodeURIComponent(new URL(appUrl).username);
@@ -71,7 +72,7 @@ export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
   const readLeak = new Set<number>();
   const covered = new Map<number, string>();
   const [tenantA, tenantB] = prepared.tenants;
-  if (tenantA === tenantB) throw new TenantwallError('config_invalid', 'verify needs two different tenant ids.', { details: { field: 'tenants' } });
+  if (tenantA === tenantB) throw new TenantwallError('config_invalid', 'verify needs two different tenant ids.', { hint: AUDIT_HINT, details: { field: 'tenants' } });
 
   const findings: Finding[] = [];
   let attempts: number;
@@ -197,6 +198,6 @@ async function pickTenants(owner: pg.ClientBase, cat: Catalog, ts: TenantSet, ta
   }
   const type = tables.values().next().value?.columns.find((c) => c.name === column)?.type;
   if (type === 'uuid') return [randomUUID(), randomUUID()];
-  throw new TenantwallError('config_invalid', 'verify could not find two tenant ids; pass --tenants <a>,<b>.', { details: { field: 'tenants' } });
+  throw new TenantwallError('config_invalid', 'verify could not find two tenant ids; pass --tenants <a>,<b>.', { hint: AUDIT_HINT, details: { field: 'tenants' } });
 }
 
