@@ -105,6 +105,7 @@ export async function runAudit(options: AuditOptions = {}): Promise<Report> {
   const started = performance.now();
   const given = resolveCheckOptions(options);
   await loadParser();
+  const parserMs = performance.now() - started;
   let citus: Finding[] = [];
   const runs = await withClient(given.databaseUrl, options.client, async (c) => {
     const roles = given.appRoleGiven ? [given.appRole] : await findAppRoles(c, given.tenantColumn);
@@ -126,6 +127,7 @@ export async function runAudit(options: AuditOptions = {}): Promise<Report> {
     citus.push(...(await accessLogFindings(c, given.accessLogDays)));
     return out;
   });
+  const catalogDone = performance.now();
   const seen = new Set<string>();
   const findings: Finding[] = [];
   let stats: Record<string, number> = {};
@@ -151,7 +153,7 @@ export async function runAudit(options: AuditOptions = {}): Promise<Report> {
     findings: kept,
     suppressed,
     unusedExceptions: unused,
-    stats: { ...stats, appRoles: runs.length, ...(scanned ? { sourceFiles: scanned.files, sourceAllowedUses: scanned.allowed } : {}) },
+    stats: { ...stats, appRoles: runs.length, parserMs: Math.round(parserMs), catalogMs: Math.round(catalogDone - started - parserMs), rulesMs: Math.round(performance.now() - catalogDone), ...(scanned ? { sourceFiles: scanned.files, sourceAllowedUses: scanned.allowed } : {}) },
     notes: [
       ...(given.appRoleGiven ? [] : [`application role(s) found in the catalog and audited: ${runs.map((r) => r.role).join(', ')}`]),
       ...(scanned ? [`source ${given.source}: ${scanned.files} file(s) scanned, ${scanned.allowed} use(s) of dangerouslyCrossTenant in allowed paths (${given.sourceAllow.join(', ')}) or marked tenantwall-audit-allow`] : []),

@@ -885,7 +885,7 @@ export class Analyzer {
         return;
       case 'ColumnRef': {
         const f = b.fields as Node[];
-        if (f.length > 2) throw new Refusal('column references qualified with a schema are refused', b.location);
+        if (f.length > 2) throw new Refusal('column references qualified with a schema are refused', b.location, undefined, 'Refer to columns as table.column or alias.column; the table itself may be written schema.table in FROM.');
         return;
       }
       case 'A_Expr': {

@@ -125,6 +125,7 @@ test('refusal hints fit the refusal: statements a tenant predicate cannot fix do
     ['BEGIN', /transaction\(fn\)/],
     ['CREATE TABLE x (a int)', /migrations/],
     ['SELECT * FROM other.invoices WHERE tenant_id = $1', /public\.invoices/],
+    ['SELECT * FROM public.invoices WHERE tenant_id = $1 AND public.invoices.id IS NOT NULL', /table\.column or alias\.column/],
   ];
   for (const [sql, hint] of cases) {
     const m = hintOf(sql);
