@@ -1,4 +1,4 @@
-import type { Params, StatementGuard } from '../db/tenantwall.ts';
+import type { Params, StatementGuard, StatementVerdict } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
 import type { Schema } from '../schema/declare.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
@@ -39,8 +39,11 @@ export interface Guard extends StatementGuard {
   ready(): Promise<void>;
   /** The analysis of one statement text (cached); never throws. */
   analyze(sql: string): Analysis;
-  /** Throws `unscoped_query` unless `sql` with `params` is provably scoped to `tenantId`. */
-  check(sql: string, params: Params, tenantId: TenantId): void;
+  /**
+   * Throws `unscoped_query` unless `sql` with `params` is provably scoped to `tenantId`; returns the verdict
+   * (the plan mode the statement is safe to run with).
+   */
+  check(sql: string, params: Params, tenantId: TenantId): StatementVerdict;
   /** Number of cached analyses (tests, metrics). */
   readonly cacheEntries: number;
 }
@@ -84,7 +87,7 @@ export function createGuard(schema: Schema, options: GuardOptions = {}): Guard {
   return {
     ready: () => ready,
     analyze,
-    check(sql: string, params: Params, tenantId: TenantId): void {
+    check(sql: string, params: Params, tenantId: TenantId): StatementVerdict {
       // The id the proof compares against must itself be an id: '' or 'x' would match a '' or 'x' parameter.
       if (!TenantId.is(tenantId)) {
         TenantId.parse(tenantId); // throws invalid_tenant_id for anything that is not an id
@@ -101,6 +104,7 @@ export function createGuard(schema: Schema, options: GuardOptions = {}): Guard {
           });
         }
       }
+      return a;
     },
     get cacheEntries() {
       return cache.size;
