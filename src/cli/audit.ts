@@ -23,6 +23,7 @@ export const CHECK_FLAGS = {
   'fail-on': { type: 'string' },
   source: { type: 'string' },
   'source-allow': { type: 'string' },
+  'access-log-days': { type: 'string' },
   help: { type: 'boolean', default: false },
 } as const;
 
@@ -41,6 +42,7 @@ export const CHECK_USAGE = `  --database-url <url>     database to check (defaul
   --source <dir>           scan a project's source for dangerouslyCrossTenant( outside allowed paths (audit)
   --source-allow <g,...>   globs where the plain cross-tenant handle is expected
                            (default **/migrations/**,**/migrate*,**/lifecycle/**)
+  --access-log-days <n>    days of the break-glass access log read for all-tenant grants (default 30)
 every flag: docs/audit.md
 exit codes: 0 nothing at or above --fail-on, 1 findings at or above --fail-on, 2 the check could not run`;
 
@@ -59,6 +61,7 @@ export function commonOptions(v: Values) {
     ...(v.exceptions ? { exceptions: v.exceptions } : {}),
     ...(v.source ? { source: v.source } : {}),
     ...(v['source-allow'] !== undefined ? { sourceAllow: list(v['source-allow']) } : {}),
+    ...(v['access-log-days'] !== undefined ? { accessLogDays: Number(v['access-log-days']) } : {}),
   };
 }
 

@@ -129,6 +129,8 @@ test('configuration errors of audit and verify name docs/audit.md, never docs/co
     (await cli('audit', '--database-url', clean.url, '--app-rol', base.app)).err,
     (await cli('audit', '--database-url', clean.url, '--app-role', base.app, '--fail-on', 'sometimes')).err,
     (await cli('audit', '--database-url', clean.url, '--app-role', base.app, '--setting', 'nodot')).err,
+    (await cli('audit', '--database-url', clean.url, '--app-role', base.app, '--access-log-days', 'soon')).err,
+    (await cli('audit', '--database-url', clean.url, '--app-role', base.app, '--source', '/nonexistent/tw-src')).err,
     (await cli('verify', '--database-url', clean.url, '--app-database-url', clean.appUrl, '--tenants', 'onlyone')).err,
   ];
   for (const e of errs) {
