@@ -128,6 +128,8 @@ export interface TenantwallErrorOptions {
   cause?: unknown;
   details?: Record<string, unknown>;
   status?: number;
+  /** Replaces the code's registry hint when a better one fits this error (e.g. the page documenting a CLI flag). */
+  hint?: string;
 }
 
 export class TenantwallError extends Error {
@@ -136,7 +138,7 @@ export class TenantwallError extends Error {
   readonly details: Readonly<Record<string, unknown>>;
 
   constructor(code: ErrorCode, message: string, options: TenantwallErrorOptions = {}) {
-    super(`${message} ${ERROR_CODES[code].hint}`, options.cause === undefined ? undefined : { cause: options.cause });
+    super(`${message} ${options.hint ?? ERROR_CODES[code].hint}`, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'TenantwallError';
     this.code = code;
     this.status = options.status ?? ERROR_CODES[code].status;
