@@ -7,3 +7,4 @@ export { toTenantwallError, errorBody, makeErrorHandler, type ErrorBody, type Fi
 export { TtlCache } from '../util/ttl-cache.ts';
 export { meteringPlugin, type MeteringFastifyOptions } from './metering.ts';
 export { accessLogRoutes, type AccessLogRouteOptions } from './access-log.ts';
+export { observabilityPlugin, type ObservabilityFastifyOptions } from './observability.ts';
