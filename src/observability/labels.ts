@@ -1,5 +1,7 @@
 /** The tenant label of the tenants past the label bound. */
 export const OTHER_LABEL = 'other';
+/** The tenant label of requests that have no tenant (public routes, refused credentials). */
+export const NO_TENANT_LABEL = 'none';
 
 /**
  * Which tenants keep their own metric label: at most `max`. A tenant is labelled when a slot is free; at each
@@ -18,7 +20,7 @@ export class TenantLabels {
 
   /** The label of a tenant right now: its id, or `other`. */
   labelOf(tenantId: string): string {
-    if (this.#labelled.has(tenantId)) return tenantId;
+    if (this.#labelled.has(tenantId) || tenantId === NO_TENANT_LABEL) return tenantId;
     if (this.#labelled.size < this.max) {
       this.#labelled.add(tenantId);
       return tenantId;
@@ -38,7 +40,7 @@ export class TenantLabels {
 
   /** Keeps the labels of the `max` tenants with the highest score; folds the others into `other`. */
   rebalance(scores: ReadonlyMap<string, number>): void {
-    const keep = new Set([...scores.entries()].filter(([t]) => t !== OTHER_LABEL).sort((a, b) => b[1] - a[1]).slice(0, this.max).map(([t]) => t));
+    const keep = new Set([...scores.entries()].filter(([t]) => t !== OTHER_LABEL && t !== NO_TENANT_LABEL).sort((a, b) => b[1] - a[1]).slice(0, this.max).map(([t]) => t));
     for (const t of [...this.#labelled]) {
       if (keep.has(t)) continue;
       this.#labelled.delete(t);

@@ -3,11 +3,9 @@ import type { StatementEvent, StatementObserver, StatementOutcome } from '../db/
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { requireOptional } from '../util/optional.ts';
 import { TenantActivity } from './activity.ts';
-import { TenantCounterStore, TenantLabels } from './labels.ts';
+import { NO_TENANT_LABEL, TenantCounterStore, TenantLabels } from './labels.ts';
 import { type ObservabilityOptions, type ResolvedObservabilityOptions, resolveObservabilityOptions } from './options.ts';
 
-/** The tenant label of requests that have no tenant (public routes, refused credentials). */
-export const NO_TENANT_LABEL = 'none';
 
 /** One HTTP request as the metrics count it (the Fastify plugin reports every response). */
 export interface RequestRecord {

@@ -18,7 +18,7 @@ export interface PluginApp {
 }
 
 /** A Fastify app with the plugin and a few routes; log lines are captured as parsed JSON. */
-export async function pluginApp(db: Tenantwall, options: Omit<TenantwallFastifyOptions, 'db'> = {}): Promise<PluginApp> {
+export async function pluginApp(db: Tenantwall, options: Omit<TenantwallFastifyOptions, 'db'> = {}, extra?: (app: FastifyInstance) => Promise<void>): Promise<PluginApp> {
   const logs: Array<Record<string, unknown>> = [];
   const stream = new Writable({
     write(chunk, _enc, cb) {
@@ -29,6 +29,7 @@ export async function pluginApp(db: Tenantwall, options: Omit<TenantwallFastifyO
   const app = Fastify({ logger: { level: 'info', stream }, bodyLimit: 1024, logController: new TenantwallLogController() });
   app.setValidatorCompiler(typeboxValidatorCompiler);
   await app.register(tenantwallPlugin, { db, ...options });
+  await extra?.(app);
   // The handler names no tenant: db.query runs in the tenant the plugin resolved (AsyncLocalStorage).
   app.get('/whoami', async (req) => {
     req.log.info('handler ran');
