@@ -116,6 +116,7 @@ export const ERROR_CODES = {
   webhook_secret_invalid: { status: 400, hint: 'Omit the secret to get a generated one, or pass whsec_ + base64 of 24 to 64 random bytes.' },
   unknown_event_type: { status: 400, hint: 'Filter on quota.threshold_crossed, period.closed, plan.changed or tenant.suspended, or omit the filter for all.' },
   webhook_endpoint_not_found: { status: 404, hint: 'Pass the id of an existing endpoint (tenantwall webhooks endpoints list).' },
+  csrf_token_invalid: { status: 403, hint: 'Console actions need the CSRF token of the session: reload the page and submit the form again.' },
   activity_source_unreachable: { status: 502, hint: 'tenantwall top reads the activity report of a running service: check --url (the service base URL) and --token (its admin token).' },
 } as const satisfies Record<string, { status: number; hint: string }>;
 

@@ -88,5 +88,5 @@ export type { PoolStats } from './db/tenantwall.ts';
 export { TenantwallMetrics, createMetrics, type MetricsOptions, type RequestRecord, type QuotaUse } from './observability/metrics.ts';
 export { createTracingObserver, traceStatements, statementFingerprint, TRACER_NAME, STATEMENT_SPAN, type TracingOptions } from './observability/tracing.ts';
 export { TenantActivity, rankActivity, OTHER_TENANTS, ACTIVITY_RESOURCES, type ActivityCounts, type ActivityResource, type TopReport, type TopTenant, type TopOptions, type NoisySuggestion } from './observability/activity.ts';
-export { TenantLabels, TenantCounterStore, OTHER_LABEL, NO_TENANT_LABEL } from './observability/labels.ts';
+export { OTHER_LABEL, NO_TENANT_LABEL } from './observability/labels.ts';
 export { resolveObservabilityOptions, OBSERVABILITY_OPTIONS, type ObservabilityOptions, type ResolvedObservabilityOptions } from './observability/options.ts';

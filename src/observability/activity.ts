@@ -118,6 +118,12 @@ export class TenantActivity {
     while (this.#buckets.length > 0 && (this.#buckets[0] as Bucket).start < oldest) this.#buckets.shift();
   }
 
+  /** One tenant's counts per bucket of the window, oldest first (buckets without its activity are zeros). */
+  series(tenantId: string): Array<{ start: number } & ActivityCounts> {
+    this.#expire(Math.floor(this.#now() / this.#bucketMs) * this.#bucketMs);
+    return this.#buckets.map((b) => ({ start: b.start, ...(b.tenants.get(tenantId) ?? zero()) }));
+  }
+
   /** Every tenant's counts summed over the window. */
   totals(): Map<string, ActivityCounts> {
     this.#expire(Math.floor(this.#now() / this.#bucketMs) * this.#bucketMs);
@@ -189,4 +195,5 @@ function suggest(tenantId: string, noisyOn: readonly ActivityResource[]): NoisyS
   return out;
 }
 
+/** The resources `top` ranks by: `dbMs`, `statements`, `rows`, `requests`. */
 export const ACTIVITY_RESOURCES = RESOURCES;
