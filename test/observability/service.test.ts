@@ -29,3 +29,26 @@ test('the service answers /metrics to the admin token only, with the series of i
   assert.equal(top.statusCode, 200);
   assert.equal(top.json().tenants[0].tenantId, s.a.id);
 });
+
+test('the service mounts the console at /console: admin-token login only', async () => {
+  // Its own instance: the console's HTML pages are not operations of the OpenAPI document the fixture checks.
+  const { buildApp } = await import('../../examples/invoicing-service/src/app.ts');
+  const { ADMIN_TOKEN } = await import('../service/setup.ts');
+  const app = await buildApp({ db: s.db, adminToken: ADMIN_TOKEN });
+  try {
+    const form = { 'content-type': 'application/x-www-form-urlencoded' };
+    assert.equal((await app.inject({ url: '/console/' })).statusCode, 303);
+    assert.equal((await app.inject({ method: 'POST', url: '/console/login', headers: form, payload: `token=${encodeURIComponent(s.a.key)}` })).statusCode, 401);
+    const login = await app.inject({ method: 'POST', url: '/console/login', headers: form, payload: `token=${ADMIN_TOKEN}` });
+    assert.equal(login.statusCode, 303);
+    const cookie = (/tw_console=[^;]+/.exec(String(login.headers['set-cookie'])) as RegExpExecArray)[0];
+    const page = await app.inject({ url: `/console/tenants/${s.a.id}`, headers: { cookie } });
+    assert.equal(page.statusCode, 200);
+    assert.match(page.body, new RegExp(s.a.slug));
+    assert.match(String(page.headers['content-security-policy']), /default-src 'self'/);
+    // The API's own answers keep their headers: helmet applies to the console only.
+    assert.equal((await app.inject({ url: '/healthz' })).headers['content-security-policy'], undefined);
+  } finally {
+    await app.close();
+  }
+});

@@ -163,7 +163,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs' });
   // After @fastify/swagger, which documents the routes registered after it.
   if (options.metering) await app.register(meteringPlugin, { metering: options.metering, adminToken: options.adminToken, routeQuotas, createdRows });
-  await registerObservability(app, { db: options.db, authorize: auth.check, options: options.observability });
+  await registerObservability(app, { db: options.db, adminToken: options.adminToken, authorize: auth.check, options: options.observability });
 
   app.get('/openapi.json', { config: { tenant: false }, schema: { querystring: S.NoQuery } }, async () => app.swagger());
   app.get(

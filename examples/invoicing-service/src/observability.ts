@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { type ObservabilityOptions, type Tenantwall, createMetrics, traceStatements } from 'tenantwall';
-import { observabilityPlugin } from 'tenantwall/fastify';
+import { consolePlugin, observabilityPlugin } from 'tenantwall/fastify';
 import { Type } from '@sinclair/typebox';
 import type { OperationSpec } from './openapi.ts';
 
@@ -33,11 +33,12 @@ export function observabilityOperations(): Record<string, OperationSpec & { resp
 /**
  * Metrics and traces of the service (docs/observability.md): Prometheus at /metrics and the noisy-neighbour
  * report at /admin/observability/top, both behind the admin auth (the bootstrap or a named admin token); one
- * OpenTelemetry span per tenant-scoped statement (a no-op until the process registers an SDK).
+ * OpenTelemetry span per tenant-scoped statement (a no-op until the process registers an SDK); the operator
+ * console at /console (admin-token login).
  */
 export async function registerObservability(
   app: FastifyInstance,
-  o: { db: Tenantwall; authorize: (request: FastifyRequest, reply: FastifyReply) => Promise<void>; options?: ObservabilityOptions | false | undefined },
+  o: { db: Tenantwall; adminToken: string; authorize: (request: FastifyRequest, reply: FastifyReply) => Promise<void>; options?: ObservabilityOptions | false | undefined },
 ): Promise<void> {
   if (o.options === false) return;
   const metrics = createMetrics({ db: o.db, ...o.options });
@@ -47,4 +48,6 @@ export async function registerObservability(
     metrics.close();
   });
   await app.register(observabilityPlugin, { metrics, authorize: o.authorize });
+  // The operator console at /console: log in with the bootstrap admin token.
+  await app.register(consolePlugin, { db: o.db, adminToken: o.adminToken, metrics });
 }
