@@ -27,6 +27,23 @@ export interface ConsoleFastifyOptions {
   sessionTtlMs?: number | undefined;
   /** Mark the cookie `Secure` (behind HTTPS). Default `false`. */
   secureCookie?: boolean | undefined;
+  /** The isolation page's checks, e.g. tenantwall's `runAudit` and `runVerify` bound to the database (optional). */
+  isolation?: ConsoleIsolation | undefined;
+}
+
+/** A finding as the isolation page shows it (the shape of tenantwall's audit findings). */
+export interface ConsoleFinding {
+  readonly ruleId: string;
+  readonly severity: string;
+  readonly object: string;
+  readonly message: string;
+  readonly docUrl: string;
+}
+
+/** What the isolation page runs: the catalog audit and `verify` with tenant A attacking tenant B. */
+export interface ConsoleIsolation {
+  audit(): Promise<{ readonly findings: readonly ConsoleFinding[] }>;
+  verify(tenantA: string, tenantB: string): Promise<{ readonly findings: readonly ConsoleFinding[]; readonly notes?: readonly string[] }>;
 }
 
 const COOKIE = 'tw_console';
@@ -88,7 +105,7 @@ const consolePlugin: FastifyPluginAsync<ConsoleFastifyOptions> = async (fastify,
       reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${esc(title)} - tenantwall console</title><link rel="icon" href="data:,"><link rel="stylesheet" href="${prefix}/assets/console.css">${extra}</head>
-<body><header><strong>tenantwall console</strong>${s ? `<a href="${prefix}/">Tenants</a><a href="${prefix}/top">Noisy neighbours</a><form class="inline" method="post" action="${prefix}/logout"><input type="hidden" name="_csrf" value="${s.csrf}"><button>Log out</button></form>` : ''}</header>
+<body><header><strong>tenantwall console</strong>${s ? `<a href="${prefix}/">Tenants</a><a href="${prefix}/top">Noisy neighbours</a><a href="${prefix}/isolation">Isolation</a><form class="inline" method="post" action="${prefix}/logout"><input type="hidden" name="_csrf" value="${s.csrf}"><button>Log out</button></form>` : ''}</header>
 <main><h1>${esc(title)}</h1>${body}</main></body></html>`);
     /** Pages: a login redirect without a session. Actions: 401/403 (checked in `action`). */
     const requirePage = (req: FastifyRequest, reply: FastifyReply): Session | undefined => {
@@ -208,6 +225,49 @@ ${top ? `<p>Share of database time ${share(top.share.dbMs)}<br>Share of requests
         return reply.code(303).header('location', `${prefix}/tenants/${t.id}`).send();
       });
     }
+
+    let lastAudit: { at: Date; findings: readonly ConsoleFinding[] } | undefined;
+    let lastVerify: { at: Date; a: string; b: string; findings: readonly ConsoleFinding[]; notes: readonly string[] } | undefined;
+    const findingRows = (f: readonly ConsoleFinding[]) =>
+      f.length === 0
+        ? '<p class="ok">No findings.</p>'
+        : `<table><thead><tr><th>severity</th><th>rule</th><th>object</th><th>finding</th></tr></thead><tbody>${f
+            .map((x) => `<tr><td>${esc(x.severity)}</td><td><a href="${esc(x.docUrl)}">${esc(x.ruleId)}</a></td><td>${esc(x.object)}</td><td>${esc(x.message)}</td></tr>`)
+            .join('')}</tbody></table>`;
+    c.get('/isolation', { config, schema: hidden() }, async (req, reply) => {
+      const s = requirePage(req, reply);
+      if (!s) return reply;
+      if (!opts.isolation) return page(reply, 'Isolation', s, '<p>No isolation checks configured (the <code>isolation</code> option).</p>');
+      const tenants = await db.tenants.list({ status: 'active', limit: 1000 });
+      const options = (sel: number) => tenants.map((t, i) => `<option value="${t.id}"${i === sel ? ' selected' : ''}>${esc(t.slug)}</option>`).join('');
+      return page(
+        reply,
+        'Isolation',
+        s,
+        `<h2>Audit</h2><form method="post" action="${prefix}/isolation/audit">${csrfField(s)}<button>Run audit</button></form>
+${lastAudit ? `<p id="audit-report">Audit of ${lastAudit.at.toISOString()}: ${lastAudit.findings.length} finding(s)</p>${findingRows(lastAudit.findings)}` : '<p>No audit run yet.</p>'}
+<h2>Verify</h2><form method="post" action="${prefix}/isolation/verify">${csrfField(s)}<label>Tenant A <select name="a">${options(0)}</select></label> <label>attacks tenant B <select name="b">${options(1)}</select></label> <button>Run verify</button></form>
+${lastVerify ? `<p id="verify-report">Verify of ${lastVerify.at.toISOString()} (${lastVerify.a} attacking ${lastVerify.b}): ${lastVerify.findings.length} finding(s)</p>${findingRows(lastVerify.findings)}${lastVerify.notes.map((n) => `<p>${esc(n)}</p>`).join('')}` : '<p>No verify run yet.</p>'}`,
+      );
+    });
+    c.post('/isolation/audit', { config, schema: hidden() }, async (req, reply) => {
+      action(req);
+      if (!opts.isolation) throw new TenantwallError('not_found', 'No isolation checks configured.');
+      lastAudit = { at: new Date(), findings: (await opts.isolation.audit()).findings };
+      return reply.code(303).header('location', `${prefix}/isolation`).send();
+    });
+    c.post('/isolation/verify', { config, schema: hidden() }, async (req, reply) => {
+      action(req);
+      if (!opts.isolation) throw new TenantwallError('not_found', 'No isolation checks configured.');
+      const body = req.body as Record<string, unknown>;
+      const [a, b] = [body.a, body.b];
+      if (typeof a !== 'string' || typeof b !== 'string' || !TenantId.is(a) || !TenantId.is(b) || a === b) {
+        throw new TenantwallError('validation_failed', 'Choose two different tenants.', { details: { field: 'b' } });
+      }
+      const r = await opts.isolation.verify(a, b);
+      lastVerify = { at: new Date(), a, b, findings: r.findings, notes: r.notes ?? [] };
+      return reply.code(303).header('location', `${prefix}/isolation`).send();
+    });
 
     c.get('/top', { config, schema: hidden() }, async (req, reply) => {
       const s = requirePage(req, reply);

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { chromium, type Browser } from 'playwright-core';
-import { createGuard, createMetrics, type TenantwallMetrics } from '../../src/index.ts';
+import { createGuard, createMetrics, runAudit, runVerify, type TenantwallMetrics } from '../../src/index.ts';
 import { consolePlugin, observabilityPlugin } from '../../src/fastify/index.ts';
 import { createTestTenantwall, type TestTenantwall } from '../helpers/db.ts';
 import { pluginApp, pluginMigrations, pluginSchema } from '../fastify/app.ts';
@@ -29,7 +29,15 @@ before(async () => {
   metrics = createMetrics({ db: t.db, processMetrics: false });
   ({ app } = await pluginApp(t.db, {}, async (a) => {
     await a.register(observabilityPlugin, { metrics, adminToken: ADMIN });
-    await a.register(consolePlugin, { db: t.db, adminToken: ADMIN, metrics });
+    const databaseUrl = t.db.options.databaseUrl as string;
+    const app = new URL(databaseUrl);
+    app.username = t.db.options.appRole;
+    app.password = t.db.options.appPassword;
+    const isolation = {
+      audit: () => runAudit({ databaseUrl, appRole: t.db.options.appRole }),
+      verify: (x: string, y: string) => runVerify({ databaseUrl, appDatabaseUrl: t.db.options.appDatabaseUrl ?? app.toString(), appRole: t.db.options.appRole, tenants: [x, y] }),
+    };
+    await a.register(consolePlugin, { db: t.db, adminToken: ADMIN, metrics, isolation });
     a.get('/obs/notes', async () => {
       const { rows } = await t.db.query<{ body: string }>('SELECT body FROM notes WHERE tenant_id = $1', [t.db.currentTenantId()]);
       return { notes: rows.length };
@@ -103,6 +111,13 @@ test('in Chromium: log in, find a tenant, see its chart drawn, revoke a key (401
     await page.waitForSelector('h1:has-text("Noisy neighbours")');
     assert.ok((await page.content()).includes(tenant.id));
     await page.screenshot({ path: path.join(OUT, 'top.png'), fullPage: true });
+    await page.goto(`${url}/console/isolation`);
+    await page.click('button:has-text("Run audit")');
+    await page.waitForSelector('#audit-report', { timeout: 120_000 });
+    await page.click('button:has-text("Run verify")');
+    await page.waitForSelector('#verify-report', { timeout: 120_000 });
+    assert.match(await page.locator('#verify-report').innerText(), /0 finding\(s\)/);
+    await page.screenshot({ path: path.join(OUT, 'isolation.png'), fullPage: true });
     await page.setViewportSize({ width: 390, height: 844 });
     await page.goto(`${url}/console/tenants/${tenant.id}`);
     await page.screenshot({ path: path.join(OUT, 'tenant-phone.png'), fullPage: true });

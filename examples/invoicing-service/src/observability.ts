@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { type ObservabilityOptions, type Tenantwall, createMetrics, traceStatements } from 'tenantwall';
+import { type ObservabilityOptions, type Tenantwall, createMetrics, runAudit, runVerify, traceStatements } from 'tenantwall';
 import { consolePlugin, observabilityPlugin } from 'tenantwall/fastify';
 import { Type } from '@sinclair/typebox';
 import type { OperationSpec } from './openapi.ts';
@@ -48,6 +48,16 @@ export async function registerObservability(
     metrics.close();
   });
   await app.register(observabilityPlugin, { metrics, authorize: o.authorize });
-  // The operator console at /console: log in with the bootstrap admin token.
-  await app.register(consolePlugin, { db: o.db, adminToken: o.adminToken, metrics });
+  // The operator console at /console: log in with the bootstrap admin token. Its isolation page runs the
+  // catalog audit and verify (tenant A attacking tenant B, rolled back) against this service's database.
+  const databaseUrl = o.db.options.databaseUrl as string;
+  const appUrl = new URL(databaseUrl);
+  appUrl.username = encodeURIComponent(o.db.options.appRole);
+  appUrl.password = encodeURIComponent(o.db.options.appPassword);
+  const appRole = o.db.options.appRole;
+  const isolation = {
+    audit: () => runAudit({ databaseUrl, appRole }),
+    verify: (a: string, b: string) => runVerify({ databaseUrl, appDatabaseUrl: o.db.options.appDatabaseUrl ?? appUrl.toString(), appRole, tenants: [a, b] }),
+  };
+  await app.register(consolePlugin, { db: o.db, adminToken: o.adminToken, metrics, isolation });
 }
