@@ -27,8 +27,11 @@ export function statementFingerprint(sql: string): string {
 
 /** Options of `createTracingObserver`. */
 export interface TracingOptions {
-  /** The tracer provider; default the global one (`trace.getTracerProvider()`, a no-op until an SDK registers). */
-  tracerProvider?: Otel.TracerProvider | undefined;
+  /**
+   * The tracer provider (an `@opentelemetry/api` TracerProvider, typed loosely so the package's types do not
+   * need the optional peer); default the global one (`trace.getTracerProvider()`, a no-op until an SDK registers).
+   */
+  tracerProvider?: { getTracer(name: string, version?: string): unknown } | undefined;
 }
 
 /**
@@ -39,7 +42,8 @@ export interface TracingOptions {
  */
 export function createTracingObserver(options: TracingOptions = {}): StatementObserver {
   const api = requireOptional<typeof Otel>('@opentelemetry/api', 'tracing');
-  const tracer = (options.tracerProvider ?? api.trace.getTracerProvider()).getTracer(TRACER_NAME);
+  const provider = (options.tracerProvider ?? api.trace.getTracerProvider()) as Otel.TracerProvider;
+  const tracer = provider.getTracer(TRACER_NAME);
   return {
     start(e: StatementEvent) {
       const span = tracer.startSpan(
