@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { openHarness, type BenchHarness } from './harness.ts';
 
 // citus runs only when asked for (npm run bench -- citus): it needs CITUS_URL.
-const ORDER = ['import', 'core', 'poolers', 'guard', 'http', 'partitioning', 'audit', 'metering', 'webhooks'];
+const ORDER = ['import', 'core', 'poolers', 'guard', 'http', 'partitioning', 'audit', 'metering', 'webhooks', 'observability'];
 const requested = process.argv.slice(2);
 const parts = (requested.length > 0 ? requested : ORDER).filter((p) => {
   const exists = fs.existsSync(new URL(`./${p}.ts`, import.meta.url));

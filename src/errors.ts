@@ -119,6 +119,8 @@ export const ERROR_CODES = {
   // HTTP input refused by tenantwall/fastify (issue 16)
   duplicate_json_key: { status: 400, hint: 'Send each key at most once per JSON object: details.field names the repeated key (a proxy reading the first copy would see another request).' },
   client_aborted: { status: 400, hint: 'The client closed the connection or sent a malformed body before the request was read; nothing was done. Logged at info level, never as a server error.' },
+  csrf_token_invalid: { status: 403, hint: 'Console actions need the CSRF token of the session: reload the page and submit the form again.' },
+  activity_source_unreachable: { status: 502, hint: 'tenantwall top reads the activity report of a running service: check --url (the service base URL) and --token (its admin token).' },
 } as const satisfies Record<string, { status: number; hint: string }>;
 
 /** One of the stable error codes of `ERROR_CODES` (docs/errors.md). */

@@ -83,3 +83,11 @@ export type { ClosePeriodInput } from './metering/billing.ts';
 export { RateLimiter, PostgresRateLimitStore, RedisRateLimitStore, type RateLimitStore, type RateLimitDecision, type LimiterOptions, type RedisClientLike } from './metering/rate-limit.ts';
 export { Webhooks, WebhookRelay, verifyWebhook, writeOutboxEvent, retryDelayMs, webhookId, resolveWebhooksOptions, BILLING_EVENT_TYPES, DEFAULT_RETRY_SCHEDULE_MS, type WebhookEndpoint, type WebhookDelivery, type WebhooksOptions, type RelayOptions, type RelayRound, type ReplayFilter, type VerifiedWebhook, type BillingEventType } from './metering/webhooks.ts';
 export { planLimits } from './metering/plan-limits.ts';
+// observability (metrics, traces, noisy neighbours)
+export type { StatementObserver, StatementEvent, StatementOutcome, GuardVerdict } from './db/observer.ts';
+export type { PoolStats } from './db/tenantwall.ts';
+export { TenantwallMetrics, createMetrics, type MetricsOptions, type RequestRecord, type QuotaUse } from './observability/metrics.ts';
+export { createTracingObserver, traceStatements, statementFingerprint, TRACER_NAME, STATEMENT_SPAN, type TracingOptions } from './observability/tracing.ts';
+export { TenantActivity, rankActivity, OTHER_TENANTS, ACTIVITY_RESOURCES, type ActivityCounts, type ActivityResource, type TopReport, type TopTenant, type TopOptions, type NoisySuggestion } from './observability/activity.ts';
+export { OTHER_LABEL, NO_TENANT_LABEL } from './observability/labels.ts';
+export { resolveObservabilityOptions, OBSERVABILITY_OPTIONS, type ObservabilityOptions, type ResolvedObservabilityOptions } from './observability/options.ts';

@@ -10,6 +10,7 @@ import { checkCitusSettings, detectCitus } from './citus.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from './embedded.ts';
 import { type DbLimits, LimitCounter, type LimitExceeded, type LimitName, type LimitsProvider, LimitSteps, NO_LIMITS, type ResolvedLimits, limitOf, resolveLimits, resolveLimitsOnce } from './limits.ts';
 import { isConnectionError, mapPgError } from './pg-errors.ts';
+import { type StatementObserver, endObservers, rowsOf, startObservers } from './observer.ts';
 import { type PreparedStep, runPipelined } from './pipelined-query.ts';
 import { poolerStartupError } from './pooler.ts';
 import { StatementCache } from './statement-cache.ts';
@@ -83,6 +84,8 @@ export interface CreateTenantwallOptions extends TenantwallOptions {
   limits?: LimitsProvider | undefined;
   /** Called when a tenant's limit cancels a statement (after it is counted in `limitsExceeded`). */
   onLimitExceeded?: ((e: LimitExceeded) => void) | undefined;
+  /** Observers of every tenant-scoped statement (metrics, traces); more can be added with `db.observe`. */
+  observers?: readonly StatementObserver[] | undefined;
 }
 
 /** Options of `forTenant`. */
@@ -125,12 +128,14 @@ class Transaction implements TenantTransaction {
   #client: pg.PoolClient | undefined;
   readonly #guard: StatementGuard | undefined;
   readonly #mapError: (err: unknown) => unknown;
+  readonly #observers: () => readonly StatementObserver[];
 
-  constructor(tenantId: TenantId, client: pg.PoolClient, guard: StatementGuard | undefined, mapError: (err: unknown) => unknown) {
+  constructor(tenantId: TenantId, client: pg.PoolClient, guard: StatementGuard | undefined, mapError: (err: unknown) => unknown, observers: () => readonly StatementObserver[]) {
     this.tenantId = tenantId;
     this.#client = client;
     this.#guard = guard;
     this.#mapError = mapError;
+    this.#observers = observers;
   }
 
   get active(): boolean {
@@ -143,7 +148,15 @@ class Transaction implements TenantTransaction {
       // The connection went back to the pool: using it now could run in another tenant's transaction.
       throw new TenantwallError('tenant_context_missing', 'This transaction has ended; its handle can no longer run queries.');
     }
+    const observers = this.#observers();
+    if (observers.length > 0) {
+      return observeStatement(observers, this.tenantId, sql, true, this.#guard !== undefined, () => this.#guard?.check(sql, params, this.tenantId), () => this.#send<R>(client, sql, params));
+    }
     this.#guard?.check(sql, params, this.tenantId);
+    return this.#send<R>(client, sql, params);
+  }
+
+  async #send<R extends Row>(client: pg.PoolClient, sql: string, params: Params): Promise<pg.QueryResult<R>> {
     try {
       return await client.query<R>(sql, params as unknown[]);
     } catch (err) {
@@ -195,6 +208,7 @@ export class Tenantwall {
   readonly #setGenericPlan: PreparedStep;
   readonly #baseLimits: DbLimits | undefined;
   readonly #sentLimits = new WeakMap<ResolvedLimits, ResolvedLimits>();
+  #observers: readonly StatementObserver[] = [];
   #closed = false;
 
   private constructor(
@@ -228,6 +242,24 @@ export class Tenantwall {
     this.#limitSteps = new LimitSteps(!pooled);
     this.#limitsProvider = input.limits;
     this.#limitCounter = new LimitCounter(input.onLimitExceeded);
+    this.#observers = Object.freeze([...(input.observers ?? [])]);
+  }
+
+  /**
+   * Adds an observer of every tenant-scoped statement (metrics, traces); returns the function that removes it.
+   * Without observers the data path does no observation work at all.
+   */
+  observe(observer: StatementObserver): () => void {
+    this.#observers = Object.freeze([...this.#observers, observer]);
+    return () => {
+      this.#observers = Object.freeze(this.#observers.filter((o) => o !== observer));
+    };
+  }
+
+  /** Connections of the application and owner pools right now (for metrics): open, idle, callers waiting, max. */
+  poolStats(): { app: PoolStats; owner: PoolStats } {
+    const stats = (p: pg.Pool, max: number): PoolStats => ({ total: p.totalCount, idle: p.idleCount, waiting: p.waitingCount, max });
+    return { app: stats(this.#appPool, this.options.poolSize), owner: stats(this.#ownerPool, this.options.adminPoolSize) };
   }
 
   /**
@@ -327,8 +359,20 @@ export class Tenantwall {
   /** @internal used by TenantScope */
   async runScoped<R extends Row>(tenantId: TenantId, sql: string, params: Params, options?: QueryOptions, scopeLimits?: ResolvedLimits): Promise<pg.QueryResult<R>> {
     this.#assertOpen();
+    const observers = this.#observers;
+    if (observers.length > 0) {
+      let verdict: StatementVerdict | void;
+      return observeStatement(observers, tenantId, sql, false, this.#guard !== undefined, () => void (verdict = this.#check(tenantId, sql, params)), () => this.#sendScoped<R>(tenantId, sql, params, options, scopeLimits, verdict));
+    }
+    return this.#sendScoped<R>(tenantId, sql, params, options, scopeLimits, this.#check(tenantId, sql, params));
+  }
+
+  #check(tenantId: TenantId, sql: string, params: Params): StatementVerdict | void {
     if (sql.trim() === '') throw new TenantwallError('unscoped_query', 'Empty statement.');
-    const verdict = this.#guard?.check(sql, params, tenantId);
+    return this.#guard?.check(sql, params, tenantId);
+  }
+
+  async #sendScoped<R extends Row>(tenantId: TenantId, sql: string, params: Params, options: QueryOptions | undefined, scopeLimits: ResolvedLimits | undefined, verdict: StatementVerdict | void): Promise<pg.QueryResult<R>> {
     const plan = options?.plan;
     const generic = plan === 'generic' || ((plan === undefined || plan === 'auto') && verdict?.plan === 'generic');
     if (plan !== undefined && !generic && plan !== 'custom' && plan !== 'auto') {
@@ -417,7 +461,7 @@ export class Tenantwall {
     } catch (err) {
       throw await fail(err, mapPgError);
     }
-    const tx = new Transaction(tenantId, client, this.#guard, mapError);
+    const tx = new Transaction(tenantId, client, this.#guard, mapError, () => this.#observers);
     let result: T;
     try {
       result = await runWithTenant(tenantId, () => fn(tx));
@@ -524,6 +568,43 @@ export class Tenantwall {
     } catch (err) {
       throw mapPgError(err);
     }
+  }
+}
+
+/** Connections of one pool (`db.poolStats()`). */
+export interface PoolStats {
+  readonly total: number;
+  readonly idle: number;
+  readonly waiting: number;
+  readonly max: number;
+}
+
+/** Runs one statement under observation: the check (guard) and the send, each outcome reported once. */
+async function observeStatement<R extends Row>(
+  observers: readonly StatementObserver[],
+  tenantId: TenantId,
+  sql: string,
+  inTransaction: boolean,
+  guarded: boolean,
+  check: () => void,
+  send: () => Promise<pg.QueryResult<R>>,
+): Promise<pg.QueryResult<R>> {
+  const ends = startObservers(observers, { tenantId, sql, inTransaction });
+  try {
+    check();
+  } catch (error) {
+    endObservers(ends, { verdict: 'refused', rows: 0, durationMs: 0, error });
+    throw error;
+  }
+  const verdict = guarded ? 'allowed' : 'unchecked';
+  const t0 = performance.now();
+  try {
+    const result = await send();
+    endObservers(ends, { verdict, rows: rowsOf(result), durationMs: performance.now() - t0, error: undefined });
+    return result;
+  } catch (error) {
+    endObservers(ends, { verdict, rows: 0, durationMs: performance.now() - t0, error });
+    throw error;
   }
 }
 

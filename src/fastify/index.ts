@@ -22,3 +22,5 @@ export { redactUrl, tenantwallLogRedactPaths, tenantwallLogSerializers, REDACTED
 export { TtlCache } from '../util/ttl-cache.ts';
 export { meteringPlugin, type MeteringFastifyOptions } from './metering.ts';
 export { accessLogRoutes, type AccessLogRouteOptions } from './access-log.ts';
+export { observabilityPlugin, type ObservabilityFastifyOptions } from './observability.ts';
+export { consolePlugin, type ConsoleFastifyOptions, type ConsoleFinding, type ConsoleIsolation } from './console.ts';

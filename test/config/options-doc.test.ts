@@ -11,11 +11,13 @@ import { test } from 'node:test';
 import { CORE_OPTIONS } from '../../src/config/options.ts';
 import { type OptionTable, componentOf } from '../../src/config/resolve.ts';
 import { FASTIFY_OPTIONS } from '../../src/fastify/options.ts';
+import { OBSERVABILITY_OPTIONS } from '../../src/observability/options.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const TABLES: Array<{ table: OptionTable; doc: string }> = [
   { table: CORE_OPTIONS, doc: 'docs/configuration.md' },
   { table: FASTIFY_OPTIONS, doc: 'docs/fastify.md' },
+  { table: OBSERVABILITY_OPTIONS, doc: 'docs/observability.md' },
 ];
 
 for (const { table, doc } of TABLES) {

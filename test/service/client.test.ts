@@ -124,6 +124,8 @@ test('a typed client drives every operation: success and the errors a client can
   ok(k, 201);
   ok(await admin.POST('/admin/tenants/{id}/api-keys', { params: { path: { id: nope } }, body: { name: 'x' } }), 404);
   ok(await admin.GET('/admin/tenants/{id}/api-keys', { params: { path: { id: tid } } }), 200);
+  ok(await admin.GET('/metrics', { parseAs: 'text' }), 200);
+  ok(await admin.GET('/admin/observability/top', { params: { query: { by: 'rows' } } }), 200);
   ok(await admin.GET('/admin/tenants/{id}/api-keys', { params: { path: { id: nope } } }), 404);
   ok(await admin.DELETE('/admin/tenants/{id}/api-keys/{keyId}', { params: { path: { id: tid, keyId: k.data?.id as string } } }), 204);
   ok(await admin.DELETE('/admin/tenants/{id}/api-keys/{keyId}', { params: { path: { id: tid, keyId: nope } } }), 404);
@@ -181,7 +183,7 @@ test('a typed client drives every operation: success and the errors a client can
     }
     assert.ok([...s.contract.seen].some((x) => x.startsWith(`${op.operationId} 2`)), `${op.operationId}: no success`);
   }
-  assert.equal(all.length, 35);
+  assert.equal(all.length, 37);
   assert.deepEqual(missing, [], 'documented statuses never answered in this run');
   ctx.diagnostic(`not driven (server faults, rate limits, suspension): ${notDriven.length} pairs`);
 });

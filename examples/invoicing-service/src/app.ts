@@ -4,10 +4,11 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOpt
 import { type TenantwallFastifyOptions, errorBody, meteringPlugin, tenantwallPlugin } from 'tenantwall/fastify';
 import { TenantwallLogController } from 'tenantwall/fastify/log-controller';
 import { typeboxSerializerCompiler, typeboxValidatorCompiler } from 'tenantwall/fastify/typebox';
-import { type Metering, type Tenantwall, TenantwallError } from 'tenantwall';
+import { type Metering, type ObservabilityOptions, type Tenantwall, TenantwallError } from 'tenantwall';
 import { type TSchema, Type } from '@sinclair/typebox';
 import { AdminAuth, type AdminAuthOptions, adminRoutes } from './admin.ts';
 import { createdRows, routeQuotas } from './metering.ts';
+import { observabilityOperations, registerObservability } from './observability.ts';
 import { type OperationSpec, contract, op, usageOperations } from './openapi.ts';
 import { tenantRoutes } from './routes.ts';
 import * as S from './schemas.ts';
@@ -28,6 +29,8 @@ export interface AppOptions {
   tenantwall?: Omit<TenantwallFastifyOptions, 'db'>;
   /** Usage metering, plan quotas and rate limits (service/metering.ts). Default: off. */
   metering?: Metering;
+  /** Metrics at /metrics and statement traces (observability.ts), or `false`. Default: on, behind the admin auth. */
+  observability?: ObservabilityOptions | false;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -116,6 +119,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   // plugin's usage routes (hidden by the plugin) and the document itself.
   const described: Record<string, OperationSpec & { response?: Record<number, unknown> }> = {
     ...(options.metering ? usageOperations() : {}),
+    ...(options.observability === false ? {} : observabilityOperations()),
     'GET /openapi.json': {
       id: 'getOpenApiDocument',
       summary: 'This OpenAPI document',
@@ -159,6 +163,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs' });
   // After @fastify/swagger, which documents the routes registered after it.
   if (options.metering) await app.register(meteringPlugin, { metering: options.metering, adminToken: options.adminToken, routeQuotas, createdRows });
+  await registerObservability(app, { db: options.db, adminToken: options.adminToken, authorize: auth.check, options: options.observability });
 
   app.get('/openapi.json', { config: { tenant: false }, schema: { querystring: S.NoQuery } }, async () => app.swagger());
   app.get(
