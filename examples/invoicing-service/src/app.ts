@@ -6,7 +6,8 @@ import { TenantwallLogController } from 'tenantwall/fastify/log-controller';
 import { typeboxSerializerCompiler, typeboxValidatorCompiler } from 'tenantwall/fastify/typebox';
 import { type Metering, type Tenantwall, TenantwallError } from 'tenantwall';
 import { type TSchema, Type } from '@sinclair/typebox';
-import { AdminAuth, type AdminAuthOptions, adminRoutes } from './admin.ts';
+import { AdminAuth, type AdminAuthOptions, adminRoutes, streamedOperations } from './admin.ts';
+import { Jobs, type JobsOptions } from './jobs.ts';
 import { createdRows, routeQuotas } from './metering.ts';
 import { type OperationSpec, contract, op, usageOperations } from './openapi.ts';
 import { tenantRoutes } from './routes.ts';
@@ -28,6 +29,10 @@ export interface AppOptions {
   tenantwall?: Omit<TenantwallFastifyOptions, 'db'>;
   /** Usage metering, plan quotas and rate limits (service/metering.ts). Default: off. */
   metering?: Metering;
+  /** Lifecycle jobs of the admin API (move, export, import; jobs.ts): retention and temp directory. */
+  jobs?: JobsOptions;
+  /** Largest import upload, bytes. Default 1 GiB. */
+  importMaxBytes?: number;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -116,6 +121,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   // plugin's usage routes (hidden by the plugin) and the document itself.
   const described: Record<string, OperationSpec & { response?: Record<number, unknown> }> = {
     ...(options.metering ? usageOperations() : {}),
+    ...streamedOperations(),
     'GET /openapi.json': {
       id: 'getOpenApiDocument',
       summary: 'This OpenAPI document',
@@ -179,7 +185,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     },
   );
 
-  await app.register(async (admin) => adminRoutes(admin, { db: options.db, auth }), { prefix: '/admin' });
+  const jobs = new Jobs(options.jobs);
+  // Running jobs finish before the database goes (a move cut short would be resumable, but not reported).
+  app.addHook('onClose', async () => jobs.close());
+  await app.register(async (admin) => adminRoutes(admin, { db: options.db, auth, jobs, ...(options.importMaxBytes !== undefined ? { importMaxBytes: options.importMaxBytes } : {}) }), { prefix: '/admin' });
   await app.register(async (api) => tenantRoutes(api, options.db));
   return app;
 }
