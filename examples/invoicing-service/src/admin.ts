@@ -58,7 +58,13 @@ export function streamedOperations(): Record<string, OperationSpec & { response?
       description: `Streams the export of a succeeded export job (409 \`conflict\` while it runs or when it failed). ${format}`,
       params: S.JobParams,
       ok: {},
-      response: { 200: { description: 'The export, streamed', ...ndjson('One JSON object per line') } },
+      response: {
+        200: {
+          description: 'The export, streamed',
+          headers: { 'Content-Disposition': { description: 'attachment; filename="tenant-<id>.ndjson"', schema: { type: 'string' } } },
+          ...ndjson('One JSON object per line'),
+        },
+      },
       errors: ['not_found', 'conflict'],
     },
     'POST /admin/tenants/import': {
