@@ -126,13 +126,13 @@ test('export -> streamed NDJSON download -> import into a new dedicated tenant: 
   assert.equal(del.json().tenant.status, 'deleted');
 });
 
-test('jobs: unknown ids are 404; a download of a move job is 404; tenant credentials are refused', async () => {
+test('jobs: unknown ids are 404; a download of a move job is 409; tenant credentials are refused', async () => {
   const unknown = await s.admin({ method: 'GET', url: '/admin/jobs/00000000-0000-4000-8000-000000000000' });
   assert.equal(unknown.statusCode, 404);
   assert.equal(unknown.json().error.details.field, 'jobId');
   const move = (await s.admin({ method: 'POST', url: `/admin/tenants/${s.b.id}/move`, payload: { to: 'dedicated' } })).json();
   await finished(move.id);
-  assert.equal((await s.admin({ method: 'GET', url: `/admin/jobs/${move.id}/download` })).statusCode, 404);
+  assert.equal((await s.admin({ method: 'GET', url: `/admin/jobs/${move.id}/download` })).statusCode, 409);
   assert.equal((await s.as(s.a, { method: 'GET', url: `/admin/jobs/${move.id}` })).statusCode, 401);
   assert.equal((await s.as(s.a, { method: 'POST', url: `/admin/tenants/${s.a.id}/export` })).statusCode, 401);
 });

@@ -55,13 +55,13 @@ export function streamedOperations(): Record<string, OperationSpec & { response?
       ...admin,
       id: 'downloadExport',
       summary: 'Download a finished export',
-      description: `Streams the export of a succeeded export job (409 \`conflict\` while it runs or when it failed). ${format}`,
+      description: `Streams the export of a succeeded export job (409 \`conflict\` while it runs, when it failed, or for a job of another kind). ${format}`,
       params: S.JobParams,
       ok: {},
       response: {
         200: {
           description: 'The export, streamed',
-          headers: { 'Content-Disposition': { description: 'attachment; filename="tenant-<id>.ndjson"', schema: { type: 'string' } } },
+          headers: { 'Content-Disposition': { type: 'string', description: 'attachment; filename="tenant-<id>.ndjson"' } },
           ...ndjson('One JSON object per line'),
         },
       },
@@ -329,7 +329,8 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
   );
   app.get('/jobs/:jobId/download', { schema: { hide: true, params: S.JobParams, querystring: S.NoQuery } }, async (req, reply) => {
     const job = jobs.get((req.params as Static<typeof S.JobParams>).jobId);
-    if (!job || job.kind !== 'export') throw new TenantwallError('not_found', 'No such export job.', { details: { resource: 'job', field: 'jobId' } });
+    if (!job) throw new TenantwallError('not_found', 'No such job.', { details: { resource: 'job', field: 'jobId' } });
+    if (job.kind !== 'export') throw new TenantwallError('conflict', `Job ${job.id} is a ${job.kind} job: only export jobs have a download.`, { details: { field: 'jobId', kind: job.kind } });
     if (job.status !== 'succeeded' || !fs.existsSync(job.dir)) {
       throw new TenantwallError('conflict', `Export job ${job.id} is ${job.status}: download it once it succeeded.`, { details: { field: 'jobId', status: job.status } });
     }
