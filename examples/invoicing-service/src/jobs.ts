@@ -17,6 +17,16 @@ export interface JobInfo {
   finished_at: string | null;
 }
 
+/** A failure that is not a TenantwallError: lock waits and deadlocks say so (the move is journaled and resumes). */
+function serverError(err: unknown): { code: string; message: string } {
+  const sqlstate = (err as { code?: unknown }).code;
+  if (sqlstate === '55P03' || sqlstate === '40P01') {
+    const what = sqlstate === '55P03' ? 'could not take its locks within the lock timeout' : 'was chosen as the victim of a deadlock';
+    return { code: 'internal_error', message: `The operation ${what} (PostgreSQL ${sqlstate}); nothing changed, and a move is journaled: start it again to resume.` };
+  }
+  return { code: 'internal_error', message: 'The job failed on the server.' };
+}
+
 interface Job extends JobInfo {
   /** Working directory of the job (export files, an uploaded import), removed with the job. */
   dir: string;
@@ -82,7 +92,7 @@ export class Jobs {
         job.status = 'succeeded';
       },
       (err: unknown) => {
-        job.error = isTenantwallError(err) ? { code: err.code, message: err.message } : { code: 'internal_error', message: 'The job failed on the server.' };
+        job.error = isTenantwallError(err) ? { code: err.code, message: err.message } : serverError(err);
         job.status = 'failed';
         // Nothing of a failed job is worth keeping (a failed import wrote nothing; a failed export is incomplete).
         fs.rmSync(dir, { recursive: true, force: true });
