@@ -108,6 +108,8 @@ export async function startService(
   const a = await tenant('tenant-a', 'dedicated');
   const b = await tenant('tenant-b', 'shared', await idInBucket(t.database.name, await bucketOf(t.database.name, a.id)));
   if (RLS_OFF) {
+    // A's dedicated partitions were created with row-level security on (as every partition is): off too.
+    await disableRls(t.database.name);
     // Without RLS, the guard is the only layer: it must be there and refuse an unscoped statement.
     const refused = await t.db.forTenant(a.id).query('SELECT count(*) FROM invoices').then(
       () => false,

@@ -125,6 +125,8 @@ export async function createWorld(opts: WorldOptions): Promise<World> {
       const marker = `QZ${'GHIJKLMNOPRSTUVWXY'[i % 18]}${i}${run}Q`;
       tenants.push(Object.freeze({ idx: i, id, slug, key: key.json().key as string, keyId: key.json().id as string, marker }));
     }
+    // Tenant 0's dedicated partitions were created with row-level security on (as every partition is): off too.
+    if (opts.rlsOff) await disableRls(t.database.name);
     const jwt = (who: WorldTenant, claims: Record<string, unknown> = {}) => signHs256({ tenant_id: who.id, sub: `user-${who.idx}`, ...claims });
     return {
       app,
