@@ -116,6 +116,9 @@ export const migrations: Migration[] = [
  * and the way to run it in a maintenance window.
  */
 export function partitionMigrationSql(ctx: MigrationContext): string {
+  // On Citus the shards are the partitions (the tables stay distributed, unpartitioned): nothing to convert. The
+  // recorded checksum is the single-server rendering's, as for every migration (docs/scale-out.md).
+  if (ctx.citus) return 'SELECT 1; -- Citus: the invoicing tables stay distributed by tenant_id';
   const q = (s: string) => `"${s.replaceAll('"', '""')}"`;
   const tc = ctx.schema.tenantColumn;
   const old = (t: string) => `${t}_unpartitioned`;
