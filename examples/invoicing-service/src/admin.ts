@@ -13,8 +13,8 @@ import {
   importTenant,
   listTenants,
   moveTenant,
+  dedicatedPartitionName,
   suspendTenant,
-  tenantInfo,
 } from 'tenantwall';
 import { AdminAuth, type AdminAuthOptions } from './admin-auth.ts';
 import type { Jobs } from './jobs.ts';
@@ -99,7 +99,15 @@ function pageOf<T extends { id: string }>(rows: T[], limit: number, sort: string
  */
 export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; auth: AdminAuth; jobs: Jobs; importMaxBytes?: number }): Promise<void> {
   const { db, auth, jobs } = opts;
-  const withPlacement = async (t: Tenant) => tenantJson(t, t.status === 'deleted' ? 'shared' : (await tenantInfo(db, t.id)).placement);
+  // Placement from the catalog in one query on the pool (tenantInfo would open a lifecycle session per call).
+  const dedicatedTables = db.schema.tenantTables.filter((x) => x.partition && x.partition.dedicated !== false).map((x) => x.name);
+  const placementOf = async (id: string): Promise<'shared' | 'dedicated' | 'mixed'> => {
+    if (dedicatedTables.length === 0) return 'shared';
+    const { rows } = await db.dangerouslyCrossTenant().query<{ n: number }>('SELECT count(*)::int AS n FROM pg_class WHERE relname = ANY($1)', [dedicatedTables.map((x) => dedicatedPartitionName(x, id))]);
+    const n = rows[0]?.n ?? 0;
+    return n === 0 ? 'shared' : n === dedicatedTables.length ? 'dedicated' : 'mixed';
+  };
+  const withPlacement = async (t: Tenant) => tenantJson(t, t.status === 'deleted' ? 'shared' : await placementOf(t.id));
   app.addHook('onRoute', (route) => {
     route.config = { ...(route.config as object), tenant: false };
   });
@@ -247,7 +255,7 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
       const t = await tenantOr404((req.params as Static<typeof S.IdParams>).id);
       if (t.status === 'deleted') throw new TenantwallError('tenant_deleted', `Tenant ${t.slug} was deleted.`);
       const { to } = req.body as Static<typeof S.TenantMove>;
-      const now = (await tenantInfo(db, t.id)).placement;
+      const now = await placementOf(t.id);
       if (now === to) throw new TenantwallError('placement_unchanged', `Tenant ${t.slug} is already ${to}.`, { details: { field: 'to' } });
       const job = startJob('move', t.id, async ({ onProgress }) => {
         const r = await moveTenant(db, t.id, to, { onProgress });
