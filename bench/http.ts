@@ -9,7 +9,7 @@ import Fastify from 'fastify';
 import pg from 'pg';
 import pino from 'pino';
 import { buildApp } from '../examples/invoicing-service/src/app.ts';
-import { HASH_PARTITIONS, migrations, schema } from '../examples/invoicing-service/src/schema.ts';
+import { migrations, schema } from '../examples/invoicing-service/src/schema.ts';
 import { type BenchHarness, listenLocal } from './harness.ts';
 import { type TargetFigures, compareAlternating, describe } from './load.ts';
 
@@ -78,56 +78,11 @@ export default async function httpBench(harness: BenchHarness): Promise<void> {
     for (const f of c.figures) console.log(`  ${f.name} : ${describe(f)}`);
     const [full, base] = c.figures as [TargetFigures, TargetFigures];
     console.log(`  throughput ratio full/bare: median ${c.median.toFixed(2)} (target >= 0.80), per round ${c.ratios.map((r) => r.toFixed(2)).join(' ')}   p99 ratio full/bare: ${(full.p99 / base.p99).toFixed(2)}`);
-    await partitionedVsUnpartitioned(harness, fullUrl, paths, key);
   } finally {
     // Every server closes even if one fails, and the raw pool ends before the harness drops the database.
     const closed = await Promise.allSettled([app.close(), bare.close()]);
     await rawPool.end();
     const failed = closed.find((c) => c.status === 'rejected');
     if (failed) console.log(`! closing a server failed: ${String(failed.reason)}`);
-  }
-}
-
-/**
- * The service's tables are hash-partitioned (migration 4). The same full stack on a database that stopped at
- * migration 3 (unpartitioned tables, as earlier versions had them), same rows, alternating in the same run:
- * partitioning must cost the tenant path nothing that matters (issue 21).
- */
-async function partitionedVsUnpartitioned(harness: BenchHarness, partitionedUrl: string, partitionedPaths: string[], partitionedKey: string): Promise<void> {
-  const db = await harness.createTenantwall(schema, migrations.slice(0, 3));
-  const app = await buildApp({
-    db,
-    adminToken: 'bench-admin-token-0123456789',
-    logger: { level: 'info', stream: pino.destination({ dest: '/dev/null', sync: false }) },
-  });
-  try {
-    const tenant = await db.tenants.create({ slug: 'bench', name: 'Bench' });
-    const other = await db.tenants.create({ slug: 'other', name: 'Other' });
-    const { key } = await app.tenantwall.apiKeys.create(tenant.id, { name: 'bench' });
-    const seed = async (tid: string) =>
-      (
-        await db.forTenant(tid).query<{ id: string }>(
-          `INSERT INTO invoices (tenant_id, customer, amount_cents, status, issued_at)
-           SELECT $1, 'customer ' || g, (g * 137) % 100000, 'issued', now() FROM generate_series(1, $2::int) g RETURNING id`,
-          [tid, INVOICES],
-        )
-      ).rows.map((r) => r.id);
-    const ids = await seed(tenant.id);
-    await seed(other.id);
-    await db.dangerouslyCrossTenant().query('ANALYZE invoices');
-    const url = await listenLocal(app);
-    const c = await compareAlternating(
-      [
-        { name: 'partitioned', url: partitionedUrl, paths: partitionedPaths, headers: { authorization: `Bearer ${partitionedKey}` } },
-        { name: 'unpartitioned', url, paths: ids.map((id) => `/invoices/${id}`), headers: { authorization: `Bearer ${key}` } },
-      ],
-      { connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, warmupS: 3 },
-    );
-    console.log(`GET /invoices/:id, full stack, partitioned tables (shared tenant, ${HASH_PARTITIONS} hash buckets) vs unpartitioned (migrations 1-3), alternating`);
-    for (const f of c.figures) console.log(`  ${f.name} : ${describe(f)}`);
-    const [p, u] = c.figures as [TargetFigures, TargetFigures];
-    console.log(`  throughput ratio partitioned/unpartitioned: median ${c.median.toFixed(2)} (target >= 1.00 within noise), per round ${c.ratios.map((r) => r.toFixed(2)).join(' ')}   p99 ratio: ${(p.p99 / u.p99).toFixed(2)}`);
-  } finally {
-    await app.close();
   }
 }
