@@ -86,8 +86,7 @@ export function errorBody(err: TenantwallError): ErrorBody {
 /** A Fastify error handler mapping every error to the tenantwall error shape and status. */
 export function makeErrorHandler(bodyLimit: number) {
   return function tenantwallErrorHandler(error: unknown, request: FastifyRequest, reply: FastifyReply): void {
-    // The route's own limit when it has one (POST /usage/events takes larger batches than the server default).
-    const tw = toTenantwallError(error, request.routeOptions?.bodyLimit ?? bodyLimit);
+    const tw = toTenantwallError(error, bodyLimit);
     if (tw.status >= 500) request.log.error({ err: error, code: tw.code }, 'request failed');
     else request.log.info({ code: tw.code, status: tw.status }, 'request refused');
     // The rest of an oversized body is not read; the connection cannot be reused.
