@@ -1859,7 +1859,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -2026,7 +2026,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -2260,7 +2260,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -2451,7 +2451,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -2742,7 +2742,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -2934,7 +2934,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -3158,7 +3158,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -3999,7 +3999,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -4258,7 +4258,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -4777,7 +4777,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -4941,7 +4941,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -5138,7 +5138,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -5815,7 +5815,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -6075,7 +6075,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -6433,7 +6433,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -6710,7 +6710,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -7112,7 +7112,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -7478,7 +7478,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -7601,7 +7601,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -7885,7 +7885,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -8282,7 +8282,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -8559,7 +8559,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -8930,7 +8930,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -9336,7 +9336,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -9638,7 +9638,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -10036,7 +10036,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -10315,7 +10315,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -10722,7 +10722,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -11085,7 +11085,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -11160,7 +11160,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
