@@ -1467,7 +1467,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -1643,7 +1643,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -3407,7 +3407,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -3715,7 +3715,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -4539,7 +4539,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
