@@ -153,3 +153,20 @@ test('a JSON body in a charset other than UTF-8 is refused with 415, not decoded
   }
   for (const ct of ['application/json; charset=utf-8', 'application/json; charset=UTF-8', 'application/json']) assert.equal((await send(ct)).statusCode, 201, ct);
 });
+
+test('413 on POST /usage/events names the limit of that route (its batches may be larger than other bodies)', async () => {
+  const m = await startService({}, { metering: true });
+  try {
+    const huge = JSON.stringify({ events: [{ event_id: 'e', meter: 'reports.exported', properties: { pad: 'x'.repeat(1100 * 1024) } }] });
+    const r = await m.as(m.a, { method: 'POST', url: '/usage/events', headers: { 'content-type': 'application/json' }, payload: huge });
+    expectError(r, 413, 'payload_too_large');
+    assert.equal(r.json().error.details.limit_bytes, 1_048_576, r.body);
+    assert.match(r.json().error.message, /1048576/);
+    // Other routes keep the server's 64 KiB limit, and say so.
+    const c = await m.as(m.a, { method: 'POST', url: '/customers', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ name: 'x'.repeat(70 * 1024) }) });
+    expectError(c, 413, 'payload_too_large');
+    assert.equal(c.json().error.details.limit_bytes, 64 * 1024);
+  } finally {
+    await m.close();
+  }
+});

@@ -1,6 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import { buildApp, type AppOptions } from '../../examples/invoicing-service/src/app.ts';
-import { migrations, schema } from '../../examples/invoicing-service/src/schema.ts';
+import { HASH_PARTITIONS, migrations, schema } from '../../examples/invoicing-service/src/schema.ts';
 import { serviceGuard } from '../../examples/invoicing-service/src/guard.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 import { ContractChecker } from './contract.ts';
@@ -14,6 +15,7 @@ export interface TenantFixture {
   slug: string;
   key: string;
   keyId: string;
+  placement: 'shared' | 'dedicated';
 }
 
 export interface ServiceFixture {
@@ -52,9 +54,29 @@ export async function disableRls(database: string): Promise<string[]> {
   return names;
 }
 
+/** The hash bucket (0..HASH_PARTITIONS-1) of a tenant id in the service's partitioned tables. */
+export async function bucketOf(database: string, tenantId: string): Promise<number> {
+  const { rows } = await superQuery(
+    database,
+    `SELECT r FROM generate_series(0, $2::int - 1) r WHERE satisfies_hash_partition('customers'::regclass, $2::int, r, $1::uuid)`,
+    [tenantId, HASH_PARTITIONS],
+  );
+  return rows[0]?.r as number;
+}
+
+/** A random tenant id that falls into hash bucket `bucket`. */
+export async function idInBucket(database: string, bucket: number): Promise<string> {
+  for (;;) {
+    const id = randomUUID();
+    if ((await bucketOf(database, id)) === bucket) return id;
+  }
+}
+
 /**
- * A fresh database with the service schema, the app, and two tenants (A, B) with one API key each. The service's
- * statement guard is on, as in `npm start`; with TW_TEST_RLS=off row-level security is off on every table.
+ * A fresh database with the service schema (the invoicing tables partitioned), the app, and two tenants with one
+ * API key each: A with DEDICATED placement (its own partition of every partitioned table) and B shared, in the
+ * same hash bucket as A, so B's rows sit in the DEFAULT partition right next to A's. The service's statement
+ * guard is on, as in `npm start`; with TW_TEST_RLS=off row-level security is off on every table.
  */
 export async function startService(
   appOptions: Partial<AppOptions> = {},
@@ -75,17 +97,19 @@ export async function startService(
   contract.install(app);
   await app.ready();
   const admin = (opts: InjectOptions) => app.inject({ ...opts, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...opts.headers } });
-  async function tenant(slug: string): Promise<TenantFixture> {
-    const created = await admin({ method: 'POST', url: '/admin/tenants', payload: { slug, name: slug.toUpperCase() } });
-    if (created.statusCode !== 201) throw new Error(`tenant create: ${created.statusCode} ${created.body}`);
-    const id = created.json().id as string;
-    const key = await admin({ method: 'POST', url: `/admin/tenants/${id}/api-keys`, payload: { name: 'test' } });
+  async function tenant(slug: string, placement: 'shared' | 'dedicated', id?: string): Promise<TenantFixture> {
+    const created = await admin({ method: 'POST', url: '/admin/tenants', payload: { slug, name: slug.toUpperCase(), placement, ...(id ? { id } : {}) } });
+    if (created.statusCode !== 201 || created.json().placement !== placement) throw new Error(`tenant create: ${created.statusCode} ${created.body}`);
+    const tid = created.json().id as string;
+    const key = await admin({ method: 'POST', url: `/admin/tenants/${tid}/api-keys`, payload: { name: 'test' } });
     if (key.statusCode !== 201) throw new Error(`key create: ${key.statusCode} ${key.body}`);
-    return { id, slug, key: key.json().key, keyId: key.json().id };
+    return { id: tid, slug, key: key.json().key, keyId: key.json().id, placement };
   }
-  const a = await tenant('tenant-a');
-  const b = await tenant('tenant-b');
+  const a = await tenant('tenant-a', 'dedicated');
+  const b = await tenant('tenant-b', 'shared', await idInBucket(t.database.name, await bucketOf(t.database.name, a.id)));
   if (RLS_OFF) {
+    // A's dedicated partitions were created with row-level security on (as every partition is): off too.
+    await disableRls(t.database.name);
     // Without RLS, the guard is the only layer: it must be there and refuse an unscoped statement.
     const refused = await t.db.forTenant(a.id).query('SELECT count(*) FROM invoices').then(
       () => false,

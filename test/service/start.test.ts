@@ -19,6 +19,8 @@ async function banner(p: { output(): string }): Promise<string> {
   return p.output();
 }
 
+const DEMO_INVOICES = 2500;
+process.env.TENANTWALL_DEMO_INVOICES = String(DEMO_INVOICES);
 const tenants = async () => (await superQuery(database.name, 'SELECT slug FROM tenants ORDER BY slug')).rows.map((r) => r.slug as string);
 
 test('DATABASE_URL: no demo tenant, no key printed; --seed-demo seeds them', async () => {
@@ -38,6 +40,12 @@ test('DATABASE_URL: no demo tenant, no key printed; --seed-demo seeds them', asy
     const out = await banner(seeded);
     assert.deepEqual(await tenants(), ['acme', 'globex']);
     assert.match(out, /acme .*: tw_[0-9a-f]{32}_/);
+    // The large demo tenant is dedicated, the other shared, and the banner says so.
+    assert.match(out, /Tenants and their placement:\s+acme\s+dedicated\s+own partitions \(invoices_t_[0-9a-f]{32}/);
+    assert.match(out, /globex\s+shared\s+shared hash buckets/);
+    const acme = (await superQuery(database.name, `SELECT id FROM tenants WHERE slug = 'acme'`)).rows[0]?.id as string;
+    const big = await superQuery(database.name, `SELECT count(*)::int AS n FROM "invoices_t_${acme.replaceAll('-', '')}"`);
+    assert.equal(big.rows[0]?.n, 2 + DEMO_INVOICES, 'the large tenant\'s invoices are in its own partition');
   } finally {
     await seeded.stop();
   }

@@ -1,8 +1,25 @@
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import type { Readable } from 'node:stream';
 import type { Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import { type Tenant, type Tenantwall, TenantwallError, deleteTenant, suspendTenant } from 'tenantwall';
+import {
+  type Tenant,
+  type Tenantwall,
+  TenantwallError,
+  createTenant,
+  deleteTenant,
+  exportTenant,
+  importTenant,
+  listTenants,
+  moveTenant,
+  dedicatedPartitionName,
+  suspendTenant,
+} from 'tenantwall';
 import { AdminAuth, type AdminAuthOptions } from './admin-auth.ts';
-import { op } from './openapi.ts';
+import type { Jobs } from './jobs.ts';
+import { type OperationSpec, op } from './openapi.ts';
+import { exportStream, writeUpload } from './transfer.ts';
 import { decodeCursor, encodeCursor } from './repo/cursor.ts';
 import * as S from './schemas.ts';
 
@@ -15,8 +32,52 @@ export const RESERVED_SLUGS: ReadonlySet<string> = new Set([
   'oauth', 'root', 'smtp', 'sso', 'static', 'status', 'support', 'system', 'www',
 ]);
 
-function tenantJson(t: Tenant) {
-  return { id: t.id, slug: t.slug, name: t.name, status: t.status, created_at: t.createdAt.toISOString() };
+function tenantJson(t: Tenant, placement: string) {
+  return { id: t.id, slug: t.slug, name: t.name, status: t.status, placement, created_at: t.createdAt.toISOString() };
+}
+
+/** Default cap of an import upload (`buildApp({ importMaxBytes })`). */
+export const IMPORT_MAX_BYTES = 1024 * 1024 * 1024;
+
+const admin = { tag: 'admin', security: 'admin' } as const;
+
+/**
+ * The two admin operations whose bodies are not JSON: the export download and the import upload. Their routes
+ * carry no response/body schema (a stream is not serialized or validated as JSON); the document describes them
+ * from these specs (buildApp's `described`).
+ */
+export function streamedOperations(): Record<string, OperationSpec & { response?: Record<number, unknown> }> {
+  const ndjson = (description: string) => ({ content: { 'application/x-ndjson': { schema: { type: 'string', description } } } });
+  const format =
+    'NDJSON: line 1 is the export manifest (docs/lifecycle.md), each further line one row, `{"table":"<table>","row":{...}}`, tables in manifest order. Rows are the export files\' lines verbatim, so an upload is checked row for row against the manifest\'s checksums.';
+  return {
+    'GET /admin/jobs/:jobId/download': {
+      ...admin,
+      id: 'downloadExport',
+      summary: 'Download a finished export',
+      description: `Streams the export of a succeeded export job (409 \`conflict\` while it runs, when it failed, or for a job of another kind). ${format}`,
+      params: S.JobParams,
+      ok: {},
+      response: {
+        200: {
+          description: 'The export, streamed',
+          headers: { 'Content-Disposition': { type: 'string', description: 'attachment; filename="tenant-<id>.ndjson"' } },
+          ...ndjson('One JSON object per line'),
+        },
+      },
+      errors: ['not_found', 'conflict'],
+    },
+    'POST /admin/tenants/import': {
+      ...admin,
+      id: 'importTenant',
+      summary: 'Import an export into a new tenant (job)',
+      description: `Uploads an export (the download of an export job, unchanged) and imports it into a NEW tenant as a job: all rows or none, every table's row count and checksum verified before COMMIT. ${format} Answers 202 with the job; its result holds the new tenant.`,
+      querystring: S.TenantImportQuery,
+      body: ndjson('An export download') as unknown as NonNullable<OperationSpec['body']>,
+      ok: { 202: S.Job },
+      errors: ['invalid_slug', 'tenant_exists', 'import_invalid'],
+    },
+  };
 }
 
 function keyJson(k: { id: string; name: string; createdAt: Date; revokedAt: Date | null }) {
@@ -36,8 +97,17 @@ function pageOf<T extends { id: string }>(rows: T[], limit: number, sort: string
  * admin tokens (admin-auth.ts): the configured bootstrap token or a named token; a tenant's API key or JWT is
  * refused here, and failed attempts are rate-limited per client address.
  */
-export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; auth: AdminAuth }): Promise<void> {
-  const { db, auth } = opts;
+export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; auth: AdminAuth; jobs: Jobs; importMaxBytes?: number }): Promise<void> {
+  const { db, auth, jobs } = opts;
+  // Placement from the catalog in one query on the pool (tenantInfo would open a lifecycle session per call).
+  const dedicatedTables = db.schema.tenantTables.filter((x) => x.partition && x.partition.dedicated !== false).map((x) => x.name);
+  const placementOf = async (id: string): Promise<'shared' | 'dedicated' | 'mixed'> => {
+    if (dedicatedTables.length === 0) return 'shared';
+    const { rows } = await db.dangerouslyCrossTenant().query<{ n: number }>('SELECT count(*)::int AS n FROM pg_class WHERE relname = ANY($1)', [dedicatedTables.map((x) => dedicatedPartitionName(x, id))]);
+    const n = rows[0]?.n ?? 0;
+    return n === 0 ? 'shared' : n === dedicatedTables.length ? 'dedicated' : 'mixed';
+  };
+  const withPlacement = async (t: Tenant) => tenantJson(t, t.status === 'deleted' ? 'shared' : await placementOf(t.id));
   app.addHook('onRoute', (route) => {
     route.config = { ...(route.config as object), tenant: false };
   });
@@ -47,18 +117,17 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
     if (!t) throw new TenantwallError('not_found', `No tenant ${id}.`, { details: { resource: 'tenant', field: 'id' } });
     return t;
   };
-  const admin = { tag: 'admin', security: 'admin' } as const;
 
   app.post(
     '/tenants',
-    op({ ...admin, id: 'createTenant', summary: 'Create a tenant', description: 'Creates an active tenant. The slug becomes its subdomain; reserved names are refused with `invalid_slug`.', body: S.TenantCreate, ok: { 201: S.Tenant }, errors: ['invalid_slug', 'tenant_exists'] }),
+    op({ ...admin, id: 'createTenant', summary: 'Create a tenant', description: 'Creates an active tenant, `shared` by default; `placement: dedicated` also creates its own (empty) partition of every partitioned table in the same transaction. The slug becomes its subdomain; reserved names are refused with `invalid_slug`.', body: S.TenantCreate, ok: { 201: S.Tenant }, errors: ['invalid_slug', 'tenant_exists'] }),
     async (req, reply) => {
       const body = req.body as Static<typeof S.TenantCreate>;
       if (RESERVED_SLUGS.has(body.slug)) {
         throw new TenantwallError('invalid_slug', `The slug "${body.slug}" is reserved (it would name one of the service's own hosts).`, { details: { field: 'slug' } });
       }
-      const t = await db.tenants.create({ slug: body.slug, name: body.name, ...(body.id !== undefined ? { id: body.id } : {}) });
-      return reply.code(201).send(tenantJson(t));
+      const created = await createTenant(db, { slug: body.slug, name: body.name, ...(body.id !== undefined ? { id: body.id } : {}), ...(body.placement ? { placement: body.placement } : {}) });
+      return reply.code(201).send(tenantJson(created.tenant, created.placement));
     },
   );
   app.get(
@@ -68,13 +137,18 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
       const q = req.query as Static<typeof S.TenantListQuery>;
       const limit = q.limit ?? 20;
       const after = q.cursor === undefined ? undefined : decodeCursor(q.cursor, { sort: 'slug', order: 'asc', kind: 'text' }).value;
-      const list = await db.tenants.list({ limit: limit + 1, ...(q.status ? { status: q.status } : {}), ...(after !== undefined ? { after: String(after) } : {}) });
-      const page = pageOf(list, limit, 'slug', (t) => t.slug);
-      return { data: page.data.map(tenantJson), next_cursor: page.next_cursor };
+      const list = await listTenants(db, { limit: limit + 1, ...(q.status ? { status: q.status } : {}), ...(after !== undefined ? { after: String(after) } : {}) });
+      const page = pageOf(
+        list.map((i) => ({ ...i, id: i.tenant.id })),
+        limit,
+        'slug',
+        (i) => i.tenant.slug,
+      );
+      return { data: page.data.map((i) => tenantJson(i.tenant, i.placement)), next_cursor: page.next_cursor };
     },
   );
   app.get('/tenants/:id', op({ ...admin, id: 'getTenant', summary: 'Get a tenant', description: 'One tenant by id, whatever its status.', params: S.IdParams, ok: { 200: S.Tenant }, errors: ['not_found'] }), async (req) => {
-    return tenantJson(await tenantOr404((req.params as Static<typeof S.IdParams>).id));
+    return withPlacement(await tenantOr404((req.params as Static<typeof S.IdParams>).id));
   });
   app.delete(
     '/tenants/:id',
@@ -96,7 +170,7 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
         throw new TenantwallError('confirmation_required', `Deleting tenant ${t.slug} is irreversible: repeat its slug as ?confirm=${t.slug}.`, { details: { field: 'confirm', tenant: t.slug } });
       }
       const r = await deleteTenant(db, t.id, { confirm });
-      return { tenant: tenantJson(r.tenant), rows_deleted: r.rowsDeleted, dropped_partitions: [...r.droppedPartitions] };
+      return { tenant: tenantJson(r.tenant, 'shared'), rows_deleted: r.rowsDeleted, dropped_partitions: [...r.droppedPartitions] };
     },
   );
   app.post(
@@ -105,7 +179,7 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
     async (req) => {
       const t = await tenantOr404((req.params as Static<typeof S.IdParams>).id);
       // Through the lifecycle: the `tenant.suspended` billing event commits with the status change.
-      return tenantJson(await suspendTenant(db, t.id));
+      return withPlacement(await suspendTenant(db, t.id));
     },
   );
   app.post(
@@ -113,7 +187,7 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
     op({ ...admin, id: 'resumeTenant', summary: 'Resume a suspended tenant', description: 'The tenant is active again.', params: S.IdParams, ok: { 200: S.Tenant }, errors: ['not_found', 'tenant_deleted'] }),
     async (req) => {
       const t = await tenantOr404((req.params as Static<typeof S.IdParams>).id);
-      return tenantJson(await db.tenants.resume(t.id));
+      return withPlacement(await db.tenants.resume(t.id));
     },
   );
   app.post(
@@ -151,6 +225,125 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
       return reply.code(204).send();
     },
   );
+
+  // ---- lifecycle jobs: move, export, import ----
+  const running = new Map<string, string>();
+  /** One lifecycle job per tenant at a time (the library would refuse a second one with tenant_busy anyway). */
+  const startJob = (kind: 'move' | 'export' | 'import', tenantId: string, work: Parameters<Jobs['start']>[2], dir?: string) => {
+    const busy = running.get(tenantId);
+    if (busy !== undefined && jobs.get(busy)?.status === 'running') {
+      throw new TenantwallError('tenant_busy', `Job ${busy} is still working on tenant ${tenantId}; follow it at /admin/jobs/${busy}.`, { details: { job_id: busy } });
+    }
+    const job = jobs.start(kind, tenantId, work, dir);
+    running.set(tenantId, job.id);
+    return job;
+  };
+  const jobOps = { params: S.IdParams, ok: { 202: S.Job } } as const;
+  app.post(
+    '/tenants/:id/move',
+    op({
+      ...admin,
+      ...jobOps,
+      id: 'moveTenant',
+      summary: 'Move a tenant between shared and dedicated placement (job)',
+      description:
+        'Starts an online move (docs/lifecycle.md) as a job and answers 202 with it; follow it at `GET /admin/jobs/{jobId}`. To dedicated: rows are copied while the tenant keeps working, then one short switch. Back to shared: one transaction. A move interrupted by a restart resumes when started again.',
+      body: S.TenantMove,
+      errors: ['not_found', 'tenant_deleted', 'placement_unchanged', 'tenant_busy'],
+    }),
+    async (req, reply) => {
+      const t = await tenantOr404((req.params as Static<typeof S.IdParams>).id);
+      if (t.status === 'deleted') throw new TenantwallError('tenant_deleted', `Tenant ${t.slug} was deleted.`);
+      const { to } = req.body as Static<typeof S.TenantMove>;
+      const now = await placementOf(t.id);
+      if (now === to) throw new TenantwallError('placement_unchanged', `Tenant ${t.slug} is already ${to}.`, { details: { field: 'to' } });
+      const job = startJob('move', t.id, async ({ onProgress }) => {
+        const r = await moveTenant(db, t.id, to, { onProgress });
+        return {
+          from: r.from,
+          to: r.to,
+          resumed: r.resumed,
+          rows: r.tables.reduce((n, x) => n + x.rows, 0),
+          tables: r.tables.map((x) => ({ table: x.table, rows: x.rows })),
+          rows_copied: r.rowsCopied,
+          reconciled_rows: r.reconciledRows,
+          write_blocked_ms: Math.round(r.writeBlockedMs),
+          read_blocked_ms: Math.round(r.readBlockedMs),
+          total_ms: Math.round(r.totalMs),
+        };
+      });
+      return reply.code(202).send(job);
+    },
+  );
+  app.post(
+    '/tenants/:id/export',
+    op({
+      ...admin,
+      ...jobOps,
+      id: 'exportTenant',
+      summary: 'Export a tenant (job)',
+      description:
+        "Exports every row of the tenant from one snapshot as a job and answers 202 with it; when it succeeded, `GET /admin/jobs/{jobId}/download` streams the export (NDJSON). The files are kept for an hour (`jobs.retentionMs`).",
+      errors: ['not_found', 'tenant_deleted', 'tenant_busy'],
+    }),
+    async (req, reply) => {
+      const t = await tenantOr404((req.params as Static<typeof S.IdParams>).id);
+      if (t.status === 'deleted') throw new TenantwallError('tenant_deleted', `Tenant ${t.slug} was deleted.`);
+      const job = startJob('export', t.id, async ({ dir, onProgress }) => {
+        const r = await exportTenant(db, t.id, { dir, format: 'ndjson', onProgress });
+        return { rows: r.rows, tables: r.manifest.tables.map((x) => ({ table: x.table, rows: x.rows })) };
+      });
+      return reply.code(202).send({ ...job, result: null });
+    },
+  );
+  // Uploads are streamed to disk, never buffered: the body is the raw request stream (capped by importMaxBytes).
+  app.addContentTypeParser('application/x-ndjson', (_req, payload, done) => done(null, payload));
+  app.post('/tenants/import', { schema: { hide: true, querystring: S.TenantImportQuery } }, async (req, reply) => {
+    const q = req.query as Static<typeof S.TenantImportQuery>;
+    if (RESERVED_SLUGS.has(q.slug)) throw new TenantwallError('invalid_slug', `The slug "${q.slug}" is reserved (it would name one of the service's own hosts).`, { details: { field: 'slug' } });
+    if (await db.tenants.getBySlug(q.slug)) throw new TenantwallError('tenant_exists', `A tenant with slug ${q.slug} exists.`, { details: { field: 'slug' } });
+    const body = req.body as Readable | undefined;
+    if (!body || typeof (body as Readable).pipe !== 'function') {
+      throw new TenantwallError('unsupported_media_type', 'Upload the export as application/x-ndjson.', { details: { field: 'content-type' } });
+    }
+    const dir = jobs.makeDir();
+    try {
+      await writeUpload(body, dir, new Set(db.schema.tenantTables.map((x) => x.name)), opts.importMaxBytes ?? IMPORT_MAX_BYTES);
+    } catch (err) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+    const id = randomUUID();
+    const job = startJob(
+      'import',
+      id,
+      async ({ onProgress }) => {
+        const r = await importTenant(db, { dir, slug: q.slug, id, ...(q.name ? { name: q.name } : {}), ...(q.placement ? { placement: q.placement } : {}), onProgress });
+        return { tenant: await withPlacement(r.tenant), rows: r.rows, tables: r.tables.map((x) => ({ table: x.table, rows: x.rows })) };
+      },
+      dir,
+    );
+    return reply.code(202).send(job);
+  });
+  app.get(
+    '/jobs/:jobId',
+    op({ ...admin, id: 'getJob', summary: 'Status of a job', description: 'Progress of a running job, the result of a succeeded one, the error of a failed one. Jobs live in the service process and are kept an hour after they end.', params: S.JobParams, ok: { 200: S.Job }, errors: ['not_found'] }),
+    async (req) => {
+      const job = jobs.get((req.params as Static<typeof S.JobParams>).jobId);
+      if (!job) throw new TenantwallError('not_found', 'No such job.', { details: { resource: 'job', field: 'jobId' } });
+      const { dir: _dir, ...info } = job;
+      return info;
+    },
+  );
+  app.get('/jobs/:jobId/download', { schema: { hide: true, params: S.JobParams, querystring: S.NoQuery } }, async (req, reply) => {
+    const job = jobs.get((req.params as Static<typeof S.JobParams>).jobId);
+    if (!job) throw new TenantwallError('not_found', 'No such job.', { details: { resource: 'job', field: 'jobId' } });
+    if (job.kind !== 'export') throw new TenantwallError('conflict', `Job ${job.id} is a ${job.kind} job: only export jobs have a download.`, { details: { field: 'jobId', kind: job.kind } });
+    if (job.status !== 'succeeded' || !fs.existsSync(job.dir)) {
+      throw new TenantwallError('conflict', `Export job ${job.id} is ${job.status}: download it once it succeeded.`, { details: { field: 'jobId', status: job.status } });
+    }
+    return reply.type('application/x-ndjson').header('content-disposition', `attachment; filename="tenant-${job.tenant_id}.ndjson"`).send(exportStream(job.dir));
+  });
 
   // ---- admin tokens ----
   app.post(

@@ -6,7 +6,8 @@ import { TenantwallLogController } from 'tenantwall/fastify/log-controller';
 import { typeboxSerializerCompiler, typeboxValidatorCompiler } from 'tenantwall/fastify/typebox';
 import { type Metering, type ObservabilityOptions, type Tenantwall, TenantwallError } from 'tenantwall';
 import { type TSchema, Type } from '@sinclair/typebox';
-import { AdminAuth, type AdminAuthOptions, adminRoutes } from './admin.ts';
+import { AdminAuth, type AdminAuthOptions, adminRoutes, streamedOperations } from './admin.ts';
+import { Jobs, type JobsOptions } from './jobs.ts';
 import { createdRows, routeQuotas } from './metering.ts';
 import { observabilityOperations, registerObservability } from './observability.ts';
 import { type OperationSpec, contract, op, usageOperations } from './openapi.ts';
@@ -31,6 +32,10 @@ export interface AppOptions {
   metering?: Metering;
   /** Metrics at /metrics and statement traces (observability.ts), or `false`. Default: on, behind the admin auth. */
   observability?: ObservabilityOptions | false;
+  /** Lifecycle jobs of the admin API (move, export, import; jobs.ts): retention and temp directory. */
+  jobs?: JobsOptions;
+  /** Largest import upload, bytes. Default 1 GiB. */
+  importMaxBytes?: number;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -120,6 +125,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const described: Record<string, OperationSpec & { response?: Record<number, unknown> }> = {
     ...(options.metering ? usageOperations() : {}),
     ...(options.observability === false ? {} : observabilityOperations()),
+    ...streamedOperations(),
     'GET /openapi.json': {
       id: 'getOpenApiDocument',
       summary: 'This OpenAPI document',
@@ -184,7 +190,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     },
   );
 
-  await app.register(async (admin) => adminRoutes(admin, { db: options.db, auth }), { prefix: '/admin' });
+  const jobs = new Jobs(options.jobs);
+  // Running jobs finish before the database goes (a move cut short would be resumable, but not reported).
+  app.addHook('onClose', async () => jobs.close());
+  await app.register(async (admin) => adminRoutes(admin, { db: options.db, auth, jobs, ...(options.importMaxBytes !== undefined ? { importMaxBytes: options.importMaxBytes } : {}) }), { prefix: '/admin' });
   await app.register(async (api) => tenantRoutes(api, options.db));
   return app;
 }

@@ -6,24 +6,28 @@
  * Demo data: two demo tenants get fresh demo API keys (printed once, the previous demo keys are revoked) only
  * in the database tenantwall created itself (the embedded default), or when asked for with `--seed-demo`
  * (`npm start -- --seed-demo`) or TENANTWALL_SEED_DEMO=1. A database named by DATABASE_URL is never seeded
- * and no tenant key is printed for it otherwise.
+ * and no tenant key is printed for it otherwise. The first demo tenant is large (DEMO_BIG_INVOICES invoices)
+ * and has DEDICATED placement (its own partition of every partitioned table); the other is shared. The banner
+ * lists the tenants and where each one is.
  */
-import { randomBytes } from 'node:crypto';
-import { Metering, Tenantwall, type Tenant } from 'tenantwall';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { Metering, Tenantwall, type Tenant, createTenant, dedicatedPartitionName, listTenants } from 'tenantwall';
 import { buildApp } from './app.ts';
 import { serviceGuard } from './guard.ts';
 import { meteringSpec } from './metering.ts';
 import { createCustomer } from './repo/customers.ts';
 import { serviceKysely } from './repo/db.ts';
 import { createInvoice } from './repo/invoices.ts';
-import { migrations, schema } from './schema.ts';
+import { HASH_PARTITIONS, migrations, schema } from './schema.ts';
 
 const port = Number(process.env.PORT ?? 3000);
 const host = process.env.HOST ?? '127.0.0.1';
 const DEMO = [
-  { slug: 'acme', name: 'Acme Corp' },
-  { slug: 'globex', name: 'Globex Inc' },
+  { slug: 'acme', name: 'Acme Corp', placement: 'dedicated' as const, big: true },
+  { slug: 'globex', name: 'Globex Inc', placement: 'shared' as const, big: false },
 ];
+/** Invoices (each with one line item) of the large demo tenant. */
+const DEMO_BIG_INVOICES = Number(process.env.TENANTWALL_DEMO_INVOICES ?? 20_000);
 
 console.log(process.env.DATABASE_URL ? 'Connecting to DATABASE_URL ...' : 'Starting the embedded PostgreSQL in .data/postgres (first start takes a few seconds) ...');
 // The statement guard verifies every tenant-scoped statement (docs/guard.md); TENANTWALL_GUARD=off turns it off.
@@ -49,11 +53,13 @@ const app = await buildApp({
   metering,
 });
 
-async function demoTenant(spec: { slug: string; name: string }): Promise<{ tenant: Tenant; key: string }> {
+async function demoTenant(spec: (typeof DEMO)[number]): Promise<{ tenant: Tenant; key: string }> {
   let tenant = await db.tenants.getBySlug(spec.slug);
   if (!tenant) {
-    tenant = await db.tenants.create(spec);
-    await serviceKysely(db, tenant.id).transaction().execute(async (tx) => {
+    // A dedicated tenant's partitions are created with it, so its rows go straight into them.
+    tenant = (await createTenant(db, { slug: spec.slug, name: spec.name, placement: spec.placement })).tenant;
+    const k = serviceKysely(db, tenant.id);
+    await k.transaction().execute(async (tx) => {
       const customer = await createCustomer(tx, { name: `${spec.name} Customer`, email: `billing@${spec.slug}.example` });
       await createInvoice(tx, {
         customer_id: customer.id,
@@ -65,6 +71,22 @@ async function demoTenant(spec: { slug: string; name: string }): Promise<{ tenan
       });
       await createInvoice(tx, { customer: 'Walk-in', amount_cents: 2_500, currency: 'USD' });
     });
+    if (spec.big && DEMO_BIG_INVOICES > 0) {
+      // Large enough that placement matters: multi-row inserts through the tenant's scope, 1,000 per statement.
+      process.stdout.write(`Seeding ${DEMO_BIG_INVOICES} invoices for ${spec.slug} ...`);
+      for (let done = 0; done < DEMO_BIG_INVOICES; done += 1000) {
+        const n = Math.min(1000, DEMO_BIG_INVOICES - done);
+        const rows = Array.from({ length: n }, (_, i) => ({ id: randomUUID(), cents: 1_000 + ((done + i) * 37) % 90_000, i: done + i }));
+        await k.transaction().execute(async (tx) => {
+          await tx.insertInto('invoices').values(rows.map((r) => ({ id: r.id, customer: `Customer ${r.i % 500}`, amount_cents: r.cents, currency: 'EUR', status: 'draft' as const }))).execute();
+          await tx
+            .insertInto('invoice_line_items')
+            .values(rows.map((r) => ({ invoice_id: r.id, position: 1, description: 'Subscription', quantity: 1, unit_amount_cents: r.cents, amount_cents: r.cents })))
+            .execute();
+        });
+      }
+      process.stdout.write(' done.\n');
+    }
   }
   if (tenant.status === 'suspended') tenant = await db.tenants.resume(tenant.id);
   // Keys are shown only when created, so every start makes new demo keys and retires the previous ones.
@@ -81,6 +103,18 @@ if (seedDemo) for (const spec of DEMO) demos.push(await demoTenant(spec));
 await app.listen({ port, host });
 
 const base = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`;
+// Which tenant is where: placement is read from the catalog (dedicated = its own partition of every partitioned table).
+const placed = await listTenants(db, { status: 'active', limit: 21 });
+const placementLines = placed.length === 0
+  ? '  (no tenant yet)'
+  : [
+      ...placed.slice(0, 20).map(({ tenant: t, placement }) =>
+        `  ${t.slug.padEnd(16)} ${placement.padEnd(9)} ${placement === 'dedicated' ? `own partitions (${dedicatedPartitionName('invoices', t.id)}, ...)` : `shared hash buckets (${HASH_PARTITIONS} per table)`}`),
+      ...(placed.length > 20 ? ['  ... (GET /admin/tenants lists them all)'] : []),
+    ].join('\n');
+const placementBlock = `Tenants and their placement:
+${placementLines}
+Move one: curl -s -X POST ${base}/admin/tenants/<id>/move -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d '{"to":"dedicated"}'`;
 const tokenLine = `Admin token${generatedToken ? ' (generated; set TENANTWALL_ADMIN_TOKEN to choose one)' : ''}:
   ${generatedToken ? adminToken : '(TENANTWALL_ADMIN_TOKEN)'}`;
 if (!seedDemo) {
@@ -88,6 +122,8 @@ if (!seedDemo) {
 tenantwall invoicing API on ${base}   (docs: ${base}/docs, OpenAPI: ${base}/openapi.json)
 
 ${tokenLine}
+${placementBlock}
+
 No demo data: DATABASE_URL names a database tenantwall did not create (npm start -- --seed-demo adds the demo tenants).
 Create a tenant and a key with the admin API:
   curl -s -X POST ${base}/admin/tenants -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d '{"slug":"acme","name":"Acme"}'
@@ -99,6 +135,8 @@ Create a tenant and a key with the admin API:
 tenantwall invoicing API on ${base}   (docs: ${base}/docs, OpenAPI: ${base}/openapi.json)
 
 ${tokenLine}
+${placementBlock}
+
 Demo API keys (shown once; a restart makes new ones):
   acme   (${acme.tenant.id}): ${acme.key}
   globex (${globex.tenant.id}): ${globex.key}
@@ -115,6 +153,8 @@ Try:
   curl -s '${base}/invoices?status=issued&sort=amount_cents&order=desc&limit=10' -H "Authorization: Bearer $ACME"
   curl -s ${base}/admin/tenants -H "Authorization: Bearer $ADMIN"
   curl -s -X POST ${base}/admin/tenants/${globex.tenant.id}/suspend -H "Authorization: Bearer $ADMIN"
+  curl -s -X POST ${base}/admin/tenants/${acme.tenant.id}/move -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d '{"to":"shared"}'
+  curl -s -X POST ${base}/admin/tenants/${globex.tenant.id}/export -H "Authorization: Bearer $ADMIN"   # then GET /admin/jobs/<job id>/download
   curl -s ${base}/readyz
 `);
 }

@@ -248,6 +248,8 @@ export const NAMED_SCHEMAS: Record<string, TSchema> = {
   TenantCreate: S.TenantCreate,
   TenantPage: S.Page(S.Tenant),
   TenantDeleted: S.TenantDeleted,
+  TenantMove: S.TenantMove,
+  Job: S.Job,
   ApiKey: S.ApiKey,
   ApiKeyCreate: S.ApiKeyCreate,
   CreatedApiKey: S.CreatedApiKey,
@@ -288,7 +290,7 @@ const T0 = '2026-01-15T12:00:00.000Z';
 const ids = { tenant: '0b6f9a3e-3c1d-4a8e-9a51-2f0c6d1e7b42', customer: '5d2c8f7e-1a4b-4c3d-8e9f-0a1b2c3d4e5f', invoice: '7e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b', item: '9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d', key: '3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f' };
 const lineItem = { id: ids.item, invoice_id: ids.invoice, position: 1, description: 'Consulting', quantity: 10, unit_amount_cents: 12000, amount_cents: 120000, created_at: T0 };
 const invoice = { id: ids.invoice, customer: 'Initech', customer_id: ids.customer, amount_cents: 120000, currency: 'EUR', status: 'issued', issued_at: T0, created_at: T0, updated_at: T0 };
-const tenant = { id: ids.tenant, slug: 'acme', name: 'Acme Corp', status: 'active', created_at: T0 };
+const tenant = { id: ids.tenant, slug: 'acme', name: 'Acme Corp', status: 'active', placement: 'dedicated', created_at: T0 };
 const apiKey = { id: ids.key, name: 'ci', created_at: T0, revoked_at: null };
 const usageEvent = { event_id: 'evt_0001', meter: 'reports.exported', quantity: 1, timestamp: T0, properties: { table: 'invoices' } };
 const page = (x: unknown) => ({ data: [x], next_cursor: null });
@@ -306,7 +308,19 @@ export const EXAMPLES: Record<string, unknown> = {
   LineItemCreate: { description: 'Consulting', quantity: 10, unit_amount_cents: 12000 },
   LineItemPatch: { quantity: 12 },
   Tenant: tenant,
-  TenantCreate: { slug: 'acme', name: 'Acme Corp' },
+  TenantCreate: { slug: 'acme', name: 'Acme Corp', placement: 'dedicated' },
+  TenantMove: { to: 'dedicated' },
+  Job: {
+    id: '4d5e6f7a-8b9c-4d0e-8f1a-2b3c4d5e6f7a',
+    kind: 'move',
+    tenant_id: ids.tenant,
+    status: 'succeeded',
+    progress: { phase: 'switch', table: null, done: 3, total: 3 },
+    result: { from: 'shared', to: 'dedicated', resumed: false, rows: 360, write_blocked_ms: 41, read_blocked_ms: 12 },
+    error: null,
+    created_at: T0,
+    finished_at: T0,
+  },
   TenantDeleted: { tenant: { ...tenant, status: 'deleted' }, rows_deleted: 42, dropped_partitions: [] },
   ApiKey: apiKey,
   ApiKeyCreate: { name: 'ci' },

@@ -1,4 +1,4 @@
-import { defineSchema, tenantTable, type Migration } from 'tenantwall';
+import { defineSchema, tableSql, tenantTable, type Migration, type MigrationContext, type PartitionSpec } from 'tenantwall';
 import { apiKeysTable } from 'tenantwall/fastify';
 import { meteringMigrationSql, meteringTables } from 'tenantwall';
 import { adminTokensSql } from './admin-auth.ts';
@@ -7,12 +7,20 @@ import { adminTokensSql } from './admin-auth.ts';
 const MAX_CENTS = '9007199254740991';
 
 /**
+ * Hash buckets of the service's partitioned tables. Each bucket is LIST-partitioned with a DEFAULT partition for
+ * its shared tenants, so any tenant can get a dedicated partition (`tenants move <t> --to dedicated`, or the
+ * admin API). Fixed once created: changing it is a rewrite (docs/lifecycle.md).
+ */
+export const HASH_PARTITIONS = 8;
+
+/**
  * The invoicing service's tables. All are tenant tables: tenantwall adds tenant_id, leads every key, foreign key
  * and index with it, and forces row-level security. Timestamps are truncated to milliseconds so the values
  * in keyset cursors (JSON, millisecond ISO strings) compare exactly with the stored ones.
  */
-const invoicingTables = [
-    apiKeysTable('api_keys'),
+function invoicingTableSpecs(partition: PartitionSpec | undefined) {
+  const p = partition ? { partition } : {};
+  return [
     tenantTable({
       name: 'customers',
       columns: {
@@ -23,6 +31,7 @@ const invoicingTables = [
         updated_at: { type: 'timestamptz', default: "date_trunc('milliseconds', now())" },
       },
       indexes: [{ columns: ['email'], unique: true }, { columns: ['created_at', 'id'] }, { columns: ['name', 'id'] }],
+      ...p,
     }),
     tenantTable({
       name: 'invoices',
@@ -45,6 +54,7 @@ const invoicingTables = [
         { columns: ['customer_id'] },
         { columns: ['issued_at'] },
       ],
+      ...p,
     }),
     tenantTable({
       name: 'invoice_line_items',
@@ -60,8 +70,20 @@ const invoicingTables = [
       },
       foreignKeys: [{ columns: ['invoice_id'], references: 'invoices', onDelete: 'cascade' }],
       indexes: [{ columns: ['invoice_id', 'position'], unique: true }],
+      ...p,
     }),
-];
+  ];
+}
+
+/**
+ * The three invoicing tables are partitioned (customers, invoices and line items form one foreign-key cluster,
+ * which a move handles as a whole). API keys stay unpartitioned: a handful of rows per tenant.
+ */
+const invoicingTables = [apiKeysTable('api_keys'), ...invoicingTableSpecs({ hashPartitions: HASH_PARTITIONS })];
+/** The same tables as versions before partitioning declared them: what migration 1 created. */
+const unpartitionedTables = [apiKeysTable('api_keys'), ...invoicingTableSpecs(undefined)];
+/** Names of the tables migration 4 converts, parents before children (foreign keys). */
+export const PARTITIONED_TABLES = ['customers', 'invoices', 'invoice_line_items'] as const;
 
 /**
  * Everything tenant-owned the service stores: its own tables and the metering tables (created by migration 2).
@@ -71,9 +93,61 @@ export const schema = defineSchema({ tables: [...invoicingTables, ...meteringTab
 
 export const migrations: Migration[] = [
   // The SQL of migration 1 is exactly what createSchema() gave before the metering tables joined `schema`.
-  { version: 1, name: 'invoicing', sql: (ctx) => [ctx.createRegistry(), ...invoicingTables.map((t) => ctx.createTable(t.name))].join('\n\n') },
+  // It renders the unpartitioned declarations, so databases created before partitioning keep their checksum.
+  { version: 1, name: 'invoicing', sql: (ctx) => [ctx.createRegistry(), ...unpartitionedTables.map((t) => tableSql(t, ctx))].join('\n\n') },
   // Usage events, quota counters, plans, outbox and webhook tables (docs/metering.md).
   { version: 2, name: 'metering', sql: (ctx) => meteringMigrationSql(ctx) },
   // Named admin tokens (service/admin-auth.ts): not tenant data, owner-only.
   { version: 3, name: 'admin-tokens', sql: (ctx) => adminTokensSql(ctx.appRole) },
+  // The three invoicing tables become hash-partitioned with dedicated placement (docs/service.md, "Partitioning").
+  { version: 4, name: 'partition-invoicing', sql: (ctx) => partitionMigrationSql(ctx) },
 ];
+
+/**
+ * Migration 4: the invoicing tables of a database created before partitioning become partitioned, in ONE
+ * transaction (the one `migrate` runs all pending migrations in): the old tables and their indexes are renamed
+ * aside, the partitioned tables are created as declared, every row is copied (tenant by tenant it lands in its
+ * hash bucket's shared partition), and the old tables are dropped. A failure rolls all of it back.
+ *
+ * Not online: PostgreSQL cannot turn a table into a partitioned one in place, and the hash-at-the-top layout
+ * has no partition that could adopt the old table as it is (a hash partition must satisfy its remainder, and
+ * the hash level has no DEFAULT), so every row is rewritten. The three tables are locked (ACCESS EXCLUSIVE)
+ * from the first statement to COMMIT: requests on them wait for the copy. docs/service.md gives the figures
+ * and the way to run it in a maintenance window.
+ */
+export function partitionMigrationSql(ctx: MigrationContext): string {
+  // On Citus the shards are the partitions (the tables stay distributed, unpartitioned): nothing to convert. The
+  // recorded checksum is the single-server rendering's, as for every migration (docs/scale-out.md).
+  if (ctx.citus) return 'SELECT 1; -- Citus: the invoicing tables stay distributed by tenant_id';
+  const q = (s: string) => `"${s.replaceAll('"', '""')}"`;
+  const tc = ctx.schema.tenantColumn;
+  const old = (t: string) => `${t}_unpartitioned`;
+  const list = PARTITIONED_TABLES.map(q).join(', ');
+  const out = [
+    `LOCK TABLE ${list} IN ACCESS EXCLUSIVE MODE;`,
+    // Index (and primary key / unique constraint) names are per schema: move the old ones aside.
+    `DO $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT i.indexrelid FROM pg_index i WHERE i.indrelid IN (${PARTITIONED_TABLES.map((t) => `'${q(t)}'::regclass`).join(', ')}) LOOP
+    EXECUTE format('ALTER INDEX %s RENAME TO %I', r.indexrelid::regclass, 'tw_unpartitioned_ix_' || r.indexrelid::text);
+  END LOOP;
+END $$;`,
+  ];
+  // Children first: the old foreign keys go with the old tables.
+  for (const t of PARTITIONED_TABLES) out.push(`ALTER TABLE ${q(t)} RENAME TO ${q(old(t))};`, `ALTER TABLE ${q(old(t))} NO FORCE ROW LEVEL SECURITY;`);
+  for (const t of PARTITIONED_TABLES) {
+    const decl = ctx.schema.table(t);
+    if (!decl) throw new Error(`table ${t} is not declared`);
+    const cols = [tc, ...Object.keys(decl.columns)].map(q).join(', ');
+    out.push(
+      ctx.createTable(t),
+      // The migration role owns the new table: without FORCE it is not subject to its policy while it copies.
+      `ALTER TABLE ${q(t)} NO FORCE ROW LEVEL SECURITY;`,
+      `INSERT INTO ${q(t)} (${cols}) SELECT ${cols} FROM ${q(old(t))};`,
+      `ALTER TABLE ${q(t)} FORCE ROW LEVEL SECURITY;`,
+    );
+  }
+  out.push(`DROP TABLE ${[...PARTITIONED_TABLES].reverse().map((t) => q(old(t))).join(', ')};`, `ANALYZE ${list};`);
+  return out.join('\n');
+}

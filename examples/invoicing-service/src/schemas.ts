@@ -162,12 +162,17 @@ export const Health = Type.Object({ status: Type.Union([Type.Literal('ok'), Type
 
 // ---- admin ----
 export const TenantStatus = Type.Union([Type.Literal('active'), Type.Literal('suspended'), Type.Literal('deleted')]);
-export const Tenant = Type.Object({ id: Uuid, slug: Type.String(), name: Type.String(), status: TenantStatus, created_at: Timestamp }, strict);
+export const Placement = Type.Union([Type.Literal('shared'), Type.Literal('dedicated')], { description: 'shared: rows in the hash buckets; dedicated: its own partition of every partitioned table' });
+const TenantPlacement = Type.Union([Type.Literal('shared'), Type.Literal('dedicated'), Type.Literal('mixed')], {
+  description: 'Where its rows are (read from the catalog): shared, dedicated, or mixed while a table added after its move is still shared',
+});
+export const Tenant = Type.Object({ id: Uuid, slug: Type.String(), name: Type.String(), status: TenantStatus, placement: TenantPlacement, created_at: Timestamp }, strict);
 export const TenantCreate = Type.Object(
   {
     slug: Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$', description: 'Used as subdomain; reserved names (www, admin, api, ...) are refused' }),
     name: Text(1, 200),
     id: Type.Optional(Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' })),
+    placement: Type.Optional(Placement),
   },
   strict,
 );
@@ -193,3 +198,34 @@ export const AdminToken = Type.Object({ id: Uuid, name: Type.String(), created_a
 export const CreatedAdminToken = Type.Composite([AdminToken, Type.Object({ token: Type.String({ description: 'Shown once; only its hash is stored' }) })], strict);
 export const AdminTokenCreate = Type.Object({ name: Text(1, 200) }, { ...strict, title: 'AdminTokenCreate' });
 export const TokenParams = Type.Object({ tokenId: Uuid }, strict);
+
+// ---- lifecycle jobs ----
+export const TenantMove = Type.Object({ to: Placement }, { ...strict, title: 'TenantMove' });
+export const TenantImportQuery = Type.Object(
+  {
+    slug: Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$', description: 'Slug of the NEW tenant the export becomes' }),
+    name: Type.Optional(Text(1, 200)),
+    placement: Type.Optional(Placement),
+  },
+  strict,
+);
+export const JobParams = Type.Object({ jobId: Uuid }, strict);
+export const Job = Type.Object(
+  {
+    id: Uuid,
+    kind: Type.Union([Type.Literal('move'), Type.Literal('export'), Type.Literal('import')]),
+    tenant_id: Uuid,
+    status: Type.Union([Type.Literal('running'), Type.Literal('succeeded'), Type.Literal('failed')]),
+    progress: Nullable(
+      Type.Object(
+        { phase: Type.String(), table: Nullable(Type.String()), done: Type.Integer({ minimum: 0 }), total: Nullable(Type.Integer({ minimum: 0 })) },
+        { ...strict, description: 'The last progress event of the operation' },
+      ),
+    ),
+    result: Nullable(Type.Object({}, { additionalProperties: true, description: 'What the operation did (see docs/service.md); null until it succeeded' })),
+    error: Nullable(Type.Object({ code: Type.String(), message: Type.String() }, { ...strict, description: 'Why it failed (an error code of docs/errors.md)' })),
+    created_at: Timestamp,
+    finished_at: Nullable(Timestamp),
+  },
+  { ...strict, title: 'Job' },
+);

@@ -108,6 +108,11 @@ export class Fuzzer {
   #spareSuspended = false;
   #spareKeys: Array<{ id: string; key: string; revoked: boolean }> = [];
   #adminTokens: string[] = [];
+  /** Ids of the lifecycle jobs the admin lane started, and of the last export job. */
+  #jobs: string[] = [];
+  #lastExport: { job: string; tenant: WorldTenant } | undefined;
+  /** Moves the admin lane made of fuzz tenants while their lanes ran (printed by the test). */
+  moves = 0;
   readonly #handlers: Record<string, (t: WorldTenant, op: Op) => Promise<void>>;
 
   /** `world.tenants`: all but the last are fuzz tenants; the last is the spare the admin lane suspends and re-keys. */
@@ -307,7 +312,7 @@ export class Fuzzer {
 
   #adminRequest(op: Op): InjectOptions {
     const [method, path] = op.ep.split(' ') as [string, string];
-    const url = path.replace('{id}', this.spare.id).replace('{keyId}', this.spare.keyId);
+    const url = path.replace('{id}', this.spare.id).replace('{keyId}', this.spare.keyId).replace('{jobId}', this.#jobs.at(-1) ?? randomUUID());
     const req: InjectOptions = { method: method as NonNullable<InjectOptions['method']>, url };
     if (method === 'POST' && path.endsWith('/tenants')) req.payload = { slug: `x-${op.n}`, name: 'x' };
     if (method === 'POST' && path.endsWith('/api-keys')) req.payload = { name: 'x' };
@@ -662,6 +667,69 @@ export class Fuzzer {
         const r = await this.send(-2, { method: 'DELETE', url: `/admin/tenants/${c.json.id}?confirm=${confirm}`, headers: this.#adminHeaders() });
         must(confirm === slug ? r.status === 200 && r.json.tenant.status === 'deleted' : r.status === 400 && r.code === 'confirmation_required', () => `delete tenant: ${r.status} ${r.body}`);
       },
+      // ---- lifecycle jobs: a FUZZ tenant changes placement while its lane keeps reading and writing ----
+      'POST /admin/tenants/{id}/move': async (_s, op) => {
+        const t = pick(this.tenants, op.n) as WorldTenant;
+        const cur = await this.send(-2, { method: 'GET', url: `/admin/tenants/${t.id}`, headers: this.#adminHeaders() });
+        must(cur.status === 200, () => `get tenant ${t.idx}: ${cur.status} ${cur.body}`);
+        const to = cur.json.placement === 'dedicated' ? 'shared' : 'dedicated';
+        const r = await this.send(-2, { method: 'POST', url: `/admin/tenants/${t.id}/move`, payload: { to }, headers: this.#adminHeaders() });
+        must(r.status === 202, () => `move tenant ${t.idx} to ${to}: ${r.status} ${r.body}`);
+        this.#jobs.push(r.json.id);
+        const job = await this.#job(r.json.id);
+        // Under load the switch may not get its locks in time, or lose a deadlock to a request: rolled back, journaled,
+        // resumable (the next move in the same direction resumes it; the other direction is move_in_progress).
+        const retryable = job.error?.code === 'move_in_progress' || /55P03|40P01/.test(job.error?.message ?? '');
+        must(job.status === 'succeeded' || retryable, () => `move job of tenant ${t.idx} to ${to}: ${JSON.stringify(job)}`);
+        if (job.status === 'succeeded') this.moves++;
+        if (job.error?.code === 'move_in_progress') {
+          // Finish the journaled move (it resumes), so the tenant does not stay half-way for the rest of the run.
+          const resume = await this.send(-2, { method: 'POST', url: `/admin/tenants/${t.id}/move`, payload: { to: to === 'shared' ? 'dedicated' : 'shared' }, headers: this.#adminHeaders() });
+          if (resume.status === 202) await this.#job(resume.json.id);
+        }
+      },
+      'POST /admin/tenants/{id}/export': async (_s, op) => {
+        const t = pick(this.tenants, op.n) as WorldTenant;
+        const r = await this.send(-2, { method: 'POST', url: `/admin/tenants/${t.id}/export`, headers: this.#adminHeaders() });
+        must(r.status === 202, () => `export tenant ${t.idx}: ${r.status} ${r.body}`);
+        this.#jobs.push(r.json.id);
+        const job = await this.#job(r.json.id);
+        must(job.status === 'succeeded', () => `export job of tenant ${t.idx}: ${JSON.stringify(job)}`);
+        this.#lastExport = { job: r.json.id, tenant: t };
+      },
+      'GET /admin/jobs/{jobId}': async (_s, op) => {
+        const id = op.v % 4 === 0 ? randomUUID() : pick(this.#jobs, op.n) ?? randomUUID();
+        const r = await this.send(-2, { method: 'GET', url: `/admin/jobs/${id}`, headers: this.#adminHeaders() });
+        must(this.#jobs.includes(id) ? r.status === 200 && r.json.id === id : r.status === 404, () => `get job ${id}: ${r.status} ${r.body}`);
+      },
+      'GET /admin/jobs/{jobId}/download': async () => {
+        const last = this.#lastExport;
+        const id = last?.job ?? randomUUID();
+        const r = await this.send(-2, { method: 'GET', url: `/admin/jobs/${id}/download`, headers: this.#adminHeaders() });
+        if (!last) return void must(r.status === 404, () => `download of no job: ${r.status}`);
+        must(r.status === 200, () => `download ${id}: ${r.status} ${r.body.slice(0, 300)}`);
+        must(JSON.parse(r.body.slice(0, r.body.indexOf('\n'))).tenant.id === last.tenant.id, () => 'the download is of another tenant');
+        this.#onlyMarkersOf(last.tenant, r.body, 'the export download');
+      },
+      'POST /admin/tenants/import': async (_s, op) => {
+        // The last export becomes a throwaway tenant: its rows equal the source's and are nobody else's; then it goes.
+        const last = this.#lastExport;
+        if (!last) return;
+        const dl = await this.send(-2, { method: 'GET', url: `/admin/jobs/${last.job}/download`, headers: this.#adminHeaders() });
+        must(dl.status === 200, () => `download for import: ${dl.status}`);
+        const slug = `adv-i-${randomUUID().slice(0, 8)}`;
+        const placement = op.v % 2 === 0 ? 'dedicated' : 'shared';
+        const r = await this.send(-2, { method: 'POST', url: `/admin/tenants/import?slug=${slug}&placement=${placement}`, payload: dl.body, headers: { ...this.#adminHeaders(), 'content-type': 'application/x-ndjson' } });
+        must(r.status === 202, () => `import: ${r.status} ${r.body}`);
+        this.#jobs.push(r.json.id);
+        const job = await this.#job(r.json.id);
+        must(job.status === 'succeeded' && job.result.tenant.placement === placement, () => `import job: ${JSON.stringify(job)}`);
+        const id = job.result.tenant.id as string;
+        const { rows } = await this.world.su.query(`SELECT count(*)::int AS n FROM invoices WHERE tenant_id = $1 AND customer !~ $2`, [id, last.tenant.marker]);
+        must(rows[0].n === 0, () => `the imported tenant has invoices without the source tenant's marker`);
+        const del = await this.send(-2, { method: 'DELETE', url: `/admin/tenants/${id}?confirm=${slug}`, headers: this.#adminHeaders() });
+        must(del.status === 200, () => `delete imported: ${del.status} ${del.body}`);
+      },
       'POST /admin/tokens': async () => {
         const r = await this.send(-2, { method: 'POST', url: '/admin/tokens', payload: { name: 'fuzz' }, headers: this.#adminHeaders() });
         must(r.status === 201 && typeof r.json.token === 'string', () => `create admin token: ${r.status} ${r.body}`);
@@ -682,6 +750,21 @@ export class Fuzzer {
         must(this.#adminTokens.includes(id) ? r.status === 204 : r.status === 404, () => `revoke admin token: ${r.status} ${r.body}`);
       },
     };
+  }
+
+  /** Follows a lifecycle job until it is no longer running (a condition: the job's own status). */
+  async #job(id: string): Promise<any> {
+    for (;;) {
+      const r = await this.send(-2, { method: 'GET', url: `/admin/jobs/${id}`, headers: this.#adminHeaders() });
+      must(r.status === 200, () => `job ${id}: ${r.status} ${r.body}`);
+      if (r.json.status !== 'running') return r.json;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** No marker of any tenant but `owner` in `text` (an export of `owner`). */
+  #onlyMarkersOf(owner: WorldTenant, text: string, what: string): void {
+    for (const o of this.world.tenants) must(o.idx === owner.idx || !text.includes(o.marker), () => `${what} of tenant ${owner.idx} holds tenant ${o.idx}'s data (${o.marker})`);
   }
 
   #adminHeaders(): Record<string, string> {

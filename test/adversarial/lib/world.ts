@@ -115,7 +115,8 @@ export async function createWorld(opts: WorldOptions): Promise<World> {
     const tenants: WorldTenant[] = [];
     for (let i = 0; i < opts.tenants; i++) {
       const slug = `adv-${i}-${hex(3)}`;
-      const created = await admin({ method: 'POST', url: '/admin/tenants', payload: { slug, name: `Adversarial ${i}` } });
+      // Tenant 0 starts with dedicated placement (its own partitions), the others shared: both layouts are fuzzed.
+      const created = await admin({ method: 'POST', url: '/admin/tenants', payload: { slug, name: `Adversarial ${i}`, ...(i === 0 ? { placement: 'dedicated' } : {}) } });
       if (created.statusCode !== 201) throw new Error(`tenant create: ${created.statusCode} ${created.body}`);
       const id = created.json().id as string;
       const key = await admin({ method: 'POST', url: `/admin/tenants/${id}/api-keys`, payload: { name: 'adversarial' } });
@@ -124,6 +125,8 @@ export async function createWorld(opts: WorldOptions): Promise<World> {
       const marker = `QZ${'GHIJKLMNOPRSTUVWXY'[i % 18]}${i}${run}Q`;
       tenants.push(Object.freeze({ idx: i, id, slug, key: key.json().key as string, keyId: key.json().id as string, marker }));
     }
+    // Tenant 0's dedicated partitions were created with row-level security on (as every partition is): off too.
+    if (opts.rlsOff) await disableRls(t.database.name);
     const jwt = (who: WorldTenant, claims: Record<string, unknown> = {}) => signHs256({ tenant_id: who.id, sub: `user-${who.idx}`, ...claims });
     return {
       app,
