@@ -218,7 +218,9 @@ export async function moveTenantOnCitus(db: Tenantwall, ref: string, to: CitusPl
     if (!place.shardId || place.placement === 'shared') {
       progress('isolate', 0);
       const t0 = performance.now();
-      await client.query(`SELECT isolate_tenant_to_new_shard($1::regclass, $2::uuid, 'CASCADE', shard_transfer_mode => 'force_logical')`, [quoteIdent(anchorTable(db)), tenant.id]);
+      await withReplicationRlsBypass(db, () =>
+        client.query(`SELECT isolate_tenant_to_new_shard($1::regclass, $2::uuid, 'CASCADE', shard_transfer_mode => 'force_logical')`, [quoteIdent(anchorTable(db)), tenant.id]),
+      );
       isolateMs = performance.now() - t0;
       place = await citusPlaceOf(client, db, tenant.id);
       progress('isolate', 1);
@@ -228,7 +230,9 @@ export async function moveTenantOnCitus(db: Tenantwall, ref: string, to: CitusPl
       if (!sameNode(place.node, target)) {
         progress('move-shard', 1);
         const t0 = performance.now();
-        await client.query(`SELECT citus_move_shard_placement($1::bigint, $2, $3, $4, $5, shard_transfer_mode => 'force_logical')`, [place.shardId, place.node.host, place.node.port, target.host, target.port]);
+        await withReplicationRlsBypass(db, () =>
+          client.query(`SELECT citus_move_shard_placement($1::bigint, $2, $3, $4, $5, shard_transfer_mode => 'force_logical')`, [place.shardId, place.node.host, place.node.port, target.host, target.port]),
+        );
         shardMoveMs = performance.now() - t0;
         place = await citusPlaceOf(client, db, tenant.id);
       }
@@ -269,6 +273,48 @@ export async function moveTenantOnCitus(db: Tenantwall, ref: string, to: CitusPl
     };
   } finally {
     await client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Citus' logical replication (shard split and shard move) applies the changes made during the copy as a
+ * transient role it creates on the target worker (`citus_shard_{split,move}_subscription_role_*`, created
+ * SUPERUSER, then made NOSUPERUSER). On PostgreSQL 15+ the apply worker refuses tables whose row-level security
+ * applies to that role ("cannot replicate into relation with row-level security enabled"), which is every
+ * tenantwall table (FORCE ROW LEVEL SECURITY): the operation then waits forever for a catch-up that never comes
+ * as soon as anything writes during it. While `fn` runs, a second owner session gives those transient roles
+ * BYPASSRLS on every node (they were superusers a moment earlier, and Citus drops them at the end).
+ */
+async function withReplicationRlsBypass<T>(db: Tenantwall, fn: () => Promise<T>): Promise<T> {
+  const helper = await openSession(db);
+  let running = true;
+  let failure: unknown;
+  const grant = `DO $do$ DECLARE r text; BEGIN
+      PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+      FOR r IN SELECT rolname FROM pg_roles WHERE rolname ~ '^citus_shard_(split|move)_subscription_role_' AND NOT rolbypassrls LOOP
+        EXECUTE format('ALTER ROLE %I BYPASSRLS', r);
+      END LOOP; END $do$`;
+  const loop = (async () => {
+    while (running) {
+      try {
+        const { rows } = await helper.query<{ success: boolean; result: string }>(`SELECT success, result FROM run_command_on_all_nodes($1)`, [grant]);
+        const bad = rows.find((r) => !r.success);
+        if (bad) failure = new Error(bad.result);
+      } catch (err) {
+        failure = err;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
+  try {
+    return await fn();
+  } catch (err) {
+    if (failure) throw new TenantwallError('admin_role_insufficient', `A Citus shard operation failed; granting BYPASSRLS to its replication role also failed (${(failure as Error).message}).`, { cause: err });
+    throw err;
+  } finally {
+    running = false;
+    await loop;
+    await helper.end().catch(() => undefined);
   }
 }
 
@@ -313,7 +359,7 @@ export async function rebalanceCluster(db: Tenantwall, options: { dryRun?: boole
     const moves = plan.rows.map((r) => ({ shardId: r.shardid, from: `${r.sourcename}:${r.sourceport}`, to: `${r.targetname}:${r.targetport}` }));
     options.onProgress?.({ operation: 'move', phase: 'rebalance', done: 0, total: moves.length });
     if (!options.dryRun && moves.length > 0) {
-      await client.query(`SELECT rebalance_table_shards(rebalance_strategy => $1, shard_transfer_mode => 'force_logical')`, [STRATEGY]);
+      await withReplicationRlsBypass(db, () => client.query(`SELECT rebalance_table_shards(rebalance_strategy => $1, shard_transfer_mode => 'force_logical')`, [STRATEGY]));
     }
     options.onProgress?.({ operation: 'move', phase: 'rebalance', done: moves.length, total: moves.length });
     const { rows } = await client.query<{ node: string; shards: number }>(
