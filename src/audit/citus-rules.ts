@@ -79,7 +79,7 @@ export interface CitusCheckOptions {
 }
 
 /** Tables tenantwall keeps on the coordinator on purpose. */
-const LOCAL_BOOKKEEPING = new Set(['tenantwall_migrations']);
+const LOCAL_BOOKKEEPING = new Set(['tenantwall_migrations', 'tenantwall_lifecycle', 'tenantwall_citus_pins']);
 const SYSTEM_SCHEMAS = `('pg_catalog', 'information_schema', 'citus', 'citus_internal', 'columnar', 'columnar_internal', 'pg_toast')`;
 
 interface TableRow {

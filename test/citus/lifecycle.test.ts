@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TenantwallError, deleteTenant, exportTenant, importTenant, moveTenant, tenantChecksums, tenantInfo, type TenantId } from '../../src/index.ts';
+import { TenantwallError, runAudit, deleteTenant, exportTenant, importTenant, moveTenant, tenantChecksums, tenantInfo, type TenantId } from '../../src/index.ts';
 import { listTenants } from '../../src/lifecycle/tenants.ts';
 import { suspendTenant } from '../../src/lifecycle/suspend.ts';
 import { CLI } from '../helpers/cli.ts';
@@ -137,6 +137,9 @@ describe('Citus: placement tiers and lifecycle', { skip: skipWithoutCitus }, () 
     assert.equal((await queryAt(t.database.url, `SELECT count(*)::int AS n FROM tenantwall_lifecycle`)).rows[0]?.n, 0);
     const listed = new Map((await listTenants(t.db)).map((x) => [x.tenant.slug, x.placement]));
     assert.deepEqual([listed.get('k'), listed.get('a'), listed.get('o0')], ['dedicated-node', 'dedicated', 'shared']);
+    // The isolated and moved shards are audited like the others: no error anywhere on the cluster.
+    const audit = await runAudit({ databaseUrl: t.database.url, appRole: 'tenantwall_app' });
+    assert.deepEqual(audit.findings.filter((f) => f.severity === 'error').map((f) => `${f.ruleId} ${f.object}`), []);
   });
 
   test('export, import (dedicated), suspend and delete on the cluster', async () => {
