@@ -339,7 +339,7 @@ export interface RebalanceResult {
 }
 
 /**
- * Spreads the shards over the workers (e.g. after `citus_add_node`), online (`force_logical`), with the
+ * Spreads the shards over the workers after `citus_add_node`, online (`force_logical`), with the
  * `tenantwall` rebalance strategy: a pinned tenant's (dedicated-node) shards may only be on its node, and no
  * other shard may be on a node a tenant is pinned to. `dryRun` only lists the moves.
  */
