@@ -147,12 +147,11 @@ describe('Citus: placement tiers and lifecycle', { skip: skipWithoutCitus }, () 
     try {
       const exported = await exportTenant(t.db, 'k', { dir: join(dir, 'k') });
       assert.equal(exported.rows, 300 * 5);
-      const imported = await importTenant(t.db, { dir: join(dir, 'k'), slug: 'k2' });
+      const imported = await importTenant(t.db, { dir: join(dir, 'k'), slug: 'k2', placement: 'dedicated' });
       assert.equal(imported.rows, exported.rows);
       assert.deepEqual(await tenantChecksums(t.db, imported.tenant.id), await tenantChecksums(t.db, K), 'same rows and checksums under the new id');
-      const before = await allChecksums(t.database.url);
-      await moveTenant(t.db, 'k2', 'dedicated');
       assert.equal((await tenantInfo(t.db, 'k2')).placement, 'dedicated');
+      const before = await allChecksums(t.database.url);
       await suspendTenant(t.db, imported.tenant.id);
       assert.equal((await t.db.tenants.get(imported.tenant.id))?.status, 'suspended');
       const del = await deleteTenant(t.db, 'k2', { confirm: 'k2' });
