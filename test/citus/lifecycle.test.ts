@@ -105,8 +105,10 @@ describe('Citus: placement tiers and lifecycle', { skip: skipWithoutCitus }, () 
       [A],
     );
     assert.deepEqual(own.rows[0], { iso: true, n: 1 });
-    const present = await t.db.dangerouslyCrossTenant().query<{ n: number }>(`SELECT count(*)::int AS n FROM invoices WHERE tenant_id = $1 AND id = ANY($2::bigint[])`, [A, acknowledged]);
-    assert.equal(present.rows[0]?.n, acknowledged.length, 'every acknowledged write is there');
+    const present = await t.db.dangerouslyCrossTenant().query<{ id: string }>(`SELECT id::text FROM invoices WHERE tenant_id = $1 AND id = ANY($2::bigint[])`, [A, acknowledged]);
+    const have = new Set(present.rows.map((r) => Number(r.id)));
+    const missing = acknowledged.filter((n) => !have.has(n));
+    assert.deepEqual(missing, [], `every acknowledged write is there (${acknowledged.length} acknowledged, ids ${acknowledged[0]}-${acknowledged[acknowledged.length - 1]}; move total ${r.totalMs.toFixed(0)} ms)`);
     assert.deepEqual(without(await allChecksums(t.database.url), A), without(before, A), 'other tenants unchanged');
     // Same tier again: refused; back to shared: refused (Citus cannot merge shards); dedicated unpins it.
     await assert.rejects(moveTenant(t.db, 'a', 'dedicated-node', { node: { host: target.split(':')[0] as string, port: Number(target.split(':')[1]) } }), code('placement_unchanged'));
@@ -179,13 +181,30 @@ describe('Citus: tenantwall cluster rebalance after adding a worker', { skip: sk
   });
   after(() => t?.close());
 
-  test('one command spreads the shards to the new worker online; a dedicated-node tenant stays on its node', async () => {
+  test('one command spreads the shards to the new worker online (scoped reads meanwhile: 0 errors, 0 foreign rows); a dedicated-node tenant stays on its node', async () => {
     const [w1, w2] = t.database.allWorkers;
     assert.ok(w1 && w2, 'the cluster has two workers');
     const P = tenants[0] as TenantId;
     await moveTenant(t.db, P, 'dedicated-node', { node: w1 });
     const before = await allChecksums(t.database.url);
     await t.db.dangerouslyCrossTenant().query(`SELECT citus_add_node($1, $2)`, [w2.host, w2.port]);
+    // Scoped reads of every tenant during the rebalance: each must return exactly its own 60 invoices.
+    let stop = false;
+    let reads = 0;
+    const problems: string[] = [];
+    const load = (async () => {
+      while (!stop) {
+        for (const id of tenants) {
+          try {
+            const { rows } = await t.db.forTenant(id).query<{ tenant_id: string }>('SELECT tenant_id FROM invoices');
+            if (rows.length !== 60 || rows.some((r) => r.tenant_id !== id)) problems.push(`tenant ${id}: ${rows.length} rows, foreign ${rows.filter((r) => r.tenant_id !== id).length}`);
+            reads++;
+          } catch (err) {
+            problems.push(`tenant ${id}: ${(err as Error).message}`);
+          }
+        }
+      }
+    })();
     const run = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
       const child = spawn(process.execPath, [...CLI, 'cluster', 'rebalance', '--json', '--config', 'test/lifecycle/config.ts'], { env: { ...process.env, DATABASE_URL: t.database.url }, stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
@@ -194,7 +213,11 @@ describe('Citus: tenantwall cluster rebalance after adding a worker', { skip: sk
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       child.on('exit', (c) => resolve({ code: c, stdout, stderr }));
     });
+    stop = true;
+    await load;
     assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(problems.slice(0, 5), [], 'no failed read and no other tenant\'s row during the rebalance');
+    assert.ok(reads > 0);
     const result = JSON.parse(run.stdout) as { moves: unknown[]; workers: Array<{ node: string; shards: number }> };
     assert.ok(result.moves.length > 0, run.stdout);
     // The pinned tenant's shard group stays on w1, and nothing else is left there: w1 is its dedicated node.
