@@ -82,7 +82,7 @@ export const ERROR_CODES = {
     hint: 'Send Authorization: Bearer <API key or JWT> naming an existing tenant (or use a configured subdomain / gateway header).',
   },
   admin_unauthorized: { status: 401, hint: 'Admin routes need Authorization: Bearer <admin token> (TENANTWALL_ADMIN_TOKEN); tenant credentials are not accepted.' },
-  validation_failed: { status: 400, hint: 'Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.' },
+  validation_failed: { status: 400, hint: 'Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).' },
   invalid_json: { status: 400, hint: 'Send a well-formed JSON body with Content-Type: application/json.' },
   unsupported_media_type: { status: 415, hint: 'Send request bodies as application/json.' },
   payload_too_large: { status: 413, hint: 'Send a smaller body; the limit is in details.limit_bytes.' },
@@ -116,6 +116,9 @@ export const ERROR_CODES = {
   webhook_secret_invalid: { status: 400, hint: 'Omit the secret to get a generated one, or pass whsec_ + base64 of 24 to 64 random bytes.' },
   unknown_event_type: { status: 400, hint: 'Filter on quota.threshold_crossed, period.closed, plan.changed or tenant.suspended, or omit the filter for all.' },
   webhook_endpoint_not_found: { status: 404, hint: 'Pass the id of an existing endpoint (tenantwall webhooks endpoints list).' },
+  // HTTP input refused by tenantwall/fastify (issue 16)
+  duplicate_json_key: { status: 400, hint: 'Send each key at most once per JSON object: details.field names the repeated key (a proxy reading the first copy would see another request).' },
+  client_aborted: { status: 400, hint: 'The client closed the connection or sent a malformed body before the request was read; nothing was done. Logged at info level, never as a server error.' },
 } as const satisfies Record<string, { status: number; hint: string }>;
 
 /** One of the stable error codes of `ERROR_CODES` (docs/errors.md). */
@@ -125,6 +128,8 @@ export interface TenantwallErrorOptions {
   cause?: unknown;
   details?: Record<string, unknown>;
   status?: number;
+  /** Replaces the code's registry hint when a better one fits this error (e.g. the page documenting a CLI flag). */
+  hint?: string;
 }
 
 export class TenantwallError extends Error {
@@ -133,11 +138,16 @@ export class TenantwallError extends Error {
   readonly details: Readonly<Record<string, unknown>>;
 
   constructor(code: ErrorCode, message: string, options: TenantwallErrorOptions = {}) {
-    super(`${message} ${ERROR_CODES[code].hint}`, options.cause === undefined ? undefined : { cause: options.cause });
+    super(`${message} ${options.hint ?? ERROR_CODES[code].hint}`, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'TenantwallError';
     this.code = code;
     this.status = options.status ?? ERROR_CODES[code].status;
     this.details = Object.freeze({ ...options.details });
+  }
+
+  /** The HTTP status under the name Fastify's own error handler reads (`status`). */
+  get statusCode(): number {
+    return this.status;
   }
 
   toJSON(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {

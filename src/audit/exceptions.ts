@@ -1,3 +1,4 @@
+import { AUDIT_HINT } from './hint.ts';
 import fs from 'node:fs';
 import { TenantwallError } from '../errors.ts';
 import { ruleInfo } from './rules.ts';
@@ -11,7 +12,7 @@ export interface AuditException {
 }
 
 function invalid(where: string, why: string): TenantwallError {
-  return new TenantwallError('config_invalid', `Exception file ${where}: ${why}.`, { details: { field: 'exceptions' } });
+  return new TenantwallError('config_invalid', `Exception file ${where}: ${why}.`, { hint: AUDIT_HINT, details: { field: 'exceptions' } });
 }
 
 /** Validates a parsed exception document: `{ "exceptions": [{ "rule", "object", "reason" }] }`. */
@@ -41,13 +42,13 @@ export function loadExceptionsFile(file: string): AuditException[] {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (cause) {
-    throw new TenantwallError('config_invalid', `Cannot read exception file ${file}.`, { cause, details: { field: 'exceptions' } });
+    throw new TenantwallError('config_invalid', `Cannot read exception file ${file}.`, { cause, hint: AUDIT_HINT, details: { field: 'exceptions' } });
   }
   let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch (cause) {
-    throw new TenantwallError('config_invalid', `Exception file ${file} is not valid JSON: ${(cause as Error).message}.`, { cause, details: { field: 'exceptions' } });
+    throw new TenantwallError('config_invalid', `Exception file ${file} is not valid JSON: ${(cause as Error).message}.`, { cause, hint: AUDIT_HINT, details: { field: 'exceptions' } });
   }
   return parseExceptions(doc, file);
 }

@@ -16,6 +16,11 @@ export interface BodyAnalysis {
   readonly dynamic: boolean;
   /** NOTIFY / pg_notify. */
   readonly notifies: boolean;
+  /**
+   * Settings (lowercase names) set for the rest of the session: `SET x = ...` / `SET SESSION x` without LOCAL,
+   * `set_config('x', ..., <not the constant true>)`. `?` stands for a set_config whose name is computed.
+   */
+  readonly sessionSettings: ReadonlySet<string>;
   /** False when a body could not be parsed (then `names` comes from a scan of the text). */
   readonly parsed: boolean;
 }
@@ -37,7 +42,9 @@ function walk(n: unknown, visit: (node: Node) => void): void {
 const rangeName = (rv: Node) => (rv.schemaname ? `${rv.schemaname}.${rv.relname}` : (rv.relname as string));
 const funcName = (call: Node) => ((call.funcname as Node[] | undefined) ?? []).map((p) => p.String?.sval as string).join('.').toLowerCase().replace(/^pg_catalog\./, '');
 
-function scanSql(sql: Node, out: { names: Set<string>; writes: Set<string>; calls: Set<string>; dynamic: boolean; notifies: boolean }) {
+type Scan = { names: Set<string>; writes: Set<string>; calls: Set<string>; dynamic: boolean; notifies: boolean; sessionSettings: Set<string> };
+
+function scanSql(sql: Node, out: Scan) {
   walk(sql, (node) => {
     if (node.RangeVar) out.names.add(rangeName(node.RangeVar as Node));
     for (const k of ['InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']) {
@@ -45,11 +52,19 @@ function scanSql(sql: Node, out: { names: Set<string>; writes: Set<string>; call
       if (rel) out.writes.add(rangeName(rel));
     }
     if (node.NotifyStmt) out.notifies = true;
+    const set = node.VariableSetStmt as Node | undefined;
+    if (set && set.kind === 'VAR_SET_VALUE' && !set.is_local && typeof set.name === 'string') out.sessionSettings.add(set.name.toLowerCase());
     if (node.FuncCall) {
       const name = funcName(node.FuncCall as Node);
       out.calls.add(name);
       if (DYNAMIC_CALLS.has(name.replace(/^.*\./, ''))) out.dynamic = true;
       if (name === 'pg_notify') out.notifies = true;
+      if (name === 'set_config') {
+        const args = ((node.FuncCall as Node).args ?? []) as Node[];
+        const local = args[2]?.A_Const?.boolval?.boolval === true;
+        const setting = args[0]?.A_Const?.sval?.sval as string | undefined;
+        if (!local) out.sessionSettings.add(setting === undefined ? '?' : setting.toLowerCase());
+      }
     }
   });
 }
@@ -75,7 +90,7 @@ export function analyzeBody(fn: FunctionInfo): BodyAnalysis {
   const key = `${fn.language}\u0000${fn.definition ?? fn.source}`;
   const hit = cache.get(key);
   if (hit) return hit;
-  const out = { names: new Set<string>(), writes: new Set<string>(), calls: new Set<string>(), dynamic: false, notifies: false };
+  const out: Scan = { names: new Set<string>(), writes: new Set<string>(), calls: new Set<string>(), dynamic: false, notifies: false, sessionSettings: new Set<string>() };
   let parsed = true;
   try {
     if (fn.language === 'plpgsql' && fn.definition) {
@@ -104,6 +119,9 @@ export function analyzeBody(fn: FunctionInfo): BodyAnalysis {
     for (const m of fn.source.matchAll(/([A-Za-z_][A-Za-z0-9_$.]*)\s*\(/g)) out.calls.add((m[1] ?? '').toLowerCase());
     if (/\bexecute\b/i.test(fn.source) || [...out.calls].some((c) => DYNAMIC_CALLS.has(c.replace(/^.*\./, '')))) out.dynamic = true;
     if (/\bnotify\b|pg_notify\s*\(/i.test(fn.source)) out.notifies = true;
+    // Setting names in a SET that is not SET LOCAL, or in a set_config that is not (..., true).
+    for (const m of fn.source.matchAll(/\bset\s+(?!local\b)(?:session\s+)?([a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*)/gi)) out.sessionSettings.add((m[1] ?? '').toLowerCase());
+    for (const m of fn.source.matchAll(/set_config\s*\(\s*'([^']*)'[^;]*?,\s*(\w+)\s*\)/gi)) if ((m[2] ?? '').toLowerCase() !== 'true') out.sessionSettings.add((m[1] ?? '').toLowerCase());
   }
   const result = Object.freeze({ ...out, parsed });
   cache.set(key, result);

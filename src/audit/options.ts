@@ -1,3 +1,6 @@
+import { AUDIT_HINT } from './hint.ts';
+import fs from 'node:fs';
+import { DEFAULT_SOURCE_ALLOW } from './usage.ts';
 import { parseDatabaseUrl } from '../config/options.ts';
 import { TenantwallError } from '../errors.ts';
 import { type AuditException, loadExceptionsFile, parseExceptions } from './exceptions.ts';
@@ -25,6 +28,19 @@ export interface IsolationCheckOptions {
   globalTables?: readonly string[] | undefined;
   /** Reasoned exceptions, or the path of a JSON exception file (docs/audit.md). Default none. */
   exceptions?: readonly AuditException[] | string | undefined;
+  /**
+   * A project directory to scan for the plain cross-tenant handle (`dangerouslyCrossTenant(`) outside the
+   * allowed paths (rule `cross-tenant-handle-in-source`). Env `TENANTWALL_AUDIT_SOURCE`. Default: no scan.
+   */
+  source?: string | undefined;
+  /**
+   * Globs (relative to `source`) where the plain cross-tenant handle is expected. Env
+   * `TENANTWALL_AUDIT_SOURCE_ALLOW` (comma-separated). Default: any `migrations` or `lifecycle` directory and any
+   * `migrate*` file (DEFAULT_SOURCE_ALLOW).
+   */
+  sourceAllow?: readonly string[] | undefined;
+  /** Days of the break-glass access log that `break-glass-all-tenants` reads. Env `TENANTWALL_AUDIT_ACCESS_LOG_DAYS`. Default 30. */
+  accessLogDays?: number | undefined;
 }
 
 /** Options of `runVerify` that the shared resolution also reads (so no other code reads the environment). */
@@ -44,6 +60,9 @@ export interface ResolvedCheckOptions {
   /** False when the application role was neither passed nor set in the environment (the default was taken). */
   readonly appRoleGiven: boolean;
   readonly exceptions: readonly AuditException[];
+  readonly source: string | undefined;
+  readonly sourceAllow: readonly string[];
+  readonly accessLogDays: number;
 }
 
 const SETTING_RE = /^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$/;
@@ -61,10 +80,15 @@ export function resolveCheckOptions(o: IsolationCheckOptions & AppConnectionOpti
   const appRole = givenRole ?? 'tenantwall_app';
   const list = (v: string | undefined) => (v ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
   const globalTables = o.globalTables ? [...o.globalTables] : list(str(env.TENANTWALL_GLOBAL_TABLES));
-  const bad = (field: string, why: string) => new TenantwallError('config_invalid', `Option ${field} ${why} (docs/audit.md).`, { details: { field } });
+  const bad = (field: string, why: string) => new TenantwallError('config_invalid', `Option ${field} ${why} (docs/audit.md).`, { hint: AUDIT_HINT, details: { field } });
   if (tenantColumn.trim() === '') throw bad('tenantColumn', 'must not be empty');
   if (!SETTING_RE.test(settingName)) throw bad('settingName', 'must look like namespace.name');
   if (appRole.trim() === '') throw bad('appRole', 'must not be empty');
+  const source = str(o.source) ?? str(env.TENANTWALL_AUDIT_SOURCE);
+  if (source !== undefined && !fs.statSync(source, { throwIfNoEntry: false })?.isDirectory()) throw bad('source', `must be a directory (got ${JSON.stringify(source)})`);
+  const sourceAllow = o.sourceAllow ? [...o.sourceAllow] : env.TENANTWALL_AUDIT_SOURCE_ALLOW !== undefined ? list(env.TENANTWALL_AUDIT_SOURCE_ALLOW) : [...DEFAULT_SOURCE_ALLOW];
+  const daysRaw = o.accessLogDays ?? (str(env.TENANTWALL_AUDIT_ACCESS_LOG_DAYS) === undefined ? 30 : Number(env.TENANTWALL_AUDIT_ACCESS_LOG_DAYS));
+  if (!Number.isInteger(daysRaw) || daysRaw < 1 || daysRaw > 3660) throw bad('accessLogDays', 'must be an integer number of days in 1..3660');
   // Lists given in code get the same validation as files: a rule id that does not exist silences nothing.
   const exceptions = typeof o.exceptions === 'string' ? loadExceptionsFile(o.exceptions) : parseExceptions([...(o.exceptions ?? [])], 'exceptions option');
   return Object.freeze({
@@ -77,5 +101,8 @@ export function resolveCheckOptions(o: IsolationCheckOptions & AppConnectionOpti
     globalTables: Object.freeze(globalTables),
     appRoleGiven: givenRole !== undefined,
     exceptions: Object.freeze([...exceptions]),
+    source,
+    sourceAllow: Object.freeze(sourceAllow),
+    accessLogDays: daysRaw,
   });
 }

@@ -1,9 +1,11 @@
+import { AUDIT_HINT } from './hint.ts';
 import pg from 'pg';
 import { TenantwallError } from '../errors.ts';
 import { mapPgError } from '../db/pg-errors.ts';
 import { quoteIdent, quoteLiteral } from '../schema/ddl.ts';
 import { type Catalog, type Relation, loadCatalog } from './catalog.ts';
 import { citusRules } from './citus-rules.ts';
+import { accessLogFindings, scanSource } from './usage.ts';
 import { applyExceptions } from './exceptions.ts';
 import { make, sortFindings } from './finding.ts';
 import { type IsolationCheckOptions, type ResolvedCheckOptions, resolveCheckOptions } from './options.ts';
@@ -24,7 +26,7 @@ export interface AuditOptions extends IsolationCheckOptions {
 /** Opens a client on `url` (or uses `given`), runs `fn`, closes what it opened; driver errors become TenantwallErrors. */
 export async function withClient<T>(url: string | undefined, given: pg.ClientBase | undefined, fn: (c: pg.ClientBase) => Promise<T>): Promise<T> {
   if (given) return fn(given);
-  if (url === undefined) throw new TenantwallError('config_invalid', 'No database to check: pass --database-url or set DATABASE_URL.', { details: { field: 'databaseUrl' } });
+  if (url === undefined) throw new TenantwallError('config_invalid', 'No database to check: pass --database-url or set DATABASE_URL.', { hint: AUDIT_HINT, details: { field: 'databaseUrl' } });
   const client = new pg.Client({ connectionString: url, application_name: 'tenantwall-audit' });
   client.on('error', () => undefined);
   try {
@@ -103,6 +105,7 @@ export async function runAudit(options: AuditOptions = {}): Promise<Report> {
   const started = performance.now();
   const given = resolveCheckOptions(options);
   await loadParser();
+  const parserMs = performance.now() - started;
   let citus: Finding[] = [];
   const runs = await withClient(given.databaseUrl, options.client, async (c) => {
     const roles = given.appRoleGiven ? [given.appRole] : await findAppRoles(c, given.tenantColumn);
@@ -110,7 +113,7 @@ export async function runAudit(options: AuditOptions = {}): Promise<Report> {
       throw new TenantwallError(
         'config_invalid',
         `No application role given, and none found in the catalog (a login role, not superuser, with SELECT/INSERT/UPDATE/DELETE on a table with column ${given.tenantColumn}, owning none of them): pass --app-role (docs/audit.md).`,
-        { details: { field: 'appRole' } },
+        { hint: AUDIT_HINT, details: { field: 'appRole' } },
       );
     }
     const out: { role: string; cat: Catalog; opts: ResolvedCheckOptions }[] = [];
@@ -120,8 +123,11 @@ export async function runAudit(options: AuditOptions = {}): Promise<Report> {
     }
     // The Citus rule family reads the cluster's own catalog (src/audit/citus-rules.ts; nothing without citus).
     citus = await citusRules(c, given);
+    // The break-glass access log (src/access): all-tenant grants that ran statements.
+    citus.push(...(await accessLogFindings(c, given.accessLogDays)));
     return out;
   });
+  const catalogDone = performance.now();
   const seen = new Set<string>();
   const findings: Finding[] = [];
   let stats: Record<string, number> = {};
@@ -136,6 +142,8 @@ export async function runAudit(options: AuditOptions = {}): Promise<Report> {
       }
     }
   }
+  const scanned = given.source === undefined ? undefined : scanSource(given.source, given.sourceAllow);
+  if (scanned) findings.push(...scanned.findings);
   const { kept, suppressed, unused } = applyExceptions(sortFindings([...findings, ...citus]), given.exceptions);
   const first = runs[0]?.cat as Catalog;
   return Object.freeze({
@@ -145,8 +153,11 @@ export async function runAudit(options: AuditOptions = {}): Promise<Report> {
     findings: kept,
     suppressed,
     unusedExceptions: unused,
-    stats: { ...stats, appRoles: runs.length },
-    notes: given.appRoleGiven ? [] : [`application role(s) found in the catalog and audited: ${runs.map((r) => r.role).join(', ')}`],
+    stats: { ...stats, appRoles: runs.length, parserMs: Math.round(parserMs), catalogMs: Math.round(catalogDone - started - parserMs), rulesMs: Math.round(performance.now() - catalogDone), ...(scanned ? { sourceFiles: scanned.files, sourceAllowedUses: scanned.allowed } : {}) },
+    notes: [
+      ...(given.appRoleGiven ? [] : [`application role(s) found in the catalog and audited: ${runs.map((r) => r.role).join(', ')}`]),
+      ...(scanned ? [`source ${given.source}: ${scanned.files} file(s) scanned, ${scanned.allowed} use(s) of dangerouslyCrossTenant in allowed paths (${given.sourceAllow.join(', ')}) or marked tenantwall-audit-allow`] : []),
+    ],
     appRoles: runs.map((r) => r.role),
     durationMs: Math.round(performance.now() - started),
   });

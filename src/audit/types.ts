@@ -19,7 +19,9 @@ export type ObjectKind =
   | 'function'
   | 'sequence'
   | 'rule'
-  | 'publication';
+  | 'publication'
+  /** A place in the project's source (`file:line`), from `--source`. */
+  | 'source';
 
 /** What a rule is about, separate from how urgent it is. */
 export type Category = 'isolation' | 'performance' | 'hygiene';
@@ -80,7 +82,7 @@ export interface Report {
   /** verify: what the attacks ran with (tenant A attacked tenant B). */
   readonly attack?: { readonly tenants: readonly [string, string]; readonly setting: string; readonly tenantColumn: string; readonly appRole: string } | undefined;
   /** verify with `checksum`: content checksums taken before and after the attacks. */
-  readonly checksums?: { readonly before: string; readonly after: string } | undefined;
+  readonly checksums?: { readonly before: string; readonly after: string; readonly changed?: readonly string[] | undefined } | undefined;
   readonly durationMs: number;
 }
 

@@ -1,4 +1,5 @@
-import { randomUUID } from 'node:crypto';
+import { AUDIT_HINT } from './hint.ts';
+import { createHash, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { mapPgError } from '../db/pg-errors.ts';
 import { TenantwallError } from '../errors.ts';
@@ -10,7 +11,7 @@ import { appAccess, classifyRelations } from './exposure.ts';
 import { ATTACK_FAMILIES } from './attacks/index.ts';
 import { prepareRows } from './attacks/rows.ts';
 import { type Catalog, loadCatalog } from './catalog.ts';
-import { databaseChecksum } from './checksum.ts';
+import { relationChecksums } from './checksum.ts';
 import { applyExceptions } from './exceptions.ts';
 import { make, sortFindings } from './finding.ts';
 import { type AppConnectionOptions, type IsolationCheckOptions, type ResolvedCheckOptions, resolveCheckOptions } from './options.ts';
@@ -45,7 +46,7 @@ export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
   const given = resolveCheckOptions(options);
   const appUrl = given.appDatabaseUrl;
   if (appUrl === undefined) {
-    throw new TenantwallError('config_invalid', 'verify attacks as the application role: pass --app-database-url or set TENANTWALL_APP_DATABASE_URL (docs/audit.md).', { details: { field: 'appDatabaseUrl' } });
+    throw new TenantwallError('config_invalid', 'verify attacks as the application role: pass --app-database-url or set TENANTWALL_APP_DATABASE_URL (docs/audit.md).', { hint: AUDIT_HINT, details: { field: 'appDatabaseUrl' } });
   }
   // The role that attacks is the one the URL logs in as: without --app-role, that is the application role.
   const urlUser = decodeURIComponent(new URL(appUrl).username);
@@ -57,7 +58,7 @@ export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
     const ts = tenantSet(cat, opts);
     const tables = await describeTables(owner, cat, ts);
     const tenants = options.tenants ?? (await pickTenants(owner, cat, ts, tables, opts.tenantColumn));
-    const before = options.checksum ? await databaseChecksum(owner) : undefined;
+    const before = options.checksum ? await relationChecksums(owner) : undefined;
     const effects = sideEffects(cat, ts);
     const roles = await owner.query<{ rolname: string }>(
       `SELECT DISTINCT rolname FROM pg_roles r WHERE rolname <> $1 AND (pg_has_role($1, r.oid, 'MEMBER') OR r.oid = ANY($2::oid[])) ORDER BY 1`,
@@ -72,7 +73,7 @@ export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
   const readLeak = new Set<number>();
   const covered = new Map<number, string>();
   const [tenantA, tenantB] = prepared.tenants;
-  if (tenantA === tenantB) throw new TenantwallError('config_invalid', 'verify needs two different tenant ids.', { details: { field: 'tenants' } });
+  if (tenantA === tenantB) throw new TenantwallError('config_invalid', 'verify needs two different tenant ids.', { hint: AUDIT_HINT, details: { field: 'tenants' } });
 
   const findings: Finding[] = [];
   let attempts: number;
@@ -106,6 +107,7 @@ export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
         setting: opts.settingName,
         covered,
         unsafeWrites: effects.unsafe,
+        unsafeFunctions: effects.unsafeFunctions,
         progress: options.onProgress ?? (() => undefined),
         found: (rule, kind, object, message, fix, confirm, details, severity) => findings.push(make(rule, kind, object, message, fix, { confirm, details, severity })),
         tries: (sql, params = [], keep = false) => s.attempt(sql, params, keep),
@@ -132,12 +134,27 @@ export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
   notes.push(...workers.notes);
   attempts += workers.attempts;
 
-  let checksums: { before: string; after: string } | undefined;
+  let checksums: { before: string; after: string; changed: readonly string[] } | undefined;
   if (before !== undefined) {
-    const after = await withClient(opts.databaseUrl, undefined, (c) => databaseChecksum(c));
-    checksums = { before, after };
+    const afterRels = await withClient(opts.databaseUrl, undefined, (c) => relationChecksums(c));
+    const digest = (m: ReadonlyMap<string, string>) => {
+      const h = createHash('sha256');
+      for (const line of m.values()) h.update(line);
+      return h.digest('hex');
+    };
+    const changed = [...new Set([...before.keys(), ...afterRels.keys()])].filter((r) => before.get(r) !== afterRels.get(r)).sort();
+    const after = digest(afterRels);
+    checksums = { before: digest(before), after, changed };
     // verify's own writes are rolled back and the ones whose effects would outlive it were skipped (notes).
-    if (before !== after) notes.push(`content checksum changed during verify (${before} -> ${after}): another session wrote to the database meanwhile; run verify on a database nothing else writes to`);
+    // verify does not guess whose change it was: its writes are rolled back, and the triggers and functions it
+    // found with lasting effects were not fired, but a path it did not see (a column default, a view or policy
+    // calling nextval) is its own effect as much as another session's write would be someone else's.
+    if (changed.length > 0) {
+      notes.push(
+        `content checksum changed during verify in ${changed.join(', ')}: either something verify fired had an effect its rollback does not undo and its detection missed ` +
+          `(e.g. nextval in a column default, a view or a policy function; please report it), or another session wrote meanwhile. Run verify on a database nothing else writes to, to tell them apart`,
+      );
+    }
   }
   const { kept, suppressed, unused } = applyExceptions(sortFindings(findings), opts.exceptions);
   return Object.freeze({
@@ -208,6 +225,6 @@ async function pickTenants(owner: pg.ClientBase, cat: Catalog, ts: TenantSet, ta
   }
   const type = tables.values().next().value?.columns.find((c) => c.name === column)?.type;
   if (type === 'uuid') return [randomUUID(), randomUUID()];
-  throw new TenantwallError('config_invalid', 'verify could not find two tenant ids; pass --tenants <a>,<b>.', { details: { field: 'tenants' } });
+  throw new TenantwallError('config_invalid', 'verify could not find two tenant ids; pass --tenants <a>,<b>.', { hint: AUDIT_HINT, details: { field: 'tenants' } });
 }
 

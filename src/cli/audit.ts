@@ -1,3 +1,4 @@
+import { AUDIT_HINT } from '../audit/hint.ts';
 import fs from 'node:fs';
 import { emitSql } from '../audit/emit-sql.ts';
 import { reachesThreshold, resolveCheckOptions, runAudit } from '../audit/run-audit.ts';
@@ -20,6 +21,9 @@ export const CHECK_FLAGS = {
   sarif: { type: 'boolean', default: false },
   output: { type: 'string' },
   'fail-on': { type: 'string' },
+  source: { type: 'string' },
+  'source-allow': { type: 'string' },
+  'access-log-days': { type: 'string' },
   help: { type: 'boolean', default: false },
 } as const;
 
@@ -35,6 +39,10 @@ export const CHECK_USAGE = `  --database-url <url>     database to check (defaul
   --output <file>          write the report to a file instead of stdout
   --fail-on error|warn|info|none
                            exit 1 when a finding of this severity or above remains (default error)
+  --source <dir>           scan a project's source for dangerouslyCrossTenant( outside allowed paths (audit)
+  --source-allow <g,...>   globs where the plain cross-tenant handle is expected
+                           (default **/migrations/**,**/migrate*,**/lifecycle/**)
+  --access-log-days <n>    days of the break-glass access log read for all-tenant grants (default 30)
 every flag: docs/audit.md
 exit codes: 0 nothing at or above --fail-on, 1 findings at or above --fail-on, 2 the check could not run`;
 
@@ -51,13 +59,16 @@ export function commonOptions(v: Values) {
     ...(v.tables ? { tables: list(v.tables) } : {}),
     ...(v['global-tables'] ? { globalTables: list(v['global-tables']) } : {}),
     ...(v.exceptions ? { exceptions: v.exceptions } : {}),
+    ...(v.source ? { source: v.source } : {}),
+    ...(v['source-allow'] !== undefined ? { sourceAllow: list(v['source-allow']) } : {}),
+    ...(v['access-log-days'] !== undefined ? { accessLogDays: Number(v['access-log-days']) } : {}),
   };
 }
 
 function failOn(v: Values): 'error' | 'warn' | 'info' | 'none' {
   const f = v['fail-on'] ?? 'error';
   if (f !== 'error' && f !== 'warn' && f !== 'info' && f !== 'none') {
-    throw new TenantwallError('config_invalid', `--fail-on must be error, warn, info or none (got ${JSON.stringify(f)}; docs/audit.md).`, { details: { field: 'fail-on' } });
+    throw new TenantwallError('config_invalid', `--fail-on must be error, warn, info or none (got ${JSON.stringify(f)}; docs/audit.md).`, { hint: AUDIT_HINT, details: { field: 'fail-on' } });
   }
   return f;
 }
@@ -74,7 +85,7 @@ export function emit(report: Report, v: Values): number {
     const color = v.output === undefined && process.stdout.isTTY === true && !process.env.NO_COLOR;
     text = formatText(report, { color });
   } else {
-    throw new TenantwallError('config_invalid', `--format must be text, json or sarif${report.kind === 'verify' ? ' or pgtap' : ''} (got ${JSON.stringify(format)}; docs/audit.md).`, { details: { field: 'format' } });
+    throw new TenantwallError('config_invalid', `--format must be text, json or sarif${report.kind === 'verify' ? ' or pgtap' : ''} (got ${JSON.stringify(format)}; docs/audit.md).`, { hint: AUDIT_HINT, details: { field: 'format' } });
   }
   if (v.output) fs.writeFileSync(v.output, `${text}\n`);
   else console.log(text);

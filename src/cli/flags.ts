@@ -41,6 +41,7 @@ export function parseFlags<const O extends NonNullable<ParseArgsConfig['options'
     const unknown = e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /'(-[^']+)'/.exec(e.message)?.[1] : undefined;
     const near = unknown === undefined ? undefined : nearestFlag(unknown, Object.keys(options));
     const message = unknown === undefined ? e.message : `Unknown option ${unknown}.${near ? ` Did you mean ${near}?` : ''}`;
-    throw new TenantwallError('config_invalid', `${message}${doc ? ` (${doc} documents every flag)` : ''}`, { cause: err, details: { field: unknown ?? 'argv' } });
+    const hint = `Fix the flag named in the message (${doc ?? 'docs/cli.md'} documents every flag of this command).`;
+    throw new TenantwallError('config_invalid', `${message}${doc ? ` (${doc} documents every flag)` : ''}`, { cause: err, hint, details: { field: unknown ?? 'argv' } });
   }
 }

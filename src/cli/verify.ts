@@ -1,3 +1,4 @@
+import { AUDIT_HINT } from '../audit/hint.ts';
 import { type VerifyProgress, runVerify } from '../audit/verify.ts';
 import { TenantwallError } from '../errors.ts';
 import { CHECK_FLAGS, CHECK_USAGE, commonOptions, emit, guarded } from './audit.ts';
@@ -27,7 +28,7 @@ export async function verifyCommand(argv: string[]): Promise<number> {
     if (values.tenants) {
       const parts = values.tenants.split(',').map((s) => s.trim());
       if (parts.length !== 2 || !parts[0] || !parts[1]) {
-        throw new TenantwallError('config_invalid', '--tenants takes two ids separated by a comma (docs/audit.md).', { details: { field: 'tenants' } });
+        throw new TenantwallError('config_invalid', '--tenants takes two ids separated by a comma (docs/audit.md).', { hint: AUDIT_HINT, details: { field: 'tenants' } });
       }
       tenants = [parts[0], parts[1]];
     }

@@ -1,5 +1,6 @@
 import { parseSql as parseSync, scanSql as scanSync } from './parser.ts';
 import type { Schema } from '../schema/declare.ts';
+import { type PlanMode, type UniqueKeys, planModeOf, uniqueKeysOf } from './plan.ts';
 
 /** The parse tree is the parser's JSON: nodes are `{ KindName: body }` wrappers; bodies are plain objects. */
 type Node = Record<string, any>;
@@ -11,6 +12,8 @@ export type Analysis =
       /** 1-based numbers of the `$n` parameters that must equal the current tenant id at run time. */
       readonly tenantParams: readonly number[];
       readonly kind: string;
+      /** How the statement should be planned from the statement cache (`plan: 'auto'`), see PlanMode. */
+      readonly plan: PlanMode;
     }
   | {
       readonly ok: false;
@@ -19,6 +22,8 @@ export type Analysis =
       readonly table?: string;
       /** 0-based character offset in the statement text. */
       readonly location?: number;
+      /** How to fix this kind of refusal, when the general one (constrain with the tenant column) does not fit. */
+      readonly hint?: string;
     };
 
 export interface AnalyzerConfig {
@@ -27,16 +32,44 @@ export interface AnalyzerConfig {
   readonly safeOperators: ReadonlySet<string>;
   /** Extra relations (views with security_invoker, reference tables) treated like global tables. */
   readonly globalRelations: ReadonlySet<string>;
+  /** The schema the declared tables live in: `schema.table` names the declared table only in this schema. */
+  readonly tableSchema: string;
 }
 
 class Refusal extends Error {
   readonly table: string | undefined;
   readonly location: number | undefined;
-  constructor(reason: string, location?: number, table?: string) {
+  readonly hint: string | undefined;
+  constructor(reason: string, location?: number, table?: string, hint?: string) {
     super(reason);
     this.location = location;
     this.table = table;
+    this.hint = hint;
   }
+}
+
+/** Hints for refusals that adding a tenant predicate would not fix. */
+const HINTS = {
+  multi: 'Send one statement per query call; several statements that must commit together go in db.forTenant(id).transaction(fn).',
+  transaction: 'Use db.forTenant(id).transaction(fn) (or db.transaction) for a transaction; SAVEPOINT, RELEASE and ROLLBACK TO are allowed inside it.',
+  parse: 'Fix the SQL so that PostgreSQL can parse it; nothing was sent.',
+  truncate:
+    "To empty one tenant's rows use DELETE ... WHERE tenant_id = $1; deleting a tenant is `tenantwall tenants delete`; emptying a table for every tenant is a migration (or dangerouslyCrossTenant()).",
+  copy: "Write one tenant's rows with INSERT (multi-row VALUES or unnest) and read them with SELECT ... WHERE tenant_id = $1; moving a whole tenant is `tenantwall tenants export` / `import`; bulk COPY belongs in migrations.",
+  set: 'tenantwall sets the tenant (and the plan\'s database limits) itself: pass query options such as statementTimeoutMs instead of SET, and put server settings in the role or database configuration.',
+  code: 'Run the statements one at a time through the tenant handle; procedural code belongs in a migration-owned function that the audit checks (tenantwall audit).',
+  ddl: 'Run DDL in migrations (tenantwall migrate), not in tenant scope.',
+  other: 'Only SELECT, INSERT, UPDATE, DELETE and MERGE (and savepoints) run in tenant scope; admin work goes through dangerouslyCrossTenant() or a break-glass handle.',
+  unicode: 'Write identifiers plainly (or in double quotes without U&).',
+} as const;
+
+function statementHint(kind: string): string {
+  if (kind === 'TruncateStmt') return HINTS.truncate;
+  if (kind === 'CopyStmt') return HINTS.copy;
+  if (kind === 'VariableSetStmt' || kind === 'VariableShowStmt') return HINTS.set;
+  if (kind === 'DoStmt' || kind === 'CallStmt' || kind === 'PrepareStmt' || kind === 'ExecuteStmt' || kind === 'DeclareCursorStmt') return HINTS.code;
+  if (DDL_KIND.test(kind)) return HINTS.ddl;
+  return HINTS.other;
 }
 
 /** Which values a column of a derived relation always carries: the current tenant (given these params hold). */
@@ -119,12 +152,14 @@ function names(list: Node[] | undefined): string[] {
 export class Analyzer {
   readonly #config: AnalyzerConfig;
   readonly #tenantColumn: string;
+  readonly #uniqueKeys: UniqueKeys;
   #nextId = 0;
   #params = new Set<number>();
 
   constructor(config: AnalyzerConfig) {
     this.#config = config;
     this.#tenantColumn = config.schema.tenantColumn;
+    this.#uniqueKeys = uniqueKeysOf(config.schema);
   }
 
   analyze(sql: string): Analysis {
@@ -136,24 +171,26 @@ export class Analyzer {
         parsed = parseSync(sql) as unknown as Node;
       } catch (err) {
         const pos = (err as { sqlDetails?: { cursorPosition?: number } }).sqlDetails?.cursorPosition;
-        throw new Refusal(`the statement does not parse: ${(err as Error).message}`, pos);
+        throw new Refusal(`the statement does not parse: ${(err as Error).message}`, pos, undefined, HINTS.parse);
       }
       const stmts = (parsed.stmts ?? []) as Node[];
-      if (stmts.length === 0) throw new Refusal('empty statement');
+      if (stmts.length === 0) throw new Refusal('empty statement', undefined, undefined, HINTS.multi);
       if (stmts.length > 1) {
-        throw new Refusal(`${stmts.length} statements in one string; send one statement at a time`, stmts[1]?.stmt_location ?? undefined);
+        throw new Refusal(`${stmts.length} statements in one string; send one statement at a time`, stmts[1]?.stmt_location ?? undefined, undefined, HINTS.multi);
       }
       if (/u&"/i.test(sql)) this.#checkUnicodeIdentifiers(sql);
       const stmt = stmts[0]?.stmt as Node;
       const kind = kindOf(stmt);
       this.#statement(stmt, null, null);
-      return Object.freeze({ ok: true as const, tenantParams: Object.freeze([...this.#params].sort((a, b) => a - b)), kind });
+      const plan = planModeOf(stmt, this.#uniqueKeys, this.#tenantColumn);
+      return Object.freeze({ ok: true as const, tenantParams: Object.freeze([...this.#params].sort((a, b) => a - b)), kind, plan });
     } catch (caught) {
       // A tree shape the verifier did not expect is a refusal too (fail closed), not a crash.
       const err = caught instanceof Refusal ? caught : new Refusal(`the verifier could not analyse this statement (${(caught as Error)?.message ?? String(caught)})`);
-      const a: { ok: false; reason: string; table?: string; location?: number } = { ok: false, reason: err.message };
+      const a: { ok: false; reason: string; table?: string; location?: number; hint?: string } = { ok: false, reason: err.message };
       if (err.table !== undefined) a.table = err.table;
       if (err.location !== undefined) a.location = err.location;
+      if (err.hint !== undefined) a.hint = err.hint;
       return Object.freeze(a);
     }
   }
@@ -166,7 +203,7 @@ export class Analyzer {
    */
   #checkUnicodeIdentifiers(sql: string): void {
     for (const t of scanSync(sql).tokens) {
-      if (/^u&"/i.test(t.text)) throw new Refusal('Unicode-escaped identifiers (U&"...") are refused', t.start);
+      if (/^u&"/i.test(t.text)) throw new Refusal('Unicode-escaped identifiers (U&"...") are refused', t.start, undefined, HINTS.unicode);
     }
   }
 
@@ -191,10 +228,10 @@ export class Analyzer {
         // Savepoints are what query builders send for nested transactions; they cannot widen the scope.
         const k = body.kind as string;
         if (outer === null && (k === 'TRANS_STMT_SAVEPOINT' || k === 'TRANS_STMT_RELEASE' || k === 'TRANS_STMT_ROLLBACK_TO')) return [];
-        throw new Refusal('transaction control (BEGIN/COMMIT/ROLLBACK) is managed by tenantwall, not by statements', body.location);
+        throw new Refusal('transaction control (BEGIN/COMMIT/ROLLBACK) is managed by tenantwall, not by statements', body.location, undefined, HINTS.transaction);
       }
       default:
-        throw new Refusal(refusedStatement(kind), body?.location);
+        throw new Refusal(refusedStatement(kind), body?.location, undefined, statementHint(kind));
     }
   }
 
@@ -255,7 +292,7 @@ export class Analyzer {
 
   #select(sel: Node, outer: Level | null, ctesIn: CteScope | null): Output {
     const ctes = this.#with(sel.withClause, outer, ctesIn);
-    if (sel.intoClause) throw new Refusal('SELECT ... INTO creates a table (DDL)', sel.intoClause.rel?.location);
+    if (sel.intoClause) throw new Refusal('SELECT ... INTO creates a table (DDL)', sel.intoClause.rel?.location, undefined, HINTS.ddl);
     const op = sel.op as string | undefined;
     if (op && op !== 'SETOP_NONE') {
       // Every arm of UNION/INTERSECT/EXCEPT is a query of its own and is checked on its own.
@@ -504,11 +541,16 @@ export class Analyzer {
   #relationRte(rv: Node, ctes: CteScope | null, allowCte: boolean): Rte {
     const alias = rv.alias as Node | undefined;
     const relname = rv.relname as string;
-    if (rv.catalogname || rv.schemaname) {
+    // `schema.table` is the declared table when the schema is the one the declared tables live in (and names
+    // exactly that relation, whatever the search_path); any other schema (pg_temp, another schema) may be
+    // another object, and a catalog name is refused.
+    const declaredHere = rv.schemaname === this.#config.tableSchema && (this.#config.schema.table(relname) !== undefined || this.#config.globalRelations.has(relname));
+    if (rv.catalogname || (rv.schemaname && !declaredHere)) {
       throw new Refusal(
-        `schema-qualified name ${[rv.catalogname, rv.schemaname, relname].filter(Boolean).join('.')} is refused: tenantwall resolves only the declared, unqualified table names`,
+        `schema-qualified name ${[rv.catalogname, rv.schemaname, relname].filter(Boolean).join('.')} is refused: tenantwall resolves the declared tables, unqualified or qualified with their schema ${this.#config.tableSchema}`,
         rv.location,
         this.#config.schema.isTenantTable(relname) ? relname : undefined,
+        `Name the declared table unqualified or as ${this.#config.tableSchema}.${relname} (the guard option tableSchema names the schema the declared tables live in; docs/guard.md).`,
       );
     }
     if (!CANONICAL_IDENT.test(relname)) {
@@ -849,7 +891,7 @@ export class Analyzer {
         return;
       case 'ColumnRef': {
         const f = b.fields as Node[];
-        if (f.length > 2) throw new Refusal('column references qualified with a schema are refused', b.location);
+        if (f.length > 2) throw new Refusal('column references qualified with a schema are refused', b.location, undefined, 'Refer to columns as table.column or alias.column; the table itself may be written schema.table in FROM.');
         return;
       }
       case 'A_Expr': {
@@ -1026,6 +1068,8 @@ function locationOf(node: Node | undefined): number | undefined {
   return typeof b?.location === 'number' ? b.location : undefined;
 }
 
+const DDL_KIND = /^(Create|Alter|Drop|Grant|Revoke|Comment|Rename|Index|Vacuum|Cluster|Reindex|Refresh|Define|Composite|CreateTableAs|ViewStmt|Rule|Sec)/;
+
 function refusedStatement(kind: string): string {
   const what: Record<string, string> = {
     CopyStmt: 'COPY (COPY bypasses row-level security and the guard)',
@@ -1042,6 +1086,6 @@ function refusedStatement(kind: string): string {
     NotifyStmt: 'NOTIFY',
     ListenStmt: 'LISTEN',
   };
-  const label = what[kind] ?? (/^(Create|Alter|Drop|Grant|Revoke|Comment|Rename|Index|Vacuum|Cluster|Reindex|Refresh|Define|Composite|CreateTableAs|ViewStmt|Rule|Sec)/.test(kind) ? `DDL and maintenance (${kind})` : kind);
+  const label = what[kind] ?? (DDL_KIND.test(kind) ? `DDL and maintenance (${kind})` : kind);
   return `${label} is refused in tenant scope`;
 }

@@ -1,7 +1,7 @@
-import type { Params, StatementGuard } from '../db/tenantwall.ts';
+import type { Params, StatementGuard, StatementVerdict } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
 import type { Schema } from '../schema/declare.ts';
-import type { TenantId } from '../tenant/tenant-id.ts';
+import { TenantId } from '../tenant/tenant-id.ts';
 import { DEFAULT_SAFE_FUNCTIONS, DEFAULT_SAFE_OPERATORS } from './allow-lists.ts';
 import { type Analysis, Analyzer } from './analyze.ts';
 import { assertParserLoaded, loadParser } from './parser.ts';
@@ -25,6 +25,12 @@ export interface GuardOptions {
   allowRelations?: readonly string[] | undefined;
   /** Statement texts whose analysis is kept (least recently used are evicted). Default 2000. */
   cacheSize?: number | undefined;
+  /**
+   * The schema the declared tables live in (the first schema of the migrations' search_path). `schema.table`
+   * names are accepted when they name a declared table in this schema; other qualified names are refused.
+   * Default `public`.
+   */
+  tableSchema?: string | undefined;
 }
 
 /** The tenantwall SQL verifier: a StatementGuard for Tenantwall.connect({ guard }). */
@@ -33,20 +39,31 @@ export interface Guard extends StatementGuard {
   ready(): Promise<void>;
   /** The analysis of one statement text (cached); never throws. */
   analyze(sql: string): Analysis;
-  /** Throws `unscoped_query` unless `sql` with `params` is provably scoped to `tenantId`. */
-  check(sql: string, params: Params, tenantId: TenantId): void;
+  /**
+   * Throws `unscoped_query` unless `sql` with `params` is provably scoped to `tenantId`; returns the verdict
+   * (the plan mode the statement is safe to run with).
+   */
+  check(sql: string, params: Params, tenantId: TenantId): StatementVerdict;
   /** Number of cached analyses (tests, metrics). */
   readonly cacheEntries: number;
 }
 
+const GUARD_OPTIONS_HINT = 'Fix the createGuard option named in the message (docs/guard.md lists them).';
+
+/** The SQL verifier over `schema` (docs/guard.md): a StatementGuard that refuses statements not provably scoped to the tenant. */
 export function createGuard(schema: Schema, options: GuardOptions = {}): Guard {
   const cacheSize = options.cacheSize ?? 2000;
-  if (!Number.isInteger(cacheSize) || cacheSize < 1) throw new TenantwallError('config_invalid', 'guard cacheSize must be a positive integer.');
+  if (!Number.isInteger(cacheSize) || cacheSize < 1) throw new TenantwallError('config_invalid', 'guard cacheSize must be a positive integer.', { hint: GUARD_OPTIONS_HINT });
+  const tableSchema = options.tableSchema ?? 'public';
+  if (!/^[a-z_][a-z0-9_$]{0,62}$/.test(tableSchema)) {
+    throw new TenantwallError('config_invalid', `guard tableSchema must be a lowercase SQL identifier (got ${JSON.stringify(tableSchema)}).`, { hint: GUARD_OPTIONS_HINT, details: { field: 'tableSchema' } });
+  }
   const analyzer = new Analyzer({
     schema,
     safeFunctions: new Set([...(options.safeFunctions ?? DEFAULT_SAFE_FUNCTIONS), ...(options.allowFunctions ?? [])].map((f) => f.toLowerCase())),
     safeOperators: new Set([...DEFAULT_SAFE_OPERATORS, ...(options.allowOperators ?? [])]),
     globalRelations: new Set(options.allowRelations ?? []),
+    tableSchema,
   });
   // Map iteration order is insertion order: re-inserting on a hit makes the first key the least recently used.
   const cache = new Map<string, Analysis>();
@@ -70,7 +87,12 @@ export function createGuard(schema: Schema, options: GuardOptions = {}): Guard {
   return {
     ready: () => ready,
     analyze,
-    check(sql: string, params: Params, tenantId: TenantId): void {
+    check(sql: string, params: Params, tenantId: TenantId): StatementVerdict {
+      // The id the proof compares against must itself be an id: '' or 'x' would match a '' or 'x' parameter.
+      if (!TenantId.is(tenantId)) {
+        TenantId.parse(tenantId); // throws invalid_tenant_id for anything that is not an id
+        throw new TenantwallError('invalid_tenant_id', `Tenant id ${JSON.stringify(String(tenantId).slice(0, 80))} is not in canonical form (lowercase).`, { details: { field: 'tenant_id' } });
+      }
       const a = analyze(sql);
       if (!a.ok) throw refusal(sql, a);
       const tp = a.tenantParams;
@@ -82,6 +104,7 @@ export function createGuard(schema: Schema, options: GuardOptions = {}): Guard {
           });
         }
       }
+      return a;
     },
     get cacheEntries() {
       return cache.size;
@@ -94,7 +117,7 @@ function refusal(sql: string, a: Extract<Analysis, { ok: false }>): TenantwallEr
   const details: Record<string, unknown> = { reason: a.reason };
   if (a.table !== undefined) details.table = a.table;
   if (a.location !== undefined) details.location = a.location;
-  return new TenantwallError('unscoped_query', `Refused statement${where}: ${a.reason}.`, { details });
+  return new TenantwallError('unscoped_query', `Refused statement${where}: ${a.reason}.`, a.hint === undefined ? { details } : { details, hint: a.hint });
 }
 
 function excerpt(sql: string, at: number): string {

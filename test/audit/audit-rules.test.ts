@@ -210,7 +210,28 @@ const FIXTURES: Fixture[] = [
       CREATE TRIGGER log_customer AFTER INSERT ON customers FOR EACH ROW EXECUTE FUNCTION log_customer()`,
     expect: ['function-definer-trigger-writes'],
   },
+  // Issue 17: session-level tenant settings that a transaction-mode pooler carries to the next client.
+  {
+    name: 'setting-session-in-function (set_config(..., false) in PL/pgSQL)',
+    sql: () => `CREATE FUNCTION become(t uuid) RETURNS void LANGUAGE plpgsql AS $$ BEGIN PERFORM set_config('tenantwall.tenant_id', t::text, false); END $$`,
+    expect: ['setting-session-in-function'],
+  },
+  {
+    name: 'setting-session-in-function (SET without LOCAL)',
+    sql: () => `CREATE FUNCTION become_a() RETURNS void LANGUAGE plpgsql AS $$ BEGIN SET tenantwall.tenant_id = '${TENANT_A}'; END $$`,
+    expect: ['setting-session-in-function'],
+  },
+  {
+    name: 'setting-session-in-function (SQL function, set_config with a computed third argument)',
+    sql: () => `CREATE FUNCTION become_sql(t text, keep boolean) RETURNS text LANGUAGE sql AS $$ SELECT set_config('tenantwall.tenant_id', t, keep) $$`,
+    expect: ['setting-session-in-function'],
+  },
 ];
+
+test('transaction-local tenant settings in functions (SET LOCAL, set_config(..., true)) are not reported', async () => {
+  const report = await auditWith(`CREATE FUNCTION ok_local(t uuid) RETURNS void LANGUAGE plpgsql AS $$ BEGIN PERFORM set_config('tenantwall.tenant_id', t::text, true); SET LOCAL tenantwall.tenant_id = '${TENANT_A}'; PERFORM set_config('app.other', 'x', false); END $$`);
+  assert.deepEqual(report.findings.map((f) => `${f.ruleId} ${f.object}`), []);
+});
 
 async function auditWith(sql: string, options: Partial<AuditOptions> = {}) {
   return base.inTransaction(sql, (client) => runAudit({ client, appRole: base.app, globalTables: GLOBALS, ...options }));
@@ -355,7 +376,8 @@ test('a function over the row\'s own columns is not a per-row call to hoist: no 
 });
 
 test('every audit rule has a fixture', () => {
-  const covered = new Set(FIXTURES.flatMap((f) => f.expect));
+  // Rules over the project's source and the access log, not the catalog: test/audit/usage.test.ts.
+  const covered = new Set([...FIXTURES.flatMap((f) => f.expect), 'cross-tenant-handle-in-source', 'break-glass-all-tenants']);
   assert.deepEqual(AUDIT_RULES.map((r) => r.id).filter((id) => !covered.has(id)), []);
   assert.ok(AUDIT_RULES.length >= 30);
   assert.equal(new Set(AUDIT_RULES.map((r) => r.id)).size, AUDIT_RULES.length, 'ids are unique');

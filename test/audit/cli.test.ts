@@ -124,6 +124,22 @@ test('an unknown flag names the nearest known one and the doc of the flags (exit
   assert.match((await cli('verify', '--alow-skips')).err, /Did you mean --allow-skips\?/);
 });
 
+test('configuration errors of audit and verify name docs/audit.md, never docs/configuration.md (which does not document their flags)', async () => {
+  const errs = [
+    (await cli('audit', '--database-url', clean.url, '--app-rol', base.app)).err,
+    (await cli('audit', '--database-url', clean.url, '--app-role', base.app, '--fail-on', 'sometimes')).err,
+    (await cli('audit', '--database-url', clean.url, '--app-role', base.app, '--setting', 'nodot')).err,
+    (await cli('audit', '--database-url', clean.url, '--app-role', base.app, '--access-log-days', 'soon')).err,
+    (await cli('audit', '--database-url', clean.url, '--app-role', base.app, '--source', '/nonexistent/tw-src')).err,
+    (await cli('verify', '--database-url', clean.url, '--app-database-url', clean.appUrl, '--tenants', 'onlyone')).err,
+  ];
+  for (const e of errs) {
+    assert.match(e, /config_invalid|docs\/audit\.md/, e);
+    assert.match(e, /docs\/audit\.md/, e);
+    assert.doesNotMatch(e, /configuration\.md/, e);
+  }
+});
+
 test('verify: a skipped relation fails unless --allow-skips; the text output prints the coverage', async () => {
   const args = ['verify', '--database-url', unknown.url, '--app-database-url', unknown.appUrl, '--global-tables', 'currencies'];
   const r = await cli(...args);

@@ -236,6 +236,38 @@ test('coverage lists every relation the application role can reach; a trigger th
   assert.deepEqual(report.findings.map((f) => f.ruleId), []);
 });
 
+test('functions with effects a rollback does not undo are not called, also through a helper; a trigger reaching nextval through a helper is found; the checksum stays put', async () => {
+  const { report, before, after } = await verifyFixture(`
+    CREATE SEQUENCE ticket_numbers; GRANT USAGE ON SEQUENCE ticket_numbers TO :app;
+    CREATE FUNCTION next_ticket() RETURNS bigint LANGUAGE sql AS $$ SELECT nextval('ticket_numbers') $$;
+    CREATE FUNCTION count_customers_numbered() RETURNS bigint LANGUAGE plpgsql AS $$ BEGIN PERFORM next_ticket(); RETURN (SELECT count(*) FROM customers); END $$;
+    CREATE TABLE notes (tenant_id uuid NOT NULL REFERENCES tenants (id), id uuid NOT NULL DEFAULT gen_random_uuid(), no bigint, PRIMARY KEY (tenant_id, id));
+    ALTER TABLE notes ENABLE ROW LEVEL SECURITY; ALTER TABLE notes FORCE ROW LEVEL SECURITY;
+    CREATE POLICY tenant_isolation ON notes USING (${TIGHT}) WITH CHECK (${TIGHT});
+    GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO :app;
+    CREATE FUNCTION number_note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.no := next_ticket(); RETURN NEW; END $$;
+    CREATE TRIGGER number_note BEFORE INSERT OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION number_note();
+    INSERT INTO notes (tenant_id) VALUES ('${TENANT_A}'), ('${TENANT_B}');`);
+  assert.equal(before, after, `verify left a trace: ${report.notes.join('\n')}`);
+  assert.ok(report.notes.some((n) => /public\.count_customers_numbered\(\) advances a sequence \(through public\.next_ticket\).*not called/.test(n)), report.notes.join('\n'));
+  assert.ok(report.notes.some((n) => /trigger number_note on public\.notes .*advances a sequence \(through public\.next_ticket\).*write attacks on public\.notes skipped/.test(n)), report.notes.join('\n'));
+  assert.ok(!report.notes.some((n) => /another session wrote to the database meanwhile/.test(n)));
+});
+
+test('a checksum change names the relations that changed and does not blame another session for it', async () => {
+  // A restrictive policy calling nextval: every read of customers advances the sequence, a path the side-effect
+  // detection does not follow. The note names the sequence and says it may be verify's own effect.
+  const db = await base.fixture(`CREATE SEQUENCE side; GRANT USAGE ON SEQUENCE side TO :app;
+    CREATE FUNCTION tick() RETURNS boolean LANGUAGE sql VOLATILE AS $$ SELECT nextval('side') > 0 $$;
+    CREATE POLICY tick ON customers AS RESTRICTIVE USING (tick());`);
+  const report = await runVerify({ databaseUrl: db.url, appDatabaseUrl: db.appUrl, appRole: base.app, globalTables: GLOBALS, checksum: true });
+  assert.notEqual(report.checksums?.before, report.checksums?.after);
+  assert.deepEqual(report.checksums?.changed, ['public.side']);
+  const note = report.notes.find((n) => n.startsWith('content checksum changed'));
+  assert.match(note ?? '', /in public\.side: either something verify fired .* or another session wrote/);
+  assert.ok(!report.notes.some((n) => /another session wrote to the database meanwhile/.test(n)));
+});
+
 test('every attack has a fixture', () => {
   const covered = new Set(FIXTURES.flatMap((f) => f.expect));
   assert.deepEqual(VERIFY_ATTACKS.map((r) => r.id).filter((id) => !covered.has(id)), []);

@@ -104,3 +104,55 @@ test('a custom tenant column name is honoured', async () => {
   assert.equal(g.analyze('SELECT * FROM notes WHERE org_id = $1').ok, true);
   assert.equal(g.analyze('SELECT * FROM notes WHERE tenant_id = $1').ok, false);
 });
+
+test('refusal hints fit the refusal: statements a tenant predicate cannot fix do not say "constrain"', () => {
+  const guard = createGuard(seedSchema);
+  const hintOf = (sql: string) => {
+    try {
+      guard.check(sql, [A], A);
+    } catch (err) {
+      assert.ok(isTenantwallError(err, 'unscoped_query'), String(err));
+      return err.message;
+    }
+    return assert.fail(`accepted: ${sql}`);
+  };
+  const cases: [string, RegExp][] = [
+    ['TRUNCATE invoices', /DELETE \.\.\. WHERE tenant_id = \$1/],
+    ["COPY invoices TO STDOUT", /tenants export/],
+    ["SET search_path = evil", /statementTimeoutMs/],
+    ["DO $$ BEGIN PERFORM 1; END $$", /procedural code/],
+    ['SELECT * FROM invoices WHERE tenant_id = $1; DELETE FROM invoices', /one statement per query call/],
+    ['BEGIN', /transaction\(fn\)/],
+    ['CREATE TABLE x (a int)', /migrations/],
+    ['SELECT * FROM other.invoices WHERE tenant_id = $1', /public\.invoices/],
+    ['SELECT * FROM public.invoices WHERE tenant_id = $1 AND public.invoices.id IS NOT NULL', /table\.column or alias\.column/],
+  ];
+  for (const [sql, hint] of cases) {
+    const m = hintOf(sql);
+    assert.match(m, hint, sql);
+    assert.doesNotMatch(m, /Constrain every tenant table/, sql);
+  }
+  // A statement that a tenant predicate does fix keeps the general hint.
+  assert.match(hintOf('SELECT * FROM invoices'), /Constrain every tenant table reference with tenant_id/);
+});
+
+test('the schema option: qualified names are accepted only with the schema the declared tables live in', () => {
+  const app = createGuard(seedSchema, { tableSchema: 'app' });
+  assert.equal(app.analyze('SELECT * FROM app.invoices WHERE tenant_id = $1').ok, true);
+  const pub = app.analyze('SELECT * FROM public.invoices WHERE tenant_id = $1');
+  assert.equal(pub.ok, false, 'public.invoices is another relation when the tables live in app');
+  assert.throws(() => createGuard(seedSchema, { tableSchema: 'Bad Schema' }), (err: unknown) => isTenantwallError(err, 'config_invalid') && /docs\/guard\.md/.test(err.message) && !/configuration\.md/.test(err.message));
+});
+
+test('check() refuses a tenant id that is not a valid id (invalid_tenant_id), even when the parameter matches it', () => {
+  const guard = createGuard(seedSchema);
+  const sql = 'SELECT * FROM invoices WHERE tenant_id = $1';
+  for (const bad of ['', 'x', ' ' + A, A.toUpperCase(), `${A}'`]) {
+    assert.throws(
+      () => guard.check(sql, [bad], bad as typeof A),
+      (err: unknown) => isTenantwallError(err, 'invalid_tenant_id'),
+      JSON.stringify(bad),
+    );
+  }
+  guard.check(sql, [A], A);
+});

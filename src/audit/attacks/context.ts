@@ -160,6 +160,8 @@ export interface AttackContext {
    * no attack writes to them; the reason is in the notes and the coverage.
    */
   readonly unsafeWrites: ReadonlyMap<number, string>;
+  /** Functions the application can call whose effects outlive the rollback (oid -> why): never called. */
+  readonly unsafeFunctions: ReadonlyMap<number, string>;
   progress(p: VerifyProgress): void;
   /** Reports a successful attack; `confirm` is a query returning `fixed` (see `asApp`), `details` its facts. */
   found(rule: string, kind: ObjectKind, object: string, message: string, fix: string, confirm: string, details?: Record<string, unknown>, severity?: Severity): void;

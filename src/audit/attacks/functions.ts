@@ -22,6 +22,8 @@ export const functionAttacks: AttackFamily = {
     for (const f of functionReach(ctx.cat, ctx.ts)) {
       const fn = f.fn;
       if (fn.appExecute === false || fn.kind !== 'f' || fn.returnsTrigger) continue;
+      // Calling it would leave a trace the rollback cannot remove (a sequence advanced, dblink work): skipped, noted.
+      if (ctx.unsafeFunctions.has(fn.oid)) continue;
       const sig = `${quoteIdent(fn.schema)}.${quoteIdent(fn.name)}`;
       const obj = `${fn.schema}.${fn.name}(${fn.args})`;
       const details = { function: obj, signature: fn.regprocedure, owner: fn.owner, securityDefiner: fn.securityDefiner };

@@ -9,6 +9,7 @@ import { policyRules } from './policies.ts';
 import { roleRules } from './role.ts';
 import { rowSecurityRules } from './row-security.ts';
 import { settingRules } from './settings.ts';
+import { usageRules } from './usage.ts';
 
 /**
  * Every family of catalog rules, in report order. A new family (e.g. Citus-specific rules) is one module
@@ -25,4 +26,5 @@ export const RULE_FAMILIES: readonly RuleFamily[] = Object.freeze([
   keyRules,
   settingRules,
   exposureRules,
+  usageRules,
 ]);
