@@ -3,13 +3,20 @@
  * a tenant-scoped primary-key lookup through the library (on Citus: BEGIN; SET LOCAL; SELECT; COMMIT pipelined,
  * one round trip to the coordinator) against the same lookup with the bare driver on an identical distributed
  * table without RLS (colocated, same keys, same app role and pool). Both are routed to one worker.
+ * Then (informational) the service's `GET /invoices/:id` full stack on Citus against the same on a single
+ * PostgreSQL 15 (BENCH_PG15_URL, default the Debian server on 127.0.0.1:5432), and the write-block window of an
+ * online move of a 300,000-row tenant to a dedicated node, measured from outside by a writer probe.
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { Tenantwall, defineSchema, tenantTable, type Migration, type TenantId } from '../src/index.ts';
+import pino from 'pino';
+import { buildApp } from '../examples/invoicing-service/src/app.ts';
+import { migrations as serviceMigrations, schema as serviceSchema } from '../examples/invoicing-service/src/schema.ts';
+import { Tenantwall, defineSchema, moveTenant, tenantTable, type Migration, type TenantId } from '../src/index.ts';
 import { createCitusDatabase } from '../test/citus/cluster.ts';
 import { compare } from './core.ts';
-import type { BenchHarness } from './harness.ts';
+import { type BenchHarness, listenLocal } from './harness.ts';
+import { type TargetFigures, compareAlternating, describe } from './load.ts';
 
 const schema = defineSchema({
   tables: [
@@ -69,6 +76,140 @@ export default async function run(h: BenchHarness): Promise<void> {
       { name: "forTenant(id).query, plan: 'generic'", op: (i) => db.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id], { plan: 'generic' }) },
     ]);
     console.log(`  => scoped lookup / bare lookup on Citus = ${fmt(lookups.get('forTenant(id).query (BEGIN/SET LOCAL, 1 round trip)')?.ratio ?? 0)} (target >= 0.90)`);
+  } finally {
+    await db.close();
+    await database.drop();
+  }
+  await httpCitusVsSingle(url);
+  await moveWindow(url);
+}
+
+const PG15_URL = process.env.BENCH_PG15_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** The service on a fresh database of `adminUrl` (Citus: on every node); returns the listening URL and a key. */
+async function startService(adminUrl: string, citus: boolean) {
+  let url: string;
+  let drop: () => Promise<void>;
+  if (citus) {
+    const d = await createCitusDatabase(adminUrl);
+    url = d.url;
+    drop = () => d.drop();
+  } else {
+    const name = `tw_bench_${randomBytes(5).toString('hex')}`;
+    const c = new pg.Client({ connectionString: adminUrl });
+    await c.connect();
+    await c.query(`CREATE DATABASE ${name}`);
+    if ((await c.query(`SELECT 1 FROM pg_roles WHERE rolname = 'tenantwall_app'`)).rowCount === 0) await c.query('CREATE ROLE tenantwall_app LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT');
+    await c.query(`ALTER ROLE tenantwall_app PASSWORD '${process.env.TENANTWALL_APP_PASSWORD}'`);
+    await c.end();
+    const u = new URL(adminUrl);
+    u.pathname = `/${name}`;
+    url = u.toString();
+    drop = async () => {
+      const a = new pg.Client({ connectionString: adminUrl });
+      await a.connect();
+      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await a.end();
+    };
+  }
+  const db = await Tenantwall.connect({ schema: serviceSchema, databaseUrl: url, manageRoles: false, appPassword: process.env.TENANTWALL_APP_PASSWORD, poolSize: 8 });
+  await db.migrate(serviceMigrations);
+  const app = await buildApp({ db, adminToken: 'bench-admin-token-0123456789', logger: { level: 'info', stream: pino.destination({ dest: '/dev/null', sync: false }) } });
+  const tenant = await db.tenants.create({ slug: 'bench', name: 'Bench' });
+  const { key } = await app.tenantwall.apiKeys.create(tenant.id, { name: 'bench' });
+  const { rows } = await db.forTenant(tenant.id).query<{ id: string }>(
+    `INSERT INTO invoices (tenant_id, customer, amount_cents, status, issued_at) SELECT $1, 'customer ' || g, g, 'issued', now() FROM generate_series(1, 2000) g RETURNING id`,
+    [tenant.id],
+  );
+  const listening = await listenLocal(app);
+  return {
+    url: listening,
+    key,
+    paths: rows.map((r) => `/invoices/${r.id}`),
+    async close() {
+      await app.close();
+      await db.close();
+      await drop();
+    },
+  };
+}
+
+async function httpCitusVsSingle(citusUrl: string): Promise<void> {
+  let single: Awaited<ReturnType<typeof startService>> | undefined;
+  try {
+    single = await startService(PG15_URL, false);
+  } catch (err) {
+    console.log(`GET /invoices/:id Citus vs single PostgreSQL 15: skipped, no PostgreSQL 15 at ${PG15_URL} (${(err as Error).message})`);
+    return;
+  }
+  const onCitus = await startService(citusUrl, true);
+  try {
+    const c = await compareAlternating(
+      [
+        { name: 'full stack on Citus', url: onCitus.url, paths: onCitus.paths, headers: { authorization: `Bearer ${onCitus.key}` } },
+        { name: 'full stack on one PostgreSQL 15', url: single.url, paths: single.paths, headers: { authorization: `Bearer ${single.key}` } },
+      ],
+      { connections: 16, durationS: 3, rounds: 4, warmupS: 2 },
+    );
+    console.log('GET /invoices/:id full stack, 16 connections, 4 rounds x 3 s, alternating; coordinator, 2 workers and the single server share the machine\'s cores');
+    for (const f of c.figures as TargetFigures[]) console.log(`  ${f.name} : ${describe(f)}`);
+    console.log(`  => Citus / single PostgreSQL 15 throughput: median ${fmt(c.median)} (informational, not a target), per round ${c.ratios.map((r) => r.toFixed(2)).join(' ')}`);
+  } finally {
+    await Promise.allSettled([onCitus.close(), single.close()]);
+  }
+}
+
+const MOVE_ROWS = Number(process.env.BENCH_CITUS_MOVE_ROWS ?? 300_000);
+
+/**
+ * Online move of a MOVE_ROWS-row tenant to a dedicated node (isolate, then move its shard group to the other
+ * worker) while a probe writes one row at a time for that tenant: the longest probe write is the window in
+ * which the tenant's writes were blocked (it includes one ordinary write's latency).
+ */
+async function moveWindow(citusUrl: string): Promise<void> {
+  const database = await createCitusDatabase(citusUrl, { shardCount: 4 });
+  const db = await Tenantwall.connect({ schema, databaseUrl: database.url, manageRoles: false, appPassword: process.env.TENANTWALL_APP_PASSWORD, poolSize: 4 });
+  try {
+    await db.migrate(migrations.slice(0, 1));
+    const big = (await db.tenants.create({ slug: 'big', name: 'Big' })).id;
+    for (let i = 0; i < 3; i++) await db.tenants.create({ slug: `s${i}`, name: `S${i}` });
+    const admin = db.dangerouslyCrossTenant();
+    const seeded = performance.now();
+    for (let done = 0; done < MOVE_ROWS; done += 50_000) {
+      await admin.query(`INSERT INTO invoices (tenant_id, customer, amount_cents) SELECT $1, 'c' || g, g FROM generate_series(1, $2::int) g`, [big, Math.min(50_000, MOVE_ROWS - done)]);
+    }
+    await admin.query(`INSERT INTO invoices (tenant_id, customer, amount_cents) SELECT t.id, 'c' || g, g FROM tenants t, generate_series(1, 1000) g WHERE t.id <> $1`, [big]);
+    const from = (await admin.query<{ p: number }>(`SELECT nodeport AS p FROM citus_shards WHERE shardid = get_shard_id_for_distribution_column('invoices', $1::uuid)`, [big])).rows[0]?.p;
+    const target = database.workers.find((w) => w.port !== Number(from)) ?? (database.workers[0] as { host: string; port: number });
+    const scope = db.forTenant(big);
+    let stop = false;
+    const latencies: number[] = [];
+    let failed = 0;
+    const probe = (async () => {
+      while (!stop) {
+        const t0 = performance.now();
+        try {
+          await scope.query(`INSERT INTO invoices (tenant_id, customer, amount_cents) VALUES ($1, 'probe', 1)`, [big]);
+          latencies.push(performance.now() - t0);
+        } catch {
+          failed++;
+        }
+      }
+    })();
+    let r;
+    try {
+      r = await moveTenant(db, big, 'dedicated-node', { node: target });
+    } finally {
+      stop = true;
+      await probe;
+    }
+    const sorted = [...latencies].sort((a, b) => a - b);
+    const median = sorted[Math.floor(sorted.length / 2)] ?? 0;
+    const max = sorted[sorted.length - 1] ?? 0;
+    const res = r as unknown as { isolateMs: number; shardMoveMs: number; totalMs: number };
+    console.log(`online move of a ${MOVE_ROWS.toLocaleString('en-US')}-row tenant to a dedicated node (seeded in ${fmt((performance.now() - seeded) / 1000)} s incl. the move): isolate ${fmt(res.isolateMs / 1000)} s, shard move ${fmt(res.shardMoveMs / 1000)} s, total ${fmt(res.totalMs / 1000)} s`);
+    console.log(`  probe writes during the move: ${latencies.length} ok, ${failed} failed; median ${fmt(median)} ms`);
+    console.log(`  => write-block window (longest probe write): ${fmt(max / 1000)} s (target < 1 s)`);
   } finally {
     await db.close();
     await database.drop();

@@ -91,3 +91,4 @@ export { createTracingObserver, traceStatements, statementFingerprint, TRACER_NA
 export { TenantActivity, rankActivity, OTHER_TENANTS, ACTIVITY_RESOURCES, type ActivityCounts, type ActivityResource, type TopReport, type TopTenant, type TopOptions, type NoisySuggestion } from './observability/activity.ts';
 export { OTHER_LABEL, NO_TENANT_LABEL } from './observability/labels.ts';
 export { resolveObservabilityOptions, OBSERVABILITY_OPTIONS, type ObservabilityOptions, type ResolvedObservabilityOptions } from './observability/options.ts';
+export { rebalanceCluster, parseNode, type CitusNode, type CitusPlacement, type RebalanceResult, type RebalanceMove } from './lifecycle/citus.ts';

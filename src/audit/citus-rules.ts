@@ -20,6 +20,8 @@ export const CITUS_RULES: readonly RuleInfo[] = Object.freeze([
   r('citus-propagate-set-commands', 'error', 'citus.propagate_set_commands is not local', 'Only with \'local\' does the SET LOCAL that carries the tenant reach the workers; otherwise every routed statement runs without a tenant (no rows, or errors), and code "fixed" to work again tends to drop the policies.'),
   r('citus-shard-policy-mismatch', 'error', 'A shard\'s row-level security differs from its table', 'Policies are per relation: a statement sent to a worker\'s shard directly (or routed there) is checked against the shard\'s own RLS flags and policies; a shard without them is open to every tenant.'),
   r('citus-shards-unchecked', 'warn', 'The shards could not be checked', 'The audit role could not run the shard checks on the workers, so their row-level security is unknown.'),
+  r('citus-worker-role-rights', 'error', 'The application role has more rights on a worker than on the coordinator', 'The application role can log in to a worker directly (the workers hold every shard): any role attribute (superuser, BYPASSRLS, CREATEROLE, ...), role membership or CREATE privilege it has there and not on the coordinator bypasses what the coordinator\'s catalog shows and the audit checks.'),
+  r('citus-worker-attack', 'error', 'An attack sent directly to a worker\'s shard succeeded', 'A statement sent straight to a shard on its worker as the application role read or changed another tenant\'s rows (or rows with no tenant set): the shard\'s row-level security does not hold on that worker.'),
   r('citus-output-plugin-libraries', 'warn', 'output_plugin_libraries lacks citus', 'PostgreSQL 15.19 and newer only load whitelisted logical decoding plugins: without citus in output_plugin_libraries, isolate_tenant_to_new_shard (dedicated placement) fails on that node.'),
 ]);
 
@@ -39,6 +41,10 @@ function confirmFor(ruleId: string, object: string, col: string): string {
       return `SELECT EXISTS (${dist} AND partmethod = 'n') AS fixed`;
     case 'citus-propagate-set-commands':
       return `SELECT current_setting('citus.propagate_set_commands') = 'local' AS fixed`;
+    case 'citus-worker-role-rights':
+      return `SELECT count(DISTINCT result) = 1 AS fixed FROM run_command_on_all_nodes(${quoteLiteral(roleRightsSql(object.replace(/^role /, '')))})`;
+    case 'citus-worker-attack':
+      return `SELECT bool_and(success AND result = 't') AS fixed FROM run_command_on_placements(${rel}, $$SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE oid = '%s'::regclass$$)`;
     case 'citus-output-plugin-libraries':
       return `SELECT bool_and(success AND result LIKE '%citus%') AS fixed FROM run_command_on_all_nodes($$SHOW output_plugin_libraries$$)`;
     default: // shard row-level security
@@ -46,14 +52,15 @@ function confirmFor(ruleId: string, object: string, col: string): string {
   }
 }
 
-function make(ruleId: string, objectKind: ObjectKind, object: string, message: string, fix: string, col: string): Finding {
+/** A finding of a Citus rule (also used by verify's worker attacks, src/audit/citus-verify.ts). */
+export function make(ruleId: string, objectKind: ObjectKind, object: string, message: string, fix: string, col: string): Finding {
   const info = BY_ID.get(ruleId) as RuleInfo;
   return Object.freeze({
     ruleId,
     severity: info.severity,
     category: info.category,
     docUrl: `docs/scale-out.md#${ruleId}`,
-    source: 'audit' as const,
+    source: ruleId === 'citus-worker-attack' ? ('verify' as const) : ('audit' as const),
     objectKind,
     object,
     message,
@@ -72,7 +79,7 @@ export interface CitusCheckOptions {
 }
 
 /** Tables tenantwall keeps on the coordinator on purpose. */
-const LOCAL_BOOKKEEPING = new Set(['tenantwall_migrations']);
+const LOCAL_BOOKKEEPING = new Set(['tenantwall_migrations', 'tenantwall_lifecycle', 'tenantwall_citus_pins']);
 const SYSTEM_SCHEMAS = `('pg_catalog', 'information_schema', 'citus', 'citus_internal', 'columnar', 'columnar_internal', 'pg_toast')`;
 
 interface TableRow {
@@ -173,6 +180,28 @@ export async function citusRules(client: pg.ClientBase, opts: CitusCheckOptions)
     }
   }
 
+  // The application role on each worker: attributes, memberships and CREATE rights as on the coordinator?
+  try {
+    const { rows } = await client.query<{ nodename: string; nodeport: number; success: boolean; result: string; coordinator: boolean }>(
+      `SELECT n.nodename, n.nodeport, r.success, r.result, n.groupid = 0 AS coordinator FROM run_command_on_all_nodes($1) r JOIN pg_dist_node n USING (nodeid) ORDER BY r.nodeid`,
+      [roleRightsSql(opts.appRole)],
+    );
+    const mine = rows.find((x) => x.coordinator)?.result ?? (await client.query<{ v: string }>(`SELECT (${roleRightsSql(opts.appRole)}) AS v`)).rows[0]?.v ?? '';
+    for (const w of rows.filter((x) => !x.coordinator)) {
+      if (!w.success) {
+        out.push(make('citus-shards-unchecked', 'database', `${w.nodename}:${w.nodeport}`, `The application role could not be checked on worker ${w.nodename}:${w.nodeport}: ${w.result}.`, '-- run the audit as a superuser of the cluster', col));
+        continue;
+      }
+      if (w.result === mine) continue;
+      const diff = describeRights(w.result, mine);
+      if (diff === undefined) continue; // fewer rights on the worker (or no role there) is no hole
+      out.push(make('citus-worker-role-rights', 'role', `role ${opts.appRole}`, `On worker ${w.nodename}:${w.nodeport} the application role ${opts.appRole} has ${diff} (coordinator: ${mine || 'no such role'}; worker: ${w.result || 'no such role'}).`,
+        `-- on worker ${w.nodename}:${w.nodeport} (connect to it directly as a superuser), take back what the coordinator does not grant, e.g.:\nALTER ROLE ${quoteIdent(opts.appRole)} NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB NOREPLICATION;\nREVOKE CREATE ON DATABASE <database> FROM ${quoteIdent(opts.appRole)};\n-- and REVOKE <role> FROM ${quoteIdent(opts.appRole)} for each extra membership`, col));
+    }
+  } catch (err) {
+    out.push(make('citus-shards-unchecked', 'database', 'workers', `The application role's rights on the workers could not be read: ${(err as Error).message}.`, '-- run the audit as a superuser of the cluster', col));
+  }
+
   // output_plugin_libraries (PostgreSQL 15.19+): citus must be allowed on every node for tenant isolation.
   const plugin = `SELECT coalesce(current_setting('output_plugin_libraries', true), '<absent>')`;
   const nodes: { node: string; value: string }[] = [
@@ -190,4 +219,34 @@ export async function citusRules(client: pg.ClientBase, opts: CitusCheckOptions)
       `-- in postgresql.conf of ${n.node}:\noutput_plugin_libraries = '${n.value}, citus'`, col));
   }
   return out;
+}
+
+/**
+ * One line describing the rights of `role` on a node (run there): role attributes, memberships, CREATE on the
+ * database and on the public schema. Equal lines on the coordinator and a worker mean equal rights.
+ */
+export function roleRightsSql(role: string): string {
+  const lit = quoteLiteral(role);
+  return `SELECT coalesce((SELECT concat_ws('|',
+      'super=' || rolsuper, 'bypassrls=' || rolbypassrls, 'createrole=' || rolcreaterole, 'createdb=' || rolcreatedb, 'replication=' || rolreplication,
+      'member_of=' || coalesce((SELECT string_agg(b.rolname, ',' ORDER BY b.rolname) FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid WHERE m.member = r.oid), ''),
+      'create_db=' || has_database_privilege(r.oid, current_database(), 'CREATE'),
+      'create_public=' || coalesce(has_schema_privilege(r.oid, to_regnamespace('public'), 'CREATE'), false))
+    FROM pg_roles r WHERE rolname = ${lit}), '')`;
+}
+
+function describeRights(worker: string, coordinator: string): string | undefined {
+  const parse = (x: string) => new Map(x.split('|').filter(Boolean).map((kv) => [kv.split('=')[0] as string, kv.slice(kv.indexOf('=') + 1)]));
+  const w = parse(worker);
+  const c = parse(coordinator);
+  const extra: string[] = [];
+  for (const [k, v] of w) {
+    if (c.get(k) === v) continue;
+    if (k === 'member_of') {
+      const mine = new Set((c.get(k) ?? '').split(',').filter(Boolean));
+      const more = v.split(',').filter((x) => x && !mine.has(x));
+      if (more.length > 0) extra.push(`membership in ${more.join(', ')}`);
+    } else if (v === 'true') extra.push(k.toUpperCase().replace('_', ' '));
+  }
+  return extra.length > 0 ? `more rights than on the coordinator: ${extra.join(', ')}` : undefined;
 }

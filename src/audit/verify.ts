@@ -6,6 +6,7 @@ import { TenantwallError } from '../errors.ts';
 import { quoteIdent } from '../schema/ddl.ts';
 import { type AttackContext, AttackSession, type RowValues, type TableInfo, type VerifyProgress, describeTables } from './attacks/context.ts';
 import { sideEffects } from './attacks/side-effects.ts';
+import { citusWorkerAttacks } from './citus-verify.ts';
 import { appAccess, classifyRelations } from './exposure.ts';
 import { ATTACK_FAMILIES } from './attacks/index.ts';
 import { prepareRows } from './attacks/rows.ts';
@@ -122,6 +123,16 @@ export async function runVerify(options: VerifyOptions = {}): Promise<Report> {
   } finally {
     await app.end().catch(() => undefined);
   }
+
+  // Citus: the same tenants attacked directly on every worker's shards (nothing on a plain PostgreSQL).
+  const workers = await citusWorkerAttacks(
+    { ownerUrl: opts.databaseUrl ?? appUrl, appUrl, tenantColumn: opts.tenantColumn, settingName: opts.settingName, statementTimeoutMs: options.statementTimeoutMs ?? 10_000 },
+    tenantA as string,
+    tenantB as string,
+  );
+  findings.push(...workers.findings);
+  notes.push(...workers.notes);
+  attempts += workers.attempts;
 
   let checksums: { before: string; after: string; changed: readonly string[] } | undefined;
   if (before !== undefined) {

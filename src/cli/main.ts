@@ -6,6 +6,7 @@ import { tenantsCommand } from './tenants.ts';
 import { usageCommand } from './usage.ts';
 import { webhooksCommand } from './webhooks.ts';
 import { topCommand } from './top.ts';
+import { clusterCommand } from './cluster.ts';
 
 /**
  * The tenantwall command. Thin: it parses flags and calls the library. Errors print one line without a stack
@@ -21,6 +22,7 @@ const commands: Record<string, { run: Command; summary: string }> = {
   usage: { run: usageCommand, summary: 'query usage (table, CSV, JSON), close a billing period, set a plan' },
   webhooks: { run: webhooksCommand, summary: 'replay dead deliveries, list deliveries, manage endpoints, run the relay' },
   top: { run: topCommand, summary: 'noisy neighbours: tenants ranked by database time, statements, rows, requests (--json, --watch)' },
+  cluster: { run: clusterCommand, summary: 'Citus: rebalance the shards over the workers (keeps dedicated-node tenants pinned)' },
 };
 
 function usage(): string {

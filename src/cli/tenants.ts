@@ -5,6 +5,7 @@ import { exportTenant } from '../lifecycle/export.ts';
 import { importTenant } from '../lifecycle/import.ts';
 import { resolveTenant, type Placement } from '../lifecycle/internal.ts';
 import { abortMove, moveTenant } from '../lifecycle/move.ts';
+import { parseNode } from '../lifecycle/citus.ts';
 import { createProgressPrinter } from '../lifecycle/progress.ts';
 import { suspendTenant } from '../lifecycle/suspend.ts';
 import { createTenant, listTenants, renameTenant } from '../lifecycle/tenants.ts';
@@ -20,6 +21,7 @@ const USAGE = `usage: tenantwall tenants <subcommand> [options]
   resume <tenant>
   rename <tenant> <new-slug>
   move <tenant> --to shared|dedicated [--batch-size <n>] [--lock-timeout <ms>]
+  move <tenant> --to dedicated-node --node <host:port>      (Citus)
   move <tenant> --abort
   export <tenant> --out <dir> [--format ndjson|csv] [--batch-size <n>]
   import <dir> --slug <slug> [--name <name>] [--id <uuid>] [--placement shared|dedicated] [--batch-size <n>]
@@ -67,6 +69,7 @@ export async function tenantsCommand(argv: string[]): Promise<number> {
     out: { type: 'string' },
     format: { type: 'string' },
     confirm: { type: 'string' },
+    node: { type: 'string' },
   });
   const [sub, ...args] = positionals;
   if (values.help || sub === undefined || sub === 'help') {
@@ -133,9 +136,11 @@ export async function tenantsCommand(argv: string[]): Promise<number> {
           print(r, r.dropped.length === 0 ? `no unfinished move of ${r.tenant.slug}` : `rolled back the move of ${r.tenant.slug}: dropped ${r.dropped.join(', ')}`);
           return 0;
         }
-        const to = placement(need(values.to, '--to'), 'to') as Placement;
+        const toFlag = need(values.to, '--to');
+        const to = toFlag === 'dedicated-node' ? toFlag : (placement(toFlag, 'to') as Placement);
         const lockTimeoutMs = int(values['lock-timeout'], 'lock-timeout');
         const r = await moveTenant(db, ref, to, {
+          ...(values.node ? { node: parseNode(values.node) } : {}),
           ...(batchSize ? { batchSize } : {}),
           ...(lockTimeoutMs ? { lockTimeoutMs } : {}),
           onProgress: progress.onProgress,
@@ -145,7 +150,10 @@ export async function tenantsCommand(argv: string[]): Promise<number> {
         print(
           r,
           `moved ${r.tenant.slug} ${r.from} -> ${r.to}${r.resumed ? ' (resumed)' : ''}: ${rows} rows verified in ${r.tables.length} tables, ` +
-            `writes blocked ${r.writeBlockedMs.toFixed(1)} ms (reads of its bucket ${r.readBlockedMs.toFixed(1)} ms), total ${r.totalMs.toFixed(0)} ms`,
+            (Number.isNaN(r.writeBlockedMs)
+              ? `online on Citus (${'node' in r ? `shard group now on ${(r as { node: { host: string; port: number } }).node.host}:${(r as { node: { host: string; port: number } }).node.port}` : ''})`
+              : `writes blocked ${r.writeBlockedMs.toFixed(1)} ms (reads of its bucket ${r.readBlockedMs.toFixed(1)} ms)`) +
+            `, total ${r.totalMs.toFixed(0)} ms`,
         );
         return 0;
       }

@@ -9,6 +9,7 @@ import { withTransaction } from '../db/transaction.ts';
 import { dedicatedPartitionSql, quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import { type ExportManifest, MANIFEST, type ManifestTable } from './export.ts';
+import { moveTenantOnCitus } from './citus.ts';
 import { type Placement, bucketOf, columnsOf, dedicatedCapable, lockTenant, openSession, q, tableSum } from './internal.ts';
 import type { ProgressListener } from './progress.ts';
 
@@ -187,7 +188,9 @@ export async function importTenant(db: Tenantwall, options: ImportOptions): Prom
     }
     options.onProgress?.({ operation: 'import', phase: 'verify', table: t.table, done: i + 1, total: manifest.tables.length });
   }
-  const placement = options.placement ?? 'shared';
+  // Citus: the rows go into the shared shards, then the tenant is isolated online (src/lifecycle/citus.ts).
+  const citusDedicated = db.citusVersion !== undefined && options.placement === 'dedicated';
+  const placement = citusDedicated ? 'shared' : (options.placement ?? 'shared');
   const client = await openSession(db);
   const tc = db.schema.tenantColumn;
   const imported: Array<{ table: string; rows: number }> = [];
@@ -243,6 +246,7 @@ export async function importTenant(db: Tenantwall, options: ImportOptions): Prom
   } finally {
     await client.end().catch(() => undefined);
   }
+  if (citusDedicated) await moveTenantOnCitus(db, id, 'dedicated');
   const tenant = (await db.tenants.get(id)) as Tenant;
   return { tenant, tables: imported, rows: imported.reduce((a, t) => a + t.rows, 0), ms: performance.now() - started };
 }

@@ -88,6 +88,8 @@ export async function lockTenant(client: pg.ClientBase, tenantId: string, waitMs
 
 /** Tenant tables that can hold a dedicated partition (hybrid layout), in declaration (= dependency) order. */
 export function dedicatedCapable(db: Tenantwall): TenantTable[] {
+  // On Citus the shards are the partitions (src/lifecycle/citus.ts): no table is partitioned by tenantwall there.
+  if (db.citusVersion) return [];
   return db.schema.tenantTables.filter((t) => t.partition !== undefined && t.partition.dedicated !== false);
 }
 

@@ -23,6 +23,7 @@ import {
   tableSum,
 } from './internal.ts';
 import type { ProgressListener } from './progress.ts';
+import { type CitusNode, type CitusPlacement, moveTenantOnCitus } from './citus.ts';
 
 /** Options of `moveTenant`: target placement, batch size, progress. */
 export interface MoveOptions {
@@ -31,6 +32,8 @@ export interface MoveOptions {
   /** How long the switch waits for a table lock before giving up (the move stays resumable). Default 5000. */
   readonly lockTimeoutMs?: number;
   readonly onProgress?: ProgressListener;
+  /** Citus, `dedicated-node` only: the worker the tenant's shard group moves to and is pinned on. */
+  readonly node?: CitusNode;
 }
 
 /** One table of a tenant move: rows copied and where they went. */
@@ -43,8 +46,8 @@ export interface MovedTable {
 /** What `moveTenant` did: the tables moved and the new placement. */
 export interface MoveResult {
   readonly tenant: Tenant;
-  readonly from: Placement | 'mixed';
-  readonly to: Placement;
+  readonly from: Placement | CitusPlacement | 'mixed';
+  readonly to: Placement | CitusPlacement;
   /** A journaled, unfinished move was picked up. */
   readonly resumed: boolean;
   readonly tables: readonly MovedTable[];
@@ -71,7 +74,10 @@ export interface MoveResult {
  * resumes the copy, `abortMove` drops the staging tables. Nothing is visible to the tenant before the switch
  * commits, and the switch is one transaction, so a move is never half-applied.
  */
-export async function moveTenant(db: Tenantwall, ref: string, to: Placement, options: MoveOptions = {}): Promise<MoveResult> {
+export async function moveTenant(db: Tenantwall, ref: string, to: Placement | CitusPlacement, options: MoveOptions = {}): Promise<MoveResult> {
+  // On Citus the tiers are shards and nodes, moved by Citus itself (src/lifecycle/citus.ts, docs/scale-out.md).
+  if (db.citusVersion) return moveTenantOnCitus(db, ref, to, { node: options.node, onProgress: options.onProgress });
+  if (to === 'dedicated-node') throw new TenantwallError('placement_unsupported', 'The dedicated-node placement needs a Citus cluster (docs/scale-out.md).');
   if (to !== 'shared' && to !== 'dedicated') throw new TenantwallError('config_invalid', `Unknown placement ${JSON.stringify(to)}: shared or dedicated.`);
   const started = performance.now();
   const tenant = await resolveTenant(db, ref);
@@ -118,6 +124,12 @@ export async function abortMove(db: Tenantwall, ref: string): Promise<AbortMoveR
     await lockTenant(client, tenant.id);
     const journal = await readJournal(client, tenant.id);
     if (journal?.operation === 'delete') throw new TenantwallError('tenant_busy', `A delete of tenant ${tenant.slug} is unfinished; it cannot be aborted, only completed.`);
+    if (db.citusVersion) {
+      // Each Citus step is atomic: what a killed one left behind is orphaned shards, cleaned up here.
+      await client.query('CALL citus_cleanup_orphaned_resources()');
+      const r = await client.query(`DELETE FROM ${JOURNAL} WHERE subject_tenant = $1 AND operation = 'move'`, [tenant.id]);
+      return { tenant, dropped: r.rowCount ? [`journal of the move to ${journal?.target ?? '?'}`] : [] };
+    }
     const dropped = await dropStaging(client, db, tenant.id);
     return { tenant, dropped };
   } finally {

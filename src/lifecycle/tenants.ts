@@ -4,6 +4,7 @@ import { TenantwallError } from '../errors.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { dedicatedPartitionName as dedicatedName, dedicatedPartitionSql, quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
+import { type CitusPlacement, citusPlaceOf, citusPlacements, moveTenantOnCitus } from './citus.ts';
 import { type Placement, bucketOf, dedicatedCapable, lockTenant, openSession, placementOf, placesOf, resolveTenant } from './internal.ts';
 
 /** Options of `createTenant` (lifecycle): placement and progress. */
@@ -18,7 +19,7 @@ export interface CreateTenantOptions {
 /** A tenant with its placement and row counts (`tenantInfo`). */
 export interface TenantInfo {
   readonly tenant: Tenant;
-  readonly placement: Placement | 'mixed';
+  readonly placement: Placement | CitusPlacement | 'mixed';
 }
 
 /**
@@ -39,6 +40,12 @@ export async function createTenant(db: Tenantwall, options: CreateTenantOptions)
     return { tenant, placement: 'shared' };
   }
   if (placement !== 'dedicated') throw new TenantwallError('config_invalid', `Unknown placement ${JSON.stringify(placement)}: shared or dedicated.`);
+  if (db.citusVersion) {
+    // Citus: the tenant's own shard group is split off while it is still empty (seconds, no data to copy).
+    const tenant = await db.tenants.create({ slug: options.slug, name: options.name, ...(options.id ? { id: options.id } : {}) });
+    await moveTenantOnCitus(db, tenant.id, 'dedicated');
+    return { tenant, placement: 'dedicated' };
+  }
   const tables = dedicatedCapable(db);
   if (tables.length === 0) throw new TenantwallError('placement_unsupported', 'No tenant table of this schema is partitioned for dedicated placement.');
   const slug = parseSlug(options.slug);
@@ -72,6 +79,14 @@ export async function createTenant(db: Tenantwall, options: CreateTenantOptions)
 /** The tenant (by id or slug) and where its rows live. */
 export async function tenantInfo(db: Tenantwall, ref: string): Promise<TenantInfo> {
   const tenant = await resolveTenant(db, ref);
+  if (db.citusVersion && tenant.status !== 'deleted') {
+    const client = await openSession(db);
+    try {
+      return { tenant, placement: (await citusPlaceOf(client, db, tenant.id)).placement };
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
   if (dedicatedCapable(db).length === 0 || tenant.status === 'deleted') return { tenant, placement: 'shared' };
   const client = await openSession(db);
   try {
@@ -84,6 +99,10 @@ export async function tenantInfo(db: Tenantwall, ref: string): Promise<TenantInf
 /** Every tenant with its placement (one catalog query: dedicated partitions carry the tenant id in their name). */
 export async function listTenants(db: Tenantwall, options: { status?: Tenant['status']; limit?: number; after?: string } = {}): Promise<TenantInfo[]> {
   const tenants = await db.tenants.list(options);
+  if (db.citusVersion && db.schema.tenantTables.length > 0) {
+    const placements = await citusPlacements(db, tenants.map((t) => t.id));
+    return tenants.map((tenant) => ({ tenant, placement: placements.get(tenant.id) ?? 'shared' }));
+  }
   const tables = dedicatedCapable(db);
   if (tables.length === 0) return tenants.map((tenant) => ({ tenant, placement: 'shared' as const }));
   const { rows } = await db.dangerouslyCrossTenant().query<{ relname: string }>(

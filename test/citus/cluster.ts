@@ -21,7 +21,10 @@ export interface Node {
 
 export interface CitusDatabase extends TestDatabase {
   readonly coordinator: Node;
+  /** The workers registered in this database's metadata. */
   readonly workers: readonly Node[];
+  /** Every worker of the cluster (the database exists on each; `registerWorkers` may leave some unregistered). */
+  readonly allWorkers: readonly Node[];
   /** URL of `node` for `user` (trust or the app password), on this database. */
   nodeUrl(node: Node, user?: string): string;
 }
@@ -55,7 +58,7 @@ async function run(url: string, sqls: readonly string[]): Promise<pg.QueryResult
  * propagated), the extension on each, the workers registered in its metadata. The application role
  * (created through the coordinator, so on every worker) gets the test password.
  */
-export async function createCitusDatabase(coordinatorUrl = CITUS_URL): Promise<CitusDatabase> {
+export async function createCitusDatabase(coordinatorUrl = CITUS_URL, options: { registerWorkers?: number; shardCount?: number } = {}): Promise<CitusDatabase> {
   if (!coordinatorUrl) throw new Error('CITUS_URL is not set');
   const url = (node: Node, database: string, user?: string, password?: string) => urlFor(coordinatorUrl, node, database, user, password);
   const base = new URL(coordinatorUrl);
@@ -63,14 +66,17 @@ export async function createCitusDatabase(coordinatorUrl = CITUS_URL): Promise<C
   const [nodes] = await run(coordinatorUrl, [
     `SELECT nodename AS host, nodeport AS port FROM pg_dist_node WHERE noderole = 'primary' AND groupid <> 0 AND isactive ORDER BY nodeport`,
   ]);
-  const workers: Node[] = (nodes as pg.QueryResult).rows.map((r) => ({ host: r.host, port: Number(r.port) }));
+  // registerWorkers: only the first n workers join this database's cluster (a test adds the others later).
+  const allWorkers: Node[] = (nodes as pg.QueryResult).rows.map((r) => ({ host: r.host, port: Number(r.port) }));
+  const workers = allWorkers.slice(0, options.registerWorkers);
   if (workers.length === 0) throw new Error('The Citus cluster at CITUS_URL has no active worker.');
   await ensureAppRole(coordinatorUrl);
   const name = `tw_citus_${randomBytes(6).toString('hex')}`;
-  for (const node of [coordinator, ...workers]) {
+  for (const node of [coordinator, ...allWorkers]) {
     await run(url(node, 'postgres'), [`CREATE DATABASE ${name}`]);
     await run(url(node, name), ['SET client_min_messages = warning', 'CREATE EXTENSION citus']);
   }
+  if (options.shardCount) await run(url(coordinator, 'postgres'), [`ALTER DATABASE ${name} SET citus.shard_count = ${Math.floor(options.shardCount)}`]);
   await run(url(coordinator, name), [
     `SELECT citus_set_coordinator_host('${coordinator.host}', ${coordinator.port})`,
     ...workers.map((w) => `SELECT citus_add_node('${w.host}', ${w.port})`),
@@ -80,9 +86,10 @@ export async function createCitusDatabase(coordinatorUrl = CITUS_URL): Promise<C
     url: url(coordinator, name),
     coordinator,
     workers,
+    allWorkers,
     nodeUrl: (node, user) => url(node, name, user, user === undefined ? undefined : process.env.TENANTWALL_APP_PASSWORD),
     async drop() {
-      for (const node of [coordinator, ...workers]) await run(url(node, 'postgres'), [`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]);
+      for (const node of [coordinator, ...allWorkers]) await run(url(node, 'postgres'), [`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]);
     },
   };
 }
@@ -112,8 +119,9 @@ export async function createCitusTenantwall(
   schema: Schema,
   migrations: readonly Migration[],
   options: Partial<CreateTenantwallOptions> = {},
+  cluster: { registerWorkers?: number; shardCount?: number } = {},
 ): Promise<CitusTenantwall> {
-  const database = await createCitusDatabase();
+  const database = await createCitusDatabase(CITUS_URL, cluster);
   const db = await Tenantwall.connect({ schema, databaseUrl: database.url, manageRoles: false, ...options });
   await db.migrate(migrations);
   return {

@@ -1,0 +1,400 @@
+import type pg from 'pg';
+import type { Tenant } from '../db/tenant-registry.ts';
+import type { Tenantwall } from '../db/tenantwall.ts';
+import { TenantwallError } from '../errors.ts';
+import { withTransaction } from '../db/transaction.ts';
+import { quoteIdent } from '../schema/ddl.ts';
+import { JOURNAL, type TableSum, lockTenant, openSession, readJournal, resolveTenant, tableSum } from './internal.ts';
+import type { ProgressListener } from './progress.ts';
+
+/**
+ * Placement and lifecycle on a Citus cluster (docs/scale-out.md, "Placement tiers"). The tiers:
+ * - `shared`: the tenant's rows are in the hash shard its id falls into, with other tenants;
+ * - `dedicated`: the tenant is isolated to a shard group of its own (`isolate_tenant_to_new_shard`, CASCADE:
+ *   every colocated tenant table), on the worker that held it;
+ * - `dedicated-node`: that shard group moved to a chosen worker (`citus_move_shard_placement`) and pinned there:
+ *   `rebalanceCluster` keeps it on that worker and keeps the other shards off it.
+ * Both steps run online on Citus' logical replication: reads continue, writes wait only for the final switch.
+ * The catalog (`pg_dist_shard`, `pg_dist_placement`) is the truth about where a tenant is; the lifecycle
+ * journal and the pin table only record the intent, so a killed move is finished by running it again.
+ */
+
+/** A worker of the cluster, as `pg_dist_node` names it. */
+export interface CitusNode {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** A placement tier on Citus: the single-server tiers plus `dedicated-node`. */
+export type CitusPlacement = 'shared' | 'dedicated' | 'dedicated-node';
+
+/** Where a tenant's shard group is on the cluster. */
+export interface CitusTenantPlace {
+  readonly placement: CitusPlacement;
+  /** The tenant's shard in the first tenant table (its colocated shards in the other tables move with it). */
+  readonly shardId: string;
+  readonly node: CitusNode;
+  /** The worker the tenant is pinned to (dedicated-node), when recorded. */
+  readonly pinnedTo?: CitusNode | undefined;
+}
+
+/** The pin table (coordinator-local bookkeeping, like the lifecycle journal). */
+export const PINS = 'tenantwall_citus_pins';
+const STRATEGY = 'tenantwall';
+const ALLOWED_FN = 'tenantwall_shard_allowed_on_node';
+
+function nodeText(n: CitusNode): string {
+  return `${n.host}:${n.port}`;
+}
+
+/** Parses `host:port` (a worker as given on the command line). */
+export function parseNode(value: string): CitusNode {
+  const m = /^(.+):(\d{1,5})$/.exec(value.trim());
+  if (!m) throw new TenantwallError('config_invalid', `A node is host:port, not ${JSON.stringify(value.slice(0, 80))}.`);
+  return { host: m[1] as string, port: Number(m[2]) };
+}
+
+/** The first tenant table: isolating or moving its shard (CASCADE) takes every colocated tenant table along. */
+function anchorTable(db: Tenantwall): string {
+  const t = db.schema.tenantTables[0];
+  if (!t) throw new TenantwallError('placement_unsupported', 'The schema declares no tenant table.');
+  return t.name;
+}
+
+async function ensurePins(client: pg.ClientBase): Promise<void> {
+  const { rows } = await client.query(`SELECT to_regclass($1) AS r`, [PINS]);
+  if (rows[0]?.r) return;
+  await withTransaction(client, async () => {
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext('tenantwall.citus.pins'))`);
+    // Local to the coordinator (read by the rebalance strategy, which runs there). Not named tenant_id: owner-only.
+    await client.query(`CREATE TABLE IF NOT EXISTS ${PINS} (
+      subject_tenant uuid PRIMARY KEY,
+      node_name text NOT NULL,
+      node_port int NOT NULL,
+      pinned_at timestamptz NOT NULL DEFAULT now()
+    )`);
+  });
+}
+
+/** The worker (primary, active) named `node`, or an error listing the workers. */
+async function workerOf(client: pg.ClientBase, node: CitusNode): Promise<CitusNode> {
+  const { rows } = await client.query<{ host: string; port: number }>(
+    `SELECT nodename AS host, nodeport AS port FROM pg_dist_node WHERE noderole = 'primary' AND isactive AND groupid <> 0 ORDER BY nodeid`,
+  );
+  const found = rows.find((r) => r.host === node.host && Number(r.port) === node.port);
+  if (!found) {
+    throw new TenantwallError('config_invalid', `${nodeText(node)} is not an active worker of this cluster (workers: ${rows.map((r) => `${r.host}:${r.port}`).join(', ') || 'none'}).`, {
+      details: { node: nodeText(node) },
+    });
+  }
+  return { host: found.host, port: Number(found.port) };
+}
+
+/** Reads from the catalog where the tenant's shard group is and whether it is isolated. */
+export async function citusPlaceOf(client: pg.ClientBase, db: Tenantwall, tenantId: string): Promise<CitusTenantPlace> {
+  const { rows } = await client.query<{ shardid: string; isolated: boolean; host: string; port: number }>(
+    `SELECT s.shardid::text AS shardid, s.shardminvalue = s.shardmaxvalue AS isolated, n.nodename AS host, n.nodeport AS port
+       FROM pg_dist_shard s JOIN pg_dist_placement p ON p.shardid = s.shardid JOIN pg_dist_node n ON n.groupid = p.groupid
+      WHERE s.shardid = get_shard_id_for_distribution_column($1::regclass, $2::uuid) AND n.noderole = 'primary'
+      ORDER BY p.placementid LIMIT 1`,
+    [quoteIdent(anchorTable(db)), tenantId],
+  );
+  const r = rows[0];
+  if (!r) throw new TenantwallError('schema_invalid', `Table ${anchorTable(db)} is not a distributed table; run migrate.`);
+  const pins = (await client.query(`SELECT to_regclass($1) AS r`, [PINS])).rows[0]?.r
+    ? await client.query<{ host: string; port: number }>(`SELECT node_name AS host, node_port AS port FROM ${PINS} WHERE subject_tenant = $1`, [tenantId])
+    : { rows: [] };
+  const pin = pins.rows[0] ? { host: pins.rows[0].host, port: Number(pins.rows[0].port) } : undefined;
+  const node = { host: r.host, port: Number(r.port) };
+  const placement: CitusPlacement = !r.isolated ? 'shared' : pin ? 'dedicated-node' : 'dedicated';
+  return { placement, shardId: r.shardid, node, pinnedTo: pin };
+}
+
+/** Placement of every listed tenant in one catalog query. */
+export async function citusPlacements(db: Tenantwall, tenantIds: readonly string[]): Promise<Map<string, CitusPlacement>> {
+  const admin = db.dangerouslyCrossTenant();
+  const pinned = (await admin.query(`SELECT to_regclass($1) AS r`, [PINS])).rows[0]?.r !== null;
+  const { rows } = await admin.query<{ id: string; isolated: boolean; pinned: boolean }>(
+    `SELECT t.id::text AS id, s.shardminvalue = s.shardmaxvalue AS isolated,
+            ${pinned ? `EXISTS (SELECT 1 FROM ${PINS} p WHERE p.subject_tenant = t.id)` : 'false'} AS pinned
+       FROM unnest($2::uuid[]) AS t(id) JOIN pg_dist_shard s ON s.shardid = get_shard_id_for_distribution_column($1::regclass, t.id)`,
+    [quoteIdent(anchorTable(db)), tenantIds],
+  );
+  return new Map(rows.map((r) => [r.id, !r.isolated ? 'shared' : r.pinned ? 'dedicated-node' : 'dedicated']));
+}
+
+/** Options of a move on Citus. */
+export interface CitusMoveOptions {
+  /** The worker for `dedicated-node`. */
+  readonly node?: CitusNode | undefined;
+  /** How long to wait for another process's lifecycle lock on this tenant (e.g. a just-killed move). Default 30000. */
+  readonly lockWaitMs?: number | undefined;
+  readonly onProgress?: ProgressListener | undefined;
+}
+
+/** What a move on Citus did (shape shared with the single-server `MoveResult`). */
+export interface CitusMoveResult {
+  readonly tenant: Tenant;
+  readonly from: CitusPlacement;
+  readonly to: CitusPlacement;
+  readonly resumed: boolean;
+  readonly tables: ReadonlyArray<{ readonly table: string; readonly rows: number; readonly checksum: string }>;
+  readonly rowsCopied: number;
+  readonly copyMs: number;
+  /**
+   * Not measured inside a Citus move (the final switch runs inside Citus): NaN. `npm run bench -- citus` measures
+   * it from outside with a writer probe.
+   */
+  readonly writeBlockedMs: number;
+  readonly readBlockedMs: number;
+  readonly reconciledRows: number;
+  readonly totalMs: number;
+  /** The tenant's shard (first tenant table) and its worker after the move. */
+  readonly shardId: string;
+  readonly node: CitusNode;
+  /** Time in `isolate_tenant_to_new_shard` and in `citus_move_shard_placement` (0 when not needed). */
+  readonly isolateMs: number;
+  readonly shardMoveMs: number;
+}
+
+function same(a: readonly TableSum[], b: readonly TableSum[]): boolean {
+  return a.length === b.length && a.every((x, i) => x.rows === b[i]?.rows && x.checksum === b[i]?.checksum);
+}
+
+/**
+ * Moves a tenant between the Citus tiers, online. shared -> dedicated isolates the tenant's hash value into a
+ * shard group of its own; -> dedicated-node also moves that group to `options.node` and pins it there;
+ * dedicated-node -> dedicated unpins it (the shard stays where it is). Citus cannot merge shards back, so
+ * -> shared is refused once a tenant is isolated (`placement_unsupported`).
+ *
+ * Crash safety: a journal row records the target before any step; the steps are Citus operations, each atomic
+ * (a killed one is rolled back by Citus and its leftovers cleaned by `citus_cleanup_orphaned_resources`), and
+ * the session sets `client_connection_check_interval` so a killed caller's backend stops. Running the same move
+ * again reads where the tenant is now and does the steps still missing.
+ */
+export async function moveTenantOnCitus(db: Tenantwall, ref: string, to: CitusPlacement, options: CitusMoveOptions = {}): Promise<CitusMoveResult> {
+  const started = performance.now();
+  if (to !== 'shared' && to !== 'dedicated' && to !== 'dedicated-node') {
+    throw new TenantwallError('config_invalid', `Unknown placement ${JSON.stringify(to)}: shared, dedicated or dedicated-node.`);
+  }
+  if (to === 'dedicated-node' && !options.node) throw new TenantwallError('config_invalid', 'A move to dedicated-node needs the target worker (--node host:port).');
+  if (to !== 'dedicated-node' && options.node) throw new TenantwallError('config_invalid', '--node is only for --to dedicated-node.');
+  const tenant = await resolveTenant(db, ref);
+  if (tenant.status === 'deleted') throw new TenantwallError('tenant_deleted', `Tenant ${tenant.slug} was deleted.`);
+  const client = await openSession(db);
+  try {
+    // A killed caller's backend notices its closed socket and aborts the running Citus step (then rolled back).
+    await client.query(`SET client_connection_check_interval = '250ms'`);
+    await lockTenant(client, tenant.id, options.lockWaitMs ?? 30_000);
+    await ensurePins(client);
+    const target = to === 'dedicated-node' ? await workerOf(client, options.node as CitusNode) : undefined;
+    const journalTarget = target ? `dedicated-node@${nodeText(target)}` : to;
+    const journal = await readJournal(client, tenant.id);
+    if (journal?.operation === 'delete') throw new TenantwallError('tenant_busy', `A delete of tenant ${tenant.slug} is unfinished; run tenants delete again to complete it.`);
+    if (journal && journal.target !== journalTarget) {
+      throw new TenantwallError('move_in_progress', `A move of tenant ${tenant.slug} to ${journal.target} is unfinished; run it again to finish it.`, { details: { target: journal.target } });
+    }
+    const resumed = journal !== undefined;
+    // Leftovers of a killed split or move (shards, subscriptions, slots) go before a new attempt.
+    await client.query('CALL citus_cleanup_orphaned_resources()');
+    const before = await citusPlaceOf(client, db, tenant.id);
+    const from = before.placement;
+    const done = before.placement === to && (to !== 'dedicated-node' || (sameNode(before.node, target) && sameNode(before.pinnedTo, target)));
+    if (done && !resumed) throw new TenantwallError('placement_unchanged', `Tenant ${tenant.slug} already has ${to} placement.`, { details: { placement: to } });
+    if (to === 'shared' && before.placement !== 'shared') {
+      throw new TenantwallError('placement_unsupported', `Tenant ${tenant.slug} has its own shard; Citus cannot merge shards back, so it stays isolated (move it to dedicated to unpin it from its node).`);
+    }
+    const sums = async () => {
+      const out: TableSum[] = [];
+      for (const t of db.schema.tenantTables) out.push(await tableSum(client, t.name, tenant.id, db.schema.tenantColumn));
+      return out;
+    };
+    const sumsBefore = await sums();
+    if (!resumed) await client.query(`INSERT INTO ${JOURNAL} (subject_tenant, operation, target, phase) VALUES ($1, 'move', $2, 'isolating')`, [tenant.id, journalTarget]);
+    const progress = (phase: string, n: number) => options.onProgress?.({ operation: 'move', phase, done: n, total: 2 });
+    let isolateMs = 0;
+    let shardMoveMs = 0;
+    let place = before;
+    if (!place.shardId || place.placement === 'shared') {
+      progress('isolate', 0);
+      const t0 = performance.now();
+      await withReplicationRlsBypass(db, () =>
+        client.query(`SELECT isolate_tenant_to_new_shard($1::regclass, $2::uuid, 'CASCADE', shard_transfer_mode => 'force_logical')`, [quoteIdent(anchorTable(db)), tenant.id]),
+      );
+      isolateMs = performance.now() - t0;
+      place = await citusPlaceOf(client, db, tenant.id);
+      progress('isolate', 1);
+    }
+    await client.query(`UPDATE ${JOURNAL} SET phase = 'moving', updated_at = now() WHERE subject_tenant = $1`, [tenant.id]);
+    if (target) {
+      if (!sameNode(place.node, target)) {
+        progress('move-shard', 1);
+        const t0 = performance.now();
+        await withReplicationRlsBypass(db, () =>
+          client.query(`SELECT citus_move_shard_placement($1::bigint, $2, $3, $4, $5, shard_transfer_mode => 'force_logical')`, [place.shardId, place.node.host, place.node.port, target.host, target.port]),
+        );
+        shardMoveMs = performance.now() - t0;
+        place = await citusPlaceOf(client, db, tenant.id);
+      }
+      await client.query(
+        `INSERT INTO ${PINS} (subject_tenant, node_name, node_port) VALUES ($1, $2, $3)
+         ON CONFLICT (subject_tenant) DO UPDATE SET node_name = EXCLUDED.node_name, node_port = EXCLUDED.node_port, pinned_at = now()`,
+        [tenant.id, target.host, target.port],
+      );
+    } else if (to === 'dedicated') {
+      await client.query(`DELETE FROM ${PINS} WHERE subject_tenant = $1`, [tenant.id]);
+    }
+    progress('verify', 2);
+    const sumsAfter = await sums();
+    // Writes continue during the move, so the sums may differ legitimately; what must hold is that the tenant is
+    // where it should be and nothing was lost: compared when nothing wrote meanwhile, reported otherwise.
+    place = await citusPlaceOf(client, db, tenant.id);
+    if (place.placement !== to || (target && !sameNode(place.node, target))) {
+      throw new TenantwallError('move_verification_failed', `After the move tenant ${tenant.slug} is ${place.placement} on ${nodeText(place.node)}, not ${journalTarget}.`);
+    }
+    await client.query(`DELETE FROM ${JOURNAL} WHERE subject_tenant = $1`, [tenant.id]);
+    const tables = db.schema.tenantTables.map((t, i) => ({ table: t.name, rows: sumsAfter[i]?.rows ?? 0, checksum: sumsAfter[i]?.checksum ?? '0' }));
+    return {
+      tenant,
+      from,
+      to,
+      resumed,
+      tables,
+      rowsCopied: isolateMs + shardMoveMs > 0 ? tables.reduce((a, t) => a + t.rows, 0) : 0,
+      copyMs: isolateMs + shardMoveMs,
+      writeBlockedMs: Number.NaN,
+      readBlockedMs: 0,
+      reconciledRows: same(sumsBefore, sumsAfter) ? 0 : -1,
+      totalMs: performance.now() - started,
+      shardId: place.shardId,
+      node: place.node,
+      isolateMs,
+      shardMoveMs,
+    };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Citus' logical replication (shard split and shard move) applies the changes made during the copy as a
+ * transient role it creates on the target worker (`citus_shard_{split,move}_subscription_role_*`, created
+ * SUPERUSER, then made NOSUPERUSER). On PostgreSQL 15+ the apply worker refuses tables whose row-level security
+ * applies to that role ("cannot replicate into relation with row-level security enabled"), which is every
+ * tenantwall table (FORCE ROW LEVEL SECURITY): the operation then waits forever for a catch-up that never comes
+ * as soon as anything writes during it. While `fn` runs, a second owner session gives those transient roles
+ * BYPASSRLS on every node (they were superusers a moment earlier, and Citus drops them at the end).
+ */
+async function withReplicationRlsBypass<T>(db: Tenantwall, fn: () => Promise<T>): Promise<T> {
+  const helper = await openSession(db);
+  let running = true;
+  let failure: unknown;
+  const grant = `DO $do$ DECLARE r text; BEGIN
+      PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+      FOR r IN SELECT rolname FROM pg_roles WHERE rolname ~ '^citus_shard_(split|move)_subscription_role_' AND NOT rolbypassrls LOOP
+        EXECUTE format('ALTER ROLE %I BYPASSRLS', r);
+      END LOOP; END $do$`;
+  const loop = (async () => {
+    while (running) {
+      try {
+        const { rows } = await helper.query<{ success: boolean; result: string }>(`SELECT success, result FROM run_command_on_all_nodes($1)`, [grant]);
+        const bad = rows.find((r) => !r.success);
+        if (bad) failure = new Error(bad.result);
+      } catch (err) {
+        failure = err;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
+  try {
+    return await fn();
+  } catch (err) {
+    if (failure) throw new TenantwallError('admin_role_insufficient', `A Citus shard operation failed; granting BYPASSRLS to its replication role also failed (${(failure as Error).message}).`, { cause: err });
+    throw err;
+  } finally {
+    running = false;
+    await loop;
+    await helper.end().catch(() => undefined);
+  }
+}
+
+function sameNode(a: CitusNode | undefined, b: CitusNode | undefined): boolean {
+  return a !== undefined && b !== undefined && a.host === b.host && a.port === b.port;
+}
+
+/** One shard move of a rebalance. */
+export interface RebalanceMove {
+  readonly shardId: string;
+  readonly from: string;
+  readonly to: string;
+}
+
+/** What `rebalanceCluster` did. */
+export interface RebalanceResult {
+  /** Active workers after the rebalance with their number of shard placements. */
+  readonly workers: ReadonlyArray<{ readonly node: string; readonly shards: number }>;
+  /** The moves planned (and done unless `dryRun`). */
+  readonly moves: readonly RebalanceMove[];
+  readonly ms: number;
+}
+
+/**
+ * Spreads the shards over the workers after `citus_add_node`, online (`force_logical`), with the
+ * `tenantwall` rebalance strategy: a pinned tenant's (dedicated-node) shards may only be on its node, and no
+ * other shard may be on a node a tenant is pinned to. `dryRun` only lists the moves.
+ */
+export async function rebalanceCluster(db: Tenantwall, options: { dryRun?: boolean; onProgress?: ProgressListener } = {}): Promise<RebalanceResult> {
+  if (!db.citusVersion) throw new TenantwallError('placement_unsupported', 'cluster rebalance needs a Citus coordinator.');
+  const started = performance.now();
+  const client = await openSession(db);
+  try {
+    await client.query(`SET client_connection_check_interval = '250ms'`);
+    await ensurePins(client);
+    await ensureStrategy(client, db);
+    await client.query('CALL citus_cleanup_orphaned_resources()');
+    const plan = await client.query<{ shardid: string; sourcename: string; sourceport: number; targetname: string; targetport: number }>(
+      `SELECT shardid::text AS shardid, sourcename, sourceport, targetname, targetport FROM get_rebalance_table_shards_plan(rebalance_strategy => $1)`,
+      [STRATEGY],
+    );
+    const moves = plan.rows.map((r) => ({ shardId: r.shardid, from: `${r.sourcename}:${r.sourceport}`, to: `${r.targetname}:${r.targetport}` }));
+    options.onProgress?.({ operation: 'move', phase: 'rebalance', done: 0, total: moves.length });
+    if (!options.dryRun && moves.length > 0) {
+      await withReplicationRlsBypass(db, () => client.query(`SELECT rebalance_table_shards(rebalance_strategy => $1, shard_transfer_mode => 'force_logical')`, [STRATEGY]));
+    }
+    options.onProgress?.({ operation: 'move', phase: 'rebalance', done: moves.length, total: moves.length });
+    const { rows } = await client.query<{ node: string; shards: number }>(
+      `SELECT n.nodename || ':' || n.nodeport AS node, count(p.shardid)::int AS shards
+         FROM pg_dist_node n LEFT JOIN pg_dist_placement p ON p.groupid = n.groupid
+        WHERE n.noderole = 'primary' AND n.isactive AND n.groupid <> 0 GROUP BY 1 ORDER BY 1`,
+    );
+    return { workers: rows, moves, ms: performance.now() - started };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** The `tenantwall` rebalance strategy and its shard-allowed function (idempotent). */
+async function ensureStrategy(client: pg.ClientBase, db: Tenantwall): Promise<void> {
+  void db;
+  await withTransaction(client, async () => {
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext('tenantwall.citus.strategy'))`);
+    // The rebalancer calls it on the coordinator only, where the pin table is: not propagated to the workers.
+    await client.query(`SET LOCAL citus.enable_ddl_propagation TO off`);
+    // A shard group is a pinned tenant's when it is isolated (min = max) on that tenant's hash value.
+    await client.query(`CREATE OR REPLACE FUNCTION ${ALLOWED_FN}(shard bigint, node int) RETURNS boolean
+      LANGUAGE sql STABLE AS $fn$
+        WITH s AS (SELECT shardminvalue, shardmaxvalue FROM pg_dist_shard WHERE shardid = shard),
+             pin AS (SELECT p.node_name, p.node_port FROM ${PINS} p, s
+                      WHERE s.shardminvalue = s.shardmaxvalue AND s.shardminvalue = worker_hash(p.subject_tenant)::text),
+             n AS (SELECT nodename, nodeport FROM pg_dist_node WHERE nodeid = node)
+        SELECT CASE WHEN EXISTS (SELECT 1 FROM pin)
+                    THEN EXISTS (SELECT 1 FROM pin, n WHERE pin.node_name = n.nodename AND pin.node_port = n.nodeport)
+                    ELSE NOT EXISTS (SELECT 1 FROM ${PINS} p, n WHERE p.node_name = n.nodename AND p.node_port = n.nodeport) END
+      $fn$`);
+    await client.query(`REVOKE ALL ON FUNCTION ${ALLOWED_FN}(bigint, int) FROM PUBLIC`);
+    const exists = await client.query(`SELECT 1 FROM pg_dist_rebalance_strategy WHERE name = $1`, [STRATEGY]);
+    if (exists.rowCount === 0) {
+      await client.query(`SELECT citus_add_rebalance_strategy($1, 'citus_shard_cost_1'::regproc, 'citus_node_capacity_1'::regproc, $2::regproc, 0)`, [STRATEGY, ALLOWED_FN]);
+    }
+  });
+}
