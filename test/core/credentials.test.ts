@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { Tenantwall, isTenantwallError } from '../../src/index.ts';
-import { ApiKeyStore, apiKeysTable } from '../../src/fastify/index.ts';
+import Fastify from 'fastify';
+import { ApiKeyStore, apiKeysTable, tenantwallPlugin } from '../../src/fastify/index.ts';
 import { defineSchema } from '../../src/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { adminUrl, createTestDatabase, superQuery, withDatabase, type TestDatabase } from '../helpers/db.ts';
@@ -116,6 +117,18 @@ test('a process given only the application role URL serves request-time lookups;
     // Tenant-scoped reads and writes.
     await app.forTenant(tenant.id).query(`INSERT INTO invoices (tenant_id, customer, amount_cents) VALUES ($1, 'app-only', 2)`, [tenant.id]);
     assert.equal((await app.forTenant(tenant.id).query('SELECT 1 FROM invoices WHERE tenant_id = $1', [tenant.id])).rowCount, 2);
+    // The Fastify plugin on the app-only instance: API key -> registry -> tenant scope, all as the application role.
+    const web = Fastify();
+    try {
+      await web.register(tenantwallPlugin, { db: app });
+      web.get('/count', async () => (await app.query<{ n: number }>('SELECT count(*)::int AS n FROM invoices WHERE tenant_id = $1', [app.currentTenantId()])).rows[0]);
+      const res = await web.inject({ url: '/count', headers: { authorization: `Bearer ${key}` } });
+      assert.equal(res.statusCode, 200, res.body);
+      assert.deepEqual(res.json(), { n: 2 });
+      assert.equal((await web.inject({ url: '/count' })).statusCode, 401);
+    } finally {
+      await web.close();
+    }
     const ownerOnly = (op: string) => (err: unknown) => isTenantwallError(err, 'owner_connection_required') && err.details.operation === op;
     assert.throws(() => app.dangerouslyCrossTenant(), ownerOnly('dangerouslyCrossTenant()'));
     await assert.rejects(app.migrate(seedMigrations), ownerOnly('migrate()'));
