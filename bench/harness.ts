@@ -11,6 +11,8 @@ import { type CreateTenantwallOptions, type EmbeddedServer, type Migration, type
 export interface BenchHarness {
   /** Superuser URL of the server's `postgres` database. */
   readonly adminUrl: string;
+  /** The application role's password (for servers started in child processes). */
+  readonly appPassword: string;
   readonly serverVersion: string;
   /** A fresh database migrated with `migrations`, and a Tenantwall on it. Closed at the end of the run. */
   createTenantwall(schema: Schema, migrations: readonly Migration[], options?: Partial<CreateTenantwallOptions>): Promise<Tenantwall>;
@@ -53,6 +55,7 @@ export async function openHarness(): Promise<{ harness: BenchHarness; close(): P
   };
   const harness: BenchHarness = {
     adminUrl: base,
+    appPassword,
     serverVersion: version,
     urlOf: (db) => urlFor(base, db),
     createDatabase,
@@ -94,6 +97,16 @@ export function postgresCpu(): Map<string, number> {
     }
   }
   return out;
+}
+
+/** CPU time (µs) used so far by process `pid` (utime + stime from /proc); NaN where /proc is not readable. */
+export function processCpuUs(pid: number): number {
+  try {
+    const fields = (fs.readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1] as string).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10_000; // USER_HZ = 100
+  } catch {
+    return NaN;
+  }
 }
 
 /**

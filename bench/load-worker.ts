@@ -14,7 +14,16 @@ process.on('message', (msg: LoadRequest) => {
       connections: msg.connections,
       duration: msg.durationS,
       headers: msg.headers,
-      requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: msg.paths[n++ % msg.paths.length] as string }) }],
+      requests: [
+        {
+          method: 'GET',
+          setupRequest: (req) => {
+            const i = n++ % msg.paths.length;
+            const extra = msg.pathHeaders?.[i];
+            return { ...req, path: msg.paths[i] as string, ...(extra ? { headers: { ...req.headers, ...extra } } : {}) };
+          },
+        },
+      ],
     },
     (err, r) => {
       if (err) {

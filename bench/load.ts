@@ -1,11 +1,13 @@
 import { type ChildProcess, fork } from 'node:child_process';
-import { postgresCpu, postgresCpuSince } from './harness.ts';
+import { postgresCpu, postgresCpuSince, processCpuUs } from './harness.ts';
 
 export interface LoadRequest {
   url: string;
   /** Request paths, cycled. */
   paths: readonly string[];
   headers: Record<string, string>;
+  /** Extra headers of each path (same index), e.g. one API key per tenant. */
+  pathHeaders?: ReadonlyArray<Record<string, string>> | undefined;
   connections: number;
   durationS: number;
 }
@@ -21,6 +23,10 @@ export interface LoadTarget {
   readonly url: string;
   readonly paths: readonly string[];
   readonly headers?: Record<string, string>;
+  /** Extra headers of each path (same index as `paths`). */
+  readonly pathHeaders?: ReadonlyArray<Record<string, string>>;
+  /** The server's process when it is not this one: its CPU is read from /proc. */
+  readonly pid?: number;
 }
 
 export interface TargetFigures {
@@ -39,25 +45,35 @@ export interface Comparison {
    * CPU time per request (µs) of this process (the servers), of the PostgreSQL processes and of the load generator.
    */
   readonly figures: ReadonlyArray<TargetFigures>;
-  /** Per round: req/s of the first target / req/s of the second. */
+  /** Per round: req/s of the first target / req/s of the last (the baseline). */
   readonly ratios: readonly number[];
   readonly median: number;
+  /** Per target (same order): its per-round ratios to the last target and their median. */
+  readonly byTarget: ReadonlyArray<{ readonly ratios: readonly number[]; readonly median: number }>;
+  /** The warm-up run of each target (the first, from cold caches when the servers are new). */
+  readonly warmup?: ReadonlyArray<{ readonly rps: number; readonly p99: number }>;
 }
 
-/**
- * Drives the targets with autocannon from a separate process (bench/load-worker.ts), alternately, round after
- * round, so machine noise hits all of them; a warm-up run of each comes first and is not counted (JIT, pools,
- * statement caches). The throughput ratio is taken per round (first target / second) and reported as the median.
- */
-export async function compareAlternating(targets: readonly [LoadTarget, LoadTarget], options: { connections: number; durationS: number; rounds: number; warmupS: number }): Promise<Comparison> {
-  const child: ChildProcess = fork(new URL('./load-worker.ts', import.meta.url), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  await new Promise<void>((resolve, reject) => {
-    child.once('message', () => resolve());
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`the load generator exited (${code}) before it was ready`)));
-  });
-  const run = (t: LoadTarget, durationS: number) =>
-    new Promise<LoadFigures>((resolve, reject) => {
+/** The load generator process (bench/load-worker.ts): one autocannon run per `run` call. */
+export class LoadGenerator {
+  readonly #child: ChildProcess;
+  private constructor(child: ChildProcess) {
+    this.#child = child;
+  }
+
+  static async start(): Promise<LoadGenerator> {
+    const child: ChildProcess = fork(new URL('./load-worker.ts', import.meta.url), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    await new Promise<void>((resolve, reject) => {
+      child.once('message', () => resolve());
+      child.once('error', reject);
+      child.once('exit', (code) => reject(new Error(`the load generator exited (${code}) before it was ready`)));
+    });
+    return new LoadGenerator(child);
+  }
+
+  run(t: LoadTarget, connections: number, durationS: number): Promise<LoadFigures> {
+    const child = this.#child;
+    return new Promise<LoadFigures>((resolve, reject) => {
       const onExit = (code: number | null) => reject(new Error(`the load generator exited (${code})`));
       child.once('exit', onExit);
       child.once('message', (r: LoadResult) => {
@@ -65,20 +81,37 @@ export async function compareAlternating(targets: readonly [LoadTarget, LoadTarg
         if ('error' in r) reject(new Error(`autocannon: ${r.error}`));
         else resolve(r);
       });
-      const req: LoadRequest = { url: t.url, paths: t.paths, headers: t.headers ?? {}, connections: options.connections, durationS };
+      const req: LoadRequest = { url: t.url, paths: t.paths, headers: t.headers ?? {}, pathHeaders: t.pathHeaders, connections, durationS };
       child.send(req);
     });
+  }
+
+  close(): void {
+    this.#child.kill();
+  }
+}
+
+/**
+ * Drives the targets with autocannon from a separate process (bench/load-worker.ts), alternately, round after
+ * round, so machine noise hits all of them; a warm-up run of each comes first and is not counted (JIT, pools,
+ * statement caches). The throughput ratio is taken per round against the LAST target (the baseline) and
+ * reported as the median; `ratios`/`median` are those of the first target.
+ */
+export async function compareAlternating(targets: readonly LoadTarget[], options: { connections: number; durationS: number; rounds: number; warmupS: number; load?: LoadGenerator }): Promise<Comparison> {
+  const load = options.load ?? (await LoadGenerator.start());
   try {
-    for (const t of targets) await run(t, options.warmupS);
+    const warmup: LoadFigures[] = [];
+    for (const t of targets) warmup.push(await load.run(t, options.connections, options.warmupS));
     const acc: TargetFigures[] = targets.map((t) => ({ name: t.name, rps: 0, p99: 0, failures: 0, statuses: {}, cpu: { server: 0, postgres: 0, client: 0 } }));
-    const ratios: number[] = [];
+    const perTarget: number[][] = targets.map(() => []);
     for (let round = 0; round < options.rounds; round++) {
       const rps: number[] = [];
       for (const [i, t] of targets.entries()) {
         const server0 = process.cpuUsage();
+        const child0 = t.pid === undefined ? 0 : processCpuUs(t.pid);
         const pg0 = postgresCpu();
-        const r = await run(t, options.durationS);
-        const server = cpuUs(process.cpuUsage(server0));
+        const r = await load.run(t, options.connections, options.durationS);
+        const server = t.pid === undefined ? cpuUs(process.cpuUsage(server0)) : processCpuUs(t.pid) - child0;
         const pgUs = postgresCpuSince(pg0);
         const a = acc[i] as TargetFigures;
         const share = (us: number) => us / Math.max(1, r.requests) / options.rounds;
@@ -91,15 +124,21 @@ export async function compareAlternating(targets: readonly [LoadTarget, LoadTarg
         for (const [code, n] of Object.entries(r.statuses)) a.statuses[code] = (a.statuses[code] ?? 0) + n;
         rps.push(r.rps);
       }
-      ratios.push((rps[0] as number) / (rps[1] as number));
+      const base = rps[rps.length - 1] as number;
+      for (let i = 0; i < targets.length; i++) (perTarget[i] as number[]).push((rps[i] as number) / base);
     }
-    const sorted = [...ratios].sort((a, b) => a - b);
-    const mid = Math.floor(sorted.length / 2);
-    const median = sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-    return { figures: acc, ratios, median };
+    const ratiosByTarget = perTarget.map((ratios) => ({ ratios, median: median(ratios) }));
+    const first = ratiosByTarget[0] as { ratios: number[]; median: number };
+    return { figures: acc, ratios: first.ratios, median: first.median, byTarget: ratiosByTarget, warmup };
   } finally {
-    child.kill();
+    if (!options.load) load.close();
   }
+}
+
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
 }
 
 /** One line of figures for a target: throughput, p99, failures and where the CPU went per request. */

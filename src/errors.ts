@@ -82,7 +82,7 @@ export const ERROR_CODES = {
     hint: 'Send Authorization: Bearer <API key or JWT> naming an existing tenant (or use a configured subdomain / gateway header).',
   },
   admin_unauthorized: { status: 401, hint: 'Admin routes need Authorization: Bearer <admin token> (TENANTWALL_ADMIN_TOKEN); tenant credentials are not accepted.' },
-  validation_failed: { status: 400, hint: 'Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.' },
+  validation_failed: { status: 400, hint: 'Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).' },
   invalid_json: { status: 400, hint: 'Send a well-formed JSON body with Content-Type: application/json.' },
   unsupported_media_type: { status: 415, hint: 'Send request bodies as application/json.' },
   payload_too_large: { status: 413, hint: 'Send a smaller body; the limit is in details.limit_bytes.' },
@@ -116,6 +116,9 @@ export const ERROR_CODES = {
   webhook_secret_invalid: { status: 400, hint: 'Omit the secret to get a generated one, or pass whsec_ + base64 of 24 to 64 random bytes.' },
   unknown_event_type: { status: 400, hint: 'Filter on quota.threshold_crossed, period.closed, plan.changed or tenant.suspended, or omit the filter for all.' },
   webhook_endpoint_not_found: { status: 404, hint: 'Pass the id of an existing endpoint (tenantwall webhooks endpoints list).' },
+  // HTTP input refused by tenantwall/fastify (issue 16)
+  duplicate_json_key: { status: 400, hint: 'Send each key at most once per JSON object: details.field names the repeated key (a proxy reading the first copy would see another request).' },
+  client_aborted: { status: 400, hint: 'The client closed the connection or sent a malformed body before the request was read; nothing was done. Logged at info level, never as a server error.' },
   owner_connection_required: {
     status: 500,
     hint: 'This process runs with the application role only; run migrations and lifecycle work with the owner (tenantwall migrate, the CLI, or connect with databaseUrl). See docs/credentials.md.',
@@ -146,6 +149,11 @@ export class TenantwallError extends Error {
     this.code = code;
     this.status = options.status ?? ERROR_CODES[code].status;
     this.details = Object.freeze({ ...options.details });
+  }
+
+  /** The HTTP status under the name Fastify's own error handler reads (`status`). */
+  get statusCode(): number {
+    return this.status;
   }
 
   toJSON(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {

@@ -13,6 +13,7 @@ export {
   type QueryOptions,
   type Row,
   type StatementGuard,
+  type StatementVerdict,
   type TenantQueryable,
   type TenantTransaction,
 } from './db/tenantwall.ts';

@@ -27,7 +27,10 @@ export type Params = readonly unknown[];
 export interface QueryOptions {
   /**
    * How PostgreSQL plans the statement when it runs from the statement cache.
-   * - `custom` (default): planned afresh for every execution with its parameter values, so each tenant gets
+   * - `auto` (default): `generic` where the guard proved that the plan cannot depend on the tenant's data (an
+   *   equality lookup on a primary or unique key led by tenant_id, an INSERT of VALUES: see docs/guard.md),
+   *   `custom` otherwise and whenever no guard is configured.
+   * - `custom`: planned afresh for every execution with its parameter values, so each tenant gets
    *   estimates for its own data (docs/architecture.md, the generic-plan trap).
    * - `generic`: one plan per cached statement, reused for every tenant. Only for statements whose best plan
    *   cannot depend on the tenant's data, i.e. lookups by a primary or unique key that starts with tenant_id
@@ -35,7 +38,7 @@ export interface QueryOptions {
    *   server's time for such a lookup. No effect with `statementCacheSize: 0` (unnamed statements are always
    *   planned for their values) or inside `transaction()`.
    */
-  plan?: 'custom' | 'generic' | undefined;
+  plan?: 'auto' | 'custom' | 'generic' | undefined;
 }
 
 /**
@@ -43,9 +46,19 @@ export interface QueryOptions {
  * it; it throws to refuse the statement.
  */
 export interface StatementGuard {
-  check(sql: string, params: Params, tenantId: TenantId): void;
+  /** Throws to refuse the statement; may return what it proved about it (see StatementVerdict). */
+  check(sql: string, params: Params, tenantId: TenantId): StatementVerdict | void;
   /** Resolves when `check` can run (the SQL parser is loaded); awaited by `Tenantwall.connect`. */
   ready?(): Promise<void>;
+}
+
+/** What a guard proved about a statement it accepted. */
+export interface StatementVerdict {
+  /**
+   * `generic` when the statement's best plan cannot depend on the tenant's data (an equality lookup on a
+   * tenant-led unique key, an INSERT of VALUES): `plan: 'auto'` then reuses one plan for every tenant.
+   */
+  readonly plan?: 'generic' | 'custom';
 }
 
 /** Anything that runs SQL in one tenant's scope. */
@@ -348,10 +361,11 @@ export class Tenantwall {
   async runScoped<R extends Row>(tenantId: TenantId, sql: string, params: Params, options?: QueryOptions, scopeLimits?: ResolvedLimits): Promise<pg.QueryResult<R>> {
     this.#assertOpen();
     if (sql.trim() === '') throw new TenantwallError('unscoped_query', 'Empty statement.');
-    this.#guard?.check(sql, params, tenantId);
-    const generic = options?.plan === 'generic';
-    if (options?.plan !== undefined && !generic && options.plan !== 'custom') {
-      throw new TenantwallError('config_invalid', `Unknown plan option ${JSON.stringify(options.plan)}: use 'custom' or 'generic'.`, { details: { field: 'plan' } });
+    const verdict = this.#guard?.check(sql, params, tenantId);
+    const plan = options?.plan;
+    const generic = plan === 'generic' || ((plan === undefined || plan === 'auto') && verdict?.plan === 'generic');
+    if (plan !== undefined && !generic && plan !== 'custom' && plan !== 'auto') {
+      throw new TenantwallError('config_invalid', `Unknown plan option ${JSON.stringify(plan)}: use 'auto', 'custom' or 'generic'.`, { details: { field: 'plan' } });
     }
     const explicit = this.options.scopeMode === 'explicit';
     const limits = scopeLimits ?? (this.#limitsProvider ? await this.#providedLimits(tenantId) : NO_LIMITS);

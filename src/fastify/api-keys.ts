@@ -91,6 +91,12 @@ export class ApiKeyStore {
   readonly #table: string;
   // sha256(full key) -> identity. Keyed by the whole key, so a cached entry can only be hit with the secret.
   readonly #verified: TtlCache<string, { tenantId: TenantId; keyId: string }>;
+  // Verifications in flight by cache key: concurrent requests with the same uncached key share one lookup (a
+  // cold cache under load would otherwise send one lookup per request until the first answer arrives).
+  readonly #inFlight = new Map<string, Promise<{ tenantId: TenantId; keyId: string }>>();
+  // Bumped by revoke/forgetTenant: a lookup that started before must not cache what it read (it may predate the
+  // revocation), and later requests must not join it.
+  #generation = 0;
 
   constructor(db: Tenantwall, options: { table?: string; cacheTtlMs?: number; cacheSize?: number } = {}) {
     this.#db = db;
@@ -130,12 +136,16 @@ export class ApiKeyStore {
         `UPDATE ${this.#table} SET revoked_at = least(revoked_at, now()) WHERE tenant_id = $1 AND id = $2 RETURNING id`,
         [tid, keyId],
       );
+    this.#generation++;
+    this.#inFlight.clear();
     this.#verified.deleteWhere((v) => v.tenantId === tid && v.keyId === keyId);
     return rows.length > 0;
   }
 
   /** Drops every cached key of a tenant (its suspension must not wait for the cache). */
   forgetTenant(tenantId: TenantId): void {
+    this.#generation++;
+    this.#inFlight.clear();
     this.#verified.deleteWhere((v) => v.tenantId === tenantId);
   }
 
@@ -149,6 +159,17 @@ export class ApiKeyStore {
     const cacheKey = hash('sha256', key, 'base64');
     const cached = this.#verified.get(cacheKey);
     if (cached) return cached;
+    let pending = this.#inFlight.get(cacheKey);
+    if (!pending) {
+      const p = this.#lookup(key, cacheKey, this.#generation).finally(() => {
+        if (this.#inFlight.get(cacheKey) === p) this.#inFlight.delete(cacheKey);
+      });
+      this.#inFlight.set(cacheKey, (pending = p));
+    }
+    return pending;
+  }
+
+  async #lookup(key: string, cacheKey: string, generation: number): Promise<{ tenantId: TenantId; keyId: string }> {
     const parsed = parseApiKey(key);
     if (!parsed) throw unauthenticated('malformed_api_key');
     const { rows } = await this.#db
@@ -164,7 +185,7 @@ export class ApiKeyStore {
     if (!ok) throw unauthenticated('invalid_api_key');
     if (row.revoked_at !== null) throw unauthenticated('revoked_api_key');
     const identity = Object.freeze({ tenantId: parsed.tenantId, keyId: parsed.keyId });
-    this.#verified.set(cacheKey, identity);
+    if (generation === this.#generation) this.#verified.set(cacheKey, identity);
     return identity;
   }
 }

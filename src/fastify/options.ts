@@ -59,6 +59,27 @@ export interface TenantwallFastifyOptions {
    * Default 10000.
    */
   tenantCacheTtlMs?: number | undefined;
+  /**
+   * Install tenantwall's error handler (`tenantwallErrorHandler`) on the context the plugin is registered in, and
+   * at the root also answer requests Node's HTTP parser refuses in the same shape (unless the app set its own
+   * `clientErrorHandler`). Off: the app's error handler (or Fastify's) stays; `TenantwallError`s carry
+   * `statusCode`, and `toHttpError` gives the mapping. Env `TENANTWALL_ERROR_HANDLER`. Default `false`.
+   */
+  errorHandler?: boolean | undefined;
+  /** Install a 404 `not_found` handler in the tenantwall shape. Env `TENANTWALL_NOT_FOUND_HANDLER`. Default `false`. */
+  notFoundHandler?: boolean | undefined;
+  /**
+   * Replace the `application/json` body parser of the plugin's context with the strict one (UTF-8 only,
+   * duplicate keys, NUL and lone surrogates refused). Env `TENANTWALL_STRICT_JSON`. Default `true`.
+   */
+  strictJson?: boolean | undefined;
+  /**
+   * Register `@fastify/helmet` (optional peer dependency) in the plugin's context with tenantwall's CSP.
+   * Env `TENANTWALL_SECURITY_HEADERS`. Default `false`.
+   */
+  securityHeaders?: boolean | undefined;
+  /** Log query-string values (otherwise `[redacted]`). Env `TENANTWALL_LOG_QUERY_VALUES`. Default `false`. */
+  logQueryValues?: boolean | undefined;
 }
 
 /** `TenantwallFastifyOptions` after resolution. */
@@ -82,6 +103,11 @@ export type ResolvedFastifyOptions = Readonly<{
   trustTenantHeader: boolean;
   tenantCacheSize: number;
   tenantCacheTtlMs: number;
+  errorHandler: boolean;
+  notFoundHandler: boolean;
+  strictJson: boolean;
+  securityHeaders: boolean;
+  logQueryValues: boolean;
 }>;
 
 const DOMAIN_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
@@ -107,6 +133,11 @@ export const FASTIFY_OPTIONS = defineOptions('Fastify plugin', {
   trustTenantHeader: { env: 'TENANTWALL_TRUST_TENANT_HEADER', default: false, type: bool, doc: 'Accept X-Tenant-ID from a trusted gateway.' },
   tenantCacheSize: { env: 'TENANTWALL_TENANT_CACHE_SIZE', default: 10_000, type: int(0, 10_000_000), doc: 'Max tenants in the lookup cache.' },
   tenantCacheTtlMs: { env: 'TENANTWALL_TENANT_CACHE_TTL_MS', default: 10_000, type: int(0, 3_600_000), doc: 'Lifetime of a cached tenant, ms.' },
+  errorHandler: { env: 'TENANTWALL_ERROR_HANDLER', default: false, type: bool, doc: "Install tenantwall's error handler in the plugin's context." },
+  notFoundHandler: { env: 'TENANTWALL_NOT_FOUND_HANDLER', default: false, type: bool, doc: 'Install a 404 not_found handler in the plugin\'s context.' },
+  strictJson: { env: 'TENANTWALL_STRICT_JSON', default: true, type: bool, doc: 'Strict application/json parser: UTF-8, no duplicate keys, no NUL.' },
+  securityHeaders: { env: 'TENANTWALL_SECURITY_HEADERS', default: false, type: bool, doc: 'Register @fastify/helmet with tenantwall\'s CSP.' },
+  logQueryValues: { env: 'TENANTWALL_LOG_QUERY_VALUES', default: false, type: bool, doc: 'Log query-string values instead of [redacted].' },
 });
 
 /** Resolves the Fastify plugin options: explicit option, then environment variable, then default. */
@@ -149,5 +180,10 @@ export function resolveFastifyOptions(input: Omit<TenantwallFastifyOptions, 'db'
     trustTenantHeader: o.trustTenantHeader,
     tenantCacheSize: o.tenantCacheSize,
     tenantCacheTtlMs: o.tenantCacheTtlMs,
+    errorHandler: o.errorHandler,
+    notFoundHandler: o.notFoundHandler,
+    strictJson: o.strictJson,
+    securityHeaders: o.securityHeaders,
+    logQueryValues: o.logQueryValues,
   });
 }

@@ -1,11 +1,12 @@
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Tenantwall } from '../db/tenantwall.ts';
 import type { Tenant } from '../db/tenant-registry.ts';
 import { TenantwallError } from '../errors.ts';
 import { runWithTenant } from '../tenant/context.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import { ApiKeyStore, looksLikeApiKey } from './api-keys.ts';
-import { errorBody, makeErrorHandler } from './http-errors.ts';
+import { makeErrorHandler, tenantwallClientErrorHandler, tenantwallNotFoundHandler } from './http-errors.ts';
+import { installStrictJsonParser } from './json.ts';
 import { createJwtVerifier, type JwtVerifier } from './jwt.ts';
 import { type ResolvedFastifyOptions, type ResolverName, type TenantwallFastifyOptions, resolveFastifyOptions } from './options.ts';
 import { TenantCache } from './tenant-cache.ts';
@@ -192,6 +193,9 @@ const tenantwallPlugin: FastifyPluginAsync<TenantwallFastifyOptions> = async (fa
   function bind(request: FastifyRequest, reply: FastifyReply, resolved: Resolved): void {
     request.tenant = resolved.tenant;
     request.tenantAuth = resolved.auth;
+    // A tenant's data must not be kept by shared caches (or the browser), nor sniffed into another type.
+    reply.header('cache-control', 'no-store');
+    reply.header('x-content-type-options', 'nosniff');
     // Every later line of this request (including Fastify's "request completed") carries the tenant. pino adds
     // it to the request's own child logger in place; other loggers get a child.
     const log = request.log as FastifyRequest['log'] & { setBindings?: (bindings: Record<string, unknown>) => void };
@@ -242,16 +246,66 @@ const tenantwallPlugin: FastifyPluginAsync<TenantwallFastifyOptions> = async (fa
     runWithTenant(tenant.id, () => done(), { requestId: request.id, apiKeyId: request.tenantAuth?.apiKeyId });
   });
 
-  const bodyLimit = fastify.initialConfig.bodyLimit ?? 1_048_576;
-  fastify.setErrorHandler(makeErrorHandler(bodyLimit));
-  fastify.setNotFoundHandler((request, reply) => {
-    const err = new TenantwallError('not_found', `No route ${request.method} ${request.url.split('?')[0]}.`);
-    void reply.code(404).send(errorBody(err));
-  });
+  // The app's own handlers stay unless the app asks for tenantwall's (issue 13: living inside someone else's app).
+  if (options.errorHandler) {
+    fastify.setErrorHandler(makeErrorHandler(fastify.initialConfig.bodyLimit ?? 1_048_576));
+    replaceDefaultClientErrorHandler(fastify);
+  }
+  if (options.notFoundHandler) fastify.setNotFoundHandler(tenantwallNotFoundHandler);
+  if (options.strictJson) installStrictJsonParser(fastify);
+  if (options.securityHeaders) await registerHelmet(fastify);
 };
 
-// Same effect as fastify-plugin: hooks, decorators and the error handler apply to the whole application
-// instead of an encapsulated child context.
+/**
+ * Requests Node's HTTP parser refuses never reach a route, so no error handler sees them: Fastify answers them
+ * from its `clientErrorHandler`. Replace Fastify's default one (never one the app set) so they get the same
+ * error shape. Only from the root context: the server is shared by every context.
+ */
+function replaceDefaultClientErrorHandler(fastify: FastifyInstance): void {
+  if (fastify.prefix !== '' || !fastify.server) return;
+  for (const listener of fastify.server.listeners('clientError')) {
+    if ((listener as { name?: string }).name !== 'bound defaultClientErrorHandler') continue;
+    fastify.server.removeListener('clientError', listener as (...args: unknown[]) => void);
+    fastify.server.on('clientError', tenantwallClientErrorHandler.bind(fastify));
+  }
+}
+
+/**
+ * Content Security Policy of `securityHeaders`: helmet's defaults (scripts and styles from the page's own
+ * origin, no plugins, no framing by other sites) without `upgrade-insecure-requests`, which would send a page
+ * served over plain HTTP (a local or internal deployment) to https:// for its own scripts and break it.
+ * Documentation pages that load their scripts from their own origin (@fastify/swagger-ui) work under it.
+ */
+export const TENANTWALL_CSP_DIRECTIVES: Readonly<Record<string, readonly string[] | null>> = Object.freeze({
+  'default-src': ["'self'"],
+  'base-uri': ["'self'"],
+  'font-src': ["'self'", 'https:', 'data:'],
+  'form-action': ["'self'"],
+  'frame-ancestors': ["'self'"],
+  'img-src': ["'self'", 'data:'],
+  'object-src': ["'none'"],
+  'script-src': ["'self'"],
+  'script-src-attr': ["'none'"],
+  'style-src': ["'self'", 'https:', "'unsafe-inline'"],
+  'upgrade-insecure-requests': null,
+});
+
+async function registerHelmet(fastify: FastifyInstance): Promise<void> {
+  let helmet: unknown;
+  try {
+    helmet = (await import('@fastify/helmet')).default;
+  } catch (cause) {
+    throw new TenantwallError('config_invalid', 'Fastify plugin option securityHeaders needs the optional peer dependency @fastify/helmet: npm install @fastify/helmet.', {
+      cause,
+      details: { field: 'securityHeaders' },
+    });
+  }
+  const directives = Object.fromEntries(Object.entries(TENANTWALL_CSP_DIRECTIVES).map(([k, v]) => [k, v === null ? null : [...v]]));
+  await fastify.register(helmet as FastifyPluginAsync<Record<string, unknown>>, { contentSecurityPolicy: { useDefaults: false, directives } });
+}
+
+// Same effect as fastify-plugin: hooks and decorators apply to the context the plugin is registered in (the
+// whole application at the root, or only a prefix when registered inside `app.register(..., { prefix })`).
 (tenantwallPlugin as unknown as Record<symbol, unknown>)[Symbol.for('skip-override')] = true;
 (tenantwallPlugin as unknown as Record<symbol, unknown>)[Symbol.for('fastify.display-name')] = 'tenantwall';
 

@@ -13,6 +13,8 @@ export class TenantCache {
   readonly #byId: TtlCache<string, Tenant>;
   readonly #slugToId: TtlCache<string, TenantId>;
   #generation = 0;
+  // Lookups in flight by id: concurrent requests of an uncached tenant share one registry read.
+  readonly #inFlight = new Map<TenantId, Promise<Tenant | undefined>>();
 
   constructor(db: Tenantwall, size: number, ttlMs: number) {
     this.#db = db;
@@ -28,10 +30,23 @@ export class TenantCache {
   async get(id: TenantId): Promise<Tenant | undefined> {
     const hit = this.#byId.get(id);
     if (hit) return hit;
-    const gen = this.#generation;
-    const tenant = await this.#db.tenants.get(id);
-    if (tenant && gen === this.#generation) this.#remember(tenant);
-    return tenant;
+    let pending = this.#inFlight.get(id);
+    if (!pending) {
+      const gen = this.#generation;
+      const p = this.#db.tenants.get(id).then(
+        (tenant) => {
+          if (this.#inFlight.get(id) === p) this.#inFlight.delete(id);
+          if (tenant && gen === this.#generation) this.#remember(tenant);
+          return tenant;
+        },
+        (err: unknown) => {
+          if (this.#inFlight.get(id) === p) this.#inFlight.delete(id);
+          throw err;
+        },
+      );
+      this.#inFlight.set(id, (pending = p));
+    }
+    return pending;
   }
 
   async getBySlug(slug: string): Promise<Tenant | undefined> {
@@ -48,6 +63,7 @@ export class TenantCache {
 
   forget(tenant: Pick<Tenant, 'id'>): void {
     this.#generation++;
+    this.#inFlight.clear(); // a read that started before the change must not be shared after it
     this.#byId.delete(tenant.id);
     this.#slugToId.deleteWhere((id) => id === tenant.id);
   }

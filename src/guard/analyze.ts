@@ -1,5 +1,6 @@
 import { parseSql as parseSync, scanSql as scanSync } from './parser.ts';
 import type { Schema } from '../schema/declare.ts';
+import { type PlanMode, type UniqueKeys, planModeOf, uniqueKeysOf } from './plan.ts';
 
 /** The parse tree is the parser's JSON: nodes are `{ KindName: body }` wrappers; bodies are plain objects. */
 type Node = Record<string, any>;
@@ -11,6 +12,8 @@ export type Analysis =
       /** 1-based numbers of the `$n` parameters that must equal the current tenant id at run time. */
       readonly tenantParams: readonly number[];
       readonly kind: string;
+      /** How the statement should be planned from the statement cache (`plan: 'auto'`), see PlanMode. */
+      readonly plan: PlanMode;
     }
   | {
       readonly ok: false;
@@ -120,12 +123,14 @@ function names(list: Node[] | undefined): string[] {
 export class Analyzer {
   readonly #config: AnalyzerConfig;
   readonly #tenantColumn: string;
+  readonly #uniqueKeys: UniqueKeys;
   #nextId = 0;
   #params = new Set<number>();
 
   constructor(config: AnalyzerConfig) {
     this.#config = config;
     this.#tenantColumn = config.schema.tenantColumn;
+    this.#uniqueKeys = uniqueKeysOf(config.schema);
   }
 
   analyze(sql: string): Analysis {
@@ -148,7 +153,8 @@ export class Analyzer {
       const stmt = stmts[0]?.stmt as Node;
       const kind = kindOf(stmt);
       this.#statement(stmt, null, null);
-      return Object.freeze({ ok: true as const, tenantParams: Object.freeze([...this.#params].sort((a, b) => a - b)), kind });
+      const plan = planModeOf(stmt, this.#uniqueKeys, this.#tenantColumn);
+      return Object.freeze({ ok: true as const, tenantParams: Object.freeze([...this.#params].sort((a, b) => a - b)), kind, plan });
     } catch (caught) {
       // A tree shape the verifier did not expect is a refusal too (fail closed), not a crash.
       const err = caught instanceof Refusal ? caught : new Refusal(`the verifier could not analyse this statement (${(caught as Error)?.message ?? String(caught)})`);

@@ -1,4 +1,4 @@
-import type { Params, StatementGuard } from '../db/tenantwall.ts';
+import type { Params, StatementGuard, StatementVerdict } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
 import type { Schema } from '../schema/declare.ts';
 import type { TenantId } from '../tenant/tenant-id.ts';
@@ -33,8 +33,11 @@ export interface Guard extends StatementGuard {
   ready(): Promise<void>;
   /** The analysis of one statement text (cached); never throws. */
   analyze(sql: string): Analysis;
-  /** Throws `unscoped_query` unless `sql` with `params` is provably scoped to `tenantId`. */
-  check(sql: string, params: Params, tenantId: TenantId): void;
+  /**
+   * Throws `unscoped_query` unless `sql` with `params` is provably scoped to `tenantId`; returns the verdict
+   * (the plan mode the statement is safe to run with).
+   */
+  check(sql: string, params: Params, tenantId: TenantId): StatementVerdict;
   /** Number of cached analyses (tests, metrics). */
   readonly cacheEntries: number;
 }
@@ -70,7 +73,7 @@ export function createGuard(schema: Schema, options: GuardOptions = {}): Guard {
   return {
     ready: () => ready,
     analyze,
-    check(sql: string, params: Params, tenantId: TenantId): void {
+    check(sql: string, params: Params, tenantId: TenantId): StatementVerdict {
       const a = analyze(sql);
       if (!a.ok) throw refusal(sql, a);
       const tp = a.tenantParams;
@@ -84,6 +87,7 @@ export function createGuard(schema: Schema, options: GuardOptions = {}): Guard {
           });
         }
       }
+      return a;
     },
     get cacheEntries() {
       return cache.size;

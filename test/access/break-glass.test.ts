@@ -132,7 +132,7 @@ describe('break-glass access', () => {
     const keyA = await keys.create(A, { name: 'a' });
     const keyB = await keys.create(B, { name: 'b' });
     const app = Fastify();
-    await app.register(tenantwallPlugin, { db: t.db });
+    await app.register(tenantwallPlugin, { db: t.db, errorHandler: true });
     await app.register(accessLogRoutes, { db: t.db });
     const base = await app.listen({ host: '127.0.0.1', port: 0 });
     try {

@@ -22,6 +22,7 @@ import { buildApp } from '../../examples/invoicing-service/src/app.ts';
 import { migrations, schema } from '../../examples/invoicing-service/src/schema.ts';
 import { Tenantwall, startEmbeddedPostgres, type EmbeddedServer } from '../../src/index.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts';
+import { waitUntil } from '../helpers/wait.ts';
 import { errorCode } from './lib/leak.ts';
 import { freePort, startService, type ServiceProcess } from './lib/service-process.ts';
 import { ADMIN_TOKEN } from './lib/world.ts';
@@ -129,10 +130,8 @@ describe('kill -9 of the service under a mixed write load', () => {
       };
       const ackedAtStart = invoices.filter((i) => i.outcome !== 'lost' && i.outcome.status === 201).length;
       const workers = Array.from({ length: 8 }, (_, w) => worker(w));
-      const deadline = Date.now() + 20_000;
-      while (Date.now() < deadline && invoices.filter((i) => i.outcome !== 'lost' && i.outcome.status === 201).length - ackedAtStart < ACKED_BEFORE_KILL) {
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      // The kill point is measured in work done, not in time: a loaded machine gets the same load before each kill.
+      await waitUntil(() => invoices.filter((i) => i.outcome !== 'lost' && i.outcome.status === 201).length - ackedAtStart >= ACKED_BEFORE_KILL, `${ACKED_BEFORE_KILL} invoices acknowledged before the kill`);
       await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 30)));
       await svc.kill9();
       totalKilled++;
@@ -267,31 +266,30 @@ describe('PostgreSQL restarted under load', () => {
       }
     };
     const workers = Array.from({ length: 4 }, (_, w) => worker(w));
-    await new Promise((r) => setTimeout(r, 400));
+    await waitUntil(() => recs.filter((r) => r.outcome !== 'lost' && r.outcome.status < 300).length >= 20, '20 requests answered before the stop');
 
     await (server as EmbeddedServer).stop();
     const downAt = Date.now();
     // Readiness goes red.
-    let red: Outcome = 'lost';
-    for (let k = 0; k < 50; k++) {
+    let red = 'lost' as Outcome;
+    await waitUntil(async () => {
       red = await send(url, undefined, 'GET', '/readyz', undefined, 5_000);
-      if (red !== 'lost' && red.status === 503) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+      return red !== 'lost' && red.status === 503;
+    }, 'readiness to go red');
     assert.ok(red !== 'lost' && red.status === 503 && red.body.error.code === 'database_unreachable', `readiness while down: ${JSON.stringify(red)}`);
-    await new Promise((r) => setTimeout(r, 1_000));
+    // Down until enough requests were answered meanwhile (each is checked below), however slow the machine.
+    await waitUntil(() => recs.filter((r) => r.sentAt >= downAt).length >= 8, '8 requests answered while the database is down');
     const upAt = Date.now();
     server = await start();
     // The service recovers without being touched.
-    let green: Outcome = 'lost';
-    for (let k = 0; k < 200; k++) {
+    let green = 'lost' as Outcome;
+    await waitUntil(async () => {
       green = await send(url, undefined, 'GET', '/readyz', undefined, 5_000);
-      if (green !== 'lost' && green.status === 200) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+      return green !== 'lost' && green.status === 200;
+    }, 'readiness to go green after the restart', { everyMs: 50 });
     assert.ok(green !== 'lost' && green.status === 200, `readiness after restart: ${JSON.stringify(green)}`);
     const readyAt = Date.now();
-    await new Promise((r) => setTimeout(r, 500));
+    await waitUntil(() => recs.filter((r) => r.sentAt >= readyAt + 100).length >= 8, '8 requests answered after recovery');
     stop = true;
     await Promise.all(workers);
 

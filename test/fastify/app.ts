@@ -17,8 +17,8 @@ export interface PluginApp {
   logs: Array<Record<string, unknown>>;
 }
 
-/** A Fastify app with the plugin and a few routes; log lines are captured as parsed JSON. */
-export async function pluginApp(db: Tenantwall, options: Omit<TenantwallFastifyOptions, 'db'> = {}): Promise<PluginApp> {
+/** A Fastify app with the plugin (its error and not-found handlers on) and a few routes; log lines are captured as parsed JSON. */
+export async function pluginApp(db: Tenantwall, options: Omit<TenantwallFastifyOptions, 'db'> = {}, setup?: (app: FastifyInstance) => Promise<void>): Promise<PluginApp> {
   const logs: Array<Record<string, unknown>> = [];
   const stream = new Writable({
     write(chunk, _enc, cb) {
@@ -28,7 +28,9 @@ export async function pluginApp(db: Tenantwall, options: Omit<TenantwallFastifyO
   });
   const app = Fastify({ logger: { level: 'info', stream }, bodyLimit: 1024, logController: new TenantwallLogController() });
   app.setValidatorCompiler(typeboxValidatorCompiler);
-  await app.register(tenantwallPlugin, { db, ...options });
+  // The handlers in the tenantwall shape, as the reference service asks for them (off by default, issue 13).
+  await app.register(tenantwallPlugin, { db, errorHandler: true, notFoundHandler: true, ...options });
+  if (setup) await setup(app);
   // The handler names no tenant: db.query runs in the tenant the plugin resolved (AsyncLocalStorage).
   app.get('/whoami', async (req) => {
     req.log.info('handler ran');
@@ -44,6 +46,7 @@ export async function pluginApp(db: Tenantwall, options: Omit<TenantwallFastifyO
     throw new TenantwallError('tenant_exists', 'Custom refusal.');
   });
   app.post('/echo', { schema: { body: Type.Object({ n: Type.Integer() }, { additionalProperties: false }) } }, async (req) => req.body);
+  app.post('/any', async (req) => ({ body: req.body }));
   await app.ready();
   return { app, logs };
 }

@@ -17,7 +17,7 @@ export async function buildMeteredApp(
   setup: (app: FastifyInstance) => void = () => undefined,
 ): Promise<FastifyInstance> {
   const app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
-  await app.register(tenantwallPlugin, { db, apiKeyCacheTtlMs: 60_000 });
+  await app.register(tenantwallPlugin, { db, apiKeyCacheTtlMs: 60_000, errorHandler: true, notFoundHandler: true });
   if (metering) await app.register(meteringPlugin, { metering, adminToken: ADMIN, ...options } as MeteringFastifyOptions);
   app.get('/invoices/:id', async (req) => {
     const { rows } = await db.query(`SELECT id, customer FROM invoices WHERE tenant_id = $1 AND id = $2`, [db.currentTenantId(), (req.params as { id: string }).id]);

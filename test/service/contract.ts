@@ -10,7 +10,14 @@ type Operation = { operationId: string; responses: Record<string, { content?: Re
 const addFormats = addFormatsModule as unknown as (ajv: Ajv2020) => void;
 
 /** Headers of HTTP itself or of Fastify/Node, not part of an API contract. */
-const TRANSPORT_HEADERS = new Set(['content-type', 'content-length', 'date', 'connection', 'keep-alive', 'transfer-encoding']);
+const TRANSPORT_HEADERS = new Set([
+  'content-type', 'content-length', 'date', 'connection', 'keep-alive', 'transfer-encoding',
+  // Set on every answer by the tenantwall plugin (no-store, nosniff) and @fastify/helmet (securityHeaders):
+  // documented once in docs/fastify.md "Headers", not per operation.
+  'cache-control', 'x-content-type-options', 'content-security-policy', 'cross-origin-opener-policy', 'cross-origin-resource-policy',
+  'origin-agent-cluster', 'referrer-policy', 'strict-transport-security', 'x-dns-prefetch-control', 'x-download-options',
+  'x-frame-options', 'x-permitted-cross-domain-policies', 'x-xss-protection',
+]);
 
 /** `/invoices/:id` -> `/invoices/{id}` */
 export const openApiPath = (url: string) => url.replace(/:(\w+)/g, '{$1}');

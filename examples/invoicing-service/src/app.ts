@@ -105,7 +105,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.removeContentTypeParser('text/plain');
   strictJsonBodies(app);
 
-  await app.register(tenantwallPlugin, { db: options.db, ...options.tenantwall });
+  await app.register(tenantwallPlugin, { db: options.db, errorHandler: true, notFoundHandler: true, securityHeaders: true, ...options.tenantwall });
   const auth = new AdminAuth(options.db, options.adminToken, options.adminAuth);
 
   // Routes of the documentation plugins are public (no tenant): they are registered below this hook.

@@ -1273,7 +1273,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -1438,7 +1438,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -1671,7 +1671,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -1861,7 +1861,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -2152,7 +2152,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -2344,7 +2344,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -2568,7 +2568,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -2801,7 +2801,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -3059,7 +3059,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -3322,7 +3322,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -3486,7 +3486,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -3683,7 +3683,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -4360,7 +4360,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -4620,7 +4620,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -4978,7 +4978,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -5255,7 +5255,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -5657,7 +5657,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -6023,7 +6023,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -6146,7 +6146,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -6430,7 +6430,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -6827,7 +6827,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -7104,7 +7104,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -7475,7 +7475,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -7881,7 +7881,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -8183,7 +8183,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -8581,7 +8581,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -8860,7 +8860,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -9267,7 +9267,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -9630,7 +9630,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }
@@ -9705,7 +9705,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "validation_failed",
-                     *         "message": "Fix the field named in details.field; the OpenAPI document (/openapi.json) describes every request.",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
                      *         "details": {}
                      *       }
                      *     }

@@ -1,0 +1,134 @@
+/**
+ * One server of the HTTP bench, in its own process (bench/http.ts forks one per target), so no target pays for
+ * another's process-wide costs: AsyncLocalStorage's promise hooks, once enabled by tenantwall's implicit context,
+ * slow every promise of the process, and a baseline sharing that process would be measured slower than it is.
+ *
+ * Protocol (IPC): the parent sends one `start` message; the child answers `{ ready: url }`. Then `profile-start`
+ * and `profile-stop` (with the number of requests served meanwhile) answer the server CPU per request by part
+ * (bench/profile.ts); `close` ends the process.
+ */
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { AddressInfo } from 'node:net';
+import pg from 'pg';
+import pino from 'pino';
+import { buildApp } from '../examples/invoicing-service/src/app.ts';
+import { serviceGuard } from '../examples/invoicing-service/src/guard.ts';
+import { schema } from '../examples/invoicing-service/src/schema.ts';
+import { tenantwallPlugin } from '../src/fastify/index.ts';
+import { createTenantKysely } from '../src/kysely/index.ts';
+import { Tenantwall } from '../src/index.ts';
+import { type Part, startProfile } from './profile.ts';
+
+export type ServerKind = 'tenantwall' | 'service' | 'bare';
+
+export interface StartMessage {
+  readonly type: 'start';
+  readonly kind: ServerKind;
+  /** Owner (superuser) URL of the bench database. */
+  readonly databaseUrl: string;
+  readonly appPassword: string;
+  readonly poolSize: number;
+  /** bare only: API key -> tenant id. */
+  readonly keys?: ReadonlyArray<readonly [string, string]>;
+}
+
+export const COLS = 'id, customer, customer_id, amount_cents, currency, status, issued_at, created_at, updated_at';
+export const SELECT_ONE = `SELECT ${COLS} FROM invoices WHERE tenant_id = $1 AND id = $2`;
+
+const IdParams = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } }, required: ['id'], additionalProperties: false } as const;
+const Invoice = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    customer: { type: 'string' },
+    customer_id: { type: ['string', 'null'] },
+    amount_cents: { type: 'integer' },
+    currency: { type: 'string' },
+    status: { type: 'string' },
+    issued_at: { type: ['string', 'null'], format: 'date-time' },
+    created_at: { type: 'string', format: 'date-time' },
+    updated_at: { type: 'string', format: 'date-time' },
+  },
+} as const;
+const routeSchema = { params: IdParams, response: { 200: Invoice } };
+
+type Row = { id: string; amount_cents: string | number } & Record<string, unknown>;
+const toJson = (r: Row) => ({ ...r, amount_cents: Number(r.amount_cents) });
+
+/** tenantwall as its README shows it: the plugin resolves the API key, the route queries in the tenant's scope. */
+async function tenantwallApp(db: Tenantwall): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false });
+  await app.register(tenantwallPlugin, { db });
+  const k = createTenantKysely<any>(db);
+  app.get<{ Params: { id: string } }>('/invoices/:id', { schema: routeSchema }, async (req, reply) => {
+    const { rows } = await db.query<Row>(SELECT_ONE, [req.tenant?.id, req.params.id]);
+    const r = rows[0];
+    return r ? toJson(r) : reply.code(404).send({ error: 'not_found' });
+  });
+  app.get<{ Params: { id: string } }>('/k/invoices/:id', { schema: routeSchema }, async (req, reply) => {
+    const r = (await k.selectFrom('invoices').select(COLS.split(', ')).where('id', '=', req.params.id).executeTakeFirst()) as Row | undefined;
+    return r ? toJson(r) : reply.code(404).send({ error: 'not_found' });
+  });
+  return app;
+}
+
+/** The baseline a careful engineer writes by hand: key map, one named prepared statement, no tenancy layer. */
+function bareApp(pool: pg.Pool, keys: ReadonlyMap<string, string>): FastifyInstance {
+  const app = Fastify({ logger: false });
+  app.get<{ Params: { id: string } }>('/invoices/:id', { schema: routeSchema }, async (req, reply) => {
+    const header = req.headers.authorization;
+    const tenantId = header?.startsWith('Bearer ') ? keys.get(header.slice(7)) : undefined;
+    if (tenantId === undefined) return reply.code(401).send({ error: 'unauthenticated' });
+    const { rows } = await pool.query<Row>({ name: 'invoice_by_id', text: SELECT_ONE, values: [tenantId, req.params.id] });
+    const r = rows[0];
+    return r ? toJson(r) : reply.code(404).send({ error: 'not_found' });
+  });
+  return app;
+}
+
+const send = (msg: unknown) => process.send?.(msg);
+let close: (() => Promise<void>) | undefined;
+let stopProfile: ((requests: number) => Promise<Map<Part, number>>) | undefined;
+
+process.on('message', (msg: StartMessage | { type: 'profile-start' } | { type: 'profile-stop'; requests: number } | { type: 'close' }) => {
+  void (async () => {
+    try {
+      if (msg.type === 'start') {
+        let app: FastifyInstance;
+        if (msg.kind === 'bare') {
+          const pool = new pg.Pool({ connectionString: msg.databaseUrl, max: msg.poolSize });
+          pool.on('error', () => {}); // idle clients end when the database is dropped
+          app = bareApp(pool, new Map(msg.keys ?? []));
+          close = async () => {
+            await app.close();
+            await pool.end();
+          };
+        } else {
+          const db = await Tenantwall.connect({ schema, databaseUrl: msg.databaseUrl, manageRoles: false, appPassword: msg.appPassword, poolSize: msg.poolSize, guard: serviceGuard() });
+          app =
+            msg.kind === 'tenantwall'
+              ? await tenantwallApp(db)
+              : await buildApp({ db, adminToken: 'bench-admin-token-0123456789', logger: { level: 'info', stream: pino.destination({ dest: '/dev/null', sync: false }) } });
+          close = async () => {
+            await app.close();
+            await db.close();
+          };
+        }
+        await app.listen({ port: 0, host: '127.0.0.1' });
+        send({ ready: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` });
+      } else if (msg.type === 'profile-start') {
+        stopProfile = await startProfile();
+        send({ profiling: true });
+      } else if (msg.type === 'profile-stop') {
+        const parts = await (stopProfile as NonNullable<typeof stopProfile>)(msg.requests);
+        send({ parts: [...parts] });
+      } else if (msg.type === 'close') {
+        await close?.();
+        process.exit(0);
+      }
+    } catch (err) {
+      send({ error: String((err as Error)?.stack ?? err) });
+    }
+  })();
+});
+send({ up: true });
