@@ -73,7 +73,10 @@ export type TableDecl = TenantTable | GlobalTable;
 /** Input of `defineSchema`: the tables and schema-wide settings. */
 export interface SchemaSpec<T extends readonly TableDecl[] = readonly TableDecl[], C extends string = string> {
   readonly tables: T;
-  /** SQL type of tenant ids. Only `uuid` is supported (TenantId). */
+  /**
+   * Kept for compatibility: only `uuid` is accepted here. The tenant key type is the `tenantKey` connection
+   * option (uuid, bigint or text; docs/tenant-scope.md, "Tenant key types").
+   */
   readonly tenantIdType?: 'uuid';
   /** Name of the tenant column in every tenant table. Default `tenant_id`. */
   readonly tenantColumn?: C;
@@ -159,7 +162,7 @@ export function defineSchema<const T extends readonly TableDecl[], const C exten
   const registryTable = spec.registryTable ?? 'tenants';
   checkIdent('(schema)', 'tenantColumn', tenantColumn);
   checkIdent('(schema)', 'registryTable', registryTable);
-  if ((spec.tenantIdType ?? 'uuid') !== 'uuid') fail('(schema)', 'tenantIdType must be uuid');
+  if ((spec.tenantIdType ?? 'uuid') !== 'uuid') fail('(schema)', 'tenantIdType must be uuid: choose bigint or text tenant ids with the tenantKey option');
   const byName = new Map<string, TableDecl>();
   for (const t of spec.tables) {
     if (byName.has(t.name) || t.name === registryTable) fail(t.name, 'is declared twice (or clashes with the registry)');

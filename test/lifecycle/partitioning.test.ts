@@ -4,6 +4,7 @@ import pg from 'pg';
 import { TenantId, createTenant, dedicatedPartitionName, sharedPartitionName, type TenantId as Tid } from '../../src/index.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 import { lifecycleMigrations, lifecycleSchema, seedTenant } from './fixture.ts';
+import { TEST_TENANT_KEY } from '../helpers/tenant-key.ts';
 
 let t: TestTenantwall;
 let A: Tid; // shared, same hash bucket as B
@@ -14,7 +15,7 @@ let bucket: number;
 async function bucketOf(id: string): Promise<number> {
   const { rows } = await t.db
     .dangerouslyCrossTenant()
-    .query(`SELECT r FROM generate_series(0, 3) r WHERE satisfies_hash_partition('customers'::regclass::oid, 4, r, $1::uuid)`, [id]);
+    .query(`SELECT r FROM generate_series(0, 3) r WHERE satisfies_hash_partition('customers'::regclass::oid, 4, r, $1::${TEST_TENANT_KEY})`, [id]);
   return rows[0]?.r as number;
 }
 
@@ -125,7 +126,7 @@ test('a guarded query scans only the dedicated tenant\'s own partition, also as 
   assert.deepEqual(rels, [dedicatedPartitionName('invoices', D)]);
   const c = await t.db.dangerouslyCrossTenant().transaction(async (client) => {
     await client.query('SET LOCAL plan_cache_mode = force_custom_plan');
-    await client.query('PREPARE tw_q(uuid, bigint) AS SELECT * FROM invoices WHERE tenant_id = $1 AND id = $2');
+    await client.query(`PREPARE tw_q(${TEST_TENANT_KEY}, bigint) AS SELECT * FROM invoices WHERE tenant_id = $1 AND id = $2`);
     const custom = await client.query(`EXPLAIN (FORMAT JSON) EXECUTE tw_q('${D}', 1)`);
     await client.query('SET LOCAL plan_cache_mode = force_generic_plan');
     const generic = await client.query(`EXPLAIN (FORMAT JSON) EXECUTE tw_q('${D}', 1)`);

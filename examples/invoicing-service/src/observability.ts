@@ -53,7 +53,7 @@ export async function registerObservability(
   const databaseUrl = o.db.options.databaseUrl as string;
   const appUrl = new URL(databaseUrl);
   appUrl.username = encodeURIComponent(o.db.options.appRole);
-  appUrl.password = encodeURIComponent(o.db.options.appPassword);
+  appUrl.password = encodeURIComponent(o.db.options.appPassword ?? '');
   const appRole = o.db.options.appRole;
   const isolation = {
     audit: () => runAudit({ databaseUrl, appRole }),
