@@ -5,6 +5,7 @@ import { verifyCommand } from './verify.ts';
 import { tenantsCommand } from './tenants.ts';
 import { usageCommand } from './usage.ts';
 import { webhooksCommand } from './webhooks.ts';
+import { adoptCommand } from './adopt.ts';
 
 /**
  * The tenantwall command. Thin: it parses flags and calls the library. Errors print one line without a stack
@@ -19,6 +20,7 @@ const commands: Record<string, { run: Command; summary: string }> = {
   tenants: { run: tenantsCommand, summary: 'create, list, suspend, resume, rename, move, export, import, delete tenants' },
   usage: { run: usageCommand, summary: 'query usage (table, CSV, JSON), close a billing period, set a plan' },
   webhooks: { run: webhooksCommand, summary: 'replay dead deliveries, list deliveries, manage endpoints, run the relay' },
+  adopt: { run: adoptCommand, summary: 'write the migration and declaration that bring an existing database under tenantwall' },
 };
 
 function usage(): string {

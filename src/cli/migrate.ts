@@ -27,7 +27,10 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       }
       return 0;
     }
-    const result = await db.migrate(cfg.migrations);
+    const result = await db.migrate(cfg.migrations, {
+      // Online migrations (adopt) report every step and batch: a long backfill shows it is moving.
+      onProgress: (p) => console.error(`migration ${p.version} step ${p.step} (${p.kind})${p.kind === 'batch' ? `: ${p.rows} rows` : ''}${p.done ? ' done' : ''}`),
+    });
     if (values.json) {
       console.log(JSON.stringify({ applied: result.applied.map((m) => ({ version: m.version, name: m.name })), alreadyApplied: result.alreadyApplied }));
     } else if (result.applied.length === 0) {
