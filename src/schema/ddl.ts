@@ -34,7 +34,8 @@ export function tenantPredicate(ctx: DdlContext): string {
   return ctx.schema.policyForm === 'plain' || ctx.citus ? `${col} = ${setting}` : `${col} = (SELECT ${setting})`;
 }
 
-function columnSql(name: string, c: ColumnSpec): string {
+/** One column definition of CREATE TABLE or ADD COLUMN. */
+export function columnSql(name: string, c: ColumnSpec): string {
   let sql = `${q(name)} ${c.type}`;
   if (!c.nullable) sql += ' NOT NULL';
   if (c.default !== undefined) sql += ` DEFAULT ${c.default}`;

@@ -176,3 +176,8 @@ test('two tenants through forTenant + guard see only their own rows; a query wit
     await db.close();
   }
 });
+
+test('the written declaration matches the adopted database: migrate generate writes nothing', async () => {
+  const r = await run('node', [...CLI, 'migrate', 'generate', '--json', '--config', path.join(dir, 'tenantwall.config.ts'), '--dir', path.join(dir, 'migrations')], { env, cwd: ROOT }).catch((e: { stdout: string; stderr: string }) => assert.fail(`${e.stdout}\n${e.stderr}`));
+  assert.deepEqual(JSON.parse(r.stdout), { file: null, changes: [], refused: [] });
+});
