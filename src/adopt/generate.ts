@@ -88,6 +88,8 @@ export async function generateMigration(client: pg.ClientBase, ctx: DdlContext, 
   const typeOf = new Map(declaredTypes.map((t, i) => [t, normalized[i] as string]));
 
   for (const t of ctx.schema.tables) {
+    // tenantwall's own tables (metering tw_*, bookkeeping) come with their own migrations.
+    if (isTenantwallInternal(t.name)) continue;
     const existing: DbTable | undefined = db.get(t.name);
     if (!existing) {
       sql.push(tableSql(t, ctx));
