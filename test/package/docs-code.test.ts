@@ -76,7 +76,8 @@ const PRELUDE: Record<string, string> = {
   coordinatorUrl: 'string',
 };
 
-function defines(code: string, name: string): boolean {
+function defines(source: string, name: string): boolean {
+  const code = source.replace(/\/\/.*$/gm, '').replace(/\/\*[\s\S]*?\*\//g, '');
   const n = name.replace(/\$/g, '\\$');
   return new RegExp(`\\b(const|let|var|function|class|interface|type)\\s+${n}\\b`).test(code)
     || new RegExp(`\\b(const|let|var)\\s*[{[][^=]*\\b${n}\\b[^=]*[}\\]]\\s*=`).test(code)
