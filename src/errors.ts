@@ -5,7 +5,7 @@
  */
 export const ERROR_CODES = {
   // tenant identity and context
-  invalid_tenant_id: { status: 400, hint: 'Tenant ids are lowercase UUIDs, e.g. 0b6f9a3e-3c1d-4a8e-9a51-2f0c6d1e7b42.' },
+  invalid_tenant_id: { status: 400, hint: 'Tenant ids are of the configured key type (tenantKey): lowercase UUIDs by default, e.g. 0b6f9a3e-3c1d-4a8e-9a51-2f0c6d1e7b42 (docs/tenant-scope.md).' },
   tenant_not_found: { status: 404, hint: 'Create the tenant first (tenantwall tenants create) or check the id.' },
   tenant_suspended: { status: 403, hint: 'Resume the tenant (tenantwall tenants resume) before using it.' },
   tenant_deleted: { status: 410, hint: 'The tenant was deleted; only its tombstone remains.' },
@@ -116,6 +116,14 @@ export const ERROR_CODES = {
   webhook_secret_invalid: { status: 400, hint: 'Omit the secret to get a generated one, or pass whsec_ + base64 of 24 to 64 random bytes.' },
   unknown_event_type: { status: 400, hint: 'Filter on quota.threshold_crossed, period.closed, plan.changed or tenant.suspended, or omit the filter for all.' },
   webhook_endpoint_not_found: { status: 404, hint: 'Pass the id of an existing endpoint (tenantwall webhooks endpoints list).' },
+  owner_connection_required: {
+    status: 500,
+    hint: 'This process runs with the application role only; run migrations and lifecycle work with the owner (tenantwall migrate, the CLI, or connect with databaseUrl). See docs/credentials.md.',
+  },
+  app_login_failed: {
+    status: 500,
+    hint: "tenantwall never changes a role's password: give the application role's password (TENANTWALL_APP_PASSWORD) or its URL (TENANTWALL_APP_DATABASE_URL). See docs/credentials.md.",
+  },
 } as const satisfies Record<string, { status: number; hint: string }>;
 
 /** One of the stable error codes of `ERROR_CODES` (docs/errors.md). */

@@ -84,3 +84,5 @@ export { Webhooks, WebhookRelay, verifyWebhook, writeOutboxEvent, retryDelayMs, 
 export { planLimits } from './metering/plan-limits.ts';
 // adopting an existing database, generated and online migrations
 export { loadMigrations, onlineSteps, applyOnlineMigration, type OnlineStep, type OnlineStepKind, type MigrationProgress, type ApplyMigrationsOptions } from './schema/migrations.ts';
+export { TENANT_KEY_TYPES, TEXT_TENANT_ID_PATTERN, tenantKeyType, type TenantKeyType } from './tenant/tenant-id.ts';
+export { TENANT_KEY_COLUMN_TYPE, tenantKeySql } from './schema/ddl.ts';

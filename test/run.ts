@@ -63,7 +63,9 @@ const child = spawn(
       ...poolerEnv,
       // `tenantwall` imported by name (the reference service) resolves to src/, the same modules the tests import.
       NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --conditions=tenantwall-source`.trim(),
-      TW_TEST_ADMIN_URL: adminUrl, TENANTWALL_APP_PASSWORD: appPassword, TENANTWALL_MANAGE_ROLES: 'false' },
+      TW_TEST_ADMIN_URL: adminUrl, TENANTWALL_APP_PASSWORD: appPassword, TENANTWALL_MANAGE_ROLES: 'false',
+      // TW_TEST_TENANT_KEY=bigint|text: every Tenantwall of the run uses that tenant key type (docs/tenant-scope.md).
+      ...(process.env.TW_TEST_TENANT_KEY ? { TENANTWALL_TENANT_KEY: process.env.TW_TEST_TENANT_KEY } : {}) },
   },
 );
 const code: number = await new Promise((resolve) => child.on('exit', (c, sig) => resolve(c ?? (sig ? 1 : 0))));

@@ -100,7 +100,7 @@ export async function generateMigration(client: pg.ClientBase, ctx: DdlContext, 
     for (const [name, spec] of Object.entries(t.columns)) {
       const c = cols.get(name);
       if (!c) {
-        sql.push(`ALTER TABLE ${q(t.name)} ADD COLUMN ${columnSql(name, spec)};`);
+        sql.push(`ALTER TABLE ${q(t.name)} ADD COLUMN ${columnSql(name, spec, ctx)};`);
         changes.push(`add column ${t.name}.${name}`);
         continue;
       }

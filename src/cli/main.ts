@@ -6,6 +6,7 @@ import { tenantsCommand } from './tenants.ts';
 import { usageCommand } from './usage.ts';
 import { webhooksCommand } from './webhooks.ts';
 import { adoptCommand } from './adopt.ts';
+import { keysCommand } from './keys.ts';
 
 /**
  * The tenantwall command. Thin: it parses flags and calls the library. Errors print one line without a stack
@@ -21,6 +22,7 @@ const commands: Record<string, { run: Command; summary: string }> = {
   usage: { run: usageCommand, summary: 'query usage (table, CSV, JSON), close a billing period, set a plan' },
   webhooks: { run: webhooksCommand, summary: 'replay dead deliveries, list deliveries, manage endpoints, run the relay' },
   adopt: { run: adoptCommand, summary: 'write the migration and declaration that bring an existing database under tenantwall' },
+  keys: { run: keysCommand, summary: 'create (printed once), list and revoke API keys of a tenant (id or slug)' },
 };
 
 function usage(): string {

@@ -14,7 +14,7 @@ import { parseFlags } from './flags.ts';
 
 const USAGE = `usage: tenantwall tenants <subcommand> [options]
 
-  create <slug> --name <name> [--id <uuid>] [--placement shared|dedicated]
+  create <slug> --name <name> [--id <id>] [--placement shared|dedicated]
   list [--status active|suspended|deleted] [--limit <n>] [--after <slug>]
   suspend <tenant>
   resume <tenant>
@@ -22,7 +22,7 @@ const USAGE = `usage: tenantwall tenants <subcommand> [options]
   move <tenant> --to shared|dedicated [--batch-size <n>] [--lock-timeout <ms>]
   move <tenant> --abort
   export <tenant> --out <dir> [--format ndjson|csv] [--batch-size <n>]
-  import <dir> --slug <slug> [--name <name>] [--id <uuid>] [--placement shared|dedicated] [--batch-size <n>]
+  import <dir> --slug <slug> [--name <name>] [--id <id>] [--placement shared|dedicated] [--batch-size <n>]
   delete <tenant> --confirm <slug> [--batch-size <n>]
 
 <tenant> is a tenant id or slug. Every subcommand takes --config <file> (default ./tenantwall.config.ts),

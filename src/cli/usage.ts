@@ -5,13 +5,15 @@ import { type UsageRow, usageToCsv } from '../metering/usage.ts';
 import type { MeteringSpec } from '../metering/spec.ts';
 import { loadProjectConfig } from './config.ts';
 import { parseFlags } from './flags.ts';
+import { tenantArg } from './tenant-ref.ts';
 
 const USAGE = `usage: tenantwall usage <subcommand> [options]
 
-  query [--tenant <id>] [--meter a,b] [--from <iso>] [--to <iso>] [--granularity minute|hour|day|month] [--format table|csv|json]
-  close-period [--period month|day|hour] [--at <iso instant in the period>] [--tenant <id>]
-  set-plan <tenant id> <plan>
+  query [--tenant <tenant>] [--meter a,b] [--from <iso>] [--to <iso>] [--granularity minute|hour|day|month] [--format table|csv|json]
+  close-period [--period month|day|hour] [--at <iso instant in the period>] [--tenant <tenant>]
+  set-plan <tenant> <plan>
 
+<tenant> is a tenant id or slug.
 Every subcommand takes --config <file> (default ./tenantwall.config.ts, which must also export \`metering\`:
 meters, plans and defaultPlan) and --database-url <url>. Runs on the owner connection. See docs/metering.md.`;
 
@@ -69,7 +71,7 @@ export async function usageCommand(argv: string[]): Promise<number> {
         from: values.from,
         to: values.to,
         granularity: values.granularity as never,
-        tenantId: values.tenant,
+        tenantId: values.tenant === undefined ? undefined : (await tenantArg(db, values.tenant)).id,
       });
       if (format === 'csv') process.stdout.write(usageToCsv(rows));
       else if (format === 'json') console.log(JSON.stringify(rows));
@@ -81,16 +83,17 @@ export async function usageCommand(argv: string[]): Promise<number> {
       if (period !== 'month' && period !== 'day' && period !== 'hour') throw new TenantwallError('config_invalid', '--period must be month, day or hour.');
       const at = values.at === undefined ? previousPeriodInstant(period) : new Date(values.at);
       if (Number.isNaN(at.getTime())) throw new TenantwallError('config_invalid', '--at must be an ISO 8601 instant.');
-      const r = await metering.closePeriod({ period, at, ...(values.tenant ? { tenantIds: [values.tenant] } : {}) });
+      const r = await metering.closePeriod({ period, at, ...(values.tenant ? { tenantIds: [(await tenantArg(db, values.tenant)).id] } : {}) });
       if (values.json) console.log(JSON.stringify(r));
       else console.log(`period.closed events: ${r.written} written, ${r.existing} already written (re-runs bill nothing twice)`);
       return 0;
     }
-    const [tenant, plan] = args;
-    if (tenant === undefined || plan === undefined) throw new TenantwallError('config_invalid', `set-plan needs <tenant id> <plan>.\n\n${USAGE}`);
+    const [ref, plan] = args;
+    if (ref === undefined || plan === undefined) throw new TenantwallError('config_invalid', `set-plan needs <tenant> <plan> (tenant id or slug).\n\n${USAGE}`);
+    const tenant = (await tenantArg(db, ref)).id;
     const r = await metering.setPlan(tenant, plan);
     if (values.json) console.log(JSON.stringify({ tenant_id: tenant, plan, ...r }));
-    else console.log(r.changed ? `tenant ${tenant}: plan ${plan} (version ${r.version})` : `tenant ${tenant} is already on ${plan}`);
+    else console.log(r.changed ? `tenant ${ref}: plan ${plan} (version ${r.version})` : `tenant ${ref} is already on ${plan}`);
     return 0;
   } finally {
     await metering.close();

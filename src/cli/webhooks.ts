@@ -3,13 +3,14 @@ import { TenantwallError } from '../errors.ts';
 import { Webhooks, type WebhooksOptions } from '../metering/webhooks.ts';
 import { loadProjectConfig } from './config.ts';
 import { parseFlags } from './flags.ts';
+import { tenantArg } from './tenant-ref.ts';
 
 const USAGE = `usage: tenantwall webhooks <subcommand> [options]
 
-  replay [--event <webhook-id>] [--tenant <id>] [--endpoint <id>] [--status dead,delivered,pending]
+  replay [--event <webhook-id>] [--tenant <tenant>] [--endpoint <id>] [--status dead,delivered,pending]
   deliveries [--status pending|in_flight|delivered|dead] [--event <webhook-id>] [--endpoint <id>]
   endpoints list
-  endpoints add <url> [--tenant <id>] [--types type1,type2]
+  endpoints add <url> [--tenant <tenant>] [--types type1,type2]
   endpoints disable <endpoint id>
   endpoints enable <endpoint id>
   relay [--once]
@@ -63,7 +64,7 @@ export async function webhooksCommand(argv: string[]): Promise<number> {
         const n = await hooks.replay({
           statuses: statuses as ('dead' | 'delivered' | 'pending')[],
           ...(values.event ? { eventId: values.event } : {}),
-          ...(values.tenant ? { tenantId: values.tenant } : {}),
+          ...(values.tenant ? { tenantId: (await tenantArg(db, values.tenant)).id } : {}),
           ...(values.endpoint ? { endpointId: values.endpoint } : {}),
         });
         out(`${n} deliver${n === 1 ? 'y' : 'ies'} queued for replay`, { replayed: n });
@@ -92,7 +93,7 @@ export async function webhooksCommand(argv: string[]): Promise<number> {
         if (action === 'add' && arg) {
           const ep = await hooks.addEndpoint({
             url: arg,
-            ...(values.tenant ? { tenantId: values.tenant } : {}),
+            ...(values.tenant ? { tenantId: (await tenantArg(db, values.tenant)).id } : {}),
             ...(values.types ? { eventTypes: values.types.split(',').map((s) => s.trim()) } : {}),
           });
           out(`endpoint ${ep.id}\nsecret (shown once): ${ep.secret}`, ep);

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { TenantwallError } from '../errors.ts';
 import { type OptionType, bool, defineOptions, ident, int, invalidOption, oneOf, resolveTable, str } from './resolve.ts';
 
@@ -16,7 +15,8 @@ export interface TenantwallOptions {
   databaseUrl?: string | undefined;
   /**
    * Connection of the application role. Env `TENANTWALL_APP_DATABASE_URL`. Default: `databaseUrl` with the user
-   * replaced by `appRole` and the password by `appPassword`.
+   * replaced by `appRole` and the password by `appPassword`. Given without `databaseUrl`, the instance runs
+   * with the application role only: owner-only operations are `owner_connection_required` (docs/credentials.md).
    */
   appDatabaseUrl?: string | undefined;
   /** Name of the application login role. Env `TENANTWALL_APP_ROLE`. Default `tenantwall_app`. */
@@ -27,11 +27,15 @@ export interface TenantwallOptions {
    * `databaseUrl` user owns them).
    */
   ownerRole?: string | undefined;
-  /** Password of the application role. Env `TENANTWALL_APP_PASSWORD`. Default: random for this process. */
+  /**
+   * Password of the application role: used to log in (with `databaseUrl`'s host) and given to the role only when
+   * tenantwall creates it; an existing role's password is never changed. Env `TENANTWALL_APP_PASSWORD`. Default:
+   * none (trust/peer authentication), or, on the embedded server, one kept in `<embeddedDataDir>.app-password`.
+   */
   appPassword?: string | undefined;
   /**
-   * Create the application role if missing and set its password at start-up (needs CREATEROLE or superuser on
-   * the owner connection). Env `TENANTWALL_MANAGE_ROLES` (`true`/`false`). Default `true`.
+   * Create the application role if missing, with `appPassword` (needs CREATEROLE or superuser on the owner
+   * connection); an existing role is used as it is. Env `TENANTWALL_MANAGE_ROLES` (`true`/`false`). Default `true`.
    */
   manageRoles?: boolean | undefined;
   /** Custom setting that carries the tenant. Env `TENANTWALL_SETTING`. Default `tenantwall.tenant_id`. */
@@ -66,6 +70,12 @@ export interface TenantwallOptions {
    * transaction. Env `TENANTWALL_POOLER`. Default `none`. docs/poolers.md.
    */
   pooler?: PoolerMode | undefined;
+  /**
+   * SQL type of tenant ids: `uuid`, `bigint` or `text` (docs/tenant-scope.md, "Tenant key types"). Configured
+   * once: the registry, every tenant column, the policy's cast, the guard, API keys, lifecycle, metering and
+   * the CLI follow it. Env `TENANTWALL_TENANT_KEY`. Default `uuid`.
+   */
+  tenantKey?: 'uuid' | 'bigint' | 'text' | undefined;
 }
 
 /** `TenantwallOptions` after resolution (`db.options`). */
@@ -74,7 +84,7 @@ export type ResolvedOptions = Readonly<{
   appDatabaseUrl: string | undefined;
   appRole: string;
   ownerRole: string | undefined;
-  appPassword: string;
+  appPassword: string | undefined;
   manageRoles: boolean;
   settingName: string;
   scopeMode: ScopeMode;
@@ -86,6 +96,7 @@ export type ResolvedOptions = Readonly<{
   embeddedDataDir: string;
   embeddedPort: number;
   pooler: PoolerMode;
+  tenantKey: 'uuid' | 'bigint' | 'text';
 }>;
 
 /** Parses a postgres:// URL; throws `database_url_invalid` naming the option. */
@@ -128,8 +139,8 @@ export const CORE_OPTIONS = defineOptions('Tenantwall', {
   appDatabaseUrl: { env: 'TENANTWALL_APP_DATABASE_URL', type: pgUrl, doc: 'Connection of the application role; default derived from databaseUrl.' },
   appRole: { env: 'TENANTWALL_APP_ROLE', default: 'tenantwall_app', type: ident, doc: 'Name of the application login role.' },
   ownerRole: { env: 'TENANTWALL_OWNER_ROLE', type: ident, doc: 'NOLOGIN role owning every migrated object.' },
-  appPassword: { env: 'TENANTWALL_APP_PASSWORD', default: () => randomBytes(18).toString('base64url'), type: str(), doc: 'Password of the application role.' },
-  manageRoles: { env: 'TENANTWALL_MANAGE_ROLES', default: true, type: bool, doc: 'Create the application role and set its password at start-up.' },
+  appPassword: { env: 'TENANTWALL_APP_PASSWORD', type: str(), doc: 'Password of the application role (given to it only when tenantwall creates it).' },
+  manageRoles: { env: 'TENANTWALL_MANAGE_ROLES', default: true, type: bool, doc: 'Create the application role when it is missing (never changes an existing one).' },
   settingName: {
     env: 'TENANTWALL_SETTING',
     default: 'tenantwall.tenant_id',
@@ -145,6 +156,7 @@ export const CORE_OPTIONS = defineOptions('Tenantwall', {
   embeddedDataDir: { env: 'TENANTWALL_DATA_DIR', default: '.data/postgres', type: str(), doc: 'Data folder of the embedded server.' },
   embeddedPort: { env: 'TENANTWALL_EMBEDDED_PORT', default: 54329, type: int(1, 65535), doc: 'Port of the embedded server.' },
   pooler: { env: 'TENANTWALL_POOLER', default: 'none', type: oneOf(['none', 'transaction']), doc: 'A transaction-mode pooler between the application pool and PostgreSQL.' },
+  tenantKey: { env: 'TENANTWALL_TENANT_KEY', default: 'uuid', type: oneOf(['uuid', 'bigint', 'text']), doc: 'SQL type of tenant ids: uuid, bigint or text.' },
 });
 
 /** Resolves `TenantwallOptions`: explicit option, then environment variable, then default; validated and frozen. */

@@ -18,7 +18,7 @@ export interface Tenant {
 export interface CreateTenantInput {
   slug: string;
   name: string;
-  /** Default: a new random UUID. */
+  /** Default: a new random id of the configured key type (`TenantId.generate`). */
   id?: TenantId | string;
 }
 
@@ -37,7 +37,7 @@ export function parseSlug(value: unknown): string {
 type TenantRow = { id: string; slug: string; name: string; status: TenantStatus; created_at: Date };
 
 function toTenant(r: TenantRow): Tenant {
-  return Object.freeze({ id: r.id as TenantId, slug: r.slug, name: r.name, status: r.status, createdAt: r.created_at });
+  return Object.freeze({ id: String(r.id) as TenantId, slug: r.slug, name: r.name, status: r.status, createdAt: r.created_at });
 }
 
 /**
@@ -46,6 +46,8 @@ function toTenant(r: TenantRow): Tenant {
  */
 export interface RegistryHost {
   readonly schema: { readonly registryTable: string };
+  /** A registry read through the application role (SELECT on the registry): no owner connection needed. */
+  readRegistry<R extends pg.QueryResultRow = Record<string, any>>(sql: string, params: readonly unknown[]): Promise<pg.QueryResult<R>>;
   dangerouslyCrossTenant(): {
     query<R extends pg.QueryResultRow = Record<string, any>>(sql: string, params?: readonly unknown[]): Promise<pg.QueryResult<R>>;
     transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
@@ -92,19 +94,26 @@ export class TenantRegistry {
     }
   }
 
+  /** The tenant with this id (any status), read through the application role. */
   async get(id: TenantId | string): Promise<Tenant | undefined> {
-    const { rows } = await this.#db
-      .dangerouslyCrossTenant()
-      .query<TenantRow>(`SELECT * FROM ${this.#table} WHERE id = $1`, [TenantId.parse(id)]);
+    const { rows } = await this.#db.readRegistry<TenantRow>(`SELECT * FROM ${this.#table} WHERE id = $1`, [TenantId.parse(id)]);
     return rows[0] ? toTenant(rows[0]) : undefined;
   }
 
+  /** The live (not deleted) tenant with this slug, read through the application role. */
   async getBySlug(slug: string): Promise<Tenant | undefined> {
     if (!SLUG_RE.test(slug)) return undefined;
-    const { rows } = await this.#db
-      .dangerouslyCrossTenant()
-      .query<TenantRow>(`SELECT * FROM ${this.#table} WHERE slug = $1 AND status <> 'deleted'`, [slug]);
+    const { rows } = await this.#db.readRegistry<TenantRow>(`SELECT * FROM ${this.#table} WHERE slug = $1 AND status <> 'deleted'`, [slug]);
     return rows[0] ? toTenant(rows[0]) : undefined;
+  }
+
+  /**
+   * A tenant by id or slug (what every CLI command accepts): an id of the configured key type first, then a
+   * slug. Deleted tenants are found by id only (their slug may be reused).
+   */
+  async resolve(ref: string): Promise<Tenant | undefined> {
+    const byId = TenantId.is(ref) || TenantId.is(ref.toLowerCase()) ? await this.get(TenantId.parse(ref)) : undefined;
+    return byId ?? (await this.getBySlug(ref));
   }
 
   /** The tenant if it exists and is active; `tenant_not_found`, `tenant_suspended` or `tenant_deleted` otherwise. */
@@ -115,7 +124,7 @@ export class TenantRegistry {
 
   async list(options: { status?: TenantStatus; limit?: number; after?: string } = {}): Promise<Tenant[]> {
     const limit = Math.min(Math.max(options.limit ?? 100, 1), 1000);
-    const { rows } = await this.#db.dangerouslyCrossTenant().query<TenantRow>(
+    const { rows } = await this.#db.readRegistry<TenantRow>(
       `SELECT * FROM ${this.#table}
         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR slug > $2)
         ORDER BY slug LIMIT $3`,

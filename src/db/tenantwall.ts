@@ -1,3 +1,6 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import pg from 'pg';
 import { type ResolvedOptions, type TenantwallOptions, parseDatabaseUrl, resolveOptions } from '../config/options.ts';
 import { TenantwallError } from '../errors.ts';
@@ -5,7 +8,7 @@ import type { Schema } from '../schema/declare.ts';
 import { type DdlContext, quoteIdent, quoteLiteral } from '../schema/ddl.ts';
 import { type MigrateResult, type Migration, type MigrationProgress, applyMigrations, renderMigrations, type RenderedMigration } from '../schema/migrations.ts';
 import { currentTenantContext, requireTenantId, runWithTenant } from '../tenant/context.ts';
-import { TenantId } from '../tenant/tenant-id.ts';
+import { TenantId, configureTenantKey } from '../tenant/tenant-id.ts';
 import { checkCitusSettings, detectCitus } from './citus.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from './embedded.ts';
 import { type DbLimits, LimitCounter, type LimitExceeded, type LimitName, type LimitsProvider, LimitSteps, NO_LIMITS, type ResolvedLimits, limitOf, resolveLimits, resolveLimitsOnce } from './limits.ts';
@@ -170,7 +173,8 @@ export class Tenantwall {
   /** The Citus version when the database is a Citus coordinator (explicit scope mode, plain policies, distributed DDL). */
   readonly citusVersion: string | undefined;
   readonly #appPool: pg.Pool;
-  readonly #ownerPool: pg.Pool;
+  readonly #ownerPool: pg.Pool | undefined;
+  #releaseKey: (() => void) | undefined;
   readonly #embedded: EmbeddedServer | undefined;
   readonly #guard: StatementGuard | undefined;
   readonly #statements: StatementCache | undefined;
@@ -188,7 +192,7 @@ export class Tenantwall {
     options: ResolvedOptions,
     schema: Schema,
     appPool: pg.Pool,
-    ownerPool: pg.Pool,
+    ownerPool: pg.Pool | undefined,
     embedded: EmbeddedServer | undefined,
     guard: StatementGuard | undefined,
     input: CreateTenantwallOptions,
@@ -223,31 +227,45 @@ export class Tenantwall {
    */
   static async connect(input: CreateTenantwallOptions): Promise<Tenantwall> {
     const options = resolveOptions(input);
+    const releaseKey = configureTenantKey(options.tenantKey);
+    // Only the application role's URL: a serving process that holds no owner credential (docs/credentials.md).
+    const appOnly = options.databaseUrl === undefined && options.appDatabaseUrl !== undefined;
     let embedded: EmbeddedServer | undefined;
     let databaseUrl = options.databaseUrl;
-    if (databaseUrl === undefined) {
-      embedded = await startEmbeddedPostgres({
-        dataDir: options.embeddedDataDir,
-        port: options.embeddedPort,
-        persistent: !input.embeddedThrowaway,
-        ...(input.embeddedSettings ? { settings: input.embeddedSettings } : {}),
-      });
+    let appPassword = options.appPassword;
+    let embeddedAppPassword: EmbeddedAppPassword | undefined;
+    if (databaseUrl === undefined && !appOnly) {
+      try {
+        embedded = await startEmbeddedPostgres({
+          dataDir: options.embeddedDataDir,
+          port: options.embeddedPort,
+          persistent: !input.embeddedThrowaway,
+          ...(input.embeddedSettings ? { settings: input.embeddedSettings } : {}),
+        });
+      } catch (err) {
+        releaseKey();
+        throw err;
+      }
       databaseUrl = embedded.url;
+      if (appPassword === undefined) {
+        embeddedAppPassword = readEmbeddedAppPassword(options.embeddedDataDir);
+        appPassword = embeddedAppPassword.password;
+      }
     }
-    const ownerPool = new pg.Pool({
-      connectionString: databaseUrl,
-      max: options.adminPoolSize,
-      connectionTimeoutMillis: options.connectTimeoutMs,
-      application_name: 'tenantwall-owner',
-    });
-    ownerPool.on('error', () => undefined); // idle client errors surface on the next checkout
-    ownerPool.on('connect', (client) => client.on('error', () => undefined)); // checked-out ones: on the next query
+    let ownerPool: pg.Pool | undefined;
+    if (databaseUrl !== undefined) {
+      ownerPool = new pg.Pool({
+        connectionString: databaseUrl,
+        max: options.adminPoolSize,
+        connectionTimeoutMillis: options.connectTimeoutMs,
+        application_name: 'tenantwall-owner',
+      });
+      ownerPool.on('error', () => undefined); // idle client errors surface on the next checkout
+      ownerPool.on('connect', (client) => client.on('error', () => undefined)); // checked-out ones: on the next query
+    }
     let appPool: pg.Pool | undefined;
     try {
-      await checkServer(ownerPool);
-      const citusVersion = await detectCitus(ownerPool);
-      if (options.manageRoles) await ensureRoles(ownerPool, options);
-      const appUrl = options.appDatabaseUrl ?? deriveAppUrl(databaseUrl, options);
+      const appUrl = options.appDatabaseUrl ?? deriveAppUrl(databaseUrl as string, options.appRole, appPassword);
       appPool = new pg.Pool({
         connectionString: appUrl,
         max: options.poolSize,
@@ -262,22 +280,37 @@ export class Tenantwall {
       // timeout, a failover): pg then emits 'error' on the client, which would crash the process without a listener.
       // The next query on that client fails and is mapped (database_unreachable), so the event itself is ignored.
       appPool.on('connect', (client) => client.on('error', () => undefined));
+      if (ownerPool) {
+        await checkServer(ownerPool);
+        if (options.manageRoles) await ensureRoles(ownerPool, options, appPassword, embeddedAppPassword);
+      }
+      await checkAppLogin(appPool, options.appRole);
+      if (!ownerPool) await checkServer(appPool);
+      const citusVersion = await detectCitus(ownerPool ?? appPool);
       await checkAppRole(appPool);
       if (citusVersion !== undefined) await checkCitusSettings(appPool);
       // On Citus only SET LOCAL inside an explicit transaction reaches the workers (docs/scale-out.md).
-      const resolved = Object.freeze({ ...options, databaseUrl, ...(citusVersion !== undefined ? { scopeMode: 'explicit' as const } : {}) });
+      const resolved = Object.freeze({ ...options, databaseUrl, appPassword, ...(citusVersion !== undefined ? { scopeMode: 'explicit' as const } : {}) });
       await input.guard?.ready?.();
-      return new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard, input, citusVersion);
+      const db = new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard, input, citusVersion);
+      db.#releaseKey = releaseKey;
+      return db;
     } catch (err) {
+      releaseKey();
       await appPool?.end().catch(() => undefined);
-      await ownerPool.end().catch(() => undefined);
+      await ownerPool?.end().catch(() => undefined);
       await embedded?.stop().catch(() => undefined);
       throw poolerStartupError(err) ?? mapPgError(err);
     }
   }
 
+  /** True when this instance holds an owner connection (false when connected with `appDatabaseUrl` alone). */
+  get hasOwner(): boolean {
+    return this.#ownerPool !== undefined;
+  }
+
   get ddlContext(): DdlContext {
-    return { schema: this.schema, appRole: this.options.appRole, settingName: this.options.settingName, citus: this.citusVersion !== undefined };
+    return { schema: this.schema, appRole: this.options.appRole, settingName: this.options.settingName, citus: this.citusVersion !== undefined, tenantKey: this.options.tenantKey };
   }
 
   /** A scoped handle for `tenantId` (validated; throws `invalid_tenant_id`), optionally with its own database limits. */
@@ -428,7 +461,7 @@ export class Tenantwall {
    */
   dangerouslyCrossTenant(): CrossTenantHandle {
     this.#assertOpen();
-    const pool = this.#ownerPool;
+    const pool = this.#requireOwner('dangerouslyCrossTenant()');
     return {
       query: async <R extends Row = Row>(sql: string, params: Params = []) => {
         try {
@@ -472,7 +505,7 @@ export class Tenantwall {
    */
   async migrate(migrations: readonly Migration[], options: { onProgress?: (p: MigrationProgress) => void } = {}): Promise<MigrateResult> {
     const rendered = this.renderMigrations(migrations);
-    const client = await this.#checkout(this.#ownerPool);
+    const client = await this.#checkout(this.#requireOwner('migrate()'));
     try {
       return await applyMigrations(client, rendered, { ownerRole: this.options.ownerRole, citus: this.citusVersion !== undefined, onProgress: options.onProgress });
     } finally {
@@ -498,13 +531,34 @@ export class Tenantwall {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#releaseKey?.();
     await this.#appPool.end().catch(() => undefined);
-    await this.#ownerPool.end().catch(() => undefined);
+    await this.#ownerPool?.end().catch(() => undefined);
     await this.#embedded?.stop();
   }
 
   #assertOpen(): void {
     if (this.#closed) throw new TenantwallError('config_invalid', 'This tenantwall instance is closed.');
+  }
+
+  #requireOwner(operation: string): pg.Pool {
+    if (this.#ownerPool) return this.#ownerPool;
+    throw new TenantwallError('owner_connection_required', `${operation} needs the owner connection, and this instance was connected with the application role only (appDatabaseUrl without databaseUrl).`, {
+      details: { operation },
+    });
+  }
+
+  /**
+   * @internal A read of the tenant registry through the application role (it holds SELECT on the registry,
+   * granted by the first migration): request-time lookups need no owner connection.
+   */
+  async readRegistry<R extends Row = Row>(sql: string, params: Params): Promise<pg.QueryResult<R>> {
+    this.#assertOpen();
+    try {
+      return await this.#appPool.query<R>(sql, params as unknown[]);
+    } catch (err) {
+      throw mapPgError(err);
+    }
   }
 
   async #checkout(pool: pg.Pool): Promise<pg.PoolClient> {
@@ -549,34 +603,56 @@ async function checkServer(pool: pg.Pool): Promise<void> {
   }
 }
 
-function deriveAppUrl(databaseUrl: string, options: ResolvedOptions): string {
+function deriveAppUrl(databaseUrl: string, appRole: string, appPassword: string | undefined): string {
   const url = parseDatabaseUrl(databaseUrl);
-  url.username = encodeURIComponent(options.appRole);
-  url.password = encodeURIComponent(options.appPassword);
+  url.username = encodeURIComponent(appRole);
+  // No configured password: trust or peer authentication (or a .pgpass / PGPASSWORD the driver reads).
+  url.password = appPassword === undefined ? '' : encodeURIComponent(appPassword);
   return url.toString();
 }
 
-async function createRoleIfMissing(client: pg.PoolClient, name: string, attributes: string): Promise<void> {
+/** The application role's password of an embedded data folder, kept beside it (`<dataDir>.app-password`). */
+interface EmbeddedAppPassword {
+  readonly password: string;
+  /** Written just now: a role left by an older tenantwall (which set a random one per start) is given it once. */
+  readonly fresh: boolean;
+}
+
+function readEmbeddedAppPassword(dataDir: string): EmbeddedAppPassword {
+  const file = `${path.resolve(dataDir)}.app-password`;
+  if (fs.existsSync(file)) return { password: fs.readFileSync(file, 'utf8').trim(), fresh: false };
+  const password = randomBytes(18).toString('base64url');
+  fs.writeFileSync(file, password, { mode: 0o600 });
+  return { password, fresh: true };
+}
+
+async function createRoleIfMissing(client: pg.PoolClient, name: string, attributes: string): Promise<boolean> {
   const exists = await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [name]);
-  if (exists.rowCount !== 0) return;
+  if (exists.rowCount !== 0) return false;
   try {
     await client.query(`CREATE ROLE ${quoteIdent(name)} ${attributes}`);
+    return true;
   } catch (err) {
     // Another process created it at the same moment.
     if (!['42710', '23505'].includes((err as { code?: string }).code ?? '')) throw err;
+    return false;
   }
 }
 
 /**
- * Creates the application login role if missing, with no privilege that bypasses RLS, and sets its password;
- * creates the NOLOGIN owner role (when configured) that the migrating login may SET ROLE to.
+ * Creates the application login role if missing, with no privilege that bypasses RLS and the configured
+ * password (none for trust/peer setups); an existing role is used as it is: its password is never changed, so
+ * other processes and CLI runs keep logging in. Creates the NOLOGIN owner role (when configured) that the
+ * migrating login may SET ROLE to.
  */
-async function ensureRoles(pool: pg.Pool, options: ResolvedOptions): Promise<void> {
+async function ensureRoles(pool: pg.Pool, options: ResolvedOptions, appPassword: string | undefined, embedded: EmbeddedAppPassword | undefined): Promise<void> {
   const client = await pool.connect();
   try {
-    const password = quoteLiteral(options.appPassword);
-    await createRoleIfMissing(client, options.appRole, `LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD ${password}`);
-    await client.query(`ALTER ROLE ${quoteIdent(options.appRole)} PASSWORD ${password}`);
+    const password = appPassword === undefined ? '' : ` PASSWORD ${quoteLiteral(appPassword)}`;
+    const created = await createRoleIfMissing(client, options.appRole, `LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT${password}`);
+    // The embedded server is tenantwall's own: a role an older version left with a per-start random password
+    // gets the stored one, once, when the password file is first written.
+    if (!created && embedded?.fresh) await client.query(`ALTER ROLE ${quoteIdent(options.appRole)}${password}`);
     if (options.ownerRole !== undefined) {
       const owner = quoteIdent(options.ownerRole);
       await createRoleIfMissing(client, options.ownerRole, 'NOLOGIN NOSUPERUSER NOBYPASSRLS');
@@ -586,6 +662,24 @@ async function ensureRoles(pool: pg.Pool, options: ResolvedOptions): Promise<voi
   } finally {
     client.release();
   }
+}
+
+/** The application role's first login; a refused one is `app_login_failed` naming the role (never a password). */
+async function checkAppLogin(pool: pg.Pool, appRole: string): Promise<void> {
+  let client: pg.PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    if (/^28/.test(e.code ?? '') || /SASL|password/i.test(e.message ?? '')) {
+      throw new TenantwallError('app_login_failed', `The application role could not log in (${e.message ?? String(err)}).`, {
+        cause: err,
+        details: { role: appRole },
+      });
+    }
+    throw err;
+  }
+  client.release();
 }
 
 /** Refuses to run when the application role could see other tenants' rows. */

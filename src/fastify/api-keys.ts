@@ -3,16 +3,17 @@ import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
 import { tenantTable } from '../schema/declare.ts';
 import { quoteIdent } from '../schema/ddl.ts';
-import { TenantId } from '../tenant/tenant-id.ts';
+import { TenantId, tenantKeyType } from '../tenant/tenant-id.ts';
 import { TtlCache } from '../util/ttl-cache.ts';
 
 /**
- * Key format: `tw_<tenant uuid as 32 hex>_<key uuid as 32 hex>_<secret, 43 base64url chars = 256 bits>`.
+ * Key format: `tw_<tenant>_<key uuid as 32 hex>_<secret, 43 base64url chars = 256 bits>`, where `<tenant>` is
+ * a uuid tenant id as 32 hex, and a bigint or text tenant id as the hex of its characters (2-126 hex digits).
  * The prefix names the tenant so the lookup runs in that tenant's scope (RLS applies to the lookup itself),
  * and the key id makes it a primary-key read. Only sha256(secret) is stored: with 256 random bits a slow
  * password hash adds nothing.
  */
-const KEY_RE = /^tw_([0-9a-f]{32})_([0-9a-f]{32})_([A-Za-z0-9_-]{43})$/;
+const KEY_RE = /^tw_([0-9a-f]{2,126})_([0-9a-f]{32})_([A-Za-z0-9_-]{43})$/;
 
 /** An API key as listed: id, name, created and revoked times (never the secret). */
 export interface ApiKeyInfo {
@@ -35,6 +36,11 @@ export interface ParsedApiKey {
   readonly secret: string;
 }
 
+/** The tenant part of a key: a uuid's 32 hex digits, or the hex of a bigint or text id's (ASCII) characters. */
+function tenantPart(tid: TenantId): string {
+  return tenantKeyType() === 'uuid' ? tid.replaceAll('-', '') : Buffer.from(tid, 'latin1').toString('hex');
+}
+
 function hexToUuid(hex: string): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
@@ -43,7 +49,10 @@ function hexToUuid(hex: string): string {
 export function parseApiKey(key: string): ParsedApiKey | undefined {
   const m = KEY_RE.exec(key);
   if (!m) return undefined;
-  const tenant = hexToUuid(m[1] as string);
+  const hex = m[1] as string;
+  const type = tenantKeyType();
+  if ((type === 'uuid') !== (hex.length === 32) || hex.length % 2 !== 0) return undefined;
+  const tenant = type === 'uuid' ? hexToUuid(hex) : Buffer.from(hex, 'hex').toString('latin1');
   if (!TenantId.is(tenant)) return undefined;
   return { tenantId: tenant, keyId: hexToUuid(m[2] as string), secret: m[3] as string };
 }
@@ -93,7 +102,7 @@ export class ApiKeyStore {
     const tid = TenantId.parse(tenantId);
     const id = randomUUID();
     const secret = randomBytes(32).toString('base64url');
-    const key = `tw_${tid.replaceAll('-', '')}_${id.replaceAll('-', '')}_${secret}`;
+    const key = `tw_${tenantPart(tid)}_${id.replaceAll('-', '')}_${secret}`;
     const { rows } = await this.#db
       .forTenant(tid)
       .query<KeyRow>(

@@ -95,7 +95,8 @@ interface Position {
   readonly usingEdges: Array<[number, number]>;
 }
 
-const PARAM_CAST_TYPES = new Set(['uuid', 'text', 'varchar']);
+// The tenant key types (uuid, bigint = int8, text) and varchar: a cast of the canonical id that keeps its value.
+const PARAM_CAST_TYPES = new Set(['uuid', 'int8', 'text', 'varchar']);
 const CANONICAL_IDENT = /^[a-z_][a-z0-9_$]*$/;
 const SETTING_FUNCTIONS = new Set(['set_config', 'current_setting']);
 
@@ -741,7 +742,7 @@ export class Analyzer {
     return undefined;
   }
 
-  /** `$n`, optionally cast to uuid/text/varchar (no typmod: `$1::varchar(1)` would compare a prefix). */
+  /** `$n`, optionally cast to uuid/bigint/text/varchar (no typmod: `$1::varchar(1)` would compare a prefix). */
   #tenantParam(node: Node | undefined): number | undefined {
     let cur = node;
     while (cur && 'TypeCast' in cur) {

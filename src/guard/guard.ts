@@ -76,7 +76,9 @@ export function createGuard(schema: Schema, options: GuardOptions = {}): Guard {
       const tp = a.tenantParams;
       for (let i = 0; i < tp.length; i++) {
         const n = tp[i] as number;
-        if (params[n - 1] !== tenantId) {
+        const p = params[n - 1];
+        // bigint tenant keys may be bound as a number or a bigint of the same value.
+        if (p !== tenantId && !((typeof p === 'number' || typeof p === 'bigint') && String(p) === tenantId)) {
           throw new TenantwallError('unscoped_query', `Parameter $${n} constrains tenant_id but is not the current tenant id.`, {
             details: { parameter: n, reason: 'tenant parameter mismatch' },
           });

@@ -24,7 +24,7 @@ export type SqlSelectType<T extends string> =
                 ? unknown
                 : Lowercase<T> extends 'bytea'
                   ? Buffer
-                  : Lowercase<T> extends 'uuid' | 'text' | 'varchar' | 'character varying' | 'char' | 'character' | 'citext' | 'inet' | 'cidr' | 'interval' | 'time' | 'timetz'
+                  : Lowercase<T> extends 'uuid' | 'tenant_key' | 'text' | 'varchar' | 'character varying' | 'char' | 'character' | 'citext' | 'inet' | 'cidr' | 'interval' | 'time' | 'timetz'
                     ? string
                     : unknown;
 

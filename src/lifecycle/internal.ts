@@ -12,7 +12,7 @@ export const JOURNAL = 'tenantwall_lifecycle';
 
 /** A tenant by id or slug; deleted tenants are found by id only (their slug may be reused). */
 export async function resolveTenant(db: Tenantwall, ref: string): Promise<Tenant> {
-  const tenant = TenantId.is(ref.toLowerCase()) ? await db.tenants.get(ref.toLowerCase()) : await db.tenants.getBySlug(ref);
+  const tenant = await db.tenants.resolve(ref);
   if (!tenant) throw new TenantwallError('tenant_not_found', `Tenant ${JSON.stringify(ref.slice(0, 80))} does not exist.`, { details: { tenant: ref } });
   return tenant;
 }
@@ -45,7 +45,7 @@ async function ensureJournal(client: pg.ClientBase): Promise<void> {
     // resumed or rolled back; the final switch deletes it in the same transaction that makes the change visible.
     // Not named tenant_id: it is an owner-only admin table, not a tenant-owned one (the audit keys on the name).
     await client.query(`CREATE TABLE IF NOT EXISTS ${JOURNAL} (
-      subject_tenant uuid PRIMARY KEY,
+      subject_tenant text PRIMARY KEY,
       operation text NOT NULL CHECK (operation IN ('move', 'delete')),
       target text,
       phase text NOT NULL,
@@ -95,7 +95,7 @@ export function dedicatedCapable(db: Tenantwall): TenantTable[] {
 export async function bucketOf(client: pg.ClientBase, t: TenantTable, tenantId: string): Promise<number> {
   const n = t.partition?.hashPartitions ?? 1;
   const { rows } = await client.query<{ r: number }>(
-    `SELECT r FROM generate_series(0, $2::int - 1) r WHERE satisfies_hash_partition($1::regclass::oid, $2::int, r, $3::uuid)`,
+    `SELECT r FROM generate_series(0, $2::int - 1) r WHERE satisfies_hash_partition($1::regclass::oid, $2::int, r, $3::${TenantId.sqlType()})`,
     [t.name, n, tenantId],
   );
   if (rows[0] === undefined) throw new TenantwallError('schema_invalid', `Table ${t.name} is not hash partitioned as declared; run migrate.`);

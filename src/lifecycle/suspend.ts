@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Tenant } from '../db/tenant-registry.ts';
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { resolveTenant } from './internal.ts';
+import { TenantId } from '../tenant/tenant-id.ts';
 
 /** Options of `suspendTenant`: the reason written into `tenant.suspended`. */
 export interface SuspendOptions {
@@ -19,7 +20,7 @@ export async function suspendTenant(db: Tenantwall, ref: string, options: Suspen
   const tenant = await resolveTenant(db, ref);
   return db.tenants.suspend(tenant.id, {
     onSuspended: async (client, t) => {
-      const { rows } = await client.query<{ ok: boolean }>(`SELECT to_regprocedure('tw_outbox_write(uuid, text, text, jsonb)') IS NOT NULL AS ok`);
+      const { rows } = await client.query<{ ok: boolean }>(`SELECT to_regprocedure('tw_outbox_write(${TenantId.sqlType()}, text, text, jsonb)') IS NOT NULL AS ok`);
       if (!rows[0]?.ok) return; // no metering tables: nothing to bill
       // The outbox's one writer is this SQL function (metering's writeOutboxEvent calls it too).
       const payload = { tenant_id: t.id, reason: options.reason ?? 'suspended', suspended_at: new Date().toISOString() };

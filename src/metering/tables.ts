@@ -1,5 +1,5 @@
 import type { DdlContext } from '../schema/ddl.ts';
-import { quoteIdent, tableSql } from '../schema/ddl.ts';
+import { TENANT_KEY_COLUMN_TYPE, quoteIdent, tableSql, tenantKeySql } from '../schema/ddl.ts';
 import { defineSchema, globalTable, tenantTable, type TableDecl } from '../schema/declare.ts';
 import { TenantwallError } from '../errors.ts';
 
@@ -83,7 +83,7 @@ export const meteringTables: readonly TableDecl[] = Object.freeze([
       id: { type: 'uuid', default: 'gen_random_uuid()' },
       url: { type: 'text', check: "url ~ '^https?://'" },
       secret: { type: 'text', check: "secret LIKE 'whsec_%'" },
-      scope_tenant_id: { type: 'uuid', nullable: true },
+      scope_tenant_id: { type: TENANT_KEY_COLUMN_TYPE, nullable: true },
       event_types: { type: 'text[]', nullable: true },
       active: { type: 'boolean', default: 'true' },
       created_at: { type: 'timestamptz', default: 'now()' },
@@ -93,7 +93,7 @@ export const meteringTables: readonly TableDecl[] = Object.freeze([
   globalTable({
     name: 'tw_webhook_deliveries',
     columns: {
-      event_tenant_id: { type: 'uuid' },
+      event_tenant_id: { type: TENANT_KEY_COLUMN_TYPE },
       event_id: { type: 'text' },
       endpoint_id: { type: 'uuid' },
       type: { type: 'text' },
@@ -300,6 +300,7 @@ export function meteringMigrationSql(ctx: DdlContext): string {
     throw new TenantwallError('schema_invalid', 'The metering tables need the default tenant column name tenant_id.');
   }
   const app = quoteIdent(ctx.appRole);
+  const key = tenantKeySql(ctx);
   // Rendered against a schema of the metering tables alone (same registry, column and policy form), so the
   // application's own schema and its first migration stay unchanged.
   const own: DdlContext = {
@@ -314,13 +315,13 @@ export function meteringMigrationSql(ctx: DdlContext): string {
     // The relay claims by status; partial indexes keep that a short index scan however large history grows.
     `CREATE INDEX "tw_outbox_pending_idx" ON "tw_outbox" ("created_at") WHERE "status" = 'pending';`,
     `CREATE INDEX "tw_webhook_deliveries_due_idx" ON "tw_webhook_deliveries" ("next_attempt_at") WHERE "status" IN ('pending', 'in_flight');`,
-    FUNCTIONS.trim(),
+    FUNCTIONS.trim().replaceAll('p_tenant uuid', `p_tenant ${key}`),
     // Functions are executable by PUBLIC by default; narrow that to the application role.
     ...[
-      'tw_outbox_write(uuid, text, text, jsonb)',
-      'tw_quota_consume(uuid, text, text, timestamptz, timestamptz, bigint, bigint, integer, boolean, integer[])',
-      'tw_quota_release(uuid, text, timestamptz, bigint)',
-      'tw_quota_rebalance(uuid, text, timestamptz, bigint, boolean)',
+      `tw_outbox_write(${key}, text, text, jsonb)`,
+      `tw_quota_consume(${key}, text, text, timestamptz, timestamptz, bigint, bigint, integer, boolean, integer[])`,
+      `tw_quota_release(${key}, text, timestamptz, bigint)`,
+      `tw_quota_rebalance(${key}, text, timestamptz, bigint, boolean)`,
     ].flatMap((f) => [
       `REVOKE ALL ON FUNCTION ${f} FROM PUBLIC;`,
       `GRANT EXECUTE ON FUNCTION ${f} TO ${app};`,

@@ -87,7 +87,7 @@ export class UsageReports {
   async adminUsage(query: UsageQuery = {}): Promise<UsageRow[]> {
     const tid = query.tenantId === undefined ? null : TenantId.parse(query.tenantId);
     const admin = this.#db.dangerouslyCrossTenant();
-    return this.#query(query, (sql, params) => admin.query(sql.replace('/*tenant*/', '($6::uuid IS NULL OR tenant_id = $6) AND'), [...params, tid]));
+    return this.#query(query, (sql, params) => admin.query(sql.replace('/*tenant*/', `($6::${TenantId.sqlType()} IS NULL OR tenant_id = $6) AND`), [...params, tid]));
   }
 
   async #query(q: UsageQuery, run: Run): Promise<UsageRow[]> {

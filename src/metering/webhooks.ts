@@ -520,7 +520,7 @@ export class Webhooks {
          FROM tw_webhook_endpoints e
         WHERE e.id = d.endpoint_id AND e.active AND d.status = ANY ($1::text[])
           AND ($2::text IS NULL OR d.event_id = $2 OR ${WEBHOOK_ID_SQL('d.event_tenant_id', 'd.event_id')} = $2)
-          AND ($3::uuid IS NULL OR d.event_tenant_id = $3) AND ($4::uuid IS NULL OR d.endpoint_id = $4)`,
+          AND ($3::${TenantId.sqlType()} IS NULL OR d.event_tenant_id = $3) AND ($4::uuid IS NULL OR d.endpoint_id = $4)`,
       [statuses, filter.eventId ?? null, filter.tenantId === undefined ? null : TenantId.parse(filter.tenantId), filter.endpointId === undefined ? null : endpointId(filter.endpointId)],
     );
     return rowCount ?? 0;

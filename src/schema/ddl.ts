@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { TenantwallError } from '../errors.ts';
+import type { TenantKeyType } from '../tenant/tenant-id.ts';
 import type { ColumnSpec, GlobalTable, Schema, TableDecl, TenantTable } from './declare.ts';
 
 /** What DDL generation needs besides the declarations. */
@@ -12,6 +13,19 @@ export interface DdlContext {
    * distributed by the tenant column and colocated, the registry and global tables as reference tables.
    */
   readonly citus?: boolean | undefined;
+  /** SQL type of tenant ids (the `tenantKey` option). Default `uuid`. */
+  readonly tenantKey?: TenantKeyType | undefined;
+}
+
+/**
+ * Column type placeholder for a column holding a tenant id outside the tenant column (metering's
+ * `scope_tenant_id`, ...): rendered as the configured tenant key type (`DdlContext.tenantKey`).
+ */
+export const TENANT_KEY_COLUMN_TYPE = 'tenant_key';
+
+/** The SQL type of tenant ids in `ctx`. */
+export function tenantKeySql(ctx: Pick<DdlContext, 'tenantKey'>): TenantKeyType {
+  return ctx.tenantKey ?? 'uuid';
 }
 
 /** Quotes an SQL identifier (double quotes, doubled inside). */
@@ -28,15 +42,15 @@ const q = quoteIdent;
 
 /** The policy expression (docs/architecture.md, "the policy shape"); a missing or reset setting reads as NULL, so nothing matches. */
 export function tenantPredicate(ctx: DdlContext): string {
-  const setting = `nullif(current_setting(${quoteLiteral(ctx.settingName)}, true), '')::uuid`;
+  const setting = `nullif(current_setting(${quoteLiteral(ctx.settingName)}, true), '')::${tenantKeySql(ctx)}`;
   const col = q(ctx.schema.tenantColumn);
   // Citus refuses policies with a sub-select on distributed tables.
   return ctx.schema.policyForm === 'plain' || ctx.citus ? `${col} = ${setting}` : `${col} = (SELECT ${setting})`;
 }
 
 /** One column definition of CREATE TABLE or ADD COLUMN. */
-export function columnSql(name: string, c: ColumnSpec): string {
-  let sql = `${q(name)} ${c.type}`;
+export function columnSql(name: string, c: ColumnSpec, ctx: DdlContext): string {
+  let sql = `${q(name)} ${c.type === TENANT_KEY_COLUMN_TYPE ? tenantKeySql(ctx) : c.type}`;
   if (!c.nullable) sql += ' NOT NULL';
   if (c.default !== undefined) sql += ` DEFAULT ${c.default}`;
   if (c.check !== undefined) sql += ` CHECK (${c.check})`;
@@ -52,7 +66,7 @@ export function registrySql(ctx: DdlContext): string {
   const t = q(ctx.schema.registryTable);
   return [
     `CREATE TABLE ${t} (
-  "id" uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  "id" ${tenantKeySql(ctx) === 'uuid' ? 'uuid PRIMARY KEY DEFAULT gen_random_uuid()' : `${tenantKeySql(ctx)} PRIMARY KEY`},
   "slug" text NOT NULL CHECK ("slug" ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
   "name" text NOT NULL CHECK (length("name") BETWEEN 1 AND 200),
   "status" text NOT NULL DEFAULT 'active' CHECK ("status" IN ('active', 'suspended', 'deleted')),
@@ -70,8 +84,8 @@ function tenantTableSql(t: TenantTable, ctx: DdlContext): string[] {
   const tc = ctx.schema.tenantColumn;
   const name = q(t.name);
   const body = [
-    `${q(tc)} uuid NOT NULL`,
-    ...Object.entries(t.columns).map(([n, c]) => columnSql(n, c)),
+    `${q(tc)} ${tenantKeySql(ctx)} NOT NULL`,
+    ...Object.entries(t.columns).map(([n, c]) => columnSql(n, c, ctx)),
     `CONSTRAINT ${q(`${t.name}_pkey`)} PRIMARY KEY (${cols([tc, ...t.primaryKey])})`,
   ];
   const fks = [`CONSTRAINT ${q(`${t.name}_${tc}_fkey`)} FOREIGN KEY (${q(tc)}) REFERENCES ${q(ctx.schema.registryTable)} ("id")`];
@@ -150,11 +164,13 @@ export function sharedPartitionName(table: string, i: number): string {
 }
 
 /**
- * A tenant's dedicated partition of `table`: `<table>_t_<uuid hex>`. Identifiers stop at 63 bytes, so a long
- * table name is shortened and disambiguated with a hash of the full name instead of being cut silently.
+ * A tenant's dedicated partition of `table`: `<table>_t_<uuid hex>` (ids of digits only as they are, other
+ * text ids as 32 hex of their sha256). Identifiers stop at 63 bytes, so a long table
+ * name is shortened and disambiguated with a hash of the full name instead of being cut silently.
  */
 export function dedicatedPartitionName(table: string, tenantId: string): string {
-  const hex = tenantId.replace(/-/g, '');
+  const plain = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(tenantId) ? tenantId.replace(/-/g, '') : tenantId;
+  const hex = plain !== tenantId || /^[0-9]{1,19}$/.test(tenantId) ? plain : createHash('sha256').update(tenantId).digest('hex').slice(0, 32);
   const full = `${table}_t_${hex}`;
   if (full.length <= 63) return full;
   return `${table.slice(0, 18)}_${createHash('sha256').update(table).digest('hex').slice(0, 8)}_t_${hex}`;
@@ -187,7 +203,7 @@ export function rlsSql(relation: string, ctx: DdlContext): string[] {
 function globalTableSql(t: GlobalTable, ctx: DdlContext): string[] {
   const name = q(t.name);
   const body = [
-    ...Object.entries(t.columns).map(([n, c]) => columnSql(n, c)),
+    ...Object.entries(t.columns).map(([n, c]) => columnSql(n, c, ctx)),
     `CONSTRAINT ${q(`${t.name}_pkey`)} PRIMARY KEY (${cols(t.primaryKey)})`,
   ];
   const fks = (t.foreignKeys ?? []).map((fk) => {

@@ -24,7 +24,7 @@ test('the reference service database: no error-level finding, every warn/info ex
 
     const url = new URL(t.database.url);
     url.username = t.db.options.appRole;
-    url.password = t.db.options.appPassword;
+    url.password = t.db.options.appPassword ?? '';
     const verify = await runVerify({ databaseUrl: t.database.url, appDatabaseUrl: url.toString(), appRole: t.db.options.appRole, checksum: true });
     assert.deepEqual(verify.findings.map((f) => `${f.ruleId} ${f.object}: ${f.message}`), []);
     assert.deepEqual(verify.notes, [], 'every table got rows for both tenants, so every row-based attack ran');

@@ -4,6 +4,7 @@ import { after, before, test } from 'node:test';
 import { TenantId, Tenantwall, TenantwallError, resolveOptions } from '../../src/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
+import { NOT_A_TENANT_ID, TEST_TENANT_KEY } from '../helpers/tenant-key.ts';
 
 const isCode = (code: string) => (e: unknown) => e instanceof TenantwallError && e.code === code;
 let t: TestTenantwall;
@@ -13,8 +14,8 @@ before(async () => {
 after(() => t.close());
 
 test('an invalid tenant id is refused before any query: invalid_tenant_id', () => {
-  for (const bad of ['1', "'; DROP TABLE invoices; --", 'A'.repeat(36)]) {
-    assert.throws(() => t.db.forTenant(bad), isCode('invalid_tenant_id'));
+  for (const bad of [...NOT_A_TENANT_ID, { uuid: '1', bigint: 'A'.repeat(36), text: 'a b' }[TEST_TENANT_KEY]]) {
+    assert.throws(() => t.db.forTenant(bad as string), isCode('invalid_tenant_id'), String(bad));
   }
 });
 

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { TenantId, TenantwallError, runWithTenant } from '../../src/index.ts';
+import { TENANT_KEY_TYPES, TenantId, TenantwallError, runWithTenant, type TenantKeyType } from '../../src/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { createTestTenantwall, type TestTenantwall } from '../helpers/db.ts';
+import { NOT_A_TENANT_ID } from '../helpers/tenant-key.ts';
 
 for (const scopeMode of ['implicit', 'explicit'] as const) {
   describe(`tenant scope (${scopeMode} mode)`, () => {
@@ -87,9 +88,18 @@ for (const scopeMode of ['implicit', 'explicit'] as const) {
 }
 
 test('TenantId validates and normalises', () => {
-  const id = TenantId.generate();
-  assert.equal(TenantId.parse(id.toUpperCase()), id);
-  for (const bad of ['', 'x', '1', `${id}x`, ` ${id}`, 42, null, undefined, {}, `${id.slice(0, 35)}g`]) {
-    assert.throws(() => TenantId.parse(bad), (e: unknown) => e instanceof TenantwallError && e.code === 'invalid_tenant_id', String(bad));
-  }
+  const id = TenantId.generate('uuid');
+  assert.equal(TenantId.parse(id.toUpperCase(), 'uuid'), id);
+  const refused = (bad: unknown, type: TenantKeyType) =>
+    assert.throws(() => TenantId.parse(bad, type), (e: unknown) => e instanceof TenantwallError && e.code === 'invalid_tenant_id', `${type} ${String(bad)}`);
+  for (const bad of ['', 'x', '1', `${id}x`, ` ${id}`, 42, null, undefined, {}, `${id.slice(0, 35)}g`]) refused(bad, 'uuid');
+  assert.equal(TenantId.parse('42', 'bigint'), '42');
+  assert.equal(TenantId.parse(42, 'bigint'), '42');
+  assert.equal(TenantId.parse(9223372036854775807n, 'bigint'), '9223372036854775807');
+  assert.match(TenantId.generate('bigint'), /^[1-9][0-9]*$/);
+  for (const bad of ['', 'x', '01', '-1', '+1', '1.0', ' 1', '9223372036854775808', 1.5, -1, 2 ** 53, null, id]) refused(bad, 'bigint');
+  assert.equal(TenantId.parse('Acme.EU_1-x', 'text'), 'Acme.EU_1-x');
+  assert.equal(TenantId.is(TenantId.generate('text'), 'text'), true);
+  for (const bad of ['', ' a', 'a ', '-a', '.a', 'a b', "a'b", 'é', 'x'.repeat(64), 42, null]) refused(bad, 'text');
+  for (const bad of NOT_A_TENANT_ID) for (const type of TENANT_KEY_TYPES) refused(bad, type);
 });

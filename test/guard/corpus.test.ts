@@ -1,14 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { TenantId, createGuard, isTenantwallError } from '../../src/index.ts';
+import { createGuard, isTenantwallError } from '../../src/index.ts';
 import { seedSchema } from '../fixtures/seed.ts';
+import { testTenantId } from '../helpers/tenant-key.ts';
 import { bind, corpus } from './corpus.ts';
 
 // The SQL parser loads once per process; every guard below can check synchronously after this.
 await createGuard(seedSchema).ready();
 
-const A = TenantId.parse('0000000a-0000-4000-8000-000000000000');
-const B = TenantId.parse('0000000b-0000-4000-8000-000000000000');
+const A = testTenantId(0xa);
+const B = testTenantId(0xb);
 
 
 test('the corpus has at least 150 statements, both verdicts, each with a reason', () => {

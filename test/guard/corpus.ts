@@ -5,6 +5,8 @@
  *
  * Parameters: T stands for the current tenant's id, O for another tenant's id; anything else is sent as is.
  */
+import { TEST_TENANT_KEY as K } from '../helpers/tenant-key.ts';
+
 export const T = Symbol('current tenant');
 export const O = Symbol('other tenant');
 
@@ -44,9 +46,9 @@ export const corpus: readonly CorpusEntry[] = [
   a('SELECT id, amount_cents FROM invoices WHERE invoices.tenant_id = $1 ORDER BY amount_cents', 'qualified by table name'),
   a('SELECT i.id FROM invoices i WHERE i.tenant_id = $1', 'qualified by alias'),
   a('SELECT i.id FROM invoices AS i WHERE $1 = i.tenant_id', 'parameter on the left'),
-  a('SELECT id FROM invoices WHERE tenant_id = $1::uuid', 'cast of the parameter to uuid'),
-  a('SELECT id FROM invoices WHERE tenant_id = CAST($1 AS uuid)', 'CAST syntax'),
-  a('SELECT id FROM invoices WHERE tenant_id = $1::text::uuid', 'chain of allowed casts'),
+  a(`SELECT id FROM invoices WHERE tenant_id = $1::${K}`, 'cast of the parameter to the tenant key type'),
+  a(`SELECT id FROM invoices WHERE tenant_id = CAST($1 AS ${K})`, 'CAST syntax'),
+  a(`SELECT id FROM invoices WHERE tenant_id = $1::varchar::text::${K}`, 'chain of allowed casts'),
   a('SELECT id FROM invoices WHERE amount_cents > 100 AND tenant_id = $1', 'predicate as a later conjunct'),
   a('SELECT id FROM invoices WHERE (amount_cents > 100 OR customer = $2) AND tenant_id = $1', 'OR elsewhere does not matter', { params: [T, 'x'] }),
   a('SELECT id FROM invoices WHERE NOT (tenant_id <> $1)', 'NOT (a <> b) is a = b'),
@@ -145,12 +147,12 @@ export const corpus: readonly CorpusEntry[] = [
   // ---- INSERT
   a("INSERT INTO invoices (tenant_id, customer, amount_cents) VALUES ($1, 'new', 5)", 'INSERT with the tenant parameter'),
   a("INSERT INTO invoices (customer, tenant_id, amount_cents) VALUES ('n1', $1, 5), ('n2', $1, 6) RETURNING customer", 'multi-row VALUES'),
-  a("INSERT INTO invoices (tenant_id, customer, amount_cents) VALUES ($1::uuid, 'cast', 1)", 'cast tenant parameter'),
+  a(`INSERT INTO invoices (tenant_id, customer, amount_cents) VALUES ($1::${K}, 'cast', 1)`, 'cast tenant parameter'),
   a('INSERT INTO invoices (tenant_id, customer, amount_cents) VALUES ($1, $2, $3), ($4, $5, $6)', 'several tenant parameters', { params: [T, 'p1', 1, T, 'p2', 2] }),
   a("INSERT INTO invoices (tenant_id, customer, amount_cents) SELECT tenant_id, email, 0 FROM customers WHERE tenant_id = $1", 'INSERT ... SELECT from a scoped source'),
   a("INSERT INTO invoices (tenant_id, customer, amount_cents) SELECT $1, email, 0 FROM customers WHERE tenant_id = $1", 'INSERT ... SELECT with the parameter'),
   a("INSERT INTO invoices (tenant_id, customer, amount_cents) SELECT c.tenant_id, c.email, 1 FROM customers c JOIN invoices i ON i.tenant_id = c.tenant_id AND i.customer_id = c.id WHERE c.tenant_id = $1", 'INSERT ... SELECT with a join'),
-  a("INSERT INTO invoices (tenant_id, customer, amount_cents) SELECT * FROM (VALUES ($1::uuid, 'v', 1)) v(t, c, a)", 'INSERT ... SELECT from VALUES'),
+  a(`INSERT INTO invoices (tenant_id, customer, amount_cents) SELECT * FROM (VALUES ($1::${K}, 'v', 1)) v(t, c, a)`, 'INSERT ... SELECT from VALUES'),
   a("INSERT INTO customers (tenant_id, email) VALUES ($1, 'a1@a.test') ON CONFLICT (tenant_id, email) DO UPDATE SET email = excluded.email", 'ON CONFLICT DO UPDATE on a tenant-led key'),
   a("INSERT INTO customers (tenant_id, email) VALUES ($1, 'a1@a.test') ON CONFLICT (tenant_id, email) DO UPDATE SET email = customers.email || '' WHERE customers.email IS NOT NULL", 'ON CONFLICT DO UPDATE reading the existing row'),
   a("INSERT INTO customers (tenant_id, email) VALUES ($1, 'a1@a.test') ON CONFLICT DO NOTHING", 'ON CONFLICT DO NOTHING'),

@@ -1,12 +1,13 @@
 import type pg from 'pg';
 import { TenantId, type Params, type Row, type Tenantwall, type TenantTransaction } from '../../src/index.ts';
 import { superQuery } from '../helpers/db.ts';
+import { testTenantId } from '../helpers/tenant-key.ts';
 
-/** Three tenants with fixed ids, so that two databases seeded alike give identical rows. */
+/** Three tenants with fixed ids (of the run's key type), so that two databases seeded alike give identical rows. */
 export const TENANTS = {
-  a: TenantId.parse('aaaaaaaa-0000-4000-8000-000000000000'),
-  b: TenantId.parse('bbbbbbbb-0000-4000-8000-000000000000'),
-  c: TenantId.parse('cccccccc-0000-4000-8000-000000000000'),
+  a: testTenantId(0xaaaaaaaa),
+  b: testTenantId(0xbbbbbbbb),
+  c: testTenantId(0xcccccccc),
 } as const;
 
 export const customerId = (t: 'a' | 'b' | 'c', k: number) => `${t.repeat(8)}-c000-4000-8000-00000000000${k}`;

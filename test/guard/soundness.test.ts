@@ -10,6 +10,7 @@ import { createGuard, type Guard, isTenantwallError } from '../../src/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 import { bind, corpus } from './corpus.ts';
+import { TEST_TENANT_KEY } from '../helpers/tenant-key.ts';
 import { OTHER_TENANTS_CHECKSUM, type Outcome, TENANTS, inRolledBackTransaction, leakedTokens, runStatement, seedTenants } from './fixture.ts';
 
 const A = TENANTS.a;
@@ -104,7 +105,7 @@ const PREDICATES = (x: Alias, y: Alias): string[] => [
   `${x}.tenant_id = ${y}.tenant_id`,
   `${x}.tenant_id IN ($1)`,
   `(${x}.tenant_id = $1) IS NOT FALSE`,
-  `${x}.tenant_id = $1::uuid`,
+  `${x}.tenant_id = $1::${TEST_TENANT_KEY}`,
   `NOT (${x}.tenant_id = $1 AND true)`,
   `true`,
 ];
@@ -128,7 +129,7 @@ function build(s: typeof shape extends fc.Arbitrary<infer S> ? S : never): strin
   const and = (xs: string[]) => (xs.length === 0 ? 'true' : xs.join(' AND '));
   const sub = s.sub ? ` AND ${s.sub.negate ? 'NOT ' : ''}EXISTS (SELECT 1 FROM customers s WHERE ${and(s.sub.preds)} AND s.id = i.customer_id)` : '';
   // Both parameters always appear, so their types are known whatever the generated predicates use.
-  const where = `${and([...s.whereI, ...(s.join === 'none' ? [] : s.whereC)])}${sub} AND $1::uuid IS NOT NULL AND $2::uuid IS NOT NULL`;
+  const where = `${and([...s.whereI, ...(s.join === 'none' ? [] : s.whereC)])}${sub} AND $1::${TEST_TENANT_KEY} IS NOT NULL AND $2::${TEST_TENANT_KEY} IS NOT NULL`;
   const on = `c.id = i.customer_id AND ${and([...s.onI, ...s.onC])}`;
   if (s.kind === 'update' || s.kind === 'delete') {
     const head = s.kind === 'update' ? 'UPDATE invoices i SET amount_cents = i.amount_cents + 1' : 'DELETE FROM invoices i';
@@ -176,7 +177,7 @@ test('generated statements (fast-check): whatever the guard accepts is sound wit
 // ---- generated statements that carry the tenant through derived tables, CTEs, set operations, INSERT ... SELECT
 // and MERGE (the "pinned column" reasoning)
 
-const PINS = (x: Alias) => [`${x}.tenant_id`, '$1::uuid', '$2::uuid', `${x}.id`, 'gen_random_uuid()', `coalesce(${x}.tenant_id, $1)`];
+const PINS = (x: Alias) => [`${x}.tenant_id`, `$1::${TEST_TENANT_KEY}`, `$2::${TEST_TENANT_KEY}`, `${x}.id`, 'gen_random_uuid()', `coalesce(${x}.tenant_id, $1)`];
 const carried = fc.record({
   form: fc.constantFrom('insert-select', 'derived-join', 'cte-join', 'union-join', 'merge'),
   pinI: fc.constantFrom(...PINS('i')),
@@ -187,7 +188,7 @@ const carried = fc.record({
 });
 
 function buildCarried(s: typeof carried extends fc.Arbitrary<infer S> ? S : never): string {
-  const and = (xs: string[]) => [...xs, '$1::uuid IS NOT NULL', '$2::uuid IS NOT NULL'].join(' AND ');
+  const and = (xs: string[]) => [...xs, `$1::${TEST_TENANT_KEY} IS NOT NULL`, `$2::${TEST_TENANT_KEY} IS NOT NULL`].join(' AND ');
   const inner = `SELECT ${s.pinI} AS t, i.id AS iid FROM invoices i WHERE ${and(s.predI)}`;
   switch (s.form) {
     case 'insert-select':

@@ -20,7 +20,7 @@ test('the metering tables pass the isolation audit and the active verify attacks
     assert.deepEqual(lines, []);
     const url = new URL(f.t.database.url);
     url.username = f.t.db.options.appRole;
-    url.password = f.t.db.options.appPassword;
+    url.password = f.t.db.options.appPassword ?? '';
     const verify = await runVerify({ databaseUrl: f.t.database.url, appDatabaseUrl: url.toString(), appRole: f.t.db.options.appRole, checksum: true });
     assert.deepEqual(verify.findings.map((x) => `${x.ruleId} ${x.object}: ${x.message}`), []);
     assert.deepEqual(verify.notes, []);

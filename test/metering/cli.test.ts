@@ -47,6 +47,16 @@ describe('CLI: tenantwall usage / webhooks', () => {
     assert.equal(plan.code, 0, plan.err);
     assert.equal(JSON.parse(plan.out).version, 1);
     assert.equal((await cli('usage', 'set-plan', ...db, A, 'gold')).code, 1);
+    // A tenant by slug, as every command accepts (issue 13: set-plan refused the slug).
+    const bySlug = await cli('usage', 'set-plan', ...db, 'a', 'pro', '--json');
+    assert.equal(bySlug.code, 0, bySlug.err);
+    assert.equal(JSON.parse(bySlug.out).tenant_id, A);
+    assert.equal(JSON.parse(bySlug.out).changed, false);
+    const query = await cli('usage', 'query', ...db, '--meter', 'tokens', '--granularity', 'month', '--json', '--tenant', 'a');
+    assert.equal(JSON.parse(query.out)[0].value, 10);
+    const unknown = await cli('usage', 'set-plan', ...db, 'no-such-tenant', 'pro');
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.err, /\[tenant_not_found\]/);
   });
 
   test('webhooks replay re-queues dead deliveries with the same webhook-id', async () => {
