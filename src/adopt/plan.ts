@@ -16,6 +16,11 @@ export interface AdoptOptions {
   readonly globalTables?: readonly string[] | undefined;
   readonly appRole: string;
   readonly settingName: string;
+  /**
+   * SQL type of tenant ids (the `tenantKey` option, default `uuid`). `uuid`: every tenant gets a new uuid.
+   * `bigint` / `text`: the tenant table's own key becomes the tenant id (`organizations.id` 42 is tenant 42).
+   */
+  readonly tenantKey?: 'uuid' | 'bigint' | 'text' | undefined;
   /** Module the declaration imports from (default `tenantwall`). */
   readonly importFrom?: string | undefined;
   /** Rows per backfill batch (default 1000). */
@@ -120,6 +125,14 @@ export function planAdoption(tables: readonly DbTable[], options: AdoptOptions):
     if (why) undecided.push({ table: t.name, reason: `left as it is: ${why}`, fix: t.partitioned || !pkOf(t) ? 'adopt it by hand (docs/adopting.md)' : 'rename the column or table' });
   }
 
+  const key = options.tenantKey ?? 'uuid';
+  const rootKey = pkOf(rootTable)?.columns ?? [];
+  const rootKeyType = rootTable.columns.find((c) => c.name === rootKey[0])?.type ?? '';
+  if (key !== 'uuid' && (rootKey.length !== 1 || (key === 'bigint' && !['bigint', 'integer', 'smallint'].includes(rootKeyType)))) {
+    undecided.push({ table: rootTable.name, reason: `tenant key type ${key} needs a single-column ${key === 'bigint' ? 'integer ' : ''}primary key on the tenant table (it is ${rootKey.join(', ')}: ${rootKeyType})`, fix: 'TENANTWALL_TENANT_KEY=uuid (new uuid tenant ids)' });
+    return empty();
+  }
+
   // 3. The path to the tenant: shortest chain of NOT NULL single-column foreign keys (or --tenant-key columns).
   type Edge = { column: string; parent: string; refColumn: string; nullable: boolean };
   const edgesOf = (t: DbTable): Edge[] => {
@@ -180,7 +193,7 @@ export function planAdoption(tables: readonly DbTable[], options: AdoptOptions):
 
   // 4. The online migration.
   const schema = declare(tenant, globals, tenantNames, tc, registry, notes);
-  const ctx: DdlContext = { schema, appRole: options.appRole, settingName: options.settingName };
+  const ctx: DdlContext = { schema, appRole: options.appRole, settingName: options.settingName, tenantKey: key };
   const rootPk = pkOf(rootTable)?.columns ?? [];
   const steps: string[] = [];
   const step = (kind: 'transaction' | 'concurrently' | 'batch', label: string, sql: string[]) => {
@@ -189,10 +202,21 @@ export function planAdoption(tables: readonly DbTable[], options: AdoptOptions):
 
   const first: string[] = [registrySql(ctx)];
   for (const t of tenant) {
-    first.push(`ALTER TABLE ${q(t.name)} ADD COLUMN ${q(tc)} uuid;`);
+    first.push(`ALTER TABLE ${q(t.name)} ADD COLUMN ${q(tc)} ${key};`);
     const e = via.get(t.name);
-    if (t === rootTable) {
+    if (t === rootTable && key === 'uuid') {
       first.push(`ALTER TABLE ${q(t.name)} ALTER COLUMN ${q(tc)} SET DEFAULT gen_random_uuid();`);
+    } else if (t === rootTable) {
+      // The tenant table's own key is the tenant id: new rows take it too.
+      const fn = q(`tenantwall_fill_${t.name}`);
+      first.push(`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF NEW.${q(tc)} IS NULL THEN
+    NEW.${q(tc)} := NEW.${q(rootKey[0] as string)}::${key};
+  END IF;
+  RETURN NEW;
+END $fn$;`);
+      first.push(`CREATE TRIGGER ${q(`tenantwall_fill_${tc}`)} BEFORE INSERT ON ${q(t.name)} FOR EACH ROW EXECUTE FUNCTION ${fn}();`);
     } else if (e) {
       // Rows written while the backfill runs (and later writes that leave the column out) take the parent's tenant.
       const fn = q(`tenantwall_fill_${t.name}`);
@@ -213,7 +237,8 @@ END $fn$;`);
     const e = via.get(t.name);
     const pick = (extra: string) => `SELECT ${cols(pk)} FROM ${q(t.name)} WHERE ${q(tc)} IS NULL${extra} ORDER BY ${cols(pk)} LIMIT ${batch} FOR UPDATE`;
     if (t === rootTable) {
-      step('batch', `backfill ${t.name}`, [`UPDATE ${q(t.name)} SET ${q(tc)} = gen_random_uuid() WHERE (${cols(pk)}) IN (${pick('')});`]);
+      const value = key === 'uuid' ? 'gen_random_uuid()' : `${q(rootKey[0] as string)}::${key}`;
+      step('batch', `backfill ${t.name}`, [`UPDATE ${q(t.name)} SET ${q(tc)} = ${value} WHERE (${cols(pk)}) IN (${pick('')});`]);
     } else if (e) {
       step('batch', `backfill ${t.name} from ${e.parent}`, [
         `UPDATE ${q(t.name)} c SET ${q(tc)} = p.${q(tc)} FROM ${q(e.parent)} p WHERE p.${q(e.refColumn)} = c.${q(e.column)} AND p.${q(tc)} IS NOT NULL AND (${pk.map((c) => `c.${q(c)}`).join(', ')}) IN (${pick(` AND ${q(e.column)} IS NOT NULL`)});`,

@@ -25,6 +25,8 @@ Reads an existing database and writes, without applying anything:
   --tenant-column <name>        the column to add (default tenant_id)
   --registry-table <name>       the registry to create (default tenants)
   --batch-size <n>              rows per backfill batch (default 1000)
+  (tenant key type: the tenantKey option, TENANTWALL_TENANT_KEY=uuid|bigint|text; bigint/text keep the
+   tenant table's own key as the tenant id)
   --import-from <module>        module the declaration imports (default tenantwall)
   --json                        print the plan as JSON
 exit codes: 0 written and nothing undecided, 1 written with undecided tables (listed), 2 nothing written
@@ -81,6 +83,7 @@ export async function adoptCommand(argv: string[]): Promise<number> {
     globalTables: list(values['global-tables']),
     appRole: options.appRole,
     settingName: options.settingName,
+    tenantKey: options.tenantKey,
     batchSize,
     importFrom: values['import-from'],
   });
@@ -104,7 +107,7 @@ export async function adoptCommand(argv: string[]): Promise<number> {
 import { loadMigrations } from ${JSON.stringify(values['import-from'] ?? 'tenantwall')};
 export { schema } from ${JSON.stringify(rel(schemaFile))};
 export const migrations = loadMigrations(new URL(${JSON.stringify(`${rel(migrationsDir)}/`)}, import.meta.url));
-`);
+${options.tenantKey === 'uuid' ? '' : `// Tenant ids are the tenant table's own ${options.tenantKey} keys: every process must use the same type.\nexport const options = { tenantKey: ${JSON.stringify(options.tenantKey)} } as const;\n`}`);
       written.push(config);
     }
   }
