@@ -181,3 +181,39 @@ test('the written declaration matches the adopted database: migrate generate wri
   const r = await run('node', [...CLI, 'migrate', 'generate', '--json', '--config', path.join(dir, 'tenantwall.config.ts'), '--dir', path.join(dir, 'migrations')], { env, cwd: ROOT }).catch((e: { stdout: string; stderr: string }) => assert.fail(`${e.stdout}\n${e.stderr}`));
   assert.deepEqual(JSON.parse(r.stdout), { file: null, changes: [], refused: [] });
 });
+
+test('tenantKey bigint: the legacy organizations.id becomes the tenant id; migrate, audit and tenant queries work', async () => {
+  const legacy = await createTestDatabase();
+  const bigDir = path.join(ROOT, '.tmp', `adopt-bigint-${randomBytes(4).toString('hex')}`);
+  const bigEnv = { ...process.env, DATABASE_URL: legacy.url, TENANTWALL_TENANT_KEY: 'bigint' };
+  try {
+    await superQuery(legacy.name, LEGACY_SQL);
+    const owners = (await superQuery(legacy.name, OWNERSHIP_SQL)).rows;
+    const adopt = await run('node', [...CLI, 'adopt', '--dir', bigDir, '--json'], { env: bigEnv, cwd: ROOT });
+    assert.deepEqual((JSON.parse(adopt.stdout) as { undecided: unknown[] }).undecided, []);
+    assert.match(fs.readFileSync(path.join(bigDir, 'tenantwall.config.ts'), 'utf8'), /tenantKey: "bigint"/);
+    // The config carries the key type: migrate needs no environment variable for it.
+    await run('node', [...CLI, 'migrate', '--config', path.join(bigDir, 'tenantwall.config.ts')], { env: { ...process.env, DATABASE_URL: legacy.url }, cwd: ROOT });
+    const same = await superQuery(legacy.name, `SELECT count(*)::int AS n FROM organizations WHERE tenant_id <> id`);
+    assert.equal(same.rows[0].n, 0);
+    assert.deepEqual((await superQuery(legacy.name, TENANT_OWNERSHIP_SQL)).rows, owners);
+    const audit = await run('node', [...CLI, 'audit', '--json', '--app-role', 'tenantwall_app', '--global-tables', 'countries'], { env: bigEnv, cwd: ROOT }).catch((e: { stdout: string }) => e);
+    assert.deepEqual((JSON.parse(audit.stdout) as { findings: { severity: string }[] }).findings.filter((f) => f.severity === 'error'), []);
+    const { schema } = (await import(path.join(bigDir, 'tenantwall.schema.ts'))) as { schema: Schema };
+    const db = await Tenantwall.connect({ schema, databaseUrl: legacy.url, manageRoles: false, tenantKey: 'bigint', guard: createGuard(schema) });
+    try {
+      const globex = await db.tenants.getBySlug('globex');
+      assert.ok(globex);
+      const orgId = (await superQuery(legacy.name, `SELECT id::text FROM organizations WHERE slug = 'globex'`)).rows[0].id as string;
+      assert.equal(String(globex.id), orgId);
+      const users = await db.forTenant(globex.id).query<{ email: string }>('SELECT email FROM users WHERE tenant_id = $1', [globex.id]);
+      assert.equal(users.rows.length, 5);
+      assert.ok(users.rows.every((r) => r.email.endsWith('@globex.test')));
+    } finally {
+      await db.close();
+    }
+  } finally {
+    await legacy.drop();
+    fs.rmSync(bigDir, { recursive: true, force: true });
+  }
+});
