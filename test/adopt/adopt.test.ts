@@ -217,3 +217,34 @@ test('tenantKey bigint: the legacy organizations.id becomes the tenant id; migra
     fs.rmSync(bigDir, { recursive: true, force: true });
   }
 });
+
+test('what adopt cannot decide is listed (printed and --json) with the fix, and those tables are left alone', async () => {
+  const odd = await createTestDatabase();
+  const oddDir = path.join(ROOT, '.tmp', `adopt-odd-${randomBytes(4).toString('hex')}`);
+  const oddEnv = { ...process.env, DATABASE_URL: odd.url };
+  try {
+    await superQuery(odd.name, `
+      CREATE TABLE accounts (id serial PRIMARY KEY, name text NOT NULL);
+      CREATE TABLE notes (id serial PRIMARY KEY, account_id integer REFERENCES accounts (id), body text);
+      CREATE TABLE events (account_id integer NOT NULL REFERENCES accounts (id), payload text);
+      CREATE TABLE users (id serial PRIMARY KEY, account_id integer NOT NULL REFERENCES accounts (id), email text NOT NULL);
+      CREATE UNIQUE INDEX users_email_lower ON users (lower(email));`);
+    const json = await run('node', [...CLI, 'adopt', '--dir', oddDir, '--json'], { env: oddEnv, cwd: ROOT }).catch((e: { code: number; stdout: string }) => e);
+    assert.equal((json as { code?: number }).code, 1);
+    const plan = JSON.parse(json.stdout) as { undecided: { table: string; reason: string; fix: string }[]; tenantTables: { table: string }[] };
+    assert.deepEqual(plan.tenantTables.map((t) => t.table).sort(), ['accounts', 'users']);
+    assert.deepEqual(plan.undecided.map((u) => u.table).sort(), ['events', 'notes', 'users']);
+    assert.match(plan.undecided.find((u) => u.table === 'notes')?.fix ?? '', /--tenant-key notes=|NOT NULL/);
+    assert.match(plan.undecided.find((u) => u.table === 'events')?.reason ?? '', /no primary key/);
+    assert.match(plan.undecided.find((u) => u.table === 'users')?.reason ?? '', /users_email_lower/);
+    fs.rmSync(oddDir, { recursive: true, force: true });
+    const text = await run('node', [...CLI, 'adopt', '--dir', oddDir], { env: oddEnv, cwd: ROOT }).catch((e: { stdout: string }) => e);
+    assert.match(text.stdout, /could not decide \(3\):/);
+    assert.match(text.stdout, /notes: reaches a tenant only through the nullable column account_id/);
+    const sql = fs.readFileSync(path.join(oddDir, 'migrations/0001_adopt.sql'), 'utf8');
+    assert.doesNotMatch(sql, /"notes"|"events"/);
+  } finally {
+    await odd.drop();
+    fs.rmSync(oddDir, { recursive: true, force: true });
+  }
+});
