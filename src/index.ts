@@ -92,5 +92,7 @@ export { TenantActivity, rankActivity, OTHER_TENANTS, ACTIVITY_RESOURCES, type A
 export { OTHER_LABEL, NO_TENANT_LABEL } from './observability/labels.ts';
 export { resolveObservabilityOptions, OBSERVABILITY_OPTIONS, type ObservabilityOptions, type ResolvedObservabilityOptions } from './observability/options.ts';
 export { rebalanceCluster, parseNode, type CitusNode, type CitusPlacement, type RebalanceResult, type RebalanceMove } from './lifecycle/citus.ts';
+// adopting an existing database, generated and online migrations
+export { loadMigrations, onlineSteps, applyOnlineMigration, type OnlineStep, type OnlineStepKind, type MigrationProgress, type ApplyMigrationsOptions } from './schema/migrations.ts';
 export { TENANT_KEY_TYPES, TEXT_TENANT_ID_PATTERN, tenantKeyType, type TenantKeyType } from './tenant/tenant-id.ts';
 export { TENANT_KEY_COLUMN_TYPE, tenantKeySql } from './schema/ddl.ts';

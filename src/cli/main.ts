@@ -7,6 +7,7 @@ import { usageCommand } from './usage.ts';
 import { webhooksCommand } from './webhooks.ts';
 import { topCommand } from './top.ts';
 import { clusterCommand } from './cluster.ts';
+import { adoptCommand } from './adopt.ts';
 import { keysCommand } from './keys.ts';
 
 /**
@@ -24,6 +25,7 @@ const commands: Record<string, { run: Command; summary: string }> = {
   webhooks: { run: webhooksCommand, summary: 'replay dead deliveries, list deliveries, manage endpoints, run the relay' },
   top: { run: topCommand, summary: 'noisy neighbours: tenants ranked by database time, statements, rows, requests (--json, --watch)' },
   cluster: { run: clusterCommand, summary: 'Citus: rebalance the shards over the workers (keeps dedicated-node tenants pinned)' },
+  adopt: { run: adoptCommand, summary: 'write the migration and declaration that bring an existing database under tenantwall' },
   keys: { run: keysCommand, summary: 'create (printed once), list and revoke API keys of a tenant (id or slug)' },
 };
 

@@ -6,7 +6,7 @@ import { type ResolvedOptions, type TenantwallOptions, parseDatabaseUrl, resolve
 import { TenantwallError } from '../errors.ts';
 import type { Schema } from '../schema/declare.ts';
 import { type DdlContext, quoteIdent, quoteLiteral } from '../schema/ddl.ts';
-import { type MigrateResult, type Migration, applyMigrations, renderMigrations, type RenderedMigration } from '../schema/migrations.ts';
+import { type MigrateResult, type Migration, type MigrationProgress, applyMigrations, renderMigrations, type RenderedMigration } from '../schema/migrations.ts';
 import { currentTenantContext, requireTenantId, runWithTenant } from '../tenant/context.ts';
 import { TenantId, configureTenantKey } from '../tenant/tenant-id.ts';
 import { checkCitusSettings, detectCitus } from './citus.ts';
@@ -558,12 +558,15 @@ export class Tenantwall {
     return renderMigrations(migrations, this.ddlContext);
   }
 
-  /** Applies pending migrations as the owner, in one transaction under an advisory lock. */
-  async migrate(migrations: readonly Migration[]): Promise<MigrateResult> {
+  /**
+   * Applies pending migrations as the owner, in one transaction under an advisory lock (an online migration
+   * runs step by step; `onProgress` hears about each step and batch).
+   */
+  async migrate(migrations: readonly Migration[], options: { onProgress?: (p: MigrationProgress) => void } = {}): Promise<MigrateResult> {
     const rendered = this.renderMigrations(migrations);
     const client = await this.#checkout(this.#requireOwner('migrate()'));
     try {
-      return await applyMigrations(client, rendered, { ownerRole: this.options.ownerRole, citus: this.citusVersion !== undefined });
+      return await applyMigrations(client, rendered, { ownerRole: this.options.ownerRole, citus: this.citusVersion !== undefined, onProgress: options.onProgress });
     } finally {
       client.release();
     }

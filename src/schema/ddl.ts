@@ -48,7 +48,8 @@ export function tenantPredicate(ctx: DdlContext): string {
   return ctx.schema.policyForm === 'plain' || ctx.citus ? `${col} = ${setting}` : `${col} = (SELECT ${setting})`;
 }
 
-function columnSql(name: string, c: ColumnSpec, ctx: DdlContext): string {
+/** One column definition of CREATE TABLE or ADD COLUMN. */
+export function columnSql(name: string, c: ColumnSpec, ctx: DdlContext): string {
   let sql = `${q(name)} ${c.type === TENANT_KEY_COLUMN_TYPE ? tenantKeySql(ctx) : c.type}`;
   if (!c.nullable) sql += ' NOT NULL';
   if (c.default !== undefined) sql += ` DEFAULT ${c.default}`;
