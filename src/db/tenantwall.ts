@@ -33,6 +33,10 @@ export interface QueryOptions {
    *   planned for their values) or inside `transaction()`.
    */
   plan?: 'custom' | 'generic' | undefined;
+  /** `'array'`: rows as arrays in column order (query builders that map columns by position, e.g. Drizzle). */
+  rowMode?: 'array' | undefined;
+  /** Type parsers for this statement's result instead of pg's global ones (e.g. Drizzle keeps dates as text). */
+  types?: pg.CustomTypesConfig | undefined;
 }
 
 /**
@@ -124,7 +128,7 @@ class Transaction implements TenantTransaction {
     return this.#client !== undefined;
   }
 
-  async query<R extends Row = Row>(sql: string, params: Params = []): Promise<pg.QueryResult<R>> {
+  async query<R extends Row = Row>(sql: string, params: Params = [], options?: QueryOptions): Promise<pg.QueryResult<R>> {
     const client = this.#client;
     if (!client) {
       // The connection went back to the pool: using it now could run in another tenant's transaction.
@@ -132,6 +136,7 @@ class Transaction implements TenantTransaction {
     }
     this.#guard?.check(sql, params, this.tenantId);
     try {
+      if (options?.rowMode || options?.types) return await client.query<R>({ text: sql, values: params as unknown[], rowMode: options.rowMode, types: options.types } as pg.QueryConfig);
       return await client.query<R>(sql, params as unknown[]);
     } catch (err) {
       throw this.#mapError(err);
@@ -329,7 +334,7 @@ export class Tenantwall {
     for (let attempt = 0; ; attempt++) {
       const statement = cache?.acquire(client, sql);
       try {
-        const result = await runPipelined<R>(client, sql, params, before, after, statement);
+        const result = await runPipelined<R>(client, sql, params, before, after, statement, options);
         if (statement) cache?.confirm(client, sql, statement);
         client.release();
         return result;

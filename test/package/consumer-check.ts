@@ -7,7 +7,7 @@
  *      README's "Use tenantwall in your app" example and on a file importing every subpath;
  *   3. the README example, compiled by the consumer's tsc, runs against a fresh database;
  *   4. `npx tenantwall --help` runs from dist on plain Node;
- *   5. step 2 again with the oldest fastify 5 and kysely minors the peer ranges claim;
+ *   5. step 2 again with the oldest fastify 5, kysely, drizzle-orm and graphile-worker versions the peer ranges claim;
  *   6. publint and @arethetypeswrong/cli (esm-only profile) report nothing on the tarball.
  *
  * Usage: `npm run check:package` (DATABASE_URL: a superuser URL to create the scratch database on; without it an
@@ -26,8 +26,8 @@ const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
   peerDependencies: Record<string, string>;
 };
 /** The oldest versions the peer ranges claim; step 5 type-checks against them. */
-const OLDEST = { fastify: '5.10.0', kysely: '0.28.0' };
-const LATEST = { fastify: '^5', kysely: '^0.28' };
+const OLDEST = { fastify: '5.10.0', kysely: '0.28.0', drizzle: '0.45.0', graphileWorker: '0.18.0' };
+const LATEST = { fastify: '^5', kysely: '^0.28', drizzle: '^0.45', graphileWorker: '^0.18' };
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantwall-consumer-'));
 const app = path.join(work, 'app');
@@ -91,7 +91,7 @@ function writeSubpathFiles(list: readonly string[]): void {
 writeSubpathFiles(subpaths);
 
 const npmInstall = (specs: string[]) => run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', ...specs]);
-npmInstall([tarball, 'pg', `fastify@${LATEST.fastify}`, `kysely@${LATEST.kysely}`, '@sinclair/typebox@^0.34', 'typescript@^5.9', '@types/node@^20']);
+npmInstall([tarball, 'pg', `fastify@${LATEST.fastify}`, `kysely@${LATEST.kysely}`, `drizzle-orm@${LATEST.drizzle}`, `graphile-worker@${LATEST.graphileWorker}`, '@sinclair/typebox@^0.34', 'typescript@^5.9', '@types/node@^20']);
 
 // 2. Plain node imports every subpath.
 const smoke = run('node', ['smoke.mjs']);
@@ -133,7 +133,7 @@ const help = run('npx', ['--no-install', 'tenantwall', '--help'], { env: { ...pr
 if (!/migrate/.test(help)) throw new Error(`tenantwall --help printed:\n${help}`);
 
 // 5. The oldest peer versions claimed.
-npmInstall([`fastify@${OLDEST.fastify}`, `kysely@${OLDEST.kysely}`]);
+npmInstall([`fastify@${OLDEST.fastify}`, `kysely@${OLDEST.kysely}`, `drizzle-orm@${OLDEST.drizzle}`, `graphile-worker@${OLDEST.graphileWorker}`]);
 run('npx', ['tsc', '-p', '.', '--noEmit']);
 run('node', ['smoke.mjs']);
 
