@@ -11,7 +11,7 @@ import { type EmbeddedServer, startEmbeddedPostgres } from './embedded.ts';
 import { type DbLimits, LimitCounter, type LimitExceeded, type LimitName, type LimitsProvider, LimitSteps, NO_LIMITS, type ResolvedLimits, limitOf, resolveLimits, resolveLimitsOnce } from './limits.ts';
 import { isConnectionError, mapPgError } from './pg-errors.ts';
 import { type PreparedStep, runPipelined } from './pipelined-query.ts';
-import { poolerStartupError } from './pooler.ts';
+import { detectPooler, poolerStartupError, type PoolerDetection } from './pooler.ts';
 import { StatementCache } from './statement-cache.ts';
 import { TenantRegistry } from './tenant-registry.ts';
 import { withTransaction } from './transaction.ts';
@@ -170,6 +170,8 @@ const COMMIT: PreparedStep = { name: 'tenantwall_commit', text: 'COMMIT', values
 
 export class Tenantwall {
   readonly options: ResolvedOptions;
+  /** How the pooler mode in `options.pooler` was chosen: the option, or detection when it was `auto` (docs/poolers.md). */
+  readonly pooler: PoolerDetection;
   readonly schema: Schema;
   readonly tenants: TenantRegistry;
   /** The Citus version when the database is a Citus coordinator (explicit scope mode, plain policies, distributed DDL). */
@@ -198,7 +200,9 @@ export class Tenantwall {
     guard: StatementGuard | undefined,
     input: CreateTenantwallOptions,
     citusVersion: string | undefined,
+    pooler: PoolerDetection,
   ) {
+    this.pooler = pooler;
     this.options = options;
     this.citusVersion = citusVersion;
     this.schema = schema;
@@ -227,7 +231,8 @@ export class Tenantwall {
    * `manageRoles`, and refuses to start when the application role could bypass row-level security.
    */
   static async connect(input: CreateTenantwallOptions): Promise<Tenantwall> {
-    const options = resolveOptions(input);
+    const resolvedInput = resolveOptions(input);
+    const options = resolvedInput;
     let embedded: EmbeddedServer | undefined;
     let databaseUrl = options.databaseUrl;
     if (databaseUrl === undefined) {
@@ -251,8 +256,12 @@ export class Tenantwall {
     try {
       await checkServer(ownerPool);
       const citusVersion = await detectCitus(ownerPool);
-      if (options.manageRoles) await ensureRoles(ownerPool, options);
-      const appUrl = options.appDatabaseUrl ?? deriveAppUrl(databaseUrl, options);
+      if (resolvedInput.manageRoles) await ensureRoles(ownerPool, resolvedInput);
+      const appUrl = resolvedInput.appDatabaseUrl ?? deriveAppUrl(databaseUrl, resolvedInput);
+      // `auto`: one probe connection tells a pooler from the server (docs/poolers.md#detection).
+      const detection: PoolerDetection =
+        resolvedInput.pooler === 'auto' ? await detectPooler(appUrl, resolvedInput.connectTimeoutMs) : { mode: resolvedInput.pooler, source: 'option' };
+      const options = Object.freeze({ ...resolvedInput, pooler: detection.mode });
       appPool = new pg.Pool({
         connectionString: appUrl,
         max: options.poolSize,
@@ -272,7 +281,7 @@ export class Tenantwall {
       // On Citus only SET LOCAL inside an explicit transaction reaches the workers (docs/scale-out.md).
       const resolved = Object.freeze({ ...options, databaseUrl, ...(citusVersion !== undefined ? { scopeMode: 'explicit' as const } : {}) });
       await input.guard?.ready?.();
-      return new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard, input, citusVersion);
+      return new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard, input, citusVersion, detection);
     } catch (err) {
       await appPool?.end().catch(() => undefined);
       await ownerPool.end().catch(() => undefined);
