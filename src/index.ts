@@ -82,3 +82,5 @@ export type { ClosePeriodInput } from './metering/billing.ts';
 export { RateLimiter, PostgresRateLimitStore, RedisRateLimitStore, type RateLimitStore, type RateLimitDecision, type LimiterOptions, type RedisClientLike } from './metering/rate-limit.ts';
 export { Webhooks, WebhookRelay, verifyWebhook, writeOutboxEvent, retryDelayMs, webhookId, resolveWebhooksOptions, BILLING_EVENT_TYPES, DEFAULT_RETRY_SCHEDULE_MS, type WebhookEndpoint, type WebhookDelivery, type WebhooksOptions, type RelayOptions, type RelayRound, type ReplayFilter, type VerifiedWebhook, type BillingEventType } from './metering/webhooks.ts';
 export { planLimits } from './metering/plan-limits.ts';
+export type { PoolerMode, PoolerSetting } from './config/options.ts';
+export type { PoolerDetection } from './db/pooler.ts';
