@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { once } from 'node:events';
 import { after, before, test } from 'node:test';
-import { type TenantId, deleteTenant, isTenantwallError, suspendTenant } from '../../src/index.ts';
+import { type TenantId, deleteTenant, isTenantwallError, runAudit, suspendTenant } from '../../src/index.ts';
 import { type TenantTaskHandler, dangerouslyEnqueueCrossTenantJob, enqueueJob, installJobQueue, startTenantWorker, type TenantWorker } from '../../src/jobs/index.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 import { waitFor } from '../webhooks/receiver.ts';
@@ -214,4 +214,10 @@ test('kill -9 of a worker mid-job: the job runs again in A\'s scope', async () =
   assert.deepEqual(reruns, [{ tenant: A, setting: A, attempt: 2, bodies: ['a-note-1', 'a-note-2'] }]);
   const { rows } = await t.db.forTenant(A).query<{ status: string }>('SELECT status FROM tw_jobs WHERE tenant_id = $1 AND id = $2', [A, jobId]);
   assert.deepEqual(rows, [{ status: 'done' }]);
+});
+
+test('tenantwall audit on a database with the jobs tables: no error-level finding', async () => {
+  const report = await runAudit({ databaseUrl: t.database.url, appRole: t.db.options.appRole });
+  const errors = report.findings.filter((f) => f.severity === 'error');
+  assert.deepEqual(errors.map((f) => `${f.ruleId}: ${f.message}`), []);
 });
