@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import { after, before, test } from 'node:test';
-import { type TenantId, deleteTenant, isTenantwallError, runAudit, suspendTenant } from '../../src/index.ts';
+import { type TenantId, deleteTenant, exportTenant, isTenantwallError, runAudit, suspendTenant } from '../../src/index.ts';
 import { type TenantTaskHandler, dangerouslyEnqueueCrossTenantJob, enqueueJob, installJobQueue, startTenantWorker, type TenantWorker } from '../../src/jobs/index.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 import { waitFor } from '../webhooks/receiver.ts';
@@ -143,9 +145,17 @@ test('a suspended tenant\'s jobs are held until it resumes; a deleted tenant\'s 
   assert.deepEqual(ran, [B]);
   const { rows } = await t.db.forTenant(B).query<{ status: string }>('SELECT status FROM tw_jobs WHERE tenant_id = $1 AND id = $2', [B, held]);
   assert.deepEqual(rows, [{ status: 'done' }]);
-  // C's queued job goes with C: the delete removes its row, and the row's trigger the queue entry.
-  await enqueueJob(t.db.forTenant(C), 'status-task', {});
+  // C's queued job goes with C: the export includes it, the delete removes its row, and the row's trigger the queue entry.
+  await enqueueJob(t.db.forTenant(C), 'status-task', { secret: 'c-payload' });
   assert.equal((await queued('status-task')).length, 1);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tw-jobs-export-'));
+  try {
+    const exported = await exportTenant(t.db, 'c', { dir });
+    assert.equal(exported.manifest.tables.find((x) => x.table === 'tw_jobs')?.rows, 1);
+    assert.match(fs.readFileSync(path.join(dir, 'tw_jobs.ndjson'), 'utf8'), /c-payload/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
   await deleteTenant(t.db, 'c', { confirm: 'c' });
   assert.deepEqual(await queued('status-task'), []);
 });
