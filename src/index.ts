@@ -96,3 +96,5 @@ export { rebalanceCluster, parseNode, type CitusNode, type CitusPlacement, type 
 export { loadMigrations, onlineSteps, applyOnlineMigration, type OnlineStep, type OnlineStepKind, type MigrationProgress, type ApplyMigrationsOptions } from './schema/migrations.ts';
 export { TENANT_KEY_TYPES, TEXT_TENANT_ID_PATTERN, tenantKeyType, type TenantKeyType } from './tenant/tenant-id.ts';
 export { TENANT_KEY_COLUMN_TYPE, tenantKeySql } from './schema/ddl.ts';
+export type { PoolerMode, PoolerSetting } from './config/options.ts';
+export type { PoolerDetection } from './db/pooler.ts';

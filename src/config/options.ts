@@ -5,6 +5,8 @@ import { type OptionType, bool, defineOptions, ident, int, invalidOption, oneOf,
 export type ScopeMode = 'implicit' | 'explicit';
 /** What sits between the application pool and PostgreSQL (docs/poolers.md). */
 export type PoolerMode = 'none' | 'transaction';
+/** The `pooler` option: a mode, or `auto` to detect it when connecting (docs/poolers.md#detection). */
+export type PoolerSetting = PoolerMode | 'auto';
 
 /**
  * Options of the database layer. Resolved once by `resolveOptions`: explicit value > environment variable >
@@ -67,9 +69,11 @@ export interface TenantwallOptions {
   /**
    * `transaction`: the application connections go through a transaction-mode pooler (PgBouncer, Supavisor, RDS
    * Proxy, ...): unnamed statements only (no statement cache), no startup parameters, statementTimeoutMs set per
-   * transaction. Env `TENANTWALL_POOLER`. Default `none`. docs/poolers.md.
+   * transaction. `none`: direct connections (statement cache, startup parameters). `auto`: detected when
+   * connecting (a pooler answers with a process id that is not the server's). Env `TENANTWALL_POOLER`. Default
+   * `auto`. docs/poolers.md.
    */
-  pooler?: PoolerMode | undefined;
+  pooler?: PoolerSetting | undefined;
   /**
    * SQL type of tenant ids: `uuid`, `bigint` or `text` (docs/tenant-scope.md, "Tenant key types"). Configured
    * once: the registry, every tenant column, the policy's cast, the guard, API keys, lifecycle, metering and
@@ -95,7 +99,8 @@ export type ResolvedOptions = Readonly<{
   connectTimeoutMs: number;
   embeddedDataDir: string;
   embeddedPort: number;
-  pooler: PoolerMode;
+  /** `auto` only before `Tenantwall.connect` resolved it: `db.options.pooler` is always `none` or `transaction`. */
+  pooler: PoolerSetting;
   tenantKey: 'uuid' | 'bigint' | 'text';
 }>;
 
@@ -155,7 +160,7 @@ export const CORE_OPTIONS = defineOptions('Tenantwall', {
   connectTimeoutMs: { env: 'TENANTWALL_CONNECT_TIMEOUT_MS', default: 5_000, type: int(1, 600_000), doc: 'How long to wait for a connection.' },
   embeddedDataDir: { env: 'TENANTWALL_DATA_DIR', default: '.data/postgres', type: str(), doc: 'Data folder of the embedded server.' },
   embeddedPort: { env: 'TENANTWALL_EMBEDDED_PORT', default: 54329, type: int(1, 65535), doc: 'Port of the embedded server.' },
-  pooler: { env: 'TENANTWALL_POOLER', default: 'none', type: oneOf(['none', 'transaction']), doc: 'A transaction-mode pooler between the application pool and PostgreSQL.' },
+  pooler: { env: 'TENANTWALL_POOLER', default: 'auto', type: oneOf(['auto', 'none', 'transaction']), doc: 'A transaction-mode pooler between the application pool and PostgreSQL.' },
   tenantKey: { env: 'TENANTWALL_TENANT_KEY', default: 'uuid', type: oneOf(['uuid', 'bigint', 'text']), doc: 'SQL type of tenant ids: uuid, bigint or text.' },
 });
 

@@ -90,9 +90,10 @@ export class PipelinedQuery extends BaseQuery {
     after: readonly PreparedStep[],
     callback: (err: Error | null, result?: pg.QueryResult) => void,
     statement?: NamedStatement,
+    shape?: ResultShape,
   ) {
     // queryMode 'extended' forces Parse/Bind/Execute even without parameters, so the pipeline shape is fixed.
-    super({ text, values: [...values], queryMode: 'extended', callback, name: statement?.name } as unknown as pg.QueryConfig);
+    super({ text, values: [...values], queryMode: 'extended', callback, name: statement?.name, rowMode: shape?.rowMode, types: shape?.types } as unknown as pg.QueryConfig);
     this.before = before;
     this.after = after;
     this.statement = statement;
@@ -150,6 +151,12 @@ export class PipelinedQuery extends BaseQuery {
   }
 }
 
+/** How the caller's result is parsed: rows as arrays, per-statement type parsers (the extra steps' rows are skipped). */
+export interface ResultShape {
+  readonly rowMode?: 'array' | undefined;
+  readonly types?: pg.CustomTypesConfig | undefined;
+}
+
 /** Sends `text` with `before`/`after` steps in one pipeline on `client`; resolves with the statement's result. */
 export function runPipelined<R extends pg.QueryResultRow>(
   client: pg.PoolClient | pg.Client,
@@ -158,6 +165,7 @@ export function runPipelined<R extends pg.QueryResultRow>(
   before: readonly PreparedStep[],
   after: readonly PreparedStep[] = [],
   statement?: NamedStatement,
+  shape?: ResultShape,
 ): Promise<pg.QueryResult<R>> {
   return new Promise((resolve, reject) => {
     const query = new PipelinedQuery(
@@ -170,6 +178,7 @@ export function runPipelined<R extends pg.QueryResultRow>(
         else resolve(result as pg.QueryResult<R>);
       },
       statement,
+      shape,
     );
     client.query(query as unknown as pg.QueryConfig);
   });

@@ -15,7 +15,7 @@ import { type DbLimits, LimitCounter, type LimitExceeded, type LimitName, type L
 import { isConnectionError, mapPgError } from './pg-errors.ts';
 import { type StatementObserver, endObservers, rowsOf, startObservers } from './observer.ts';
 import { type PreparedStep, runPipelined } from './pipelined-query.ts';
-import { poolerStartupError } from './pooler.ts';
+import { detectPooler, poolerStartupError, type PoolerDetection } from './pooler.ts';
 import { StatementCache } from './statement-cache.ts';
 import { TenantRegistry } from './tenant-registry.ts';
 import { withTransaction } from './transaction.ts';
@@ -40,6 +40,10 @@ export interface QueryOptions {
    *   planned for their values) or inside `transaction()`.
    */
   plan?: 'auto' | 'custom' | 'generic' | undefined;
+  /** `'array'`: rows as arrays in column order (query builders that map columns by position, e.g. Drizzle). */
+  rowMode?: 'array' | undefined;
+  /** Type parsers for this statement's result instead of pg's global ones (e.g. Drizzle keeps dates as text). */
+  types?: pg.CustomTypesConfig | undefined;
 }
 
 /**
@@ -145,7 +149,7 @@ class Transaction implements TenantTransaction {
     return this.#client !== undefined;
   }
 
-  async query<R extends Row = Row>(sql: string, params: Params = []): Promise<pg.QueryResult<R>> {
+  async query<R extends Row = Row>(sql: string, params: Params = [], options?: QueryOptions): Promise<pg.QueryResult<R>> {
     const client = this.#client;
     if (!client) {
       // The connection went back to the pool: using it now could run in another tenant's transaction.
@@ -153,14 +157,15 @@ class Transaction implements TenantTransaction {
     }
     const observers = this.#observers();
     if (observers.length > 0) {
-      return observeStatement(observers, this.tenantId, sql, true, this.#guard !== undefined, () => this.#guard?.check(sql, params, this.tenantId), () => this.#send<R>(client, sql, params));
+      return observeStatement(observers, this.tenantId, sql, true, this.#guard !== undefined, () => this.#guard?.check(sql, params, this.tenantId), () => this.#send<R>(client, sql, params, options));
     }
     this.#guard?.check(sql, params, this.tenantId);
-    return this.#send<R>(client, sql, params);
+    return this.#send<R>(client, sql, params, options);
   }
 
-  async #send<R extends Row>(client: pg.PoolClient, sql: string, params: Params): Promise<pg.QueryResult<R>> {
+  async #send<R extends Row>(client: pg.PoolClient, sql: string, params: Params, options: QueryOptions | undefined): Promise<pg.QueryResult<R>> {
     try {
+      if (options?.rowMode || options?.types) return await client.query<R>({ text: sql, values: params as unknown[], rowMode: options.rowMode, types: options.types } as pg.QueryConfig);
       return await client.query<R>(sql, params as unknown[]);
     } catch (err) {
       throw this.#mapError(err);
@@ -194,6 +199,8 @@ const COMMIT: PreparedStep = { name: 'tenantwall_commit', text: 'COMMIT', values
 
 export class Tenantwall {
   readonly options: ResolvedOptions;
+  /** How the pooler mode in `options.pooler` was chosen: the option, or detection when it was `auto` (docs/poolers.md). */
+  readonly pooler: PoolerDetection;
   readonly schema: Schema;
   readonly tenants: TenantRegistry;
   /** The Citus version when the database is a Citus coordinator (explicit scope mode, plain policies, distributed DDL). */
@@ -224,7 +231,9 @@ export class Tenantwall {
     guard: StatementGuard | undefined,
     input: CreateTenantwallOptions,
     citusVersion: string | undefined,
+    pooler: PoolerDetection,
   ) {
+    this.pooler = pooler;
     this.options = options;
     this.citusVersion = citusVersion;
     this.schema = schema;
@@ -311,34 +320,37 @@ export class Tenantwall {
     }
     let appPool: pg.Pool | undefined;
     try {
+      if (ownerPool) {
+        await checkServer(ownerPool);
+        if (options.manageRoles) await ensureRoles(ownerPool, options, appPassword, embeddedAppPassword);
+      }
       const appUrl = options.appDatabaseUrl ?? deriveAppUrl(databaseUrl as string, options.appRole, appPassword);
+      // `auto`: one probe connection tells a pooler from the server (docs/poolers.md#detection).
+      const detection: PoolerDetection = options.pooler === 'auto' ? await detectPooler(appUrl, options.connectTimeoutMs) : { mode: options.pooler, source: 'option' };
+      const pooler = detection.mode;
       appPool = new pg.Pool({
         connectionString: appUrl,
         max: options.poolSize,
         connectionTimeoutMillis: options.connectTimeoutMs,
-        statement_timeout: options.statementTimeoutMs === 0 || options.pooler !== 'none' ? undefined : options.statementTimeoutMs,
+        statement_timeout: options.statementTimeoutMs === 0 || pooler !== 'none' ? undefined : options.statementTimeoutMs,
         application_name: 'tenantwall-app',
         // Prepared statements must not fall back to one generic plan shared by every tenant (docs/architecture.md).
-        ...(options.statementCacheSize > 0 && options.pooler === 'none' ? { options: '-c plan_cache_mode=force_custom_plan' } : {}),
+        ...(options.statementCacheSize > 0 && pooler === 'none' ? { options: '-c plan_cache_mode=force_custom_plan' } : {}),
       } as pg.PoolConfig);
       appPool.on('error', () => undefined);
       // A backend can end while its client is checked out but between queries (pg_terminate_backend, an idle
       // timeout, a failover): pg then emits 'error' on the client, which would crash the process without a listener.
       // The next query on that client fails and is mapped (database_unreachable), so the event itself is ignored.
       appPool.on('connect', (client) => client.on('error', () => undefined));
-      if (ownerPool) {
-        await checkServer(ownerPool);
-        if (options.manageRoles) await ensureRoles(ownerPool, options, appPassword, embeddedAppPassword);
-      }
       await checkAppLogin(appPool, options.appRole);
       if (!ownerPool) await checkServer(appPool);
       const citusVersion = await detectCitus(ownerPool ?? appPool);
       await checkAppRole(appPool);
       if (citusVersion !== undefined) await checkCitusSettings(appPool);
       // On Citus only SET LOCAL inside an explicit transaction reaches the workers (docs/scale-out.md).
-      const resolved = Object.freeze({ ...options, databaseUrl, appPassword, ...(citusVersion !== undefined ? { scopeMode: 'explicit' as const } : {}) });
+      const resolved = Object.freeze({ ...options, pooler, databaseUrl, appPassword, ...(citusVersion !== undefined ? { scopeMode: 'explicit' as const } : {}) });
       await input.guard?.ready?.();
-      const db = new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard, input, citusVersion);
+      const db = new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard, input, citusVersion, detection);
       db.#releaseKey = releaseKey;
       return db;
     } catch (err) {
@@ -421,7 +433,7 @@ export class Tenantwall {
     for (let attempt = 0; ; attempt++) {
       const statement = cache?.acquire(client, sql);
       try {
-        const result = await runPipelined<R>(client, sql, params, before, after, statement);
+        const result = await runPipelined<R>(client, sql, params, before, after, statement, options);
         if (statement) cache?.confirm(client, sql, statement);
         client.release();
         return result;

@@ -7,7 +7,7 @@
  *      README's "Use tenantwall in your app" example and on a file importing every subpath;
  *   3. the README example, compiled by the consumer's tsc, runs against a fresh database;
  *   4. `npx tenantwall --help` runs from dist on plain Node;
- *   5. step 2 again with the oldest fastify 5 and kysely minors the peer ranges claim;
+ *   5. step 2 again with the oldest fastify 5, kysely, drizzle-orm and graphile-worker versions the peer ranges claim;
  *   6. publint and @arethetypeswrong/cli (esm-only profile) report nothing on the tarball.
  *
  * Usage: `npm run check:package` (DATABASE_URL: a superuser URL to create the scratch database on; without it an
@@ -26,8 +26,8 @@ const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
   peerDependencies: Record<string, string>;
 };
 /** The oldest versions the peer ranges claim; step 5 type-checks against them. */
-const OLDEST = { fastify: '5.10.0', kysely: '0.28.0' };
-const LATEST = { fastify: '^5', kysely: '^0.28' };
+const OLDEST = { fastify: '5.10.0', kysely: '0.28.0', drizzle: '0.45.0', graphileWorker: '0.18.0' };
+const LATEST = { fastify: '^5', kysely: '^0.28', drizzle: '^0.45', graphileWorker: '^0.18' };
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantwall-consumer-'));
 const app = path.join(work, 'app');
@@ -85,13 +85,16 @@ fs.writeFileSync(path.join(app, 'readme.ts'), readmeExample());
 /** A file importing each subpath (for tsc) and a script importing each with plain node. */
 function writeSubpathFiles(list: readonly string[]): void {
   const ts = list.map((s, i) => `import * as m${i} from '${s}';\nexport const n${i}: number = Object.keys(m${i}).length;`);
-  fs.writeFileSync(path.join(app, 'subpaths.ts'), ts.join('\n') + '\n');
+  // drizzle-orm's own declarations need skipLibCheck (docs/drizzle.md): tenantwall/drizzle is checked in its own project.
+  fs.writeFileSync(path.join(app, 'subpaths.ts'), ts.filter((_, i) => list[i] !== 'tenantwall/drizzle').join('\n') + '\n');
+  fs.writeFileSync(path.join(app, 'drizzle.mts'), `import * as d from 'tenantwall/drizzle';\nexport const n: number = Object.keys(d).length;\n`);
+  fs.writeFileSync(path.join(app, 'tsconfig.drizzle.json'), JSON.stringify({ extends: './tsconfig.json', compilerOptions: { skipLibCheck: true, noEmit: true }, include: ['drizzle.mts'] }));
   fs.writeFileSync(path.join(app, 'smoke.mjs'), `for (const s of ${JSON.stringify(list)}) { const m = await import(s); console.log(s, Object.keys(m).length); }\n`);
 }
 writeSubpathFiles(subpaths);
 
 const npmInstall = (specs: string[]) => run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', ...specs]);
-npmInstall([tarball, 'pg', `fastify@${LATEST.fastify}`, `kysely@${LATEST.kysely}`, '@sinclair/typebox@^0.34', 'typescript@^5.9', '@types/node@^20']);
+npmInstall([tarball, 'pg', `fastify@${LATEST.fastify}`, `kysely@${LATEST.kysely}`, `drizzle-orm@${LATEST.drizzle}`, `graphile-worker@${LATEST.graphileWorker}`, '@sinclair/typebox@^0.34', 'typescript@^5.9', '@types/node@^20']);
 
 // 2. Plain node imports every subpath.
 const smoke = run('node', ['smoke.mjs']);
@@ -100,6 +103,7 @@ console.log(smoke.trim());
 
 // 3. The consumer's type check, then the README example compiled and run against a fresh database.
 run('npx', ['tsc', '-p', '.']);
+run('npx', ['tsc', '-p', 'tsconfig.drizzle.json']);
 let embedded: EmbeddedServer | undefined;
 let adminUrl = process.env.DATABASE_URL;
 if (!adminUrl) {
@@ -133,8 +137,9 @@ const help = run('npx', ['--no-install', 'tenantwall', '--help'], { env: { ...pr
 if (!/migrate/.test(help)) throw new Error(`tenantwall --help printed:\n${help}`);
 
 // 5. The oldest peer versions claimed.
-npmInstall([`fastify@${OLDEST.fastify}`, `kysely@${OLDEST.kysely}`]);
+npmInstall([`fastify@${OLDEST.fastify}`, `kysely@${OLDEST.kysely}`, `drizzle-orm@${OLDEST.drizzle}`, `graphile-worker@${OLDEST.graphileWorker}`]);
 run('npx', ['tsc', '-p', '.', '--noEmit']);
+run('npx', ['tsc', '-p', 'tsconfig.drizzle.json']);
 run('node', ['smoke.mjs']);
 
 // 6. Packaging lint.

@@ -56,12 +56,46 @@ describe('through PgBouncer (transaction mode)', () => {
     await database?.drop();
   });
 
-  test('without pooler: transaction, the connection is refused with a hint naming the option', async () => {
+  test('with pooler: \'none\' through PgBouncer, the connection is refused with a hint naming the option', async () => {
     const password = process.env.TENANTWALL_APP_PASSWORD as string;
     await assert.rejects(
-      Tenantwall.connect({ schema, databaseUrl: database.url, appDatabaseUrl: bouncer.url('tenantwall_app', password, database.name), manageRoles: false }),
+      Tenantwall.connect({ schema, databaseUrl: database.url, appDatabaseUrl: bouncer.url('tenantwall_app', password, database.name), manageRoles: false, pooler: 'none' }),
       (e: unknown) => isTenantwallError(e, 'config_invalid') && e.details.field === 'pooler' && /pooler: 'transaction'/.test(e.message),
     );
+  });
+
+  test('by default (pooler: auto) PgBouncer is detected and the transaction-mode path is taken; a direct connection is not', async () => {
+    const password = process.env.TENANTWALL_APP_PASSWORD as string;
+    const behind = await Tenantwall.connect({ schema, databaseUrl: database.url, appDatabaseUrl: bouncer.url('tenantwall_app', password, database.name), manageRoles: false, connectTimeoutMs: 300_000 });
+    try {
+      assert.equal(behind.options.pooler, 'transaction');
+      assert.equal(behind.pooler.source, 'detected');
+      assert.match(behind.pooler.evidence ?? '', /announced process id -?\d+, pg_backend_pid\(\) is \d+/ /* PgBouncer's made-up id is a random int32 */);
+      // Correct behind the pooler: every tenant sees only its rows, and its own setting, across many transactions
+      // on few server connections (named statements would fail here with "prepared statement ... does not exist").
+      await Promise.all(
+        Array.from({ length: 64 }, async (_, i) => {
+          const id = tenants[i % TENANTS] as TenantId;
+          const r = await behind.forTenant(id).query<{ setting: string; seen: string[] }>(PROBE);
+          assert.equal(r.rows[0]?.setting, id);
+          assert.deepEqual(r.rows[0]?.seen, [id]);
+        }),
+      );
+    } finally {
+      await behind.close();
+    }
+    const direct = await Tenantwall.connect({ schema, databaseUrl: database.url, manageRoles: false });
+    try {
+      assert.deepEqual([direct.options.pooler, direct.pooler.source], ['none', 'detected']);
+    } finally {
+      await direct.close();
+    }
+    const told = await Tenantwall.connect({ schema, databaseUrl: database.url, appDatabaseUrl: bouncer.url('tenantwall_app', password, database.name), manageRoles: false, pooler: 'transaction', connectTimeoutMs: 300_000 });
+    try {
+      assert.deepEqual(told.pooler, { mode: 'transaction', source: 'option' });
+    } finally {
+      await told.close();
+    }
   });
 
   test(`${CLIENTS} clients share ${SERVER_CONNECTIONS} server connections`, async () => {
