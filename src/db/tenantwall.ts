@@ -326,7 +326,12 @@ export class Tenantwall {
       }
       const appUrl = options.appDatabaseUrl ?? deriveAppUrl(databaseUrl as string, options.appRole, appPassword);
       // `auto`: one probe connection tells a pooler from the server (docs/poolers.md#detection).
-      const detection: PoolerDetection = options.pooler === 'auto' ? await detectPooler(appUrl, options.connectTimeoutMs) : { mode: options.pooler, source: 'option' };
+      const detection: PoolerDetection =
+        options.pooler === 'auto'
+          ? await detectPooler(appUrl, options.connectTimeoutMs).catch((err: unknown) => {
+              throw loginError(err, options.appRole);
+            })
+          : { mode: options.pooler, source: 'option' };
       const pooler = detection.mode;
       appPool = new pg.Pool({
         connectionString: appUrl,
@@ -778,16 +783,21 @@ async function checkAppLogin(pool: pg.Pool, appRole: string): Promise<void> {
   try {
     client = await pool.connect();
   } catch (err) {
-    const e = err as { code?: string; message?: string };
-    if (/^28/.test(e.code ?? '') || /SASL|password/i.test(e.message ?? '')) {
-      throw new TenantwallError('app_login_failed', `The application role could not log in (${e.message ?? String(err)}).`, {
-        cause: err,
-        details: { role: appRole },
-      });
-    }
-    throw err;
+    throw loginError(err, appRole);
   }
   client.release();
+}
+
+/** A refused login of the application role is `app_login_failed` (naming the role, never the password). */
+function loginError(err: unknown, appRole: string): unknown {
+  const e = err as { code?: string; message?: string };
+  if (/^28/.test(e.code ?? '') || /SASL|password/i.test(e.message ?? '')) {
+    return new TenantwallError('app_login_failed', `The application role could not log in (${e.message ?? String(err)}).`, {
+      cause: err,
+      details: { role: appRole },
+    });
+  }
+  return err;
 }
 
 /** Refuses to run when the application role could see other tenants' rows. */
