@@ -38,57 +38,6 @@ export interface AppOptions {
   importMaxBytes?: number;
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-
-/** Path of the first string in `value` that PostgreSQL text cannot hold as sent (NUL, lone surrogate). */
-function illFormedField(value: unknown): string | undefined {
-  // Iterative: bodies may be nested thousands deep.
-  const stack: Array<[unknown, string]> = [[value, '']];
-  while (stack.length > 0) {
-    const [v, path] = stack.pop() as [unknown, string];
-    if (typeof v === 'string') {
-      if (v.includes('\u0000') || LONE_SURROGATE.test(v)) return path || 'body';
-    } else if (v !== null && typeof v === 'object') {
-      for (const [k, x] of Object.entries(v)) stack.push([x, path ? `${path}.${k}` : k]);
-    }
-  }
-  return undefined;
-}
-
-/**
- * JSON bodies must be UTF-8 (RFC 8259) and their strings well-formed: Fastify's default parser decodes invalid
- * bytes to U+FFFD and JSON allows lone-surrogate escapes, both of which would be stored as something other
- * than what the client sent. Refused with a 400 instead; prototype poisoning stays refused by the default parser.
- */
-function strictJsonBodies(app: FastifyInstance): void {
-  const parseJson = app.getDefaultJsonParser('error', 'error');
-  app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
-    // A declared charset other than UTF-8 is refused rather than decoded as UTF-8 (the client meant other text).
-    const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(req.headers['content-type'] ?? '')?.[1]?.toLowerCase();
-    if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
-      done(new TenantwallError('unsupported_media_type', `Unsupported charset "${charset}": send JSON bodies as UTF-8.`, { details: { field: 'content-type' } }), undefined);
-      return;
-    }
-    let text: string;
-    try {
-      text = utf8.decode(body as Buffer);
-    } catch (cause) {
-      done(new TenantwallError('invalid_json', 'The body is not valid UTF-8.', { cause, details: { field: 'body' } }), undefined);
-      return;
-    }
-    void parseJson(req, text, (err, value) => {
-      if (err) return done(err, undefined);
-      const field = illFormedField(value);
-      if (field !== undefined) {
-        return done(new TenantwallError('validation_failed', `Invalid body field "${field}": text must be well-formed Unicode without NUL characters.`, { details: { field, location: 'body' } }), undefined);
-      }
-      done(null, value);
-    });
-  });
-}
-
 /** The invoicing API as a Fastify instance (not listening): `npm start` listens, tests use inject. */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   if (options.adminToken.length < 16) throw new TenantwallError('config_invalid', 'The admin token must be at least 16 characters.', { details: { field: 'adminToken' } });
@@ -111,7 +60,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.setSerializerCompiler(typeboxSerializerCompiler);
   // JSON only: without this, text/plain bodies would be parsed into strings and fail later as "not an object".
   app.removeContentTypeParser('text/plain');
-  strictJsonBodies(app);
+  // JSON bodies: the tenantwall plugin's strict parser (UTF-8 only, no duplicate keys, no NUL or lone surrogates).
 
   await app.register(tenantwallPlugin, { db: options.db, errorHandler: true, notFoundHandler: true, securityHeaders: true, ...options.tenantwall });
   const auth = new AdminAuth(options.db, options.adminToken, options.adminAuth);
