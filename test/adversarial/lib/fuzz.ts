@@ -609,7 +609,19 @@ export class Fuzzer {
       'PATCH /invoices/{id}/line-items/{itemId}': async (t, op) => this.#itemOp(t, op, 'PATCH'),
       'DELETE /invoices/{id}/line-items/{itemId}': async (t, op) => this.#itemOp(t, op, 'DELETE'),
 
+      // ---- observability: admin data (every tenant's activity); a tenant key never opens it ----
+      'GET /metrics': async (t) => {
+        const r = await this.send(t.idx, { method: 'GET', url: '/metrics' });
+        must(r.status === 401, () => `a tenant key opened /metrics: ${r.status}`);
+        const admin = await this.send(-2, { method: 'GET', url: '/metrics', headers: this.#adminHeaders() });
+        must(admin.status === 200 && admin.body.includes('tenantwall_'), () => `admin /metrics: ${admin.status}`);
+      },
+
       // ---- admin (the admin lane works on the spare tenant; tenants calling these get 401, see step()) ----
+      'GET /admin/observability/top': async () => {
+        const r = await this.send(-2, { method: 'GET', url: '/admin/observability/top', headers: this.#adminHeaders() });
+        must(r.status === 200 && Array.isArray(r.json.tenants), () => `admin top: ${r.status} ${r.body.slice(0, 200)}`);
+      },
       'POST /admin/tenants': async (_s, op) => {
         const slug = op.v % 5 === 0 ? (pick(this.tenants, op.n) as WorldTenant).slug : `adv-x-${randomUUID().slice(0, 8)}`;
         const r = await this.send(-2, { method: 'POST', url: '/admin/tenants', payload: { slug, name: 'extra' }, headers: this.#adminHeaders() });
