@@ -13,6 +13,7 @@
  * Usage: `npm run check:package` (DATABASE_URL: a superuser URL to create the scratch database on; without it an
  * embedded PostgreSQL is started). Exits non-zero on the first failure, with the command's output.
  */
+import { randomBytes } from 'node:crypto';
 import { execFileSync, type ExecFileSyncOptions } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -122,7 +123,10 @@ await admin.query(`CREATE DATABASE ${dbName}`);
 try {
   const url = new URL(adminUrl);
   url.pathname = `/${dbName}`;
-  const out = run('node', ['out/readme.js'], { env: { ...process.env, DATABASE_URL: url.toString(), TENANTWALL_APP_ROLE: 'tw_consumer_app', NODE_OPTIONS: '' } });
+  // The server asks for passwords (scram): tenantwall creates the application role with the one it is given and
+  // never invents or changes one (docs/credentials.md).
+  const appPassword = randomBytes(12).toString('hex');
+  const out = run('node', ['out/readme.js'], { env: { ...process.env, DATABASE_URL: url.toString(), TENANTWALL_APP_ROLE: 'tw_consumer_app', TENANTWALL_APP_PASSWORD: appPassword, NODE_OPTIONS: '' } });
   if (!/^200 \[.*Initech.*\]/m.test(out.replace(/\s+/g, ' '))) throw new Error(`README example printed:\n${out}`);
   console.log(out.trim());
 } finally {
