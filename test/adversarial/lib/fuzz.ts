@@ -198,7 +198,8 @@ export class Fuzzer {
   async adminStep(op: Op): Promise<void> {
     this.stats.ops++;
     this.stats.byEndpoint.set(op.ep, (this.stats.byEndpoint.get(op.ep) ?? 0) + 1);
-    if (!op.ep.includes(' /admin/')) {
+    // /metrics is admin data outside /admin/ (every tenant's activity): its generator checks both credentials.
+    if (!op.ep.includes(' /admin/') && op.ep !== 'GET /metrics') {
       // The admin token is not a tenant credential.
       if (op.ep === 'GET /healthz' || op.ep === 'GET /readyz' || op.ep === 'GET /openapi.json') return void (await this.#handlers[op.ep]?.(this.spare, op));
       const [method, path] = op.ep.split(' ') as [string, string];
