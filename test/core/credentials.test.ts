@@ -93,7 +93,7 @@ test('a start with a wrong application password fails with app_login_failed and 
     (err) => isTenantwallError(err, 'app_login_failed') && err.details.role === role && !err.message.includes('wrong'),
   );
   assert.equal(await storedPassword(), stored);
-  const app = await Tenantwall.connect({ schema, appDatabaseUrl: appUrl });
+  const app = await connectAppOnly();
   try {
     assert.equal((await app.forTenant(tenant.id).query('SELECT 1 FROM invoices WHERE tenant_id = $1', [tenant.id])).rowCount, 1);
   } finally {
@@ -101,8 +101,22 @@ test('a start with a wrong application password fails with app_login_failed and 
   }
 });
 
+/**
+ * A process given only the application role's URL: no DATABASE_URL in its environment either (the test runner
+ * sets one when the suite runs against an external server, and the environment is an owner URL source).
+ */
+async function connectAppOnly(): Promise<Tenantwall> {
+  const saved = process.env.DATABASE_URL;
+  delete process.env.DATABASE_URL;
+  try {
+    return await Tenantwall.connect({ schema, appDatabaseUrl: appUrl });
+  } finally {
+    if (saved !== undefined) process.env.DATABASE_URL = saved;
+  }
+}
+
 test('a process given only the application role URL serves request-time lookups; owner-only operations are owner_connection_required', async () => {
-  const app = await Tenantwall.connect({ schema, appDatabaseUrl: appUrl });
+  const app = await connectAppOnly();
   try {
     assert.equal(app.hasOwner, false);
     assert.equal(owner.hasOwner, true);
