@@ -89,7 +89,17 @@ export async function createCitusDatabase(coordinatorUrl = CITUS_URL, options: {
     allWorkers,
     nodeUrl: (node, user) => url(node, name, user, user === undefined ? undefined : process.env.TENANTWALL_APP_PASSWORD),
     async drop() {
-      for (const node of [coordinator, ...allWorkers]) await run(url(node, 'postgres'), [`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]);
+      for (const node of [coordinator, ...allWorkers]) {
+        const admin = url(node, 'postgres');
+        // A shard move that failed half-way can leave a logical replication subscription in the database, which
+        // DROP DATABASE refuses: detach its slot and drop it first (the cluster is a throwaway test cluster).
+        const subs = await run(url(node, name), [`SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`]).catch(() => []);
+        for (const { subname } of (subs[0]?.rows ?? []) as Array<{ subname: string }>) {
+          const q = `"${subname.replaceAll('"', '""')}"`;
+          await run(url(node, name), [`ALTER SUBSCRIPTION ${q} DISABLE`, `ALTER SUBSCRIPTION ${q} SET (slot_name = NONE)`, `DROP SUBSCRIPTION ${q}`]).catch(() => undefined);
+        }
+        await run(admin, [`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]);
+      }
     },
   };
 }
