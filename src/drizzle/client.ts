@@ -2,7 +2,8 @@ import type pg from 'pg';
 import { NodePgDatabase, NodePgSession, NodePgTransaction } from 'drizzle-orm/node-postgres';
 import { type Column, DefaultLogger, DrizzleQueryError, type SQL, createTableRelationsHelpers, eq, extractTablesRelationalConfig, getTableColumns, sql, type Table } from 'drizzle-orm';
 import { PgDialect, type PgPreparedQuery, type PgTransactionConfig, type PreparedQueryConfig } from 'drizzle-orm/pg-core';
-import type { QueryOptions, Tenantwall, TenantTransaction } from '../db/tenantwall.ts';
+import { HeldTransaction } from '../db/held-transaction.ts';
+import type { QueryOptions, Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError, isTenantwallError } from '../errors.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 
@@ -75,9 +76,7 @@ function tenantOf(target: Target): TenantId {
  */
 class TenantwallDrizzleTransactionClient {
   readonly #target: Target;
-  #tx: TenantTransaction | undefined;
-  #finish: ((commit: boolean) => void) | undefined;
-  #done: Promise<void> | undefined;
+  readonly #held = new HeldTransaction();
 
   constructor(target: Target) {
     this.#target = target;
@@ -97,63 +96,23 @@ class TenantwallDrizzleTransactionClient {
       await this.#end(word === 'commit');
       return emptyResult(word.toUpperCase());
     }
-    const tx = this.#tx;
+    const tx = this.#held.tx;
     if (!tx) throw new TenantwallError('query_failed', 'No tenantwall transaction is open on this Drizzle client.');
     return tx.query(text, bindTenant(values, tx.tenantId), shapeOf(config));
   }
 
   async #begin(): Promise<void> {
-    if (this.#done) throw new TenantwallError('query_failed', 'A tenantwall transaction is already open on this Drizzle client.');
-    const tenantId = tenantOf(this.#target);
-    let started!: () => void;
-    let failed!: (err: unknown) => void;
-    const ready = new Promise<void>((resolve, reject) => {
-      started = resolve;
-      failed = reject;
-    });
-    const decision = new Promise<boolean>((resolve) => {
-      this.#finish = resolve;
-    });
-    const rollback = Symbol('rollback');
-    this.#done = this.#target.db
-      .forTenant(tenantId)
-      .transaction(async (tx) => {
-        this.#tx = tx;
-        started();
-        if (!(await decision)) throw rollback;
-      })
-      .then(
-        () => undefined,
-        (err: unknown) => {
-          if (err === rollback) return;
-          throw err;
-        },
-      )
-      .finally(() => {
-        this.#tx = undefined;
-      });
-    this.#done.catch((err: unknown) => failed(err));
-    await ready;
+    if (this.#held.held) throw new TenantwallError('query_failed', 'A tenantwall transaction is already open on this Drizzle client.');
+    await this.#held.begin(this.#target.db, tenantOf(this.#target));
   }
 
   async #end(commit: boolean): Promise<void> {
-    const finish = this.#finish;
-    const done = this.#done;
-    this.#finish = undefined;
-    this.#done = undefined;
-    if (!finish || !done) {
-      // Drizzle rolls back after a failed COMMIT: that transaction already ended (its error is the one the caller
-      // must see), so there is nothing to roll back. A COMMIT without a transaction is a bug.
-      if (!commit) return;
-      throw new TenantwallError('query_failed', 'No tenantwall transaction is open on this Drizzle client.');
-    }
-    finish(commit);
-    await done;
+    await this.#held.end(commit, 'No tenantwall transaction is open on this Drizzle client.');
   }
 
   /** Drizzle releases the client after COMMIT/ROLLBACK; one still open (a bug upstream) is rolled back. */
   release(): void {
-    if (this.#finish) void this.#end(false).catch(() => undefined);
+    if (this.#held.held) void this.#end(false).catch(() => undefined);
   }
 }
 

@@ -15,6 +15,7 @@ import {
   type TransactionSettings,
 } from 'kysely';
 import type { Params, QueryOptions, Tenantwall, TenantTransaction } from '../db/tenantwall.ts';
+import { HeldTransaction } from '../db/held-transaction.ts';
 import { TenantwallError } from '../errors.ts';
 import { quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
@@ -45,9 +46,7 @@ interface Target {
 
 class TenantwallConnection implements DatabaseConnection {
   readonly #target: Target;
-  #tx: TenantTransaction | undefined;
-  #finish: ((commit: boolean) => void) | undefined;
-  #done: Promise<void> | undefined;
+  readonly #held = new HeldTransaction();
 
   constructor(target: Target) {
     this.#target = target;
@@ -58,7 +57,7 @@ class TenantwallConnection implements DatabaseConnection {
   }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
-    const tx = this.#tx;
+    const tx = this.#held.tx;
     if (tx) return toResult<R>(await tx.query(compiled.sql, bindTenant(compiled.parameters, tx.tenantId) as Params));
     const tenantId = this.#tenant();
     const options = (compiled as { [QUERY_OPTIONS]?: QueryOptions })[QUERY_OPTIONS];
@@ -75,55 +74,15 @@ class TenantwallConnection implements DatabaseConnection {
    * callback. The callback is held open on a promise until Kysely commits (resolve) or rolls back (throw).
    */
   async begin(): Promise<void> {
-    const tenantId = this.#tenant();
-    let started!: () => void;
-    let failed!: (err: unknown) => void;
-    const ready = new Promise<void>((resolve, reject) => {
-      started = resolve;
-      failed = reject;
-    });
-    const decision = new Promise<boolean>((resolve) => {
-      this.#finish = resolve;
-    });
-    const rollback = Symbol('rollback');
-    this.#done = this.#target.db
-      .forTenant(tenantId)
-      .transaction(async (tx) => {
-        this.#tx = tx;
-        started();
-        if (!(await decision)) throw rollback;
-      })
-      .then(
-        () => undefined,
-        (err: unknown) => {
-          if (err === rollback) return;
-          throw err;
-        },
-      )
-      .finally(() => {
-        this.#tx = undefined;
-      });
-    this.#done.catch((err: unknown) => failed(err));
-    await ready;
+    await this.#held.begin(this.#target.db, this.#tenant());
   }
 
   async end(commit: boolean): Promise<void> {
-    const finish = this.#finish;
-    const done = this.#done;
-    this.#finish = undefined;
-    this.#done = undefined;
-    if (!finish || !done) {
-      // Kysely rolls back after a failed COMMIT: that transaction already ended (and its error is the one the
-      // caller must see), so there is nothing to roll back. A COMMIT without a transaction is a bug.
-      if (!commit) return;
-      throw new TenantwallError('query_failed', 'No tenantwall transaction is open on this connection.');
-    }
-    finish(commit);
-    await done;
+    await this.#held.end(commit, 'No tenantwall transaction is open on this connection.');
   }
 
   get transaction(): TenantTransaction | undefined {
-    return this.#tx;
+    return this.#held.tx;
   }
 }
 
