@@ -78,8 +78,12 @@ export async function openHarness(): Promise<{ harness: BenchHarness; close(): P
   };
 }
 
-/** CPU time (µs) used so far by each PostgreSQL server process on this machine; empty where /proc is not readable. */
-export function postgresCpu(): Map<string, number> {
+/**
+ * CPU time (µs) used so far by each PostgreSQL server process on this machine; empty where /proc is not readable.
+ * With `database`: only the backends connected to that database (their command line names it), so that other
+ * servers and databases on a shared machine are not counted.
+ */
+export function postgresCpu(database?: string): Map<string, number> {
   const out = new Map<string, number>();
   let pids: string[];
   try {
@@ -89,7 +93,8 @@ export function postgresCpu(): Map<string, number> {
   }
   for (const pid of pids) {
     try {
-      if (!fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').startsWith('postgres')) continue;
+      const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+      if (!cmdline.startsWith('postgres') || (database !== undefined && !cmdline.includes(` ${database} `))) continue;
       const fields = (fs.readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1] as string).split(' ');
       out.set(pid, (Number(fields[11]) + Number(fields[12])) * 10_000); // utime + stime, USER_HZ = 100
     } catch {
@@ -113,9 +118,9 @@ export function processCpuUs(pid: number): number {
  * CPU time (µs) the PostgreSQL processes used since `before` (a `postgresCpu()` snapshot): processes alive at
  * both ends, plus new ones. A process that exited in between is not counted (its time is gone from /proc).
  */
-export function postgresCpuSince(before: Map<string, number>): number {
+export function postgresCpuSince(before: Map<string, number>, database?: string): number {
   let us = 0;
-  for (const [pid, now] of postgresCpu()) us += now - (before.get(pid) ?? 0);
+  for (const [pid, now] of postgresCpu(database)) us += now - (before.get(pid) ?? 0);
   return us;
 }
 

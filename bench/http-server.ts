@@ -13,7 +13,8 @@ import pg from 'pg';
 import pino from 'pino';
 import { buildApp } from '../examples/invoicing-service/src/app.ts';
 import { serviceGuard } from '../examples/invoicing-service/src/guard.ts';
-import { schema } from '../examples/invoicing-service/src/schema.ts';
+// A namespace import: an earlier checkout running this file (BENCH_HTTP_BEFORE) has no `unpartitionedSchema`.
+import * as serviceSchema from '../examples/invoicing-service/src/schema.ts';
 import { tenantwallPlugin } from '../src/fastify/index.ts';
 import { createTenantKysely } from '../src/kysely/index.ts';
 import { Tenantwall } from '../src/index.ts';
@@ -28,6 +29,8 @@ export interface StartMessage {
   readonly databaseUrl: string;
   readonly appPassword: string;
   readonly poolSize: number;
+  /** The database was created by the migrations before partitioning (`service unpartitioned`). */
+  readonly layout?: 'unpartitioned';
   /** bare only: API key -> tenant id. */
   readonly keys?: ReadonlyArray<readonly [string, string]>;
 }
@@ -104,7 +107,7 @@ process.on('message', (msg: StartMessage | { type: 'profile-start' } | { type: '
             await pool.end();
           };
         } else {
-          const db = await Tenantwall.connect({ schema, databaseUrl: msg.databaseUrl, manageRoles: false, appPassword: msg.appPassword, poolSize: msg.poolSize, guard: serviceGuard() });
+          const db = await Tenantwall.connect({ schema: msg.layout === 'unpartitioned' ? serviceSchema.unpartitionedSchema : serviceSchema.schema, databaseUrl: msg.databaseUrl, manageRoles: false, appPassword: msg.appPassword, poolSize: msg.poolSize, guard: serviceGuard() });
           app =
             msg.kind === 'tenantwall'
               ? await tenantwallApp(db)

@@ -15,6 +15,11 @@
  * - `service`: the reference service (metering, quotas, rate limits, its headers), informational;
  * - `bare` (the baseline): Fastify, an in-memory map from API key to tenant id, one named prepared statement
  *   `WHERE tenant_id = $1 AND id = $2` over a plain pg pool of the same size, as the table owner (no RLS).
+ * - `tenantwall@before`, `tw kysely@before` (when BENCH_HTTP_BEFORE names a checkout of an earlier commit with
+ *   this bench's http-server.ts and profile.ts copied into its bench/): the same routes served by that commit's
+ *   library in the same run, for a before/after on one harness (docs/benchmarks.md says how).
+ * - `service unpartitioned` (in BENCH_HTTP_TARGETS): the reference service on a second database seeded the same
+ *   way but created by the migrations before partitioning (1-3), for the partitioned / unpartitioned ratio.
  *
  * Every answer of a sample of requests is checked to be the same row on every target. Ratios are per round
  * against `bare` in the same run; the median and the per-round range are printed, never asserted. Then each
@@ -22,12 +27,13 @@
  * beside the PostgreSQL CPU per request measured from /proc.
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { migrations, schema } from '../examples/invoicing-service/src/schema.ts';
+import { join, resolve } from 'node:path';
+import { migrations, schema, unpartitionedSchema } from '../examples/invoicing-service/src/schema.ts';
 import { serviceGuard } from '../examples/invoicing-service/src/guard.ts';
 import { ApiKeyStore } from '../src/fastify/index.ts';
 import type { BenchHarness } from './harness.ts';
 import type { ServerKind, StartMessage } from './http-server.ts';
-import { type LoadTarget, LoadGenerator, type TargetFigures, compareAlternating, describe } from './load.ts';
+import { type LoadTarget, LoadGenerator, type TargetFigures, compareAlternating, describe, median } from './load.ts';
 import { type Part, formatParts } from './profile.ts';
 
 const TENANTS = Number(process.env.BENCH_HTTP_TENANTS ?? 1_000);
@@ -38,7 +44,9 @@ const DURATION_S = Number(process.env.BENCH_HTTP_DURATION_S ?? 5);
 const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 5);
 const WARMUP_S = Number(process.env.BENCH_HTTP_WARMUP_S ?? 4);
 const PROFILE_S = Number(process.env.BENCH_HTTP_PROFILE_S ?? 3);
-const TARGETS = (process.env.BENCH_HTTP_TARGETS ?? 'tenantwall,tw kysely,service').split(',').filter(Boolean);
+const BEFORE = process.env.BENCH_HTTP_BEFORE ? resolve(process.env.BENCH_HTTP_BEFORE) : undefined;
+const TARGETS = (process.env.BENCH_HTTP_TARGETS ?? `tenantwall,tw kysely,service${BEFORE ? ',tenantwall@before,tw kysely@before' : ''}`).split(',').filter(Boolean);
+if (!BEFORE && TARGETS.some((t) => t.endsWith('@before'))) throw new Error('BENCH_HTTP_TARGETS names an @before target: set BENCH_HTTP_BEFORE to the checkout to run it from');
 
 /** A bench server in its own process. */
 class ServerProcess {
@@ -52,8 +60,10 @@ class ServerProcess {
     return this.#child.pid as number;
   }
 
-  static async start(start: StartMessage): Promise<ServerProcess> {
-    const child = fork(new URL('./http-server.ts', import.meta.url), [], { execArgv: ['--import', 'tsx', '--conditions=tenantwall-source'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  /** `tree`: the source checkout whose bench/http-server.ts (and library) to run; this one by default. */
+  static async start(start: StartMessage, tree?: string): Promise<ServerProcess> {
+    const script = tree ? join(tree, 'bench', 'http-server.ts') : new URL('./http-server.ts', import.meta.url);
+    const child = fork(script, [], { execArgv: ['--import', 'tsx', '--conditions=tenantwall-source'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...(tree ? { cwd: tree } : {}) });
     const s = new ServerProcess(child);
     await s.#request(undefined, 'up');
     s.url = (await s.#request(start, 'ready')) as string;
@@ -96,15 +106,21 @@ function zipfSizes(n: number, total: number): number[] {
   return Array.from({ length: n }, (_, i) => Math.max(1, Math.round(total / (i + 1) / h)));
 }
 
-export default async function httpBench(harness: BenchHarness): Promise<void> {
-  const db = await harness.createTenantwall(schema, migrations, { guard: serviceGuard() });
-  const dbName = new URL(db.options.databaseUrl as string).pathname.slice(1);
-  const t0 = performance.now();
+interface Dataset {
+  readonly db: Awaited<ReturnType<BenchHarness['createTenantwall']>>;
+  readonly ownerUrl: string;
+  readonly keyOf: ReadonlyMap<string, string>;
+  readonly tenantOfKey: ReadonlyMap<string, string>;
+  readonly big: string;
+  readonly mixRows: ReadonlyArray<{ tenant_id: string; id: string }>;
+  readonly bigRows: ReadonlyArray<{ tenant_id: string; id: string }>;
+}
 
-  // Tenants, a key each, Zipf-sized invoices (inserted by the owner in one statement).
-  const sizes = zipfSizes(TENANTS, INVOICES);
+/** A database of the service schema seeded with `sizes` (tenants, a key each, Zipf-sized invoices). */
+async function seed(harness: BenchHarness, sizes: readonly number[], layout: 'partitioned' | 'unpartitioned'): Promise<Dataset> {
+  const db = await harness.createTenantwall(layout === 'partitioned' ? schema : unpartitionedSchema, layout === 'partitioned' ? migrations : migrations.slice(0, 3), { guard: serviceGuard() });
   const tenantIds: string[] = [];
-  for (let i = 0; i < TENANTS; i++) tenantIds.push((await db.tenants.create({ slug: `bench-${i}`, name: `Bench ${i}` })).id);
+  for (let i = 0; i < sizes.length; i++) tenantIds.push((await db.tenants.create({ slug: `bench-${i}`, name: `Bench ${i}` })).id);
   const store = new ApiKeyStore(db);
   const keyOf = new Map<string, string>();
   const tenantOfKey = new Map<string, string>();
@@ -121,36 +137,60 @@ export default async function httpBench(harness: BenchHarness): Promise<void> {
     [tenantIds, sizes],
   );
   await owner.query('VACUUM ANALYZE invoices').catch(async () => owner.query('ANALYZE invoices'));
-  const total = sizes.reduce((a, b) => a + b, 0);
   const { rows: mixRows } = await owner.query<{ tenant_id: string; id: string }>(`SELECT tenant_id, id FROM invoices ORDER BY random() LIMIT $1`, [SAMPLE]);
   const big = tenantIds[0] as string;
   const { rows: bigRows } = await owner.query<{ id: string }>(`SELECT id FROM invoices WHERE tenant_id = $1 ORDER BY random() LIMIT $2`, [big, SAMPLE]);
+  const dbName = new URL(db.options.databaseUrl as string).pathname.slice(1);
+  return { db, ownerUrl: harness.urlOf(dbName), keyOf, tenantOfKey, big, mixRows, bigRows: bigRows.map((r) => ({ tenant_id: big, id: r.id })) };
+}
+
+export default async function httpBench(harness: BenchHarness): Promise<void> {
+  const t0 = performance.now();
+  const sizes = zipfSizes(TENANTS, INVOICES);
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const main = await seed(harness, sizes, 'partitioned');
+  const { mixRows } = main;
   console.log(
     `data: ${TENANTS} tenants, ${total} invoices (Zipf s=1: largest ${sizes[0]}, median ${sizes[Math.floor(TENANTS / 2)]}, smallest ${sizes[TENANTS - 1]}), seeded in ${((performance.now() - t0) / 1000).toFixed(0)} s; ` +
       `mix sample ${mixRows.length} requests over ${new Set(mixRows.map((r) => r.tenant_id)).size} tenants`,
   );
+  const flat = TARGETS.includes('service unpartitioned') ? await seed(harness, sizes, 'unpartitioned') : undefined;
+  if (flat) console.log('data: the same seeded again into a database created by the migrations before partitioning (for `service unpartitioned`)');
 
-  const ownerUrl = harness.urlOf(dbName);
-  const start = (kind: ServerKind, keys?: StartMessage['keys']) =>
-    ServerProcess.start({ type: 'start', kind, databaseUrl: ownerUrl, appPassword: harness.appPassword, poolSize: db.options.poolSize, ...(keys ? { keys } : {}) });
-  const servers: Array<{ name: string; server: ServerProcess; prefix: string }> = [];
+  const start = (kind: ServerKind, data: Dataset, tree?: string) =>
+    ServerProcess.start(
+      {
+        type: 'start',
+        kind,
+        databaseUrl: data.ownerUrl,
+        appPassword: harness.appPassword,
+        poolSize: main.db.options.poolSize,
+        ...(kind === 'bare' ? { keys: [...data.tenantOfKey] } : {}),
+        ...(data === flat ? { layout: 'unpartitioned' as const } : {}),
+      },
+      tree,
+    );
+  const servers: Array<{ name: string; server: ServerProcess; prefix: string; data: Dataset }> = [];
   const processes: ServerProcess[] = [];
+  const launch = async (kind: ServerKind, data: Dataset, tree?: string) => {
+    const p = await start(kind, data, tree);
+    processes.push(p);
+    return p;
+  };
   try {
-    if (TARGETS.includes('tenantwall') || TARGETS.includes('tw kysely')) {
-      const tw = await start('tenantwall');
-      processes.push(tw);
-      if (TARGETS.includes('tenantwall')) servers.push({ name: 'tenantwall', server: tw, prefix: '' });
-      // The Kysely route lives in the same app: a process of its own would only add a cold start.
-      if (TARGETS.includes('tw kysely')) servers.push({ name: 'tw kysely', server: TARGETS.includes('tenantwall') ? await start('tenantwall').then((p) => (processes.push(p), p)) : tw, prefix: '/k' });
+    // tenantwall and its Kysely route live in one app; a process each, so neither runs while the other's
+    // promise hooks and caches are warm (a single-target run reuses the one process).
+    for (const suffix of ['', '@before']) {
+      const tree = suffix ? BEFORE : undefined;
+      const tw = TARGETS.includes(`tenantwall${suffix}`), k = TARGETS.includes(`tw kysely${suffix}`);
+      if (!tw && !k) continue;
+      const first = await launch('tenantwall', main, tree);
+      if (tw) servers.push({ name: `tenantwall${suffix}`, server: first, prefix: '', data: main });
+      if (k) servers.push({ name: `tw kysely${suffix}`, server: tw ? await launch('tenantwall', main, tree) : first, prefix: '/k', data: main });
     }
-    if (TARGETS.includes('service')) {
-      const svc = await start('service');
-      processes.push(svc);
-      servers.push({ name: 'service', server: svc, prefix: '' });
-    }
-    const bare = await start('bare', [...tenantOfKey]);
-    processes.push(bare);
-    servers.push({ name: 'bare', server: bare, prefix: '' });
+    if (TARGETS.includes('service')) servers.push({ name: 'service', server: await launch('service', main), prefix: '', data: main });
+    if (flat) servers.push({ name: 'service unpartitioned', server: await launch('service', flat), prefix: '', data: flat });
+    servers.push({ name: 'bare', server: await launch('bare', main), prefix: '', data: main });
     await measureShapes();
   } finally {
     const closed = await Promise.allSettled(processes.map((p) => p.close()));
@@ -160,17 +200,18 @@ export default async function httpBench(harness: BenchHarness): Promise<void> {
 
   async function measureShapes(): Promise<void> {
   const shapes = [
-    { name: `mix: ${TENANTS} Zipf tenants, a key each, ${total} invoices`, rows: mixRows },
-    { name: `one tenant: the largest (${sizes[0]} invoices), one key`, rows: bigRows.map((r) => ({ tenant_id: big, id: r.id })) },
+    { name: `mix: ${TENANTS} Zipf tenants, a key each, ${total} invoices`, rows: (d: Dataset) => d.mixRows },
+    { name: `one tenant: the largest (${sizes[0]} invoices), one key`, rows: (d: Dataset) => d.bigRows },
   ];
   const load = await LoadGenerator.start();
   try {
-    // Same answers everywhere, on a sample of the mix.
+    // Same answers everywhere, on a sample of the mix (of the main database; `service unpartitioned` has its own).
+    const onMain = servers.filter((s) => s.data === main);
     for (const r of mixRows.slice(0, 50)) {
-      const headers = { authorization: `Bearer ${keyOf.get(r.tenant_id)}` };
-      const bodies = await Promise.all(servers.map((s) => fetch(`${s.server.url}${s.prefix}/invoices/${r.id}`, { headers }).then((x) => x.text())));
+      const headers = { authorization: `Bearer ${main.keyOf.get(r.tenant_id)}` };
+      const bodies = await Promise.all(onMain.map((s) => fetch(`${s.server.url}${s.prefix}/invoices/${r.id}`, { headers }).then((x) => x.text())));
       if (new Set(bodies).size !== 1) {
-        console.log(`! the targets disagree on /invoices/${r.id}:\n${servers.map((s, i) => `  ${s.name}: ${bodies[i]}`).join('\n')}`);
+        console.log(`! the targets disagree on /invoices/${r.id}:\n${onMain.map((s, i) => `  ${s.name}: ${bodies[i]}`).join('\n')}`);
         break;
       }
     }
@@ -179,20 +220,33 @@ export default async function httpBench(harness: BenchHarness): Promise<void> {
         name: s.name,
         url: s.server.url,
         pid: s.server.pid,
-        paths: shape.rows.map((r) => `${s.prefix}/invoices/${r.id}`),
-        pathHeaders: shape.rows.map((r) => ({ authorization: `Bearer ${keyOf.get(r.tenant_id)}` })),
+        paths: shape.rows(s.data).map((r) => `${s.prefix}/invoices/${r.id}`),
+        pathHeaders: shape.rows(s.data).map((r) => ({ authorization: `Bearer ${s.data.keyOf.get(r.tenant_id)}` })),
       }));
       const c = await compareAlternating(targets, { connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, warmupS: WARMUP_S, load });
       console.log(`\n${shape.name}: GET /invoices/:id, ${CONNECTIONS} connections, ${ROUNDS} rounds x ${DURATION_S}s after a ${WARMUP_S}s warm-up, alternating`);
       for (const [i, f] of c.figures.entries()) {
-        console.log(`  ${f.name.padEnd(11)}: ${describe(f)}`);
-        if (c.warmup?.[i]) console.log(`  ${''.padEnd(11)}  cold start (warm-up run): ${c.warmup[i].rps.toFixed(0)} req/s, p99 ${c.warmup[i].p99.toFixed(1)} ms`);
+        console.log(`  ${f.name.padEnd(21)}: ${describe(f)}`);
+        if (c.warmup?.[i]) console.log(`  ${''.padEnd(21)}  cold start (warm-up run): ${c.warmup[i].rps.toFixed(0)} req/s, p99 ${c.warmup[i].p99.toFixed(1)} ms`);
       }
       const base = c.figures[c.figures.length - 1] as TargetFigures;
       for (const [i, f] of c.figures.slice(0, -1).entries()) {
         const r = c.byTarget[i] as { ratios: readonly number[]; median: number };
-        const target = f.name === 'service' ? '(informational)' : shape.name.startsWith('mix') ? '(target >= 0.90)' : '(target >= 0.95 tenantwall, >= 0.90 kysely)';
+        const target = f.name.startsWith('service') || f.name.endsWith('@before') ? '(informational)' : shape.name.startsWith('mix') ? '(target >= 0.90)' : '(target >= 0.95 tenantwall, >= 0.90 kysely)';
         console.log(`  ${f.name} / bare: median ${r.median.toFixed(2)} ${target}, per round ${Math.min(...r.ratios).toFixed(2)}-${Math.max(...r.ratios).toFixed(2)} [${r.ratios.map((x) => x.toFixed(2)).join(' ')}]   p99 ratio ${(f.p99 / base.p99).toFixed(2)}`);
+      }
+      // Pairs measured in the same rounds: their per-round ratio cancels the round's noise, as against bare.
+      const pairs = [
+        ['tenantwall', 'tenantwall@before', 'now / before'],
+        ['tw kysely', 'tw kysely@before', 'now / before'],
+        ['service', 'service unpartitioned', 'partitioned / unpartitioned (target >= 1.00 within the spread)'],
+      ] as const;
+      for (const [a, b, label] of pairs) {
+        const ia = c.figures.findIndex((f) => f.name === a), ib = c.figures.findIndex((f) => f.name === b);
+        if (ia < 0 || ib < 0) continue;
+        const ra = (c.byTarget[ia] as { ratios: readonly number[] }).ratios, rb = (c.byTarget[ib] as { ratios: readonly number[] }).ratios;
+        const per = ra.map((x, k) => x / (rb[k] as number));
+        console.log(`  ${a} / ${b} (${label}): median ${median(per).toFixed(2)}, per round ${Math.min(...per).toFixed(2)}-${Math.max(...per).toFixed(2)} [${per.map((x) => x.toFixed(2)).join(' ')}]`);
       }
       // Where the server CPU goes, by part (a profiled run per target; profiling slows it, so not counted above).
       const columns: Array<{ name: string; perRequest: Map<Part, number> }> = [];
@@ -201,7 +255,7 @@ export default async function httpBench(harness: BenchHarness): Promise<void> {
         columns.push({ name: t.name, perRequest });
       }
       console.log(formatParts(columns));
-      console.log(`  ${'postgres (all backends, /proc)'.padEnd(48)}${c.figures.map((f) => f.cpu.postgres.toFixed(1).padStart(14)).join('')}`);
+      console.log(`  ${'postgres (all backends, /proc)'.padEnd(48)}${c.figures.map((f) => f.cpu.postgres.toFixed(1).padStart(Math.max(14, ...c.figures.map((x) => x.name.length + 2)))).join('')}`);
     }
   } finally {
     load.close();

@@ -3,7 +3,8 @@
  * minutes). Tenant tables use the hybrid layout (hash buckets, each LIST with a shared DEFAULT partition).
  *
  * 1. Scale series: a small tenant's list and point queries (guarded, through forTenant) as tenants and rows grow,
- *    Zipf-sized tenants (tenant of rank i gets rows ~ 1/i), a fresh database per point.
+ *    Zipf-sized tenants (tenant of rank i gets rows ~ 1/i), a database per point, the points measured alternately
+ *    over rounds (growth per round against the first point, median and range).
  * 2. Plan cache: a prepared statement with `tenant_id = $1` run for the largest and a small tenant, in both
  *    orders, after the plan cache has switched to a generic plan.
  * 3. Delete of a large dedicated tenant (detach + drop).
@@ -12,7 +13,7 @@
  * 5. Export (NDJSON and CSV): rows/s and peak RSS of this process.
  *
  * Env: BENCH_PART_SERIES="tenants:rows,..." (default 100:100000,1000:300000,5000:1000000),
- *      BENCH_PART_BUCKETS (16), BENCH_DURATION_MS (1500), BENCH_PART_BIG_ROWS (300000, used by 3-5),
+ *      BENCH_PART_ROUNDS (5: rounds of the series, points alternating), BENCH_PART_BUCKETS (16), BENCH_DURATION_MS (1500), BENCH_PART_BIG_ROWS (300000, used by 3-5),
  *      BENCH_PART_PARTS (series,delete,move: which sections run; series includes the plan cache check).
  */
 import fs from 'node:fs';
@@ -34,6 +35,7 @@ import { type BenchHarness, measure } from './harness.ts';
 
 const BUCKETS = Number(process.env.BENCH_PART_BUCKETS ?? 16);
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 1500);
+const ROUNDS = Number(process.env.BENCH_PART_ROUNDS ?? 5);
 const BIG_ROWS = Number(process.env.BENCH_PART_BIG_ROWS ?? 300_000);
 const SERIES = (process.env.BENCH_PART_SERIES ?? '100:100000,1000:300000,5000:1000000').split(',').map((s) => {
   const [tenants, rows] = s.split(':').map(Number);
@@ -82,31 +84,74 @@ async function tenantBySlug(db: Tenantwall, slug: string): Promise<{ id: string;
   return { id: t.id, n: rows[0]?.n as number };
 }
 
+/**
+ * Every point of the series gets its own database, all seeded first; then BENCH_PART_ROUNDS rounds measure the
+ * points alternately (list, then point lookup, each DURATION_MS), so machine noise hits every point alike. Growth
+ * is taken per round against the first point of the same round and reported as the median and range; the range
+ * says whether the run separates the growth it shows from its own noise.
+ */
 async function scaleSeries(h: BenchHarness): Promise<Tenantwall> {
-  console.log(`\nScale series: small tenant (median rank), guarded queries via forTenant, ${BUCKETS} hash buckets, 4 workers, ${DURATION_MS} ms each`);
-  console.log('  tenants   rows        small rows  list p50/p99 ms     point p50/p99 ms    list ops/s  point ops/s');
-  let base: { list: number; point: number } | undefined;
-  let last: Tenantwall | undefined;
+  console.log(`\nScale series: small tenant (median rank), guarded queries via forTenant, ${BUCKETS} hash buckets, 4 workers, ${ROUNDS} rounds x ${DURATION_MS} ms per query, points alternating`);
+  const points: Array<{ tenants: number; rows: number; db: Tenantwall; small: { id: string; n: number }; loadS: number }> = [];
   for (const { tenants, rows } of SERIES) {
     const db = await h.createTenantwall(schema, migrations, { poolSize: 4 });
     const t0 = performance.now();
     await seedZipf(db, tenants, rows);
-    const loadS = (performance.now() - t0) / 1000;
-    const small = await tenantBySlug(db, `t${Math.ceil(tenants / 2)}`);
-    const scope = db.forTenant(small.id);
-    const list = () => scope.query('SELECT id, amount_cents, created_at FROM invoices WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 20', [small.id]);
-    const point = (i: number) => scope.query('SELECT * FROM invoices WHERE tenant_id = $1 AND id = $2', [small.id, (i % small.n) + 1]);
-    await measure(list, { durationMs: 300, concurrency: 4 });
-    const l = await measure(list, { durationMs: DURATION_MS, concurrency: 4 });
-    const p = await measure(point, { durationMs: DURATION_MS, concurrency: 4 });
-    base ??= { list: l.p50, point: p.p50 };
-    console.log(
-      `  ${String(tenants).padEnd(9)} ${f(rows).padEnd(11)} ${String(small.n).padEnd(11)} ${`${f(l.p50, 3)}/${f(l.p99, 3)}`.padEnd(19)} ${`${f(p.p50, 3)}/${f(p.p99, 3)}`.padEnd(19)} ${f(l.opsPerSec).padEnd(11)} ${f(p.opsPerSec)}` +
-        `   (p50 x${f(l.p50 / base.list, 2)} / x${f(p.p50 / base.point, 2)} of the first point; load ${f(loadS, 1)} s)`,
-    );
-    last = db;
+    points.push({ tenants, rows, db, small: await tenantBySlug(db, `t${Math.ceil(tenants / 2)}`), loadS: (performance.now() - t0) / 1000 });
   }
-  return last as Tenantwall;
+  const queries = points.map(({ db, small }) => {
+    const scope = db.forTenant(small.id);
+    return {
+      list: () => scope.query('SELECT id, amount_cents, created_at FROM invoices WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 20', [small.id]),
+      point: (i: number) => scope.query('SELECT * FROM invoices WHERE tenant_id = $1 AND id = $2', [small.id, (i % small.n) + 1]),
+    };
+  });
+  // First touch of each database (cold caches) is a warm-up, not counted.
+  for (const q of queries) {
+    await measure(q.list, { durationMs: 300, concurrency: 4 });
+    await measure(q.point, { durationMs: 300, concurrency: 4 });
+  }
+  type Figures = { p50: number; p99: number; ops: number };
+  const byPoint = points.map(() => ({ list: [] as Figures[], point: [] as Figures[] }));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [i, q] of queries.entries()) {
+      const acc = byPoint[i] as (typeof byPoint)[number];
+      const l = await measure(q.list, { durationMs: DURATION_MS, concurrency: 4 });
+      const p = await measure(q.point, { durationMs: DURATION_MS, concurrency: 4 });
+      acc.list.push({ p50: l.p50, p99: l.p99, ops: l.opsPerSec });
+      acc.point.push({ p50: p.p50, p99: p.p99, ops: p.opsPerSec });
+    }
+  }
+  const med = (xs: number[]) => {
+    const a = [...xs].sort((x, y) => x - y);
+    const m = Math.floor(a.length / 2);
+    return a.length % 2 ? (a[m] as number) : ((a[m - 1] as number) + (a[m] as number)) / 2;
+  };
+  const growth = (i: number, kind: 'list' | 'point', stat: 'p50' | 'p99') => {
+    const per = (byPoint[i] as (typeof byPoint)[number])[kind].map((r, k) => r[stat] / ((byPoint[0] as (typeof byPoint)[number])[kind][k] as Figures)[stat]);
+    return { median: med(per), min: Math.min(...per), max: Math.max(...per) };
+  };
+  const g = (x: { median: number; min: number; max: number }) => `x${f(x.median, 2)} (${f(x.min, 2)}-${f(x.max, 2)})`;
+  console.log('  tenants   rows         small rows  list p50/p99 ms    point p50/p99 ms   growth vs first point, median (per-round range): list p50, list p99, point p50, point p99');
+  for (const [i, pt] of points.entries()) {
+    const b = byPoint[i] as (typeof byPoint)[number];
+    const m = (xs: Figures[], k: 'p50' | 'p99') => med(xs.map((x) => x[k]));
+    console.log(
+      `  ${String(pt.tenants).padEnd(9)} ${f(pt.rows).padEnd(12)} ${String(pt.small.n).padEnd(11)} ${`${f(m(b.list, 'p50'), 3)}/${f(m(b.list, 'p99'), 3)}`.padEnd(18)} ${`${f(m(b.point, 'p50'), 3)}/${f(m(b.point, 'p99'), 3)}`.padEnd(18)} ` +
+        (i === 0 ? `(base; seeded in ${f(pt.loadS, 1)} s)` : `${g(growth(i, 'list', 'p50'))}  ${g(growth(i, 'list', 'p99'))}  ${g(growth(i, 'point', 'p50'))}  ${g(growth(i, 'point', 'p99'))}  (seeded in ${f(pt.loadS, 1)} s)`),
+    );
+  }
+  // The verdict on the target (<= 1.2x growth), from the per-round ranges at the largest point.
+  const last = points.length - 1;
+  if (last > 0) {
+    for (const [kind, stat] of [['list', 'p50'], ['list', 'p99'], ['point', 'p50'], ['point', 'p99']] as const) {
+      const x = growth(last, kind, stat);
+      const verdict = x.max <= 1.2 ? 'within 1.2x in every round' : x.min > 1.2 ? 'above 1.2x in every round' : 'the rounds straddle 1.2x: not separated from noise, use more rounds (BENCH_PART_ROUNDS)';
+      console.log(`  ${kind} ${stat} at ${f(points[last]?.tenants ?? 0)} tenants / ${f(points[last]?.rows ?? 0)} rows: ${g(x)}: ${verdict}`);
+    }
+  }
+  for (const pt of points.slice(0, -1)) await pt.db.close();
+  return (points[last] as (typeof points)[number]).db;
 }
 
 async function planCache(db: Tenantwall): Promise<void> {

@@ -105,8 +105,9 @@ export function formatParts(columns: ReadonlyArray<{ name: string; perRequest: M
   const parts = new Set<Part>();
   for (const c of columns) for (const p of c.perRequest.keys()) parts.add(p);
   const rows = [...parts].sort((a, b) => Math.max(...columns.map((c) => c.perRequest.get(b) ?? 0)) - Math.max(...columns.map((c) => c.perRequest.get(a) ?? 0)));
-  const head = `  ${'server CPU per request, µs'.padEnd(48)}${columns.map((c) => c.name.padStart(14)).join('')}`;
-  const lines = rows.map((p) => `  ${p.padEnd(48)}${columns.map((c) => (c.perRequest.get(p) ?? 0).toFixed(1).padStart(14)).join('')}`);
-  const total = `  ${'total'.padEnd(48)}${columns.map((c) => [...c.perRequest.values()].reduce((a, b) => a + b, 0).toFixed(1).padStart(14)).join('')}`;
+  const w = Math.max(14, ...columns.map((c) => c.name.length + 2));
+  const head = `  ${'server CPU per request, µs'.padEnd(48)}${columns.map((c) => c.name.padStart(w)).join('')}`;
+  const lines = rows.map((p) => `  ${p.padEnd(48)}${columns.map((c) => (c.perRequest.get(p) ?? 0).toFixed(1).padStart(w)).join('')}`);
+  const total = `  ${'total'.padEnd(48)}${columns.map((c) => [...c.perRequest.values()].reduce((a, b) => a + b, 0).toFixed(1).padStart(w)).join('')}`;
   return [head, ...lines, total].join('\n');
 }

@@ -59,6 +59,10 @@ export const ERROR_CODES = {
   import_checksum_mismatch: { status: 400, hint: 'A file of the export does not match its manifest (size, sha256 or row count); re-export it. Nothing was imported.' },
   // data path
   statement_timeout: { status: 503, hint: 'The statement ran longer than statementTimeoutMs; retry or narrow the query.' },
+  transaction_conflict: {
+    status: 503,
+    hint: 'The transaction lost a deadlock, a serialization conflict or a lock wait to a concurrent one (for example the switch of a tenant move) and was rolled back: nothing of it was applied. Retry it after the Retry-After header.',
+  },
   plan_limit_exceeded: {
     status: 422,
     hint: "The statement needed more than the tenant's plan allows (details.limit, details.limit_ms): narrow the request or move to a plan with higher database limits.",
@@ -124,6 +128,10 @@ export const ERROR_CODES = {
   owner_connection_required: {
     status: 500,
     hint: 'This process runs with the application role only; run migrations and lifecycle work with the owner (tenantwall migrate, the CLI, or connect with databaseUrl). See docs/credentials.md.',
+  },
+  operator_unavailable: {
+    status: 503,
+    hint: 'This process holds the application role only and hands admin requests to an operator process (the owner side); none answered. Start one (npm run operator in the reference service, docs/credentials.md) and retry after the Retry-After header.',
   },
   app_login_failed: {
     status: 500,

@@ -86,7 +86,7 @@ export { planLimits } from './metering/plan-limits.ts';
 // observability (metrics, traces, noisy neighbours)
 export type { StatementObserver, StatementEvent, StatementOutcome, GuardVerdict } from './db/observer.ts';
 export type { PoolStats } from './db/tenantwall.ts';
-export { TenantwallMetrics, createMetrics, type MetricsOptions, type RequestRecord, type QuotaUse } from './observability/metrics.ts';
+export { TenantwallMetrics, createMetrics, type MetricsOptions, type RequestRecord, type QuotaUse, type OperationProgress, type TrackedOperation } from './observability/metrics.ts';
 export { createTracingObserver, traceStatements, statementFingerprint, TRACER_NAME, STATEMENT_SPAN, type TracingOptions } from './observability/tracing.ts';
 export { TenantActivity, rankActivity, OTHER_TENANTS, ACTIVITY_RESOURCES, type ActivityCounts, type ActivityResource, type TopReport, type TopTenant, type TopOptions, type NoisySuggestion } from './observability/activity.ts';
 export { OTHER_LABEL, NO_TENANT_LABEL } from './observability/labels.ts';

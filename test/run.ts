@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../src/index.ts';
+import { freePort } from './helpers/port.ts';
 import { startPgBouncer, type PgBouncer } from './poolers/pgbouncer.ts';
 
 const files = process.argv.slice(2);
@@ -18,7 +19,7 @@ if (!adminUrl) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantwall-test-'));
   embedded = await startEmbeddedPostgres({
     dataDir: path.join(dir, 'data'),
-    port: 20000 + Math.floor(Math.random() * 20000),
+    port: await freePort(),
     persistent: false,
     settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '300' },
   });

@@ -60,11 +60,13 @@ async function normalizeTypes(client: pg.ClientBase, types: readonly string[]): 
  */
 export async function generateMigration(client: pg.ClientBase, ctx: DdlContext, options: GenerateOptions = {}): Promise<GeneratedMigration> {
   const tc = ctx.schema.tenantColumn;
-  const db = new Map((await introspect(client)).map((t) => [t.name, t]));
+  // Declared tables are named unqualified: each is the table its name resolves to under the search_path.
+  const db = new Map((await introspect(client)).filter((t) => t.visible).map((t) => [t.name, t]));
+  const visible = `pg_table_is_visible((quote_ident(schemaname) || '.' || quote_ident(tablename))::regclass)`;
   const { rows: allIndexes } = await client.query<{ table: string; name: string }>(
-    `SELECT tablename AS table, indexname AS name FROM pg_indexes WHERE schemaname = 'public'`,
+    `SELECT tablename AS table, indexname AS name FROM pg_indexes WHERE ${visible}`,
   );
-  const { rows: policies } = await client.query<{ table: string }>(`SELECT tablename AS table FROM pg_policies WHERE schemaname = 'public' AND policyname = 'tenant_isolation'`);
+  const { rows: policies } = await client.query<{ table: string }>(`SELECT tablename AS table FROM pg_policies WHERE ${visible} AND policyname = 'tenant_isolation'`);
   const withPolicy = new Set(policies.map((p) => p.table));
   const allowDrop = new Set(options.allowDrop ?? []);
   const allowType = new Set(options.allowTypeChange ?? []);

@@ -39,7 +39,8 @@ export interface Undecided {
 export interface AdoptPlan {
   readonly tenantTable: string | undefined;
   /** Tenant tables with the foreign key column their tenant is found through (the tenant table itself: none). */
-  readonly tenantTables: readonly { table: string; via?: { column: string; parent: string } }[];
+  /** `schema` only when it is not `public`; `via.column` is `via.columns` joined with `, ` (a multi-column foreign key). */
+  readonly tenantTables: readonly { table: string; schema?: string; via?: { column: string; columns: readonly string[]; parent: string } }[];
   readonly globalTables: readonly string[];
   readonly undecided: readonly Undecided[];
   /** Decisions that change behaviour (a global unique becomes unique per tenant, ...). */
@@ -78,13 +79,39 @@ const pkOf = (t: DbTable) => t.constraints.find((c) => c.kind === 'p');
  * found) and which stay global, and renders the online migration and the `defineSchema` declaration. Pure: it
  * reads nothing and writes nothing.
  */
-export function planAdoption(tables: readonly DbTable[], options: AdoptOptions): AdoptPlan {
+export function planAdoption(catalog: readonly DbTable[], options: AdoptOptions): AdoptPlan {
   const tc = options.tenantColumn ?? 'tenant_id';
   const registry = options.registryTable ?? 'tenants';
   const batch = options.batchSize ?? 1000;
-  const byName = new Map(tables.map((t) => [t.name, t]));
   const undecided: Undecided[] = [];
   const notes: { table: string; note: string }[] = [];
+
+  // 0. Declared tables are named unqualified and found through the search_path (as the app's own unqualified
+  // queries find them): a table its unqualified name does not reach is left alone.
+  for (const t of catalog) {
+    if (t.visible) continue;
+    const shadow = catalog.find((o) => o.visible && o.name === t.name);
+    undecided.push({
+      table: `${t.schema}.${t.name}`,
+      reason: shadow ? `left as it is: its name is taken on the search_path by ${shadow.schema}.${shadow.name} (declared tables are named unqualified)` : `left as it is: schema ${t.schema} is not on the search_path (declared tables are named unqualified and found through it)`,
+      fix: shadow ? `rename one of the two tables, or adopt only one schema (--schemas)` : `put ${t.schema} on the search_path of every connection (ALTER DATABASE <db> SET search_path = ..., ${t.schema}), or leave it out (--schemas)`,
+    });
+  }
+  // Foreign keys to a table that is not adopted under that name (another schema's namesake, an invisible
+  // table) get a dotted refTable that matches no table: they are kept in the database and not followed.
+  const visibleSchema = new Map(catalog.filter((t) => t.visible).map((t) => [t.name, t.schema]));
+  const tables: DbTable[] = catalog.filter((t) => t.visible).map((t) => ({
+    ...t,
+    constraints: t.constraints.map((c) => (c.kind === 'f' && visibleSchema.get(c.refTable as string) !== c.refSchema ? { ...c, refTable: `${c.refSchema}.${c.refTable}` } : c)),
+  }));
+  const byName = new Map(tables.map((t) => [t.name, t]));
+  /** The table's name, schema-qualified: the migration does not depend on the search_path it runs under. */
+  const qt = (name: string) => {
+    const t = byName.get(name) as DbTable;
+    return `${q(t.schema)}.${q(t.name)}`;
+  };
+  /** A name in the schema of `table` (trigger functions, indexes to drop). */
+  const inSchema = (table: string, name: string) => `${q((byName.get(table) as DbTable).schema)}.${q(name)}`;
   const empty = (): AdoptPlan => ({ tenantTable: undefined, tenantTables: [], globalTables: [], undecided, notes, migrationSql: '', declaration: '' });
 
   // 1. The tenant table (its rows are the tenants).
@@ -133,21 +160,23 @@ export function planAdoption(tables: readonly DbTable[], options: AdoptOptions):
     return empty();
   }
 
-  // 3. The path to the tenant: shortest chain of NOT NULL single-column foreign keys (or --tenant-key columns).
-  type Edge = { column: string; parent: string; refColumn: string; nullable: boolean };
+  // 3. The path to the tenant: shortest chain of NOT NULL foreign keys, single- or multi-column (or --tenant-key
+  // columns). A multi-column foreign key is a link when all its columns are NOT NULL (MATCH SIMPLE: one NULL
+  // column and the row references nothing).
+  type Edge = { columns: string[]; parent: string; refColumns: string[]; nullable: boolean };
   const edgesOf = (t: DbTable): Edge[] => {
     const out: Edge[] = [];
     const key = options.tenantKeys?.[t.name];
     const rootPk = pkOf(rootTable)?.columns ?? [];
     if (key !== undefined) {
       const c = t.columns.find((x) => x.name === key);
-      if (c && rootPk.length === 1) out.push({ column: key, parent: rootTable.name, refColumn: rootPk[0] as string, nullable: !c.notNull });
+      if (c && rootPk.length === 1) out.push({ columns: [key], parent: rootTable.name, refColumns: [rootPk[0] as string], nullable: !c.notNull });
       else undecided.push({ table: t.name, reason: `--tenant-key column ${key} does not exist (or the tenant table's key has several columns)`, fix: '--tenant-key table=column' });
     }
     for (const fk of t.constraints) {
-      if (fk.kind !== 'f' || fk.columns.length !== 1 || fk.refTable === t.name) continue;
-      const c = t.columns.find((x) => x.name === fk.columns[0]);
-      out.push({ column: fk.columns[0] as string, parent: fk.refTable as string, refColumn: (fk.refColumns ?? [])[0] as string, nullable: !c?.notNull });
+      if (fk.kind !== 'f' || fk.refTable === t.name || !byName.has(fk.refTable as string)) continue;
+      const nullable = fk.columns.some((name) => !t.columns.find((x) => x.name === name)?.notNull);
+      out.push({ columns: [...fk.columns], parent: fk.refTable as string, refColumns: [...(fk.refColumns ?? [])], nullable });
     }
     return out;
   };
@@ -180,7 +209,8 @@ export function planAdoption(tables: readonly DbTable[], options: AdoptOptions):
   for (const [name, e] of nullableOnly) {
     if (tenantNames.has(name)) continue;
     unusable.add(name);
-    undecided.push({ table: name, reason: `reaches a tenant only through the nullable column ${e.column} (-> ${e.parent}): rows with NULL belong to no tenant`, fix: `make ${name}.${e.column} NOT NULL, or --tenant-key ${name}=<column>, or --global-tables ${name}` });
+    const what = e.columns.length === 1 ? `the nullable column ${e.columns[0]}` : `the foreign key (${e.columns.join(', ')}) with a nullable column`;
+    undecided.push({ table: name, reason: `reaches a tenant only through ${what} (-> ${e.parent}): rows with NULL belong to no tenant`, fix: `make ${e.columns.map((c) => `${name}.${c}`).join(', ')} NOT NULL, or --tenant-key ${name}=<column>, or --global-tables ${name}` });
   }
   const globals = tables.filter((t) => !tenantNames.has(t.name) && !unusable.has(t.name));
   for (const g of globals) {
@@ -189,6 +219,10 @@ export function planAdoption(tables: readonly DbTable[], options: AdoptOptions):
         notes.push({ table: g.name, note: `global table referencing tenant table ${fk.refTable} through nullable ${fk.columns.join(', ')}: the foreign key is dropped from the declaration` });
       }
     }
+  }
+
+  for (const t of [...tenant, ...globals]) {
+    if (t.schema !== 'public') notes.push({ table: t.name, note: `lives in schema ${t.schema}: declared as ${t.name} (unqualified), so every connection's search_path must include ${t.schema}, as it does for this session` });
   }
 
   // 4. The online migration.
@@ -202,13 +236,13 @@ export function planAdoption(tables: readonly DbTable[], options: AdoptOptions):
 
   const first: string[] = [registrySql(ctx)];
   for (const t of tenant) {
-    first.push(`ALTER TABLE ${q(t.name)} ADD COLUMN ${q(tc)} ${key};`);
+    first.push(`ALTER TABLE ${qt(t.name)} ADD COLUMN ${q(tc)} ${key};`);
     const e = via.get(t.name);
     if (t === rootTable && key === 'uuid') {
-      first.push(`ALTER TABLE ${q(t.name)} ALTER COLUMN ${q(tc)} SET DEFAULT gen_random_uuid();`);
+      first.push(`ALTER TABLE ${qt(t.name)} ALTER COLUMN ${q(tc)} SET DEFAULT gen_random_uuid();`);
     } else if (t === rootTable) {
       // The tenant table's own key is the tenant id: new rows take it too.
-      const fn = q(`tenantwall_fill_${t.name}`);
+      const fn = inSchema(t.name, `tenantwall_fill_${t.name}`);
       first.push(`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
   IF NEW.${q(tc)} IS NULL THEN
@@ -216,18 +250,18 @@ BEGIN
   END IF;
   RETURN NEW;
 END $fn$;`);
-      first.push(`CREATE TRIGGER ${q(`tenantwall_fill_${tc}`)} BEFORE INSERT ON ${q(t.name)} FOR EACH ROW EXECUTE FUNCTION ${fn}();`);
+      first.push(`CREATE TRIGGER ${q(`tenantwall_fill_${tc}`)} BEFORE INSERT ON ${qt(t.name)} FOR EACH ROW EXECUTE FUNCTION ${fn}();`);
     } else if (e) {
       // Rows written while the backfill runs (and later writes that leave the column out) take the parent's tenant.
-      const fn = q(`tenantwall_fill_${t.name}`);
+      const fn = inSchema(t.name, `tenantwall_fill_${t.name}`);
       first.push(`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
   IF NEW.${q(tc)} IS NULL THEN
-    SELECT p.${q(tc)} INTO NEW.${q(tc)} FROM ${q(e.parent)} p WHERE p.${q(e.refColumn)} = NEW.${q(e.column)};
+    SELECT p.${q(tc)} INTO NEW.${q(tc)} FROM ${qt(e.parent)} p WHERE ${e.columns.map((c, i) => `p.${q(e.refColumns[i] as string)} = NEW.${q(c)}`).join(' AND ')};
   END IF;
   RETURN NEW;
 END $fn$;`);
-      first.push(`CREATE TRIGGER ${q(`tenantwall_fill_${tc}`)} BEFORE INSERT OR UPDATE OF ${q(e.column)} ON ${q(t.name)} FOR EACH ROW EXECUTE FUNCTION ${fn}();`);
+      first.push(`CREATE TRIGGER ${q(`tenantwall_fill_${tc}`)} BEFORE INSERT OR UPDATE OF ${cols(e.columns)} ON ${qt(t.name)} FOR EACH ROW EXECUTE FUNCTION ${fn}();`);
     }
   }
   step('transaction', 'add the tenant column and the registry', first);
@@ -235,13 +269,13 @@ END $fn$;`);
   for (const t of tenant) {
     const pk = pkOf(t)?.columns ?? [];
     const e = via.get(t.name);
-    const pick = (extra: string) => `SELECT ${cols(pk)} FROM ${q(t.name)} WHERE ${q(tc)} IS NULL${extra} ORDER BY ${cols(pk)} LIMIT ${batch} FOR UPDATE`;
+    const pick = (extra: string) => `SELECT ${cols(pk)} FROM ${qt(t.name)} WHERE ${q(tc)} IS NULL${extra} ORDER BY ${cols(pk)} LIMIT ${batch} FOR UPDATE`;
     if (t === rootTable) {
       const value = key === 'uuid' ? 'gen_random_uuid()' : `${q(rootKey[0] as string)}::${key}`;
-      step('batch', `backfill ${t.name}`, [`UPDATE ${q(t.name)} SET ${q(tc)} = ${value} WHERE (${cols(pk)}) IN (${pick('')});`]);
+      step('batch', `backfill ${t.name}`, [`UPDATE ${qt(t.name)} SET ${q(tc)} = ${value} WHERE (${cols(pk)}) IN (${pick('')});`]);
     } else if (e) {
       step('batch', `backfill ${t.name} from ${e.parent}`, [
-        `UPDATE ${q(t.name)} c SET ${q(tc)} = p.${q(tc)} FROM ${q(e.parent)} p WHERE p.${q(e.refColumn)} = c.${q(e.column)} AND p.${q(tc)} IS NOT NULL AND (${pk.map((c) => `c.${q(c)}`).join(', ')}) IN (${pick(` AND ${q(e.column)} IS NOT NULL`)});`,
+        `UPDATE ${qt(t.name)} c SET ${q(tc)} = p.${q(tc)} FROM ${qt(e.parent)} p WHERE ${e.columns.map((c, i) => `p.${q(e.refColumns[i] as string)} = c.${q(c)}`).join(' AND ')} AND p.${q(tc)} IS NOT NULL AND (${pk.map((c) => `c.${q(c)}`).join(', ')}) IN (${pick(e.columns.map((c) => ` AND ${q(c)} IS NOT NULL`).join(''))});`,
       ]);
     }
   }
@@ -252,22 +286,22 @@ END $fn$;`);
   const slug = slugCol ? `CASE WHEN ${q(slugCol.name)} ~ '^[a-z0-9][a-z0-9-]{0,62}$' THEN ${q(slugCol.name)} ELSE ${fallbackSlug} END` : fallbackSlug;
   const name = nameCol ? `left(coalesce(nullif(${q(nameCol.name)}, ''), ${slug}), 200)` : slug;
   if (!slugCol) notes.push({ table: rootTable.name, note: `no slug column: registry slugs are ${rootTable.name.replace(/_/g, '-')}-<id>` });
-  const registerSql = `INSERT INTO ${q(registry)} ("id", "slug", "name") SELECT ${q(tc)}, ${slug}, ${name} FROM ${q(rootTable.name)} WHERE ${q(tc)} IS NOT NULL ON CONFLICT DO NOTHING;`;
+  const registerSql = `INSERT INTO ${q(registry)} ("id", "slug", "name") SELECT ${q(tc)}, ${slug}, ${name} FROM ${qt(rootTable.name)} WHERE ${q(tc)} IS NOT NULL ON CONFLICT DO NOTHING;`;
   notes.push({ table: rootTable.name, note: `its rows were copied into the registry ${registry}; from now on create tenants with \`tenantwall tenants create\`` });
 
   const notValid: string[] = [registerSql];
   for (const t of tenant) {
-    notValid.push(`ALTER TABLE ${q(t.name)} ADD CONSTRAINT ${q(`${t.name}_${tc}_not_null`)} CHECK (${q(tc)} IS NOT NULL) NOT VALID;`);
-    notValid.push(`ALTER TABLE ${q(t.name)} ADD CONSTRAINT ${q(`${t.name}_${tc}_fkey`)} FOREIGN KEY (${q(tc)}) REFERENCES ${q(registry)} ("id") NOT VALID;`);
+    notValid.push(`ALTER TABLE ${qt(t.name)} ADD CONSTRAINT ${q(`${t.name}_${tc}_not_null`)} CHECK (${q(tc)} IS NOT NULL) NOT VALID;`);
+    notValid.push(`ALTER TABLE ${qt(t.name)} ADD CONSTRAINT ${q(`${t.name}_${tc}_fkey`)} FOREIGN KEY (${q(tc)}) REFERENCES ${q(registry)} ("id") NOT VALID;`);
   }
   step('transaction', 'register the tenants; tenant column constraints NOT VALID', notValid);
   for (const t of tenant) {
     step('transaction', `validate ${t.name}.${tc}`, [
-      `ALTER TABLE ${q(t.name)} VALIDATE CONSTRAINT ${q(`${t.name}_${tc}_not_null`)};`,
-      `ALTER TABLE ${q(t.name)} VALIDATE CONSTRAINT ${q(`${t.name}_${tc}_fkey`)};`,
+      `ALTER TABLE ${qt(t.name)} VALIDATE CONSTRAINT ${q(`${t.name}_${tc}_not_null`)};`,
+      `ALTER TABLE ${qt(t.name)} VALIDATE CONSTRAINT ${q(`${t.name}_${tc}_fkey`)};`,
       // The validated CHECK lets SET NOT NULL skip its table scan.
-      `ALTER TABLE ${q(t.name)} ALTER COLUMN ${q(tc)} SET NOT NULL;`,
-      `ALTER TABLE ${q(t.name)} DROP CONSTRAINT ${q(`${t.name}_${tc}_not_null`)};`,
+      `ALTER TABLE ${qt(t.name)} ALTER COLUMN ${q(tc)} SET NOT NULL;`,
+      `ALTER TABLE ${qt(t.name)} DROP CONSTRAINT ${q(`${t.name}_${tc}_not_null`)};`,
     ]);
   }
 
@@ -278,17 +312,17 @@ END $fn$;`);
   const dropLater: string[] = [];
   for (const t of tenant) {
     for (const fk of t.constraints) {
-      if (fk.kind === 'f' && tenantNames.has(fk.refTable as string)) swap.push(`ALTER TABLE ${q(t.name)} DROP CONSTRAINT ${q(fk.name)};`);
+      if (fk.kind === 'f' && tenantNames.has(fk.refTable as string)) swap.push(`ALTER TABLE ${qt(t.name)} DROP CONSTRAINT ${q(fk.name)};`);
     }
   }
   for (const t of tenant) {
     const pk = pkOf(t) as DbConstraint;
-    build.push(`CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS ${q(`${t.name}_pkey_tw`)} ON ${q(t.name)} (${cols([tc, ...pk.columns])});`);
-    swap.push(`ALTER TABLE ${q(t.name)} DROP CONSTRAINT ${q(pk.name)};`, `ALTER TABLE ${q(t.name)} ADD CONSTRAINT ${q(`${t.name}_pkey`)} PRIMARY KEY USING INDEX ${q(`${t.name}_pkey_tw`)};`);
+    build.push(`CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS ${q(`${t.name}_pkey_tw`)} ON ${qt(t.name)} (${cols([tc, ...pk.columns])});`);
+    swap.push(`ALTER TABLE ${qt(t.name)} DROP CONSTRAINT ${q(pk.name)};`, `ALTER TABLE ${qt(t.name)} ADD CONSTRAINT ${q(`${t.name}_pkey`)} PRIMARY KEY USING INDEX ${q(`${t.name}_pkey_tw`)};`);
     for (const u of t.constraints.filter((c) => c.kind === 'u')) {
       const ix = tenantIndexName(t.name, tc, u.columns, true);
-      build.push(`CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS ${q(ix)} ON ${q(t.name)} (${cols([tc, ...u.columns])});`);
-      swap.push(`ALTER TABLE ${q(t.name)} DROP CONSTRAINT ${q(u.name)};`);
+      build.push(`CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS ${q(ix)} ON ${qt(t.name)} (${cols([tc, ...u.columns])});`);
+      swap.push(`ALTER TABLE ${qt(t.name)} DROP CONSTRAINT ${q(u.name)};`);
       notes.push({ table: t.name, note: `unique (${u.columns.join(', ')}) is now unique per tenant (${tc}, ${u.columns.join(', ')})` });
     }
     for (const ix of t.indexes) {
@@ -299,19 +333,19 @@ END $fn$;`);
       }
       if (ix.columns[0] === tc) continue;
       const name = tenantIndexName(t.name, tc, ix.columns, ix.unique);
-      build.push(`CREATE ${ix.unique ? 'UNIQUE ' : ''}INDEX CONCURRENTLY IF NOT EXISTS ${q(name)} ON ${q(t.name)} (${cols([tc, ...ix.columns])});`);
+      build.push(`CREATE ${ix.unique ? 'UNIQUE ' : ''}INDEX CONCURRENTLY IF NOT EXISTS ${q(name)} ON ${qt(t.name)} (${cols([tc, ...ix.columns])});`);
       if (ix.unique) {
-        swap.push(`DROP INDEX ${q(ix.name)};`);
+        swap.push(`DROP INDEX ${inSchema(t.name, ix.name)};`);
         notes.push({ table: t.name, note: `unique index ${ix.name} (${ix.columns.join(', ')}) is now unique per tenant` });
-      } else dropLater.push(`DROP INDEX CONCURRENTLY IF EXISTS ${q(ix.name)};`);
+      } else dropLater.push(`DROP INDEX CONCURRENTLY IF EXISTS ${inSchema(t.name, ix.name)};`);
     }
   }
   for (const t of tenant) {
     for (const fk of t.constraints) {
       if (fk.kind !== 'f' || !tenantNames.has(fk.refTable as string)) continue;
       const name = `${t.name}_${fk.columns.join('_')}_fkey`;
-      swap.push(`ALTER TABLE ${q(t.name)} ADD CONSTRAINT ${q(name)} FOREIGN KEY (${cols([tc, ...fk.columns])}) REFERENCES ${q(fk.refTable as string)} (${cols([tc, ...(fk.refColumns ?? [])])})${onDeleteSql(fk)} NOT VALID;`);
-      validate.push(`ALTER TABLE ${q(t.name)} VALIDATE CONSTRAINT ${q(name)};`);
+      swap.push(`ALTER TABLE ${qt(t.name)} ADD CONSTRAINT ${q(name)} FOREIGN KEY (${cols([tc, ...fk.columns])}) REFERENCES ${qt(fk.refTable as string)} (${cols([tc, ...(fk.refColumns ?? [])])})${onDeleteSql(fk)} NOT VALID;`);
+      validate.push(`ALTER TABLE ${qt(t.name)} VALIDATE CONSTRAINT ${q(name)};`);
     }
   }
   step('concurrently', 'build the tenant-led keys and indexes', build);
@@ -320,10 +354,15 @@ END $fn$;`);
 
   const secure: string[] = [];
   for (const t of tenant) {
-    secure.push(...rlsSql(t.name, ctx));
-    secure.push(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${q(t.name)} TO ${q(options.appRole)};`);
+    // rlsSql names the relation unqualified: qualify it (ALTER TABLE "x" / ON "x" FOR), the policy text is unchanged.
+    secure.push(...rlsSql(t.name, ctx).map((stmt) => stmt.replace(`TABLE ${q(t.name)} `, `TABLE ${qt(t.name)} `).replace(` ON ${q(t.name)} FOR `, ` ON ${qt(t.name)} FOR `)));
+    secure.push(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${qt(t.name)} TO ${q(options.appRole)};`);
   }
-  for (const g of globals) secure.push(`GRANT SELECT ON ${q(g.name)} TO ${q(options.appRole)};`);
+  for (const g of globals) secure.push(`GRANT SELECT ON ${qt(g.name)} TO ${q(options.appRole)};`);
+  // The application role resolves the tables of other schemas through its search_path: it needs USAGE there.
+  for (const schemaName of [...new Set([...tenant, ...globals].map((t) => t.schema))].filter((n) => n !== 'public').sort()) {
+    secure.push(`GRANT USAGE ON SCHEMA ${q(schemaName)} TO ${q(options.appRole)};`);
+  }
   for (const t of tenant) {
     for (const c of t.columns) if (c.sequence) secure.push(`GRANT USAGE, SELECT ON SEQUENCE ${c.sequence} TO ${q(options.appRole)};`);
   }
@@ -340,7 +379,7 @@ ${steps.join('\n\n')}
     tenantTable: rootTable.name,
     tenantTables: tenant.map((t) => {
       const e = via.get(t.name);
-      return e ? { table: t.name, via: { column: e.column, parent: e.parent } } : { table: t.name };
+      return e ? { table: t.name, ...(t.schema === 'public' ? {} : { schema: t.schema }), via: { column: e.columns.join(', '), columns: e.columns, parent: e.parent } } : { table: t.name, ...(t.schema === 'public' ? {} : { schema: t.schema }) };
     }),
     globalTables: globals.map((g) => g.name),
     undecided,

@@ -10,6 +10,8 @@ export interface BodyAnalysis {
   readonly names: ReadonlySet<string>;
   /** Relations it INSERTs into, UPDATEs, DELETEs from or MERGEs into. */
   readonly writes: ReadonlySet<string>;
+  /** Relations it INSERTs into or MERGEs into (the writes that may take a sequence's next value for a default). */
+  readonly inserts: ReadonlySet<string>;
   /** Functions it calls (`name` or `schema.name`). */
   readonly calls: ReadonlySet<string>;
   /** EXECUTE of a computed string, or a function that runs SQL given as text (query_to_xml, dblink...). */
@@ -42,7 +44,7 @@ function walk(n: unknown, visit: (node: Node) => void): void {
 const rangeName = (rv: Node) => (rv.schemaname ? `${rv.schemaname}.${rv.relname}` : (rv.relname as string));
 const funcName = (call: Node) => ((call.funcname as Node[] | undefined) ?? []).map((p) => p.String?.sval as string).join('.').toLowerCase().replace(/^pg_catalog\./, '');
 
-type Scan = { names: Set<string>; writes: Set<string>; calls: Set<string>; dynamic: boolean; notifies: boolean; sessionSettings: Set<string> };
+type Scan = { names: Set<string>; writes: Set<string>; inserts: Set<string>; calls: Set<string>; dynamic: boolean; notifies: boolean; sessionSettings: Set<string> };
 
 function scanSql(sql: Node, out: Scan) {
   walk(sql, (node) => {
@@ -50,6 +52,7 @@ function scanSql(sql: Node, out: Scan) {
     for (const k of ['InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']) {
       const rel = (node[k] as Node | undefined)?.relation as Node | undefined;
       if (rel) out.writes.add(rangeName(rel));
+      if (rel && k !== 'UpdateStmt' && k !== 'DeleteStmt') out.inserts.add(rangeName(rel));
     }
     if (node.NotifyStmt) out.notifies = true;
     const set = node.VariableSetStmt as Node | undefined;
@@ -90,7 +93,7 @@ export function analyzeBody(fn: FunctionInfo): BodyAnalysis {
   const key = `${fn.language}\u0000${fn.definition ?? fn.source}`;
   const hit = cache.get(key);
   if (hit) return hit;
-  const out: Scan = { names: new Set<string>(), writes: new Set<string>(), calls: new Set<string>(), dynamic: false, notifies: false, sessionSettings: new Set<string>() };
+  const out: Scan = { names: new Set<string>(), writes: new Set<string>(), inserts: new Set<string>(), calls: new Set<string>(), dynamic: false, notifies: false, sessionSettings: new Set<string>() };
   let parsed = true;
   try {
     if (fn.language === 'plpgsql' && fn.definition) {

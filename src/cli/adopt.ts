@@ -19,6 +19,8 @@ Reads an existing database and writes, without applying anything:
   --dir <folder>                where to write (default .)
   --migrations-dir <folder>     default <dir>/migrations
   --schema-file <file>          default <dir>/tenantwall.schema.ts
+  --schemas <a,b,...>           schemas to adopt (default: every schema not PostgreSQL's or an extension's own);
+                                their tables are declared unqualified, found through the search_path
   --tenant-table <table>        the existing table whose rows are the tenants (default: found by name)
   --tenant-key <t=col,...>      a table's column holding the tenant table's key without a foreign key
   --global-tables <a,b,...>     keep these tables global
@@ -41,6 +43,7 @@ export async function adoptCommand(argv: string[]): Promise<number> {
     dir: { type: 'string', default: '.' },
     'migrations-dir': { type: 'string' },
     'schema-file': { type: 'string' },
+    schemas: { type: 'string' },
     'tenant-table': { type: 'string' },
     'tenant-key': { type: 'string' },
     'global-tables': { type: 'string' },
@@ -71,7 +74,9 @@ export async function adoptCommand(argv: string[]): Promise<number> {
   await client.connect();
   let tables;
   try {
-    tables = await introspect(client);
+    const schemas = values.schemas === undefined ? undefined : list(values.schemas);
+    if (schemas !== undefined && schemas.length === 0) throw new TenantwallError('config_invalid', '--schemas takes a comma-separated list of schema names.', { details: { field: 'schemas' } });
+    tables = await introspect(client, schemas);
   } finally {
     await client.end();
   }
@@ -115,7 +120,7 @@ ${options.tenantKey === 'uuid' ? '' : `// Tenant ids are the tenant table's own 
     console.log(JSON.stringify({ written, tenantTable: plan.tenantTable, tenantTables: plan.tenantTables, globalTables: plan.globalTables, undecided: plan.undecided, notes: plan.notes }, null, 2));
   } else {
     if (plan.tenantTable) console.log(`tenant table: ${plan.tenantTable}`);
-    for (const t of plan.tenantTables) console.log(`  tenant table ${t.table}${t.via ? ` (tenant through ${t.via.column} -> ${t.via.parent})` : ' (its rows are the tenants)'}`);
+    for (const t of plan.tenantTables) console.log(`  tenant table ${t.schema ? `${t.schema}.` : ''}${t.table}${t.via ? ` (tenant through ${t.via.column} -> ${t.via.parent})` : ' (its rows are the tenants)'}`);
     for (const g of plan.globalTables) console.log(`  global table ${g}`);
     for (const n of plan.notes) console.log(`note: ${n.table}: ${n.note}`);
     if (plan.undecided.length > 0) {

@@ -85,6 +85,7 @@ export interface TenantwallOptions {
 /** `TenantwallOptions` after resolution (`db.options`). */
 export type ResolvedOptions = Readonly<{
   databaseUrl: string | undefined;
+  /** After `Tenantwall.connect`: the application role's URL in use (given, or derived from `databaseUrl`). */
   appDatabaseUrl: string | undefined;
   appRole: string;
   ownerRole: string | undefined;

@@ -142,13 +142,20 @@ export class LimitSteps {
 }
 
 /** Which of the tenant's limits cancelled the statement, if one did. */
-export function limitOf(err: unknown, limits: ResolvedLimits): LimitName | undefined {
+export function limitOf(err: unknown, limits: ResolvedLimits, context: { pooled?: boolean; idleMs?: number | undefined } = {}): LimitName | undefined {
   if (limits.mask === 0) return undefined;
   const e = err as { code?: string; message?: string } | undefined;
   const l = limits.limits;
   if (e?.code === '57014' && /statement timeout/.test(e.message ?? '') && l.statementTimeoutMs !== undefined) return 'statement_timeout';
   if (e?.code === '55P03' && /lock timeout/.test(e.message ?? '') && l.lockTimeoutMs !== undefined) return 'lock_timeout';
-  if (e?.code === '25P03' && l.idleInTransactionSessionTimeoutMs !== undefined) return 'idle_in_transaction_session_timeout';
+  const idle = l.idleInTransactionSessionTimeoutMs;
+  if (e?.code === '25P03' && idle !== undefined) return 'idle_in_transaction_session_timeout';
+  // Behind a transaction-mode pooler the server's 25P03 may not reach the client: PgBouncer, which sees the server
+  // connection end, often answers its own "server conn crashed?" (08P01) instead. When the transaction had been idle
+  // longer than its idle limit before that statement, the limit is what ended it.
+  if (context.pooled && idle !== undefined && context.idleMs !== undefined && context.idleMs >= idle && e?.code === '08P01' && /server conn crashed/.test(e.message ?? '')) {
+    return 'idle_in_transaction_session_timeout';
+  }
   return undefined;
 }
 

@@ -34,18 +34,24 @@ export interface StatementObserver {
 
 type End = (outcome: StatementOutcome) => void;
 
-/** Starts every observer; returns the end callbacks (observer errors are ignored: they must not break the data path). */
-export function startObservers(observers: readonly StatementObserver[], event: StatementEvent): End[] {
-  const ends: End[] = [];
+const NO_ENDS: readonly End[] = Object.freeze([]);
+
+/**
+ * Starts every observer; returns the end callbacks (observer errors are ignored: they must not break the data
+ * path). The callers observe inside their own async function (no wrapper promise per statement) and skip the
+ * outcome object when no observer follows the statement (e.g. tracing without an SDK).
+ */
+export function startObservers(observers: readonly StatementObserver[], event: StatementEvent): readonly End[] {
+  let ends: End[] | undefined;
   for (const o of observers) {
     try {
       const end = o.start(event);
-      if (end) ends.push(end);
+      if (end) (ends ??= []).push(end);
     } catch {
       // An observer's failure is not the statement's.
     }
   }
-  return ends;
+  return ends ?? NO_ENDS;
 }
 
 /** Calls every end callback with the outcome, ignoring observer errors. */

@@ -38,6 +38,17 @@ export function mapPgError(err: unknown): unknown {
   if (e.code === '23503' && e.constraint?.endsWith('_tenant_id_fkey') && /is not present in table/.test((err as { detail?: string }).detail ?? '')) {
     return new TenantwallError('tenant_not_found', 'The tenant of this write does not exist in the registry.', { cause: err });
   }
+  // 40P01 deadlock_detected, 40001 serialization_failure, 55P03 lock_not_available (a lock_timeout or NOWAIT; a
+  // tenant's own lock_timeout limit is mapped before this, by the data path): the statement failed and its
+  // transaction can only be rolled back, so running it again is safe. A move's switch locks the tenant's tables,
+  // and a request that holds a row of one of them while it waits for another of them is such a victim.
+  const conflict = e.code === '40P01' ? 'deadlock detected' : e.code === '40001' ? 'serialization failure' : e.code === '55P03' ? 'lock not available' : undefined;
+  if (conflict !== undefined) {
+    return new TenantwallError('transaction_conflict', `The transaction was rolled back by PostgreSQL (${conflict}, SQLSTATE ${e.code}); nothing of it was applied.`, {
+      cause: err,
+      details: { sqlstate: e.code },
+    });
+  }
   if (isConnectionError(err)) {
     return new TenantwallError('database_unreachable', `The database connection failed: ${e.message ?? String(err)}.`, { cause: err });
   }

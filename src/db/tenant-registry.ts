@@ -100,6 +100,15 @@ export class TenantRegistry {
     return rows[0] ? toTenant(rows[0]) : undefined;
   }
 
+  /**
+   * Reads the tenant again and tells the `onChange` listeners (the Fastify plugin's tenant and API-key caches drop
+   * it): for a change made by another process, e.g. an operator process that suspended it.
+   */
+  async refresh(id: TenantId | string): Promise<Tenant | undefined> {
+    const tenant = await this.get(id);
+    return tenant ? this.#notify(tenant) : undefined;
+  }
+
   /** The live (not deleted) tenant with this slug, read through the application role. */
   async getBySlug(slug: string): Promise<Tenant | undefined> {
     if (!SLUG_RE.test(slug)) return undefined;

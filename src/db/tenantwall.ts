@@ -134,10 +134,12 @@ class Transaction implements TenantTransaction {
   readonly tenantId: TenantId;
   #client: pg.PoolClient | undefined;
   readonly #guard: StatementGuard | undefined;
-  readonly #mapError: (err: unknown) => unknown;
+  readonly #mapError: (err: unknown, idleMs: number) => unknown;
   readonly #observers: () => readonly StatementObserver[];
+  /** When the last statement ended (or the transaction began): how long the transaction was idle before the next. */
+  #lastDone = performance.now();
 
-  constructor(tenantId: TenantId, client: pg.PoolClient, guard: StatementGuard | undefined, mapError: (err: unknown) => unknown, observers: () => readonly StatementObserver[]) {
+  constructor(tenantId: TenantId, client: pg.PoolClient, guard: StatementGuard | undefined, mapError: (err: unknown, idleMs: number) => unknown, observers: () => readonly StatementObserver[]) {
     this.tenantId = tenantId;
     this.#client = client;
     this.#guard = guard;
@@ -156,20 +158,44 @@ class Transaction implements TenantTransaction {
       throw new TenantwallError('tenant_context_missing', 'This transaction has ended; its handle can no longer run queries.');
     }
     const observers = this.#observers();
-    if (observers.length > 0) {
-      return observeStatement(observers, this.tenantId, sql, true, this.#guard !== undefined, () => this.#guard?.check(sql, params, this.tenantId), () => this.#send<R>(client, sql, params, options));
+    if (observers.length === 0) {
+      this.#guard?.check(sql, params, this.tenantId);
+      return this.#send<R>(client, sql, params, options);
     }
-    this.#guard?.check(sql, params, this.tenantId);
-    return this.#send<R>(client, sql, params, options);
+    // Observed in this async function itself (no wrapper promise per statement): see startObservers.
+    const ends = startObservers(observers, { tenantId: this.tenantId, sql, inTransaction: true });
+    try {
+      this.#guard?.check(sql, params, this.tenantId);
+    } catch (error) {
+      endRefused(ends, error);
+      throw error;
+    }
+    const t0 = performance.now();
+    try {
+      const result = await this.#send<R>(client, sql, params, options);
+      endSent(ends, this.#guard !== undefined, t0, result, undefined);
+      return result;
+    } catch (error) {
+      endSent(ends, this.#guard !== undefined, t0, undefined, error);
+      throw error;
+    }
   }
 
   async #send<R extends Row>(client: pg.PoolClient, sql: string, params: Params, options: QueryOptions | undefined): Promise<pg.QueryResult<R>> {
+    const idleMs = this.idleMs();
     try {
       if (options?.rowMode || options?.types) return await client.query<R>({ text: sql, values: params as unknown[], rowMode: options.rowMode, types: options.types } as pg.QueryConfig);
       return await client.query<R>(sql, params as unknown[]);
     } catch (err) {
-      throw this.#mapError(err);
+      throw this.#mapError(err, idleMs);
+    } finally {
+      this.#lastDone = performance.now();
     }
+  }
+
+  /** @internal How long the transaction has been idle (since its last statement ended, or it began), ms. */
+  idleMs(): number {
+    return performance.now() - this.#lastDone;
   }
 
   end(): pg.PoolClient {
@@ -194,6 +220,12 @@ export interface CrossTenantHandle {
 const SET_GENERIC_PLAN: PreparedStep = { name: 'tenantwall_generic_plan', text: 'SET LOCAL plan_cache_mode = force_generic_plan', values: [], returnsRow: false };
 // 0A000 "cached plan must not change result type", 26000 "prepared statement does not exist".
 const STALE_STATEMENT = new Set(['0A000', '26000']);
+/**
+ * Citus, when a concurrent shard split (tenant isolation) switched the statement's shard under it: a write gets
+ * "shard for the given value does not exist" (40001, "Retry the query"), a read "could not find valid entry for
+ * shard N". Nothing ran: the statement's own transaction is rolled back and it is sent again (docs/scale-out.md).
+ */
+const CITUS_SHARD_GONE = /^(shard for the given value does not exist|could not find valid entry for shard \d+)$/;
 const BEGIN: PreparedStep = { name: 'tenantwall_begin', text: 'BEGIN', values: [], returnsRow: false };
 const COMMIT: PreparedStep = { name: 'tenantwall_commit', text: 'COMMIT', values: [], returnsRow: false };
 
@@ -353,7 +385,7 @@ export class Tenantwall {
       await checkAppRole(appPool);
       if (citusVersion !== undefined) await checkCitusSettings(appPool);
       // On Citus only SET LOCAL inside an explicit transaction reaches the workers (docs/scale-out.md).
-      const resolved = Object.freeze({ ...options, pooler, databaseUrl, appPassword, ...(citusVersion !== undefined ? { scopeMode: 'explicit' as const } : {}) });
+      const resolved = Object.freeze({ ...options, pooler, databaseUrl, appDatabaseUrl: appUrl, appPassword, ...(citusVersion !== undefined ? { scopeMode: 'explicit' as const } : {}) });
       await input.guard?.ready?.();
       const db = new Tenantwall(resolved, input.schema, appPool, ownerPool, embedded, input.guard, input, citusVersion, detection);
       db.#releaseKey = releaseKey;
@@ -407,15 +439,30 @@ export class Tenantwall {
     return currentTenantContext()?.tenantId;
   }
 
-  /** @internal used by TenantScope */
+  /** @internal used by TenantScope and the Kysely executor (src/kysely/dialect.ts) */
   async runScoped<R extends Row>(tenantId: TenantId, sql: string, params: Params, options?: QueryOptions, scopeLimits?: ResolvedLimits): Promise<pg.QueryResult<R>> {
     this.#assertOpen();
     const observers = this.#observers;
-    if (observers.length > 0) {
-      let verdict: StatementVerdict | void;
-      return observeStatement(observers, tenantId, sql, false, this.#guard !== undefined, () => void (verdict = this.#check(tenantId, sql, params)), () => this.#sendScoped<R>(tenantId, sql, params, options, scopeLimits, verdict));
+    if (observers.length === 0) return this.#sendScoped<R>(tenantId, sql, params, options, scopeLimits, this.#check(tenantId, sql, params));
+    // Observed in this async function itself (no wrapper promise per statement): the check (guard) and the
+    // send, each outcome reported once.
+    const ends = startObservers(observers, { tenantId, sql, inTransaction: false });
+    let verdict: StatementVerdict | void;
+    try {
+      verdict = this.#check(tenantId, sql, params);
+    } catch (error) {
+      endRefused(ends, error);
+      throw error;
     }
-    return this.#sendScoped<R>(tenantId, sql, params, options, scopeLimits, this.#check(tenantId, sql, params));
+    const t0 = performance.now();
+    try {
+      const result = await this.#sendScoped<R>(tenantId, sql, params, options, scopeLimits, verdict);
+      endSent(ends, this.#guard !== undefined, t0, result, undefined);
+      return result;
+    } catch (error) {
+      endSent(ends, this.#guard !== undefined, t0, undefined, error);
+      throw error;
+    }
   }
 
   #check(tenantId: TenantId, sql: string, params: Params): StatementVerdict | void {
@@ -446,6 +493,11 @@ export class Tenantwall {
         if (statement && (statement.parse || STALE_STATEMENT.has((err as { code?: string }).code ?? ''))) cache?.discard(client, sql, statement);
         // A cached statement whose tables changed shape (a migration ran): prepare it afresh, once. Nothing ran.
         if (attempt === 0 && statement && !statement.parse && STALE_STATEMENT.has((err as { code?: string }).code ?? '')) {
+          if (!explicit || (await client.query('ROLLBACK').then(() => true, () => false))) continue;
+        }
+        // Citus moved the statement's shard away while it was planned (online split): its transaction is rolled back
+        // whole, so sending it again runs it exactly once, on the new shard.
+        if (attempt < 3 && this.citusVersion !== undefined && CITUS_SHARD_GONE.test((err as Error).message ?? '')) {
           if (!explicit || (await client.query('ROLLBACK').then(() => true, () => false))) continue;
         }
         await releaseAfterError(client, err, explicit);
@@ -481,8 +533,8 @@ export class Tenantwall {
     return limits === undefined ? NO_LIMITS : resolveLimitsOnce(limits, 'limits provider');
   }
 
-  #mapError(err: unknown, tenantId: TenantId, limits: ResolvedLimits): unknown {
-    const limit = limitOf(err, limits);
+  #mapError(err: unknown, tenantId: TenantId, limits: ResolvedLimits, idleMs?: number): unknown {
+    const limit = limitOf(err, limits, { pooled: this.options.pooler !== 'none', idleMs });
     return limit === undefined ? mapPgError(err) : this.#limitCounter.exceeded(tenantId, limit, limits, err);
   }
 
@@ -502,7 +554,7 @@ export class Tenantwall {
       client.removeListener('error', onLost);
       return map(err);
     };
-    const mapError = (err: unknown) => this.#mapError(lost ?? err, tenantId, limits);
+    const mapError = (err: unknown, idleMs?: number) => this.#mapError(lost ?? err, tenantId, limits, idleMs);
     try {
       // BEGIN, the tenant setting and the limits in one round trip (the last step is sent as the statement).
       const steps = this.#scopeSteps(tenantId, limits, false);
@@ -520,11 +572,12 @@ export class Tenantwall {
       tx.end();
       throw await fail(err, mapPgError);
     }
+    const idleMs = tx.idleMs();
     tx.end();
     try {
       await client.query('COMMIT');
     } catch (err) {
-      throw await fail(err, mapError);
+      throw await fail(err, (e) => mapError(e, idleMs));
     }
     client.removeListener('error', onLost);
     client.release();
@@ -654,33 +707,15 @@ export interface PoolStats {
   readonly max: number;
 }
 
-/** Runs one statement under observation: the check (guard) and the send, each outcome reported once. */
-async function observeStatement<R extends Row>(
-  observers: readonly StatementObserver[],
-  tenantId: TenantId,
-  sql: string,
-  inTransaction: boolean,
-  guarded: boolean,
-  check: () => void,
-  send: () => Promise<pg.QueryResult<R>>,
-): Promise<pg.QueryResult<R>> {
-  const ends = startObservers(observers, { tenantId, sql, inTransaction });
-  try {
-    check();
-  } catch (error) {
-    endObservers(ends, { verdict: 'refused', rows: 0, durationMs: 0, error });
-    throw error;
-  }
-  const verdict = guarded ? 'allowed' : 'unchecked';
-  const t0 = performance.now();
-  try {
-    const result = await send();
-    endObservers(ends, { verdict, rows: rowsOf(result), durationMs: performance.now() - t0, error: undefined });
-    return result;
-  } catch (error) {
-    endObservers(ends, { verdict, rows: 0, durationMs: performance.now() - t0, error });
-    throw error;
-  }
+/** The guard refused a statement (never sent): its observers end with verdict `refused`. */
+function endRefused(ends: ReturnType<typeof startObservers>, error: unknown): void {
+  if (ends.length > 0) endObservers(ends, { verdict: 'refused', rows: 0, durationMs: 0, error });
+}
+
+/** A sent statement ended (`result`, or `error`): its observers get the verdict, rows and time since `t0`. */
+function endSent(ends: ReturnType<typeof startObservers>, guarded: boolean, t0: number, result: unknown, error: unknown): void {
+  if (ends.length === 0) return;
+  endObservers(ends, { verdict: guarded ? 'allowed' : 'unchecked', rows: error === undefined ? rowsOf(result) : 0, durationMs: performance.now() - t0, error });
 }
 
 function setLocalStep(settingName: string, tenantId: TenantId): PreparedStep {

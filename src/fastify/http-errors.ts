@@ -123,6 +123,13 @@ function databaseRefusal(err: unknown, pgCode: string, request: RequestValues | 
  */
 export function toTenantwallError(err: unknown, bodyLimit: number, request?: FastifyRequest | RequestValues): TenantwallError {
   if (isTenantwallError(err)) return err;
+  // A query builder's wrapper around the database error (Drizzle's DrizzleQueryError: no code of its own, the
+  // PostgreSQL error as its cause) is answered as that error: a unique violation is a conflict, not a 500.
+  const cause = (err as { cause?: unknown } | null)?.cause;
+  const causeCode = cause instanceof Error ? (cause as Error & { code?: unknown }).code : undefined;
+  if (err instanceof Error && (err as Error & { code?: unknown }).code === undefined && typeof causeCode === 'string' && /^[0-9A-Z]{5}$/.test(causeCode)) {
+    return toTenantwallError(cause, bodyLimit, request);
+  }
   const e = err as Partial<FastifyError> & { validation?: Partial<FieldError>[]; validationContext?: string; type?: string };
   if (Array.isArray(e.validation)) {
     const location = e.validationContext ?? 'body';
@@ -196,10 +203,14 @@ function handle(error: unknown, request: FastifyRequest, reply: FastifyReply, bo
   const tw = toTenantwallError(error, bodyLimitOf(request, bodyLimit), request);
   // Client aborts are not server faults: info level with their own code, so no client can raise an outage alert.
   if (tw.code === 'client_aborted') request.log.info({ code: tw.code, status: tw.status, cause: (error as { code?: string }).code }, 'client aborted the request');
+  // A lost deadlock or serialization conflict is transient and expected next to lifecycle work: warn, not error.
+  else if (tw.code === 'transaction_conflict') request.log.warn({ code: tw.code, status: tw.status, sqlstate: tw.details.sqlstate }, 'transaction rolled back by a conflict');
   else if (tw.status >= 500) request.log.error({ err: error, code: tw.code }, 'request failed');
   else request.log.info({ code: tw.code, status: tw.status }, 'request refused');
   // The rest of an oversized body is not read; the connection cannot be reused.
   if (tw.code === 'payload_too_large') reply.header('connection', 'close');
+  // Nothing was applied and the conflict is over once the other transaction ends: the client may send it again.
+  if (tw.code === 'transaction_conflict') reply.header('retry-after', '1');
   void reply.code(tw.status).send(errorBody(tw));
 }
 

@@ -1,6 +1,7 @@
 import { randomUUID, timingSafeEqual, createHash } from 'node:crypto';
 import type { FastifyContextConfig, FastifyPluginAsync, FastifyReply, FastifyRequest, FastifySchema } from 'fastify';
 import { TenantwallError, isTenantwallError } from '../errors.ts';
+import type { UsageEventInput } from '../metering/events.ts';
 import type { Metering } from '../metering/metering.ts';
 import { type QuotaDecision, quotaExceeded } from '../metering/quotas.ts';
 import type { RateLimitDecision } from '../metering/rate-limit.ts';
@@ -34,7 +35,8 @@ export interface MeteringFastifyOptions {
   routeQuotas?: Readonly<Record<string, string | { name: string; amount?: number }>> | undefined;
   /**
    * Rows-created metering: `"<METHOD> <route url>"` -> table name. A 2xx answer records one `rows.created` event
-   * (declare that meter) with `{ table }`. Counts top-level rows created through the API. Default: none.
+   * (declare that meter) with `{ table }`, before the answer is sent. Counts top-level rows created through the
+   * API. Default: none.
    */
   createdRows?: Readonly<Record<string, string>> | undefined;
 }
@@ -300,35 +302,74 @@ const meteringPlugin: FastifyPluginAsync<MeteringFastifyOptions> = async (fastif
       )
       .finally(() => known.delete(tenantId));
   };
-  // Only routes that consume quota get the onSend hook; the others pay nothing for it.
+
+  /**
+   * The usage events a successful answer bills: the quota units it consumed (answers below 400) and the row it
+   * created (2xx answers of a `createdRows` route). Taken once: a request's events are recorded at most once.
+   */
+  const takeBilledEvents = (request: FastifyRequest, reply: FastifyReply): UsageEventInput[] => {
+    const usage = request.usage;
+    if (!usage || !request.tenant || billed.has(request)) return [];
+    billed.add(request);
+    const events: UsageEventInput[] = [];
+    const table = createdRows[`${request.method} ${request.routeOptions.url ?? ''}`];
+    if (table !== undefined && reply.statusCode >= 200 && reply.statusCode < 300) {
+      events.push({ event_id: `c_${randomUUID()}`, meter: ROWS_CREATED_METER, properties: { table } });
+    }
+    const c = usage.consumed;
+    if (c && usage.amount > 0 && reply.statusCode < 400) {
+      events.push({ event_id: `q_${randomUUID()}`, meter: c.meter, quantity: usage.amount, properties: { quota: c.quota } });
+    }
+    return events;
+  };
+  /** Requests whose billed events were taken (recorded before the answer, or buffered after it). */
+  const billed = new WeakSet<FastifyRequest>();
+
+  /**
+   * Records the billed events of a successful answer in one statement before the answer is sent, so a
+   * kill -9 after the acknowledgment cannot lose them (the in-memory buffer would). The write itself is already
+   * committed: if recording fails, the events go to the buffer (retried by its flushes) and the answer stands.
+   */
+  const recordBilled = (request: FastifyRequest, reply: FastifyReply): Promise<void> | undefined => {
+    const events = takeBilledEvents(request, reply);
+    if (events.length === 0) return undefined;
+    const tenantId = (request.tenant as NonNullable<typeof request.tenant>).id;
+    return metering.recordBatch(tenantId, events).then(
+      () => undefined,
+      (err: unknown) => {
+        request.log.warn({ err }, 'usage events of this answer not recorded before it; buffered');
+        try {
+          for (const e of events) metering.enqueue(tenantId, e);
+        } catch (invalid) {
+          request.log.error({ err: invalid }, 'usage events of this answer refused');
+        }
+      },
+    );
+  };
+
+  // Routes that consume quota or create rows get an onSend hook (the others pay nothing for it): a failed
+  // answer gives its quota back, a successful one records its usage events, both before the answer is sent.
   fastify.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
-    if (!methods.some((m) => routeQuota(route.config as FastifyContextConfig | undefined, m, route.url) !== undefined)) return;
-    const releaseBeforeSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void) => {
-      const pending = giveBack(request, reply);
+    if (!methods.some((m) => routeQuota(route.config as FastifyContextConfig | undefined, m, route.url) !== undefined || createdRows[`${m} ${route.url}`] !== undefined)) return;
+    const beforeSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void) => {
+      const pending = reply.statusCode >= 400 ? giveBack(request, reply) : recordBilled(request, reply);
       if (!pending) return done(null, payload);
       void pending.then(() => done(null, payload));
     };
-    route.onSend = [...(route.onSend === undefined ? [] : [route.onSend].flat()), releaseBeforeSend] as NonNullable<typeof route.onSend>;
+    route.onSend = [...(route.onSend === undefined ? [] : [route.onSend].flat()), beforeSend] as NonNullable<typeof route.onSend>;
   });
 
   fastify.addHook('onResponse', (request, reply, done) => {
     const usage = request.usage;
     if (!usage || !request.tenant) return done();
     const tenantId = request.tenant.id;
-    const c = usage.consumed;
-    const table = createdRows[`${request.method} ${request.routeOptions.url ?? ''}`];
-    if (table !== undefined && reply.statusCode >= 200 && reply.statusCode < 300) {
-      metering.enqueue(tenantId, { event_id: `c_${randomUUID()}`, meter: ROWS_CREATED_METER, properties: { table } });
-    }
     if (recordRequests) {
       metering.countRequest(tenantId, { route: request.routeOptions.url ?? '', status: reply.statusCode, api_key_id: request.tenantAuth?.apiKeyId });
     }
-    if (!c || usage.amount <= 0) return done();
-    if (reply.statusCode < 400) {
-      metering.enqueue(tenantId, { event_id: `q_${randomUUID()}`, meter: c.meter, quantity: usage.amount, properties: { quota: c.quota } });
-      return done();
-    }
+    // A route declared before this plugin has no onSend hook: its events are buffered after the answer.
+    for (const e of takeBilledEvents(request, reply)) metering.enqueue(tenantId, e);
+    if (reply.statusCode < 400) return done();
     // Failed, and not given back before the response (a route declared before this plugin): give it back now.
     const pending = giveBack(request, reply);
     if (!pending) return done();

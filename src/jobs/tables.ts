@@ -41,6 +41,9 @@ export interface JobsMigrationOptions {
  *   (RLS's WITH CHECK guarantees that tenant is the scope's), in the enqueuing transaction: a rollback enqueues
  *   nothing;
  * - an AFTER DELETE trigger that removes the queue entry of a deleted row (tenant delete, cancellation).
+ * The queue entry's job key is `tw:<tenant>:<id>`: graphile-worker's job keys are unique across the whole queue,
+ * and `tw_jobs` ids are unique per tenant only (an imported export keeps them), so a key without the tenant
+ * would let one tenant's row replace, or its delete remove, another tenant's queue entry.
  * Both are SECURITY DEFINER functions of the migrating owner: the application role gets no access to
  * graphile-worker's tables, where every tenant's jobs live.
  */
@@ -58,14 +61,14 @@ BEGIN
     queue_name := 'tw:' || NEW.tenant_id::text || ':' || (abs(hashtext(NEW.id::text)::bigint) % ${lanes})::text,
     run_at := NEW.run_at,
     max_attempts := NEW.max_attempts,
-    job_key := 'tw:' || NEW.id::text);
+    job_key := 'tw:' || NEW.tenant_id::text || ':' || NEW.id::text);
   RETURN NULL;
 END $tw$;
 REVOKE ALL ON FUNCTION tw_jobs_enqueue() FROM PUBLIC;
 CREATE OR REPLACE FUNCTION tw_jobs_remove() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tw$
 BEGIN
   IF to_regnamespace('graphile_worker') IS NOT NULL THEN
-    PERFORM graphile_worker.remove_job('tw:' || OLD.id::text);
+    PERFORM graphile_worker.remove_job('tw:' || OLD.tenant_id::text || ':' || OLD.id::text);
   END IF;
   RETURN NULL;
 END $tw$;

@@ -1,5 +1,6 @@
+import { EventEmitter } from 'node:events';
 import pg from 'pg';
-import { type JobHelpers, type Runner, type Task, type TaskList, run } from 'graphile-worker';
+import { type JobHelpers, type Runner, type Task, type TaskList, type WorkerEvents, run } from 'graphile-worker';
 import type { CrossTenantHandle, TenantScope, Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
 import { runWithTenant } from '../tenant/context.ts';
@@ -94,16 +95,20 @@ export async function startTenantWorker(db: Tenantwall, options: TenantWorkerOpt
   const liveness = new pg.Client({ connectionString, application_name: 'tenantwall-jobs-liveness' });
   liveness.on('error', () => undefined);
   await liveness.connect();
+  // graphile-worker locks jobs with its pool's id. The id is registered (and its liveness lock requested) when the
+  // pool is created, before any of its workers can lock a job: a recovery in this process never takes its own
+  // running jobs for a dead worker's, however short the grace.
   const registered = new Set<string>();
-  const register = async (workerId: string | null): Promise<void> => {
-    if (!workerId || registered.has(workerId)) return;
-    await liveness.query('SELECT pg_advisory_lock(hashtext($1))', [LOCK_PREFIX + workerId]);
-    registered.add(workerId);
-  };
+  const locks: Array<Promise<unknown>> = [];
+  const events: WorkerEvents = new EventEmitter();
+  events.on('pool:create', ({ workerPool }: { workerPool: { id: string } }) => {
+    registered.add(workerPool.id);
+    locks.push(liveness.query('SELECT pg_advisory_lock(hashtext($1))', [LOCK_PREFIX + workerPool.id]));
+  });
 
   const taskList: TaskList = {};
-  for (const [name, handler] of Object.entries(options.tasks)) taskList[name] = tenantTask(db, name, handler, register);
-  for (const [name, handler] of Object.entries(cross)) taskList[name] = crossTenantTask(db, name, handler, register);
+  for (const [name, handler] of Object.entries(options.tasks)) taskList[name] = tenantTask(db, name, handler);
+  for (const [name, handler] of Object.entries(cross)) taskList[name] = crossTenantTask(db, name, handler);
 
   const pgPool = new pg.Pool({ connectionString, max: (options.concurrency ?? 4) + 2 });
   pgPool.on('error', () => undefined);
@@ -117,7 +122,9 @@ export async function startTenantWorker(db: Tenantwall, options: TenantWorkerOpt
       pollInterval: options.pollIntervalMs ?? 2000,
       noHandleSignals: true,
       logger: options.logger ?? quietLogger(),
+      events,
     });
+    await Promise.all(locks);
   } catch (err) {
     await liveness.end().catch(() => undefined);
     await pgPool.end().catch(() => undefined);
@@ -141,10 +148,19 @@ export async function startTenantWorker(db: Tenantwall, options: TenantWorkerOpt
       clearInterval(timer);
       await recovering?.catch(() => undefined);
       await runner.stop();
+      // graphile-worker does not await a finished job's completion (the DELETE from its queue): ending the pool
+      // before it ran left the job locked in the queue until a recovery, and then ran its handler again.
+      await queriesDone(pgPool);
       await pgPool.end().catch(() => undefined);
       await liveness.end().catch(() => undefined);
     },
   };
+}
+
+/** Until no client of the pool is checked out or waited for (at most 10 s: a stop must end). */
+async function queriesDone(pool: pg.Pool): Promise<void> {
+  const until = Date.now() + 10_000;
+  while ((pool.totalCount > pool.idleCount || pool.waitingCount > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
 }
 
 /** Workers holding tenantwall jobs whose liveness lock is free (their session ended): unlock their jobs. */
@@ -171,9 +187,8 @@ async function recoverCrashed(liveness: pg.Client, own: ReadonlySet<string>, gra
   return dead;
 }
 
-function tenantTask(db: Tenantwall, name: string, handler: TenantTaskHandler, register: (workerId: string | null) => Promise<void>): Task {
+function tenantTask(db: Tenantwall, name: string, handler: TenantTaskHandler): Task {
   return async (payload: unknown, helpers: JobHelpers) => {
-    await register(helpers.job.locked_by);
     if (!isTenantPayload(payload)) {
       throw new TenantwallError('tenant_context_missing', `Job ${helpers.job.id} of task ${name} names no tenant: refused (enqueue it with enqueueJob in a tenant scope).`);
     }
@@ -202,9 +217,8 @@ function tenantTask(db: Tenantwall, name: string, handler: TenantTaskHandler, re
   };
 }
 
-function crossTenantTask(db: Tenantwall, name: string, handler: CrossTenantTaskHandler, register: (workerId: string | null) => Promise<void>): Task {
+function crossTenantTask(db: Tenantwall, name: string, handler: CrossTenantTaskHandler): Task {
   return async (payload: unknown, helpers: JobHelpers) => {
-    await register(helpers.job.locked_by);
     const p = payload as { tw_cross_tenant?: unknown; payload?: unknown } | null;
     if (typeof p !== 'object' || p === null || p.tw_cross_tenant !== true) {
       throw new TenantwallError('tenant_context_missing', `Job ${helpers.job.id} of cross-tenant task ${name} was not enqueued with dangerouslyEnqueueCrossTenantJob: refused.`);

@@ -1,10 +1,13 @@
 import {
   type CompiledQuery,
+  type ConnectionProvider,
   type DatabaseConnection,
   type DatabaseIntrospector,
   type Dialect,
   type DialectAdapter,
   type Driver,
+  DefaultConnectionProvider,
+  DefaultQueryExecutor,
   Kysely,
   type KyselyPlugin,
   PostgresAdapter,
@@ -13,11 +16,14 @@ import {
   type QueryCompiler,
   type QueryResult,
   type TransactionSettings,
+  type KyselyProps,
+  type UnknownRow,
 } from 'kysely';
 import type { Params, QueryOptions, Tenantwall, TenantTransaction } from '../db/tenantwall.ts';
 import { HeldTransaction } from '../db/held-transaction.ts';
 import { TenantwallError } from '../errors.ts';
 import { quoteIdent } from '../schema/ddl.ts';
+import { requireTenantId } from '../tenant/context.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import { TENANT_PARAMETER, TenantScopePlugin } from './scope.ts';
 
@@ -44,6 +50,16 @@ interface Target {
   readonly tenantId: TenantId | undefined;
 }
 
+/**
+ * One statement outside a transaction: the scoped query of the target's tenant (what `forTenant(tenant).query`
+ * runs, without a scope object per statement: the fixed tenant was parsed once, the implicit one by runWithTenant).
+ */
+async function runStatement<R>(target: Target, compiled: CompiledQuery): Promise<QueryResult<R>> {
+  const tenantId = target.tenantId ?? requireTenantId();
+  const options = (compiled as { [QUERY_OPTIONS]?: QueryOptions })[QUERY_OPTIONS];
+  return toResult<R>(await target.db.runScoped(tenantId, compiled.sql, bindTenant(compiled.parameters, tenantId) as Params, options));
+}
+
 class TenantwallConnection implements DatabaseConnection {
   readonly #target: Target;
   readonly #held = new HeldTransaction();
@@ -53,15 +69,13 @@ class TenantwallConnection implements DatabaseConnection {
   }
 
   #tenant(): TenantId {
-    return this.#target.tenantId ?? this.#target.db.current().tenantId;
+    return this.#target.tenantId ?? requireTenantId();
   }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
     const tx = this.#held.tx;
     if (tx) return toResult<R>(await tx.query(compiled.sql, bindTenant(compiled.parameters, tx.tenantId) as Params));
-    const tenantId = this.#tenant();
-    const options = (compiled as { [QUERY_OPTIONS]?: QueryOptions })[QUERY_OPTIONS];
-    return toResult<R>(await this.#target.db.forTenant(tenantId).query(compiled.sql, bindTenant(compiled.parameters, tenantId), options));
+    return runStatement<R>(this.#target, compiled);
   }
 
   // eslint-disable-next-line require-yield
@@ -84,10 +98,19 @@ class TenantwallConnection implements DatabaseConnection {
   get transaction(): TenantTransaction | undefined {
     return this.#held.tx;
   }
+
+  /** A transaction was begun and not yet ended. */
+  get held(): boolean {
+    return this.#held.held || this.#held.tx !== undefined;
+  }
 }
+
+/** Idle connection handles kept for reuse (a handle holds no database connection while idle). */
+const IDLE_HANDLES_MAX = 64;
 
 class TenantwallDriver implements Driver {
   readonly #target: Target;
+  readonly #idle: TenantwallConnection[] = [];
 
   constructor(target: Target) {
     this.#target = target;
@@ -97,7 +120,7 @@ class TenantwallDriver implements Driver {
 
   async acquireConnection(): Promise<DatabaseConnection> {
     // A connection is a handle, not a pool client: each statement (or transaction) borrows one inside tenantwall.
-    return new TenantwallConnection(this.#target);
+    return this.#idle.pop() ?? new TenantwallConnection(this.#target);
   }
 
   async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
@@ -127,7 +150,11 @@ class TenantwallDriver implements Driver {
     await savepointCommand(connection, `RELEASE SAVEPOINT ${quoteIdent(name)}`);
   }
 
-  async releaseConnection(): Promise<void> {}
+  async releaseConnection(connection: DatabaseConnection): Promise<void> {
+    // Only a handle with no transaction held open is reused (Kysely ends its transactions before releasing).
+    const c = connection as TenantwallConnection;
+    if (!c.held && this.#idle.length < IDLE_HANDLES_MAX) this.#idle.push(c);
+  }
 
   async destroy(): Promise<void> {}
 }
@@ -136,6 +163,86 @@ async function savepointCommand(connection: DatabaseConnection, sql: string): Pr
   const tx = (connection as TenantwallConnection).transaction;
   if (!tx) throw new TenantwallError('query_failed', 'Savepoints need an open transaction.');
   await tx.query(sql);
+}
+
+const identityResult = TenantScopePlugin.prototype.transformResult;
+
+/**
+ * One compiler for every createTenantKysely instance: compiling is synchronous and starts from a clean state,
+ * and an instance per tenant (`tenantId`) would otherwise give Kysely's compiler code as many objects to read
+ * (measured: one instance per tenant of 50 cost more CPU per query than one instance).
+ */
+const SHARED_COMPILER = new PostgresQueryCompiler();
+
+/** One tenant plugin per schema, shared by the instances of createTenantKysely (its transform is synchronous). */
+const PLUGINS = new WeakMap<object, TenantScopePlugin>();
+
+function scopePluginFor(db: Tenantwall): TenantScopePlugin {
+  let plugin = PLUGINS.get(db.schema);
+  if (!plugin) PLUGINS.set(db.schema, (plugin = new TenantScopePlugin(db.schema)));
+  return plugin;
+}
+
+/**
+ * The executor of `createTenantKysely`: a statement outside a transaction goes straight to the tenant's scoped
+ * query. Kysely's own executor borrows a connection handle from the driver around every statement, with a chain
+ * of async calls (acquire, execute, every plugin's transformResult, release) that cost more CPU per point
+ * lookup than the guard's check and the scoped query's own work in Node.js (docs/guard.md, Performance).
+ * Everything else is Kysely's: compiling, plugins (a plugin's transformResult still runs, unless it is the
+ * tenant plugin's, which returns the result as it is), and transactions and `connection()`, whose executor
+ * (`withConnectionProvider`) is Kysely's own on the connection handle they hold.
+ */
+class TenantwallQueryExecutor extends DefaultQueryExecutor {
+  readonly #target: Target;
+  readonly #compiler: QueryCompiler;
+  readonly #adapter: DialectAdapter;
+  readonly #provider: ConnectionProvider;
+  readonly #resultPlugins: readonly KyselyPlugin[];
+
+  constructor(target: Target, compiler: QueryCompiler, adapter: DialectAdapter, provider: ConnectionProvider, plugins: readonly KyselyPlugin[]) {
+    super(compiler, adapter, provider, [...plugins]);
+    this.#target = target;
+    this.#compiler = compiler;
+    this.#adapter = adapter;
+    this.#provider = provider;
+    this.#resultPlugins = plugins.filter((p) => p.transformResult !== identityResult);
+  }
+
+  override executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    const result = runStatement<R>(this.#target, compiled);
+    return this.#resultPlugins.length === 0 ? result : this.#transformResult(result, compiled);
+  }
+
+  async #transformResult<R>(pending: Promise<QueryResult<R>>, compiled: CompiledQuery): Promise<QueryResult<R>> {
+    let result = (await pending) as QueryResult<UnknownRow>;
+    for (const plugin of this.#resultPlugins) result = await plugin.transformResult({ result, queryId: compiled.queryId });
+    return result as QueryResult<R>;
+  }
+
+  #with(plugins: readonly KyselyPlugin[]): TenantwallQueryExecutor {
+    return new TenantwallQueryExecutor(this.#target, this.#compiler, this.#adapter, this.#provider, plugins);
+  }
+
+  override withPlugins(plugins: readonly KyselyPlugin[]): DefaultQueryExecutor {
+    return this.#with([...this.plugins, ...plugins]);
+  }
+
+  override withPlugin(plugin: KyselyPlugin): DefaultQueryExecutor {
+    return this.#with([...this.plugins, plugin]);
+  }
+
+  override withPluginAtFront(plugin: KyselyPlugin): DefaultQueryExecutor {
+    return this.#with([plugin, ...this.plugins]);
+  }
+
+  override withoutPlugins(): DefaultQueryExecutor {
+    return this.#with([]);
+  }
+
+  // A transaction or connection() runs its statements on the handle it holds: Kysely's executor.
+  override withConnectionProvider(provider: ConnectionProvider): DefaultQueryExecutor {
+    return new DefaultQueryExecutor(this.#compiler, this.#adapter, provider, [...this.plugins]);
+  }
 }
 
 /** A Kysely dialect whose statements run through tenantwall (scoped, guarded when a guard is configured). */
@@ -148,6 +255,13 @@ export class TenantwallDialect implements Dialect {
 
   createDriver(): Driver {
     return new TenantwallDriver(this.#target);
+  }
+
+  /** @internal The construction arguments of createTenantKysely's Kysely instance (its executor, see above). */
+  kyselyProps(plugins: readonly KyselyPlugin[]): KyselyProps {
+    const driver = this.createDriver();
+    const executor = new TenantwallQueryExecutor(this.#target, SHARED_COMPILER, this.createAdapter(), new DefaultConnectionProvider(driver), plugins);
+    return { config: { dialect: this, plugins: [...plugins] }, driver, executor, dialect: this };
   }
 
   createQueryCompiler(): QueryCompiler {
@@ -176,8 +290,6 @@ export interface TenantKyselyOptions {
  * implicit tenant (or the scope of `tenantId`), Kysely transactions as tenantwall transactions.
  */
 export function createTenantKysely<DB>(db: Tenantwall, options: TenantKyselyOptions = {}): Kysely<DB> {
-  return new Kysely<DB>({
-    dialect: new TenantwallDialect(db, options.tenantId),
-    plugins: [new TenantScopePlugin(db.schema), ...(options.plugins ?? [])],
-  });
+  const dialect = new TenantwallDialect(db, options.tenantId);
+  return new Kysely<DB>(dialect.kyselyProps([scopePluginFor(db), ...(options.plugins ?? [])]));
 }

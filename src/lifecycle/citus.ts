@@ -218,8 +218,10 @@ export async function moveTenantOnCitus(db: Tenantwall, ref: string, to: CitusPl
     if (!place.shardId || place.placement === 'shared') {
       progress('isolate', 0);
       const t0 = performance.now();
-      await withReplicationRlsBypass(db, () =>
-        client.query(`SELECT isolate_tenant_to_new_shard($1::regclass, $2::uuid, 'CASCADE', shard_transfer_mode => 'force_logical')`, [quoteIdent(anchorTable(db)), tenant.id]),
+      await withSourceCommitsFlushed(client, await shardGroupNames(client, place.shardId), () =>
+        withReplicationRlsBypass(db, () =>
+          retryCatalogRace(client, () => client.query(`SELECT isolate_tenant_to_new_shard($1::regclass, $2::uuid, 'CASCADE', shard_transfer_mode => 'force_logical')`, [quoteIdent(anchorTable(db)), tenant.id])),
+        ),
       );
       isolateMs = performance.now() - t0;
       place = await citusPlaceOf(client, db, tenant.id);
@@ -230,8 +232,12 @@ export async function moveTenantOnCitus(db: Tenantwall, ref: string, to: CitusPl
       if (!sameNode(place.node, target)) {
         progress('move-shard', 1);
         const t0 = performance.now();
-        await withReplicationRlsBypass(db, () =>
-          client.query(`SELECT citus_move_shard_placement($1::bigint, $2, $3, $4, $5, shard_transfer_mode => 'force_logical')`, [place.shardId, place.node.host, place.node.port, target.host, target.port]),
+        const shardId = place.shardId;
+        const from = place.node;
+        await withSourceCommitsFlushed(client, await shardGroupNames(client, shardId), () =>
+          withReplicationRlsBypass(db, () =>
+            retryCatalogRace(client, () => client.query(`SELECT citus_move_shard_placement($1::bigint, $2, $3, $4, $5, shard_transfer_mode => 'force_logical')`, [shardId, from.host, from.port, target.host, target.port])),
+          ),
         );
         shardMoveMs = performance.now() - t0;
         place = await citusPlaceOf(client, db, tenant.id);
@@ -289,10 +295,16 @@ async function withReplicationRlsBypass<T>(db: Tenantwall, fn: () => Promise<T>)
   const helper = await openSession(db);
   let running = true;
   let failure: unknown;
+  // Each role is altered once, and only after Citus's own ALTER ROLE ... NOSUPERUSER (until then it is a superuser
+  // and needs nothing): two ALTER ROLEs of one role at the same moment fail one of them with "tuple concurrently
+  // updated", which must not be Citus's. A role Citus dropped meanwhile (its step ended) is skipped.
   const grant = `DO $do$ DECLARE r text; BEGIN
       PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
-      FOR r IN SELECT rolname FROM pg_roles WHERE rolname ~ '^citus_shard_(split|move)_subscription_role_' AND NOT rolbypassrls LOOP
-        EXECUTE format('ALTER ROLE %I BYPASSRLS', r);
+      FOR r IN SELECT rolname FROM pg_roles WHERE rolname ~ '^citus_shard_(split|move)_subscription_role_' AND NOT rolbypassrls AND NOT rolsuper LOOP
+        BEGIN
+          EXECUTE format('ALTER ROLE %I BYPASSRLS', r);
+        EXCEPTION WHEN undefined_object THEN NULL;
+        END;
       END LOOP; END $do$`;
   const loop = (async () => {
     while (running) {
@@ -315,6 +327,117 @@ async function withReplicationRlsBypass<T>(db: Tenantwall, fn: () => Promise<T>)
     running = false;
     await loop;
     await helper.end().catch(() => undefined);
+  }
+}
+
+/**
+ * The tables of the shard group holding `shardId` (one shard per colocated table, same hash range), by the
+ * schema-qualified names they have on their worker.
+ */
+async function shardGroupNames(client: pg.ClientBase, shardId: string): Promise<string[]> {
+  const { rows } = await client.query<{ name: string }>(
+    `SELECT shard_name(s.logicalrelid, s.shardid) AS name
+       FROM pg_dist_shard a JOIN pg_dist_partition ap ON ap.logicalrelid = a.logicalrelid
+       JOIN pg_dist_partition d ON d.colocationid = ap.colocationid
+       JOIN pg_dist_shard s ON s.logicalrelid = d.logicalrelid AND s.shardminvalue = a.shardminvalue AND s.shardmaxvalue = a.shardmaxvalue
+      WHERE a.shardid = $1::bigint ORDER BY s.shardid`,
+    [shardId],
+  );
+  return rows.map((r) => r.name);
+}
+
+const SYNC_GUARD_FN = 'tenantwall_flush_commit';
+const SYNC_GUARD_TRIGGER = 'tenantwall_flush_commit';
+
+/**
+ * Runs a Citus shard transfer (split, move, rebalance) so that no write acknowledged before its final switch is
+ * lost. Citus's logical-replication transfer blocks writes, then waits until the subscription has reached the
+ * source worker's `pg_current_wal_lsn()` and switches. That function returns the WAL *write* position. With
+ * `synchronous_commit = off` on a worker, a commit is acknowledged once its record is in the WAL buffers, before
+ * it is written: the writes acknowledged in the last moments before the block can lie beyond the position Citus
+ * waits for, the switch happens without them and they stay behind in the old shard, which is then dropped
+ * (reproduced without tenantwall by test/citus/repro/split-async-commit.ts; docs/scale-out.md). With a commit that
+ * waits for its WAL to be flushed it cannot happen (flushed <= written).
+ *
+ * So while `fn` runs, a statement trigger on each source shard (on its worker, not on the distributed table: the
+ * new shards Citus creates do not get it) raises `synchronous_commit` from `off` to `local` in every transaction
+ * that writes to it: only the writes to the shards being transferred, only during the transfer, and never lowered
+ * (a worker with `on`, `remote_write` or `remote_apply` keeps its setting). Shards still in use afterwards (a
+ * failed step, a rebalance that left a shard where it was) lose the trigger again; transferred ones are dropped
+ * by Citus with it. A killed process may leave triggers behind: they only make those commits durable, and running
+ * that move again or a rebalance removes them.
+ */
+async function withSourceCommitsFlushed<T>(client: pg.ClientBase, shardNames: readonly string[], fn: () => Promise<T>): Promise<T> {
+  const literal = (v: string) => `'${v.replaceAll("'", "''")}'`;
+  const names = `ARRAY[${shardNames.map(literal).join(', ')}]::text[]`;
+  // Per node: the trigger function in the shards' schemas, then the trigger on the shards that are on this node.
+  // Per node: the trigger function in the shards' schemas (no table lock), then the trigger on each shard that is on
+  // that node, one shard per transaction: several shard locks in one transaction could deadlock with an application
+  // transaction that writes to two of them in the other order.
+  const functions = `DO $do$ DECLARE ns text; BEGIN
+      PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+      FOR ns IN SELECT DISTINCT n.nspname FROM unnest(${names}) AS x(name) JOIN pg_class c ON c.oid = to_regclass(x.name) JOIN pg_namespace n ON n.oid = c.relnamespace LOOP
+        EXECUTE format($f$CREATE OR REPLACE FUNCTION %I.${SYNC_GUARD_FN}() RETURNS trigger LANGUAGE plpgsql AS $b$
+          BEGIN
+            IF pg_catalog.current_setting('synchronous_commit') = 'off' THEN
+              PERFORM pg_catalog.set_config('synchronous_commit', 'local', true);
+            END IF;
+            RETURN NULL;
+          END $b$$f$, ns);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %I.${SYNC_GUARD_FN}() TO PUBLIC', ns);
+      END LOOP; END $do$`;
+  const install = (name: string) => `DO $do$ DECLARE r regclass := to_regclass(${literal(name)}); BEGIN
+      IF r IS NULL THEN RETURN; END IF;
+      PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+      PERFORM set_config('citus.enable_manual_changes_to_shards', 'on', true);
+      EXECUTE format('CREATE OR REPLACE TRIGGER ${SYNC_GUARD_TRIGGER} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %I.${SYNC_GUARD_FN}()',
+                     r, (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = r));
+    END $do$`;
+  // Afterwards: off every shard of this list still there (other operations' triggers are left alone); the shards
+  // Citus replaced are dropped by Citus with theirs.
+  const remove = (name: string) => `DO $do$ DECLARE r regclass := to_regclass(${literal(name)}); BEGIN
+      IF r IS NULL OR NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = r AND t.tgname = '${SYNC_GUARD_TRIGGER}') THEN RETURN; END IF;
+      PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+      PERFORM set_config('citus.enable_manual_changes_to_shards', 'on', true);
+      EXECUTE format('DROP TRIGGER IF EXISTS ${SYNC_GUARD_TRIGGER} ON %s', r);
+    EXCEPTION WHEN undefined_table THEN NULL;
+    END $do$`;
+  const onAllNodes = async (sql: string) => {
+    const { rows } = await client.query<{ node: string; success: boolean; result: string }>(
+      `SELECT coalesce(n.nodename || ':' || n.nodeport, r.nodeid::text) AS node, r.success, r.result FROM run_command_on_all_nodes($1) r LEFT JOIN pg_dist_node n USING (nodeid)`,
+      [sql],
+    );
+    const bad = rows.find((r) => !r.success);
+    if (bad) throw new TenantwallError('admin_role_insufficient', `Could not make the commits of the shards being moved durable on ${bad.node} (${bad.result}); the owner connection must be a superuser.`);
+  };
+  if (shardNames.length === 0) return fn();
+  await onAllNodes(functions);
+  for (const name of shardNames) await onAllNodes(install(name));
+  try {
+    return await fn();
+  } finally {
+    for (const name of shardNames) await onAllNodes(remove(name)).catch(() => undefined);
+  }
+}
+
+/**
+ * A Citus shard step that failed only because of a concurrent operation, rolled back whole by Citus: a catalog row
+ * it updates was updated by another session at the same moment ("tuple concurrently updated"/"deleted", e.g. a
+ * role or a `pg_dist_*` row), or another shard operation on the same colocation group holds its lock ("could not
+ * acquire the lock required to move/split ...": a tenant isolated, a shard moved meanwhile). Its leftovers are
+ * cleaned and it runs again after a pause (at most 10 attempts, about 30 s): each step is atomic, and a rebalance
+ * plans only the moves still missing.
+ */
+async function retryCatalogRace<T>(client: pg.ClientBase, step: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await step();
+    } catch (err) {
+      const message = (err as Error).message ?? '';
+      if (attempt >= 10 || !/tuple concurrently (updated|deleted)|could not acquire the lock required to/.test(message)) throw err;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(500 * attempt, 5000)));
+      await client.query('CALL citus_cleanup_orphaned_resources()');
+    }
   }
 }
 
@@ -359,7 +482,16 @@ export async function rebalanceCluster(db: Tenantwall, options: { dryRun?: boole
     const moves = plan.rows.map((r) => ({ shardId: r.shardid, from: `${r.sourcename}:${r.sourceport}`, to: `${r.targetname}:${r.targetport}` }));
     options.onProgress?.({ operation: 'move', phase: 'rebalance', done: 0, total: moves.length });
     if (!options.dryRun && moves.length > 0) {
-      await withReplicationRlsBypass(db, () => client.query(`SELECT rebalance_table_shards(rebalance_strategy => $1, shard_transfer_mode => 'force_logical')`, [STRATEGY]));
+      // Every shard may move: all of them flush their commits while the rebalance runs.
+      const all = await client.query<{ name: string }>(
+        `SELECT shard_name(s.logicalrelid, s.shardid) AS name FROM pg_dist_shard s JOIN pg_dist_partition d USING (logicalrelid) WHERE d.partmethod = 'h' ORDER BY s.shardid`,
+      );
+      await withSourceCommitsFlushed(client, all.rows.map((r) => r.name), () =>
+        withReplicationRlsBypass(db, () =>
+          // Restartable: a failed round is rolled back by Citus; the next one plans only the moves still missing.
+          retryCatalogRace(client, () => client.query(`SELECT rebalance_table_shards(rebalance_strategy => $1, shard_transfer_mode => 'force_logical')`, [STRATEGY])),
+        ),
+      );
     }
     options.onProgress?.({ operation: 'move', phase: 'rebalance', done: moves.length, total: moves.length });
     const { rows } = await client.query<{ node: string; shards: number }>(

@@ -3,7 +3,7 @@ import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { quoteLiteral } from '../schema/ddl.ts';
-import { JOURNAL, lockTenant, openSession, placesOf, primaryKeyOf, q, readJournal, resolveTenant } from './internal.ts';
+import { JOURNAL, lockAll, lockTenant, openSession, placesOf, primaryKeyOf, q, readJournal, resolveTenant, mapLifecycleErrors } from './internal.ts';
 import { dropStaging, fkLinkedTables } from './move.ts';
 import type { ProgressListener } from './progress.ts';
 
@@ -36,6 +36,12 @@ export interface DeleteResult {
  * finished by running it again; the tombstone is written only once no row is left anywhere.
  */
 export async function deleteTenant(db: Tenantwall, ref: string, options: DeleteOptions): Promise<DeleteResult> {
+  // PostgreSQL's lock waits, deadlocks and lost connections reach the caller as TenantwallErrors
+  // (transaction_conflict, database_unreachable): nothing of the operation was applied, and it can be run again.
+  return mapLifecycleErrors(() => deleteTenantImpl(db, ref, options));
+}
+
+async function deleteTenantImpl(db: Tenantwall, ref: string, options: DeleteOptions): Promise<DeleteResult> {
   const started = performance.now();
   const tenant = await resolveTenant(db, ref);
   if (options.confirm === undefined || (options.confirm !== tenant.slug && options.confirm !== tenant.id)) {
@@ -70,12 +76,14 @@ export async function deleteTenant(db: Tenantwall, ref: string, options: DeleteO
     const droppedPartitions: string[] = [];
     if (dedicated.length > 0) {
       await withTransaction(client, async () => {
-        await client.query(`SET LOCAL lock_timeout = 5000`);
         // Same lock order as a move (see lockForSwitch): parents of foreign-key-linked tables, then buckets;
         // detaching takes ACCESS EXCLUSIVE on both anyway, for the catalog-only instant this transaction lasts.
+        // All or nothing (lockAll): a request holding one of these tables while it waits for another we hold
+        // would otherwise be a deadlock, with the request as likely the victim as this delete.
         const linked = fkLinkedTables(db);
-        for (const t of [...db.schema.tenantTables].reverse()) if (linked.has(t.name)) await client.query(`LOCK TABLE ONLY ${q(t.name)} IN ACCESS EXCLUSIVE MODE`);
-        for (const p of dedicated) await client.query(`LOCK TABLE ONLY ${q(p.bucketRel)} IN ACCESS EXCLUSIVE MODE`);
+        const locks = [...db.schema.tenantTables].reverse().filter((t) => linked.has(t.name)).map((t) => `LOCK TABLE ONLY ${q(t.name)} IN ACCESS EXCLUSIVE MODE`);
+        for (const p of dedicated) locks.push(`LOCK TABLE ONLY ${q(p.bucketRel)} IN ACCESS EXCLUSIVE MODE`);
+        await lockAll(client, locks, 5000);
         // Referencing tables first: detaching a referenced partition checks that nothing points into it.
         for (const p of [...dedicated].reverse()) {
           await client.query(`ALTER TABLE ${q(p.bucketRel)} DETACH PARTITION ${q(p.dedicatedRel)}`);

@@ -6,7 +6,7 @@ import type { Tenant } from '../db/tenant-registry.ts';
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
 import { quoteLiteral } from '../schema/ddl.ts';
-import { openSession, primaryKeyOf, q, resolveTenant, tableSum } from './internal.ts';
+import { lockTenant, openSession, primaryKeyOf, q, resolveTenant, tableSum, mapLifecycleErrors } from './internal.ts';
 import type { ProgressListener } from './progress.ts';
 
 /** File format of a tenant export: `ndjson` or `csv`. */
@@ -89,6 +89,12 @@ export function csvField(v: string | null): string {
  * written last (atomically renamed): a directory without manifest.json is an incomplete export.
  */
 export async function exportTenant(db: Tenantwall, ref: string, options: ExportOptions): Promise<ExportResult> {
+  // PostgreSQL's lock waits, deadlocks and lost connections reach the caller as TenantwallErrors
+  // (transaction_conflict, database_unreachable): nothing of the operation was applied, and it can be run again.
+  return mapLifecycleErrors(() => exportTenantImpl(db, ref, options));
+}
+
+async function exportTenantImpl(db: Tenantwall, ref: string, options: ExportOptions): Promise<ExportResult> {
   const started = performance.now();
   const format = options.format ?? 'ndjson';
   if (format !== 'ndjson' && format !== 'csv') throw new TenantwallError('config_invalid', `Unknown export format ${JSON.stringify(format)}: ndjson or csv.`);
@@ -102,6 +108,8 @@ export async function exportTenant(db: Tenantwall, ref: string, options: ExportO
   const tables: ManifestTable[] = [];
   let serverVersion: string | undefined;
   try {
+    // Before the snapshot: no move or delete of this tenant can commit while the export reads (lockTenant).
+    await lockTenant(client, tenant.id, 2000, 'shared');
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     serverVersion = String((await client.query(`SELECT current_setting('server_version') AS v`)).rows[0]?.v ?? '');
     for (const t of db.schema.tenantTables) {

@@ -10,7 +10,7 @@ import { dedicatedPartitionSql, quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import { type ExportManifest, MANIFEST, type ManifestTable } from './export.ts';
 import { moveTenantOnCitus } from './citus.ts';
-import { type Placement, bucketOf, columnsOf, dedicatedCapable, lockTenant, openSession, q, tableSum } from './internal.ts';
+import { type Placement, bucketOf, columnsOf, dedicatedCapable, lockTenant, openSession, q, tableSum, mapLifecycleErrors } from './internal.ts';
 import type { ProgressListener } from './progress.ts';
 
 /** Options of `importTenant`: source folder, target tenant, progress. */
@@ -160,6 +160,12 @@ async function* readRows(file: string, format: 'ndjson' | 'csv', table: Manifest
  * row count and data checksum must equal the manifest's before it commits: all or nothing.
  */
 export async function importTenant(db: Tenantwall, options: ImportOptions): Promise<ImportResult> {
+  // PostgreSQL's lock waits, deadlocks and lost connections reach the caller as TenantwallErrors
+  // (transaction_conflict, database_unreachable): nothing of the operation was applied, and it can be run again.
+  return mapLifecycleErrors(() => importTenantImpl(db, options));
+}
+
+async function importTenantImpl(db: Tenantwall, options: ImportOptions): Promise<ImportResult> {
   const started = performance.now();
   const dir = path.resolve(options.dir);
   const slug = parseSlug(options.slug);

@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { Tenant } from '../db/tenant-registry.ts';
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { TenantwallError } from '../errors.ts';
+import { mapPgError } from '../db/pg-errors.ts';
 import { withTransaction } from '../db/transaction.ts';
 import type { TenantTable } from '../schema/declare.ts';
 import { bucketPartitionName, dedicatedPartitionName, quoteIdent, quoteLiteral, sharedPartitionName } from '../schema/ddl.ts';
@@ -72,17 +73,65 @@ export async function readJournal(client: pg.ClientBase, tenantId: string): Prom
 /**
  * Session-level advisory lock for one tenant's lifecycle work. A killed process loses its session and with it
  * the lock, so a rerun can take over; a live one makes the second caller fail fast instead of interleaving.
+ *
+ * `shared`: readers that need ONE snapshot of the tenant (export, checksums) take it before their snapshot, so
+ * no move commits in between. Partition membership is not MVCC: a REPEATABLE READ snapshot taken before a
+ * move's switch commits, reading after it, is routed to the new partition and sees the tenant's rows as the
+ * staging copy had them (or none at all), not as they were (docs/architecture.md). Readers share the lock
+ * with each other; moves, deletes and imports take it exclusively.
  */
-export async function lockTenant(client: pg.ClientBase, tenantId: string, waitMs = 2000): Promise<void> {
+export async function lockTenant(client: pg.ClientBase, tenantId: string, waitMs = 2000, mode: 'exclusive' | 'shared' = 'exclusive'): Promise<void> {
   // A short wait rather than a try: the backend of a just-killed process may still be noticing its dead socket.
   await client.query(`SELECT set_config('lock_timeout', $1, false)`, [String(waitMs)]);
   try {
-    await client.query(`SELECT pg_advisory_lock(hashtext('tenantwall.lifecycle'), hashtext($1))`, [tenantId]);
+    await client.query(`SELECT ${mode === 'shared' ? 'pg_advisory_lock_shared' : 'pg_advisory_lock'}(hashtext('tenantwall.lifecycle'), hashtext($1))`, [tenantId]);
   } catch (err) {
     if ((err as { code?: string }).code !== '55P03') throw err;
-    throw new TenantwallError('tenant_busy', `Another process is moving, deleting or importing tenant ${tenantId}.`, { details: { tenant: tenantId } });
+    const other = mode === 'shared' ? 'moving, deleting or importing' : 'moving, deleting, importing or exporting';
+    throw new TenantwallError('tenant_busy', `Another process is ${other} tenant ${tenantId}; retry when it has finished.`, { details: { tenant: tenantId } });
   } finally {
     await client.query(`SELECT set_config('lock_timeout', '0', false)`);
+  }
+}
+
+/** Runs a lifecycle operation; PostgreSQL errors it ends with are mapped to TenantwallErrors (mapPgError). */
+export async function mapLifecycleErrors<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw mapPgError(err);
+  }
+}
+
+/**
+ * Takes the table locks of a switch (`LOCK TABLE ...` statements, in order) all or nothing, inside the caller's
+ * transaction, within `budgetMs`; throws PostgreSQL's 55P03 when they could not all be had in time.
+ *
+ * Each attempt waits at most half of the server's deadlock_timeout per lock, inside a savepoint: when a request
+ * that holds one table we need waits for another one we already hold, our attempt gives up (ROLLBACK TO SAVEPOINT
+ * releases the locks it took) before PostgreSQL's deadlock check runs, so the request goes on instead of being
+ * rolled back as the victim of a deadlock, and the next attempt queues again. No order of the tables avoids such
+ * cycles for every writer: a writer that locks a parent row and then writes a child (FOR UPDATE, then INSERT) holds
+ * the tables in the opposite order of one that inserts a child and then checks its foreign key on the parent.
+ * Afterwards lock_timeout is `budgetMs` again for the rest of the transaction.
+ */
+export async function lockAll(client: pg.ClientBase, statements: readonly string[], budgetMs: number): Promise<void> {
+  const budget = Math.max(1, Math.floor(budgetMs));
+  const { rows } = await client.query<{ ms: number }>(`SELECT (extract(epoch FROM current_setting('deadlock_timeout')::interval) * 1000)::int AS ms`);
+  const attemptMs = Math.max(1, Math.min(budget, Math.floor((rows[0]?.ms ?? 1000) / 2)));
+  const until = performance.now() + budget;
+  for (;;) {
+    await client.query('SAVEPOINT tenantwall_lock_all');
+    try {
+      await client.query(`SET LOCAL lock_timeout = ${attemptMs}`);
+      for (const sql of statements) await client.query(sql);
+      await client.query('RELEASE SAVEPOINT tenantwall_lock_all');
+      await client.query(`SET LOCAL lock_timeout = ${budget}`);
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== '55P03' || performance.now() >= until) throw err;
+      await client.query('ROLLBACK TO SAVEPOINT tenantwall_lock_all');
+    }
   }
 }
 
@@ -181,6 +230,7 @@ export async function tenantChecksums(db: Tenantwall, tenantId: TenantId | strin
   const id = TenantId.parse(tenantId);
   const client = await openSession(db);
   try {
+    await lockTenant(client, id, 2000, 'shared');
     return await withTransaction(
       client,
       async () => {

@@ -12,6 +12,7 @@ import {
   columnsOf,
   dedicatedCapable,
   dropForeignKeys,
+  lockAll,
   lockTenant,
   openSession,
   placementOf,
@@ -21,6 +22,7 @@ import {
   readJournal,
   resolveTenant,
   tableSum,
+  mapLifecycleErrors,
 } from './internal.ts';
 import type { ProgressListener } from './progress.ts';
 import { type CitusNode, type CitusPlacement, moveTenantOnCitus } from './citus.ts';
@@ -75,6 +77,12 @@ export interface MoveResult {
  * commits, and the switch is one transaction, so a move is never half-applied.
  */
 export async function moveTenant(db: Tenantwall, ref: string, to: Placement | CitusPlacement, options: MoveOptions = {}): Promise<MoveResult> {
+  // PostgreSQL's lock waits, deadlocks and lost connections reach the caller as TenantwallErrors
+  // (transaction_conflict, database_unreachable): nothing of the operation was applied, and it can be run again.
+  return mapLifecycleErrors(() => moveTenantImpl(db, ref, to, options));
+}
+
+async function moveTenantImpl(db: Tenantwall, ref: string, to: Placement | CitusPlacement, options: MoveOptions): Promise<MoveResult> {
   // On Citus the tiers are shards and nodes, moved by Citus itself (src/lifecycle/citus.ts, docs/scale-out.md).
   if (db.citusVersion) return moveTenantOnCitus(db, ref, to, { node: options.node, onProgress: options.onProgress });
   if (to === 'dedicated-node') throw new TenantwallError('placement_unsupported', 'The dedicated-node placement needs a Citus cluster (docs/scale-out.md).');
@@ -228,8 +236,7 @@ async function toDedicated(ctx: MoveCtx, todo: TablePlace[], batchSize: number, 
   let reconciledRows = 0;
   const tables: MovedTable[] = [];
   await withTransaction(client, async () => {
-    await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(ctx.lockTimeoutMs))}`);
-    await lockForSwitch(client, db, todo, 'dedicated');
+    await lockForSwitch(client, db, todo, 'dedicated', ctx.lockTimeoutMs);
     lockedAt = performance.now();
     // Fast path: only row versions written since the copy started (by xmin age), plus deleted rows. The
     // checksums decide; if they still differ (e.g. an xid wrapped), a full reconcile runs, then they must match.
@@ -305,8 +312,7 @@ async function toShared(ctx: MoveCtx, todo: TablePlace[]): Promise<Phases> {
   const tables: MovedTable[] = [];
   ctx.onProgress?.({ operation: 'move', phase: 'switch', done: 0, total: todo.length });
   await withTransaction(client, async () => {
-    await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(ctx.lockTimeoutMs))}`);
-    const blocksReads = await lockForSwitch(client, db, todo, 'shared');
+    const blocksReads = await lockForSwitch(client, db, todo, 'shared', ctx.lockTimeoutMs);
     lockedAt = performance.now();
     for (const p of todo) tables.push({ table: p.table.name, ...(await tableSum(client, p.dedicatedRel, tenantId, tc)) });
     // DETACH takes ACCESS EXCLUSIVE on the bucket: from here until COMMIT reads of the bucket's tenants queue.
@@ -366,31 +372,35 @@ export function fkLinkedTables(db: Tenantwall): Set<string> {
 }
 
 /**
- * Takes the switch's locks up front, in one order, so that no reader or writer can hold one lock we
- * need while waiting for another we hold (a deadlock). Measured in PostgreSQL 15-18: ATTACH of a partition of
- * a table in a foreign key between tenant tables takes SHARE ROW EXCLUSIVE on the other table; DETACH (and
- * dropping the detached copy's foreign keys) takes ACCESS EXCLUSIVE on the other table. So for such tables
- * shared -> dedicated blocks writes to the whole table (all tenants) for the window, and dedicated -> shared
- * blocks reads and writes of the whole table. A table outside such foreign keys only has the tenant's hash
- * bucket locked: against writes (shared -> dedicated), or against reads and writes (dedicated -> shared).
+ * Takes the switch's locks up front, all or nothing (`lockAll`), so that the switch never waits for a lock while
+ * a request waits for one the switch holds: such a cycle is a deadlock, and PostgreSQL rolls one of the two back
+ * (the request, as often as not). Measured in PostgreSQL 15-18: ATTACH of a partition of a table in a foreign
+ * key between tenant tables takes SHARE ROW EXCLUSIVE on the other table; DETACH (and dropping the detached
+ * copy's foreign keys) takes ACCESS EXCLUSIVE on the other table. Shared -> dedicated takes EXCLUSIVE on such
+ * tables (writes and row locks of all tenants wait, plain reads go on): stronger than what ATTACH needs, so that
+ * no request holds a row lock (SELECT ... FOR UPDATE, a foreign key check) on them while the switch deletes the
+ * tenant's shared rows; with SHARE ROW EXCLUSIVE a request that had locked an invoice row and then waited to
+ * write its line items deadlocked with that DELETE. Dedicated -> shared blocks reads and writes of the whole
+ * table. A table outside such foreign keys only has the tenant's hash bucket locked: against writes (shared ->
+ * dedicated), or against reads and writes (dedicated -> shared).
  */
-async function lockForSwitch(client: pg.ClientBase, db: Tenantwall, todo: readonly TablePlace[], direction: Placement): Promise<boolean> {
+async function lockForSwitch(client: pg.ClientBase, db: Tenantwall, todo: readonly TablePlace[], direction: Placement, lockTimeoutMs: number): Promise<boolean> {
   const linked = fkLinkedTables(db);
   const moved = new Set(todo.map((p) => p.table.name));
+  const locks: string[] = [];
   // Referencing tables first: a writer inserting a child row holds the child table, then locks the parent
-  // for its foreign key check, so this order cannot form a cycle with it.
+  // for its foreign key check (a writer that locks the parent row first is the other order: lockAll handles both).
   const whole = db.schema.tenantTables.filter((t) => linked.has(t.name) && [...moved].some((m) => m === t.name || linked.has(m))).reverse();
-  for (const t of whole) {
-    await client.query(direction === 'dedicated' ? `LOCK TABLE ${q(t.name)} IN SHARE ROW EXCLUSIVE MODE` : `LOCK TABLE ONLY ${q(t.name)} IN ACCESS EXCLUSIVE MODE`);
-  }
+  for (const t of whole) locks.push(direction === 'dedicated' ? `LOCK TABLE ${q(t.name)} IN EXCLUSIVE MODE` : `LOCK TABLE ONLY ${q(t.name)} IN ACCESS EXCLUSIVE MODE`);
   for (const p of todo) {
     if (linked.has(p.table.name)) continue;
     // Writers lock parent, bucket, then partition. Locking the bucket first (writers queue there holding nothing
     // we need later) and only then the partition keeps our order the same as theirs. Shared -> dedicated
     // upgrades the bucket to ACCESS EXCLUSIVE later, dedicated -> shared needs it for DETACH anyway.
-    await client.query(`LOCK TABLE ONLY ${q(p.bucketRel)} IN ${direction === 'dedicated' ? 'EXCLUSIVE' : 'ACCESS EXCLUSIVE'} MODE`);
-    await client.query(`LOCK TABLE ${q(direction === 'dedicated' ? p.sharedRel : p.dedicatedRel)} IN EXCLUSIVE MODE`);
+    locks.push(`LOCK TABLE ONLY ${q(p.bucketRel)} IN ${direction === 'dedicated' ? 'EXCLUSIVE' : 'ACCESS EXCLUSIVE'} MODE`);
+    locks.push(`LOCK TABLE ${q(direction === 'dedicated' ? p.sharedRel : p.dedicatedRel)} IN EXCLUSIVE MODE`);
   }
+  await lockAll(client, locks, lockTimeoutMs);
   return whole.length > 0 || direction === 'shared';
 }
 

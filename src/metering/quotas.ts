@@ -50,7 +50,8 @@ export class Quotas {
       } catch (err) {
         // Lock waits are ordered by shard, so deadlocks should not happen; if one does, the statement was rolled
         // back as a whole and is safe to run again.
-        if ((err as { code?: string }).code !== '40P01' || attempt >= 3) throw err;
+        const code = (err as { code?: string }).code;
+        if ((code !== 'transaction_conflict' && code !== '40P01') || attempt >= 3) throw err;
       }
     }
     const r = rows[0];

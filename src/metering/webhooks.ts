@@ -526,16 +526,21 @@ export class Webhooks {
     return rowCount ?? 0;
   }
 
-  /** Delivery states with their endpoint, for operators and tests. `eventId`: webhook-id or outbox id. */
-  async deliveries(filter: { status?: string; eventId?: string; endpointId?: string } = {}): Promise<WebhookDelivery[]> {
+  /**
+   * Delivery states with their endpoint, for operators and tests, oldest first. `eventId`: webhook-id or outbox id.
+   * `tenantId`: one tenant's deliveries (a range of the primary key). `newest`: only the newest N, newest first.
+   */
+  async deliveries(filter: { status?: string; eventId?: string; endpointId?: string; tenantId?: string; newest?: number } = {}): Promise<WebhookDelivery[]> {
+    const newest = filter.newest;
+    if (newest !== undefined && (!Number.isSafeInteger(newest) || newest < 1)) throw new TenantwallError('config_invalid', 'deliveries({ newest }) is a positive integer.', { details: { field: 'newest' } });
     const { rows } = await this.#db.dangerouslyCrossTenant().query(
       `SELECT ${WEBHOOK_ID_SQL('d.event_tenant_id', 'd.event_id')} AS webhook_id, d.event_id, d.event_tenant_id, d.endpoint_id, e.url, d.type, d.status,
               d.attempts, d.last_status, d.last_error, d.created_at, d.next_attempt_at, d.delivered_at
          FROM tw_webhook_deliveries d JOIN tw_webhook_endpoints e ON e.id = d.endpoint_id
         WHERE ($1::text IS NULL OR d.status = $1) AND ($2::text IS NULL OR d.event_id = $2 OR ${WEBHOOK_ID_SQL('d.event_tenant_id', 'd.event_id')} = $2)
-          AND ($3::uuid IS NULL OR d.endpoint_id = $3)
-        ORDER BY d.created_at, d.event_id, d.endpoint_id`,
-      [filter.status ?? null, filter.eventId ?? null, filter.endpointId === undefined ? null : endpointId(filter.endpointId)],
+          AND ($3::uuid IS NULL OR d.endpoint_id = $3) AND ($4::${TenantId.sqlType()} IS NULL OR d.event_tenant_id = $4)
+        ORDER BY ${newest === undefined ? 'd.created_at, d.event_id, d.endpoint_id' : `d.created_at DESC, d.event_id DESC, d.endpoint_id DESC LIMIT ${newest}`}`,
+      [filter.status ?? null, filter.eventId ?? null, filter.endpointId === undefined ? null : endpointId(filter.endpointId), filter.tenantId === undefined ? null : TenantId.parse(filter.tenantId)],
     );
     const iso = (d: Date | null) => (d ? d.toISOString() : null);
     return rows.map((r) => ({

@@ -89,6 +89,30 @@ export class TenantActivity {
 
   /** Adds to a tenant's counts in the current bucket. */
   record(tenantId: TenantId | string, delta: Partial<ActivityCounts>): void {
+    const c = this.#counts(tenantId);
+    if (delta.dbMs) c.dbMs += delta.dbMs;
+    if (delta.statements) c.statements += delta.statements;
+    if (delta.rows) c.rows += delta.rows;
+    if (delta.requests) c.requests += delta.requests;
+    if (delta.refusals) c.refusals += delta.refusals;
+  }
+
+  /** One statement of a tenant (what the metrics' statement observer counts; `record` without its delta object). */
+  countStatement(tenantId: TenantId | string, dbMs: number, rows: number, refusals: number): void {
+    const c = this.#counts(tenantId);
+    c.statements++;
+    c.dbMs += dbMs;
+    c.rows += rows;
+    c.refusals += refusals;
+  }
+
+  /** One request of a tenant. */
+  countRequest(tenantId: TenantId | string): void {
+    this.#counts(tenantId).requests++;
+  }
+
+  /** The tenant's counts in the current bucket (`other` past `maxTenants`). */
+  #counts(tenantId: string): ActivityCounts {
     const bucket = this.#current();
     let c = bucket.tenants.get(tenantId);
     if (!c) {
@@ -96,11 +120,7 @@ export class TenantActivity {
       c = bucket.tenants.get(key);
       if (!c) bucket.tenants.set(key, (c = zero()));
     }
-    if (delta.dbMs) c.dbMs += delta.dbMs;
-    if (delta.statements) c.statements += delta.statements;
-    if (delta.rows) c.rows += delta.rows;
-    if (delta.requests) c.requests += delta.requests;
-    if (delta.refusals) c.refusals += delta.refusals;
+    return c;
   }
 
   #current(): Bucket {

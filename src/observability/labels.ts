@@ -62,7 +62,11 @@ export class TenantCounterStore {
 
   /** Adds `value` to the series of `tenantId` (or `other`) with the other labels `key`. */
   inc(tenantId: string, key: string, value = 1): void {
-    const label = this.#labels.labelOf(tenantId);
+    this.incLabel(this.#labels.labelOf(tenantId), key, value);
+  }
+
+  /** Adds `value` to the series of a label already chosen by `TenantLabels.labelOf` (one lookup for several stores). */
+  incLabel(label: string, key: string, value: number): void {
     let m = this.#values.get(label);
     if (!m) this.#values.set(label, (m = new Map()));
     m.set(key, (m.get(key) ?? 0) + value);

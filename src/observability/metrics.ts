@@ -3,6 +3,7 @@ import type { StatementEvent, StatementObserver, StatementOutcome } from '../db/
 import type { Tenantwall } from '../db/tenantwall.ts';
 import { requireOptional } from '../util/optional.ts';
 import { TenantActivity } from './activity.ts';
+import { type FastHistogram, type HistogramSeries, createFastHistogram } from './histogram.ts';
 import { NO_TENANT_LABEL, TenantCounterStore, TenantLabels } from './labels.ts';
 import { type ObservabilityOptions, type ResolvedObservabilityOptions, resolveObservabilityOptions } from './options.ts';
 
@@ -29,6 +30,22 @@ export interface QuotaUse {
   readonly limit: number;
 }
 
+/** One progress report of a long tenant operation (the shape of lifecycle's `Progress`). */
+export interface OperationProgress {
+  readonly phase: string;
+  readonly table?: string | undefined;
+  readonly done: number;
+  readonly total?: number | undefined;
+}
+
+/** A long tenant operation (move, export, import, delete) as the metrics follow it: `trackOperation`. */
+export interface TrackedOperation {
+  /** Feed it the operation's progress reports (a lifecycle `onProgress` listener). */
+  onProgress(p: OperationProgress): void;
+  /** The operation ended: its series are removed and `lifecycle_operations_total{outcome}` counts it. Idempotent. */
+  end(outcome: 'succeeded' | 'failed'): void;
+}
+
 /** Options of `createMetrics`: the tenantwall instance to observe and the observability options. */
 export interface MetricsOptions extends ObservabilityOptions {
   /** The instance whose tenant-scoped statements are measured (an observer is added) and whose pools are reported. */
@@ -37,6 +54,17 @@ export interface MetricsOptions extends ObservabilityOptions {
 
 const statusClass = (code: number) => `${Math.floor(code / 100)}xx`;
 const key = (...labels: string[]) => JSON.stringify(labels);
+const NO_LABELS = key();
+const OUTCOME_KEYS = { ok: key('ok'), error: key('error'), refused: key('refused') };
+/** Route x method entries of the request cache before new ones are no longer cached (routes are patterns: bounded). */
+const MAX_ROUTE_ENTRIES = 10_000;
+
+/** What a request of one method, route pattern and status class updates, built once. */
+interface RequestSeries {
+  /** The other-labels key of `http_requests_total`. */
+  readonly counterKey: string;
+  readonly duration: HistogramSeries;
+}
 
 /**
  * Prometheus metrics of a tenantwall service (prom-client, an optional peer dependency): per tenant (bounded
@@ -62,8 +90,14 @@ export class TenantwallMetrics {
   readonly #tooMany: TenantCounterStore;
   readonly #rateLimited: TenantCounterStore;
   readonly #quotaUse = new Map<string, Map<string, QuotaUse>>();
-  readonly #requestDuration: Prom.Histogram<string>;
-  readonly #statementDuration: Prom.Histogram<string>;
+  readonly #requestDuration: FastHistogram;
+  readonly #statementDuration: HistogramSeries;
+  readonly #statementHistogram: FastHistogram;
+  /** Method + route -> the series per status class (index: first digit of the status). */
+  readonly #requestSeries = new Map<string, Map<string, Array<RequestSeries | undefined>>>();
+  #requestEntries = 0;
+  readonly #operations = new Set<{ operation: string; tenant: string; phases: Map<string, Map<string, { done: number; total: number }>> }>();
+  readonly #operationsEnded: Prom.Counter<string>;
   #unobserve: (() => void) | undefined;
 
   constructor(input: MetricsOptions = {}) {
@@ -126,17 +160,58 @@ export class TenantwallMetrics {
         for (const [tenant, m] of quotaUse) for (const q of m.values()) this.set({ tenant, quota: q.quota }, q.limit > 0 ? q.used / q.limit : 0);
       },
     });
-    this.#requestDuration = new prom.Histogram({
+    this.#requestDuration = createFastHistogram(prom, {
       name: `${p}http_request_duration_seconds`,
       help: 'HTTP request latency by method, route and status class.',
       labelNames: ['method', 'route', 'status_class'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     });
-    this.#statementDuration = new prom.Histogram({
+    this.#statementHistogram = createFastHistogram(prom, {
       name: `${p}db_statement_duration_seconds`,
       help: 'Latency of tenant-scoped statements that were sent.',
+      labelNames: [],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+      registers: [registry],
+    });
+    this.#statementDuration = this.#statementHistogram.series('', {});
+    const operations = this.#operations;
+    new prom.Gauge({
+      name: `${p}lifecycle_operations_running`,
+      help: 'Long tenant operations (move, export, import, delete) running in this process.',
+      labelNames: ['operation'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        const n = new Map<string, number>();
+        for (const o of operations) n.set(o.operation, (n.get(o.operation) ?? 0) + 1);
+        for (const [operation, v] of n) this.set({ operation }, v);
+      },
+    });
+    const progressGauge = (name: string, help: string, pick: (x: { done: number; total: number }) => number) =>
+      new prom.Gauge({
+        name: p + name,
+        help,
+        labelNames: ['operation', 'tenant', 'phase'],
+        registers: [registry],
+        collect() {
+          // Only running operations have series: the label set is bounded by the operations running at once.
+          this.reset();
+          for (const o of operations) {
+            for (const [phase, tables] of o.phases) {
+              let v = 0;
+              for (const x of tables.values()) v += pick(x);
+              this.set({ operation: o.operation, tenant: o.tenant, phase }, v);
+            }
+          }
+        },
+      });
+    progressGauge('lifecycle_operation_done', 'Units done by a running operation, per phase (rows for copy/rows phases, tables for switch), summed over its tables.', (x) => x.done);
+    progressGauge('lifecycle_operation_total', 'Units a running operation expects per phase, as far as known.', (x) => x.total);
+    this.#operationsEnded = new prom.Counter({
+      name: `${p}lifecycle_operations_total`,
+      help: 'Long tenant operations that ended, by operation and outcome (succeeded, failed).',
+      labelNames: ['operation', 'outcome'],
       registers: [registry],
     });
     if (db) this.#globalDbMetrics(prom, db);
@@ -149,30 +224,53 @@ export class TenantwallMetrics {
 
   /** Counts one tenant-scoped statement (what the observer does). */
   recordStatement(tenantId: string, o: StatementOutcome): void {
-    const outcome = o.verdict === 'refused' ? 'refused' : o.error === undefined ? 'ok' : 'error';
-    this.#statements.inc(tenantId, key(outcome));
-    if (outcome === 'refused') {
-      this.#refusals.inc(tenantId, '[]');
-      this.activity.record(tenantId, { statements: 1, refusals: 1 });
+    const label = this.#labels.labelOf(tenantId);
+    if (o.verdict === 'refused') {
+      this.#statements.incLabel(label, OUTCOME_KEYS.refused, 1);
+      this.#refusals.incLabel(label, NO_LABELS, 1);
+      this.activity.countStatement(tenantId, 0, 0, 1);
       return;
     }
-    this.#dbSeconds.inc(tenantId, '[]', o.durationMs / 1000);
-    if (o.rows > 0) this.#rows.inc(tenantId, '[]', o.rows);
-    this.#statementDuration.observe(o.durationMs / 1000);
-    this.activity.record(tenantId, { statements: 1, dbMs: o.durationMs, rows: o.rows });
+    this.#statements.incLabel(label, o.error === undefined ? OUTCOME_KEYS.ok : OUTCOME_KEYS.error, 1);
+    const seconds = o.durationMs / 1000;
+    this.#dbSeconds.incLabel(label, NO_LABELS, seconds);
+    if (o.rows > 0) this.#rows.incLabel(label, NO_LABELS, o.rows);
+    this.#statementHistogram.observe(this.#statementDuration, seconds);
+    this.activity.countStatement(tenantId, o.durationMs, o.rows, 0);
   }
 
   /** Counts one HTTP request (the Fastify plugin calls it for every response). */
   recordRequest(r: RequestRecord): void {
-    const cls = statusClass(r.statusCode);
     const tenant = r.tenantId ?? NO_TENANT_LABEL;
-    this.#requests.inc(tenant, key(r.method, r.route, cls));
-    this.#requestDuration.observe({ method: r.method, route: r.route, status_class: cls }, r.durationSeconds);
+    const series = this.#seriesOf(r.method, r.route, r.statusCode);
+    this.#requests.inc(tenant, series.counterKey);
+    this.#requestDuration.observe(series.duration, r.durationSeconds);
     if (r.statusCode === 429) {
       this.#tooMany.inc(tenant, key(r.errorCode ?? 'unknown', r.quota ?? ''));
-      if (r.errorCode === 'rate_limited') this.#rateLimited.inc(tenant, '[]');
+      if (r.errorCode === 'rate_limited') this.#rateLimited.inc(tenant, NO_LABELS);
     }
-    if (r.tenantId !== undefined) this.activity.record(r.tenantId, { requests: 1 });
+    if (r.tenantId !== undefined) this.activity.countRequest(r.tenantId);
+  }
+
+  /** The series of a method, route pattern and status class: built on first use, then two map lookups. */
+  #seriesOf(method: string, route: string, statusCode: number): RequestSeries {
+    // Index by the status class digit; a status outside 100-599 (never sent by Node) is not cached.
+    const index = statusCode >= 100 && statusCode < 600 ? Math.floor(statusCode / 100) : -1;
+    let byMethod = this.#requestSeries.get(route);
+    let byClass = byMethod?.get(method);
+    const cached = index < 0 ? undefined : byClass?.[index];
+    if (cached !== undefined) return cached;
+    const cls = statusClass(statusCode);
+    const k = key(method, route, cls);
+    const series: RequestSeries = { counterKey: k, duration: this.#requestDuration.series(k, { method, route, status_class: cls }) };
+    if (index < 0 || this.#requestEntries >= MAX_ROUTE_ENTRIES) return series;
+    if (!byMethod) this.#requestSeries.set(route, (byMethod = new Map()));
+    if (!byClass) {
+      byMethod.set(method, (byClass = []));
+      this.#requestEntries++;
+    }
+    byClass[index] = series;
+    return series;
   }
 
   /** Records the last known quota states of a tenant (kept for labelled tenants only). */
@@ -181,6 +279,31 @@ export class TenantwallMetrics {
     let m = this.#quotaUse.get(tenantId);
     if (!m) this.#quotaUse.set(tenantId, (m = new Map()));
     for (const q of quotas) m.set(q.quota, { quota: q.quota, used: q.used, limit: q.limit });
+  }
+
+  /**
+   * Follows a long tenant operation: while it runs, `lifecycle_operations_running` counts it and
+   * `lifecycle_operation_done` / `lifecycle_operation_total` show its progress per phase (labelled with its
+   * tenant: only running operations have series); `end` removes them and counts the outcome.
+   */
+  trackOperation(operation: string, tenantId: string): TrackedOperation {
+    const o = { operation, tenant: tenantId, phases: new Map<string, Map<string, { done: number; total: number }>>() };
+    this.#operations.add(o);
+    let ended = false;
+    return {
+      onProgress: (p) => {
+        if (ended) return;
+        let tables = o.phases.get(p.phase);
+        if (!tables) o.phases.set(p.phase, (tables = new Map()));
+        tables.set(p.table ?? '', { done: p.done, total: p.total ?? p.done });
+      },
+      end: (outcome) => {
+        if (ended) return;
+        ended = true;
+        this.#operations.delete(o);
+        this.#operationsEnded.inc({ operation, outcome });
+      },
+    };
   }
 
   /** The Prometheus text exposition of every metric. */
@@ -215,7 +338,9 @@ export class TenantwallMetrics {
         for (const pool of ['app', 'owner'] as const) for (const state of ['total', 'idle', 'waiting', 'max'] as const) this.set({ pool, state }, s[pool][state]);
       },
     });
-    if (!db.schema.table('tw_webhook_deliveries')) return;
+    // The outbox is a global table: its gauges come from processes with the owner connection (the one running the
+    // webhook relay); a process with the application role only exports none.
+    if (!db.schema.table('tw_webhook_deliveries') || !db.hasOwner) return;
     // One query per scrape for the three webhook gauges, on the owner connection (a global table).
     let pending: Promise<{ pending: number; dead: number; lag: number; oldest: number } | undefined> | undefined;
     const read = () =>

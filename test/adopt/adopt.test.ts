@@ -2,7 +2,8 @@
  * `tenantwall adopt` on a legacy database (test/adopt/legacy.ts): adopt writes the migration and declaration and
  * applies nothing; `migrate` killed (kill -9) in the middle of the backfill and run again finishes with every row
  * owned by the tenant its legacy organization was; `audit` then reports no error; two tenants querying through
- * forTenant + guard never see each other's rows.
+ * forTenant + guard never see each other's rows; the legacy Fastify + Kysely app (test/fixtures/legacy-app.ts),
+ * adopted, serves both tenants over HTTP without a cross-tenant row on any route.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
@@ -16,6 +17,7 @@ import { type Schema, Tenantwall, TenantwallError, onlineSteps } from '../../src
 import { createGuard } from '../../src/guard/guard.ts';
 import { CLI } from '../helpers/cli.ts';
 import { createTestDatabase, superQuery, type TestDatabase } from '../helpers/db.ts';
+import { buildLegacyApp } from '../fixtures/legacy-app.ts';
 import { LEGACY_SQL, OWNERSHIP_SQL, TENANT_OWNERSHIP_SQL } from './legacy.ts';
 
 const run = promisify(execFile);
@@ -41,28 +43,35 @@ after(async () => {
 
 test('adopt plans the legacy database, writes migration + declaration + config and applies nothing', async () => {
   const { stdout } = await run('node', [...CLI, 'adopt', '--dir', dir, '--batch-size', '100', '--json'], { env, cwd: ROOT });
-  const plan = JSON.parse(stdout) as { undecided: unknown[]; tenantTable: string; tenantTables: { table: string; via?: { column: string; parent: string } }[]; globalTables: string[]; written: string[] };
+  const plan = JSON.parse(stdout) as { undecided: unknown[]; notes: { table: string; note: string }[]; tenantTable: string; tenantTables: { table: string; schema?: string; via?: { column: string; columns: string[]; parent: string } }[]; globalTables: string[]; written: string[] };
   assert.deepEqual(plan.undecided, []);
   assert.equal(plan.tenantTable, 'organizations');
   assert.deepEqual(plan.globalTables, ['countries']);
-  const via = Object.fromEntries(plan.tenantTables.map((t) => [t.table, t.via ? `${t.via.column}->${t.via.parent}` : 'root']));
+  const via = Object.fromEntries(plan.tenantTables.map((t) => [`${t.schema ?? 'public'}.${t.table}`, t.via ? `${t.via.columns.join('+')}->${t.via.parent}` : 'root']));
   assert.deepEqual(via, {
-    organizations: 'root',
-    invoices: 'org_id->organizations',
-    projects: 'org_id->organizations',
-    tags: 'org_id->organizations',
-    users: 'org_id->organizations',
-    // Through their parents only.
-    task_tags: 'tag_id->tags',
-    tasks: 'project_id->projects',
-    comments: 'task_id->tasks',
+    'public.organizations': 'root',
+    'billing.invoices': 'org_id->organizations',
+    'public.projects': 'org_id->organizations',
+    'public.tags': 'org_id->organizations',
+    'public.users': 'org_id->organizations',
+    // Through their parents only (invoice_lines: a two-column foreign key, in another schema).
+    'billing.invoice_lines': 'invoice_org_id+invoice_number->invoices',
+    'public.task_tags': 'tag_id->tags',
+    'public.tasks': 'project_id->projects',
+    'public.comments': 'task_id->tasks',
   });
+  assert.ok(plan.notes.some((n) => n.table === 'invoice_lines' && /schema billing/.test(n.note)));
   assert.deepEqual(plan.written.map((f) => path.relative(dir, f)).sort(), ['migrations/0001_adopt.sql', 'tenantwall.config.ts', 'tenantwall.schema.ts']);
   const sql = fs.readFileSync(path.join(dir, 'migrations/0001_adopt.sql'), 'utf8');
   assert.match(sql, /NOT VALID;/);
   assert.match(sql, /VALIDATE CONSTRAINT/);
-  assert.match(sql, /CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "users_tenant_id_email_key" ON "users" \("tenant_id", "email"\)/);
-  assert.match(sql, /ALTER TABLE "tasks" FORCE ROW LEVEL SECURITY;/);
+  assert.match(sql, /CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "users_tenant_id_email_key" ON "public"."users" \("tenant_id", "email"\)/);
+  assert.match(sql, /ALTER TABLE "public"."tasks" FORCE ROW LEVEL SECURITY;/);
+  // Another schema and a multi-column link: qualified names, the backfill joins on both columns, the foreign key
+  // becomes (tenant_id, a, b) -> (tenant_id, x, y) on the tenant-led unique.
+  assert.match(sql, /UPDATE "billing"."invoice_lines" c SET "tenant_id" = p."tenant_id" FROM "billing"."invoices" p WHERE p."org_id" = c."invoice_org_id" AND p."number" = c."invoice_number"/);
+  assert.match(sql, /FOREIGN KEY \("tenant_id", "invoice_org_id", "invoice_number"\) REFERENCES "billing"."invoices" \("tenant_id", "org_id", "number"\)/);
+  assert.match(sql, /GRANT USAGE ON SCHEMA "billing" TO "tenantwall_app";/);
   const { rowCount } = await superQuery(database.name, `SELECT 1 FROM pg_attribute WHERE attrelid = 'organizations'::regclass AND attname = 'tenant_id'`);
   assert.equal(rowCount, 0, 'adopt applies nothing');
 });
@@ -79,7 +88,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, child
 test('migrate killed with -9 half-way through the backfill, run again, finishes with every row in its tenant', async () => {
   const sql = fs.readFileSync(path.join(dir, 'migrations/0001_adopt.sql'), 'utf8');
   const steps = onlineSteps(sql) ?? [];
-  const commentsStep = steps.findIndex((s) => s.kind === 'batch' && s.sql.startsWith('UPDATE "comments"'));
+  const commentsStep = steps.findIndex((s) => s.kind === 'batch' && s.sql.startsWith('UPDATE "public"."comments"'));
   assert.ok(commentsStep > 0);
   const watch = new pg.Client({ connectionString: database.url });
   const locker = new pg.Client({ connectionString: database.url });
@@ -139,7 +148,7 @@ test('after adopt + migrate, audit reports no error-level finding', async () => 
   assert.deepEqual(errors, []);
   // It did check the adopted tables (not an empty audit).
   assert.ok(!report.findings.some((f) => f.ruleId === 'no-tenant-tables'));
-  assert.equal(report.stats.tenantTables, 8);
+  assert.equal(report.stats.tenantTables, 9);
   assert.equal((res as { code?: number }).code ?? 0, 0);
 });
 
@@ -180,6 +189,148 @@ test('two tenants through forTenant + guard see only their own rows; a query wit
 test('the written declaration matches the adopted database: migrate generate writes nothing', async () => {
   const r = await run('node', [...CLI, 'migrate', 'generate', '--json', '--config', path.join(dir, 'tenantwall.config.ts'), '--dir', path.join(dir, 'migrations')], { env, cwd: ROOT }).catch((e: { stdout: string; stderr: string }) => assert.fail(`${e.stdout}\n${e.stderr}`));
   assert.deepEqual(JSON.parse(r.stdout), { file: null, changes: [], refused: [] });
+});
+
+test('the adopted fixture app: its Fastify routes (Kysely and Drizzle) as two tenants never see, reach or write the other tenant\'s rows', async () => {
+  // Adoption step 5 (docs/adopting.md): the app's API keys. Add apiKeysTable() to the written declaration,
+  // let migrate generate write its table, migrate, and issue one key per tenant with the CLI.
+  const schemaFile = path.join(dir, 'tenantwall.schema.ts');
+  const config = path.join(dir, 'tenantwall.config.ts');
+  const migrations = path.join(dir, 'migrations');
+  fs.writeFileSync(schemaFile, fs.readFileSync(schemaFile, 'utf8')
+    .replace(/^import \{ defineSchema/m, "import { apiKeysTable } from 'tenantwall/fastify';\nimport { defineSchema")
+    .replace(/^ {2}tables: \[$/m, '  tables: [\n    apiKeysTable(),'));
+  const gen = await run('node', [...CLI, 'migrate', 'generate', '--json', '--config', config, '--dir', migrations], { env, cwd: ROOT }).catch((e: { stdout: string; stderr: string }) => assert.fail(`${e.stdout}\n${e.stderr}`));
+  assert.deepEqual((JSON.parse(gen.stdout) as { changes: string[] }).changes, ['create tenant table api_keys']);
+  await run('node', [...CLI, 'migrate', '--config', config], { env, cwd: ROOT });
+  const again = await run('node', [...CLI, 'migrate', 'generate', '--json', '--config', config, '--dir', migrations], { env, cwd: ROOT });
+  assert.deepEqual(JSON.parse(again.stdout), { file: null, changes: [], refused: [] });
+  const key = async (slug: string) => (JSON.parse((await run('node', [...CLI, 'keys', 'create', slug, '--name', 'app', '--json', '--config', config], { env, cwd: ROOT })).stdout) as { key: string }).key;
+  const keys = { acme: await key('acme'), globex: await key('globex') };
+
+  const { schema } = (await import(`${schemaFile}?app`)) as { schema: Schema };
+  const db = await Tenantwall.connect({ schema, databaseUrl: database.url, manageRoles: false, guard: createGuard(schema) });
+  const app = await buildLegacyApp(db);
+  try {
+    const as = async (slug: 'acme' | 'globex', method: 'GET' | 'POST', url: string, payload?: object) => {
+      const res = await app.inject({ method, url, headers: { authorization: `Bearer ${keys[slug]}` }, ...(payload ? { payload } : {}) });
+      return { status: res.statusCode, body: res.json() as unknown };
+    };
+    type Row = Record<string, unknown>;
+    const ids = async (slug: 'acme' | 'globex', url: string) => ((await as(slug, 'GET', url)).body as Row[]).map((r) => String(r.id));
+    // What each tenant owns, read as the owner (the legacy org_id and the adopted tenant_id must agree).
+    const owned = async (table: string, slug: string) => (await superQuery(database.name, `SELECT x.id::text AS id FROM ${table} x JOIN organizations o ON o.tenant_id = x.tenant_id WHERE o.slug = $1 ORDER BY x.id`, [slug])).rows.map((r: { id: string }) => r.id);
+
+    // The app's own root handlers are still in place, and non-API routes need no key.
+    assert.deepEqual((await app.inject({ url: '/health' })).json(), { ok: true });
+    const lost = await app.inject({ url: '/nowhere' });
+    assert.equal(lost.statusCode, 404);
+    assert.equal((lost.json() as Row).code, 'no_route');
+    // The API needs a key: refused through the app's own error handler, in its shape.
+    const anonymous = await app.inject({ url: '/api/projects' });
+    assert.equal(anonymous.statusCode, 401);
+    assert.equal((anonymous.json() as Row).ok, false);
+
+    for (const [me, other] of [['acme', 'globex'], ['globex', 'acme']] as const) {
+      // Lists: exactly the tenant's rows, on every table.
+      for (const table of ['users', 'projects', 'invoices']) {
+        const mine = await ids(me, `/api/${table}`);
+        assert.deepEqual([...mine].sort(), [...(await owned(table, me))].sort(), `${me} GET /api/${table}`);
+        assert.ok(mine.length > 0);
+      }
+      const emails = ((await as(me, 'GET', '/api/users')).body as Row[]).map((r) => String(r.email));
+      assert.ok(emails.every((e) => e.endsWith(`@${me}.test`)));
+      assert.deepEqual(((await as(me, 'GET', '/api/tags')).body as Row[]).map((r) => r.label), ['bug', 'chore', 'feature']);
+      // The global lookup table: every tenant reads all of it.
+      assert.equal(((await as(me, 'GET', '/api/countries')).body as Row[]).length, 3);
+
+      // Get by id: the own row answers, the other tenant's row is 404 (as if it did not exist).
+      const myProject = (await owned('projects', me))[0] as string;
+      const theirProject = (await owned('projects', other))[0] as string;
+      assert.equal((await as(me, 'GET', `/api/projects/${myProject}`)).status, 200);
+      const peek = await as(me, 'GET', `/api/projects/${theirProject}`);
+      assert.equal(peek.status, 404);
+      assert.equal((peek.body as Row).code, 'not_found');
+      const theirTask = (await owned('tasks', other))[0] as string;
+      assert.equal((await as(me, 'GET', `/api/tasks/${theirTask}`)).status, 404);
+
+      // Child tables reached only through their parent: the other tenant's parent id gives nothing.
+      const myTasks = (await as(me, 'GET', `/api/projects/${myProject}/tasks`)).body as Row[];
+      const projectTasks = await superQuery(database.name, `SELECT id::text FROM tasks WHERE project_id = $1 ORDER BY tasks.id`, [myProject]);
+      assert.deepEqual(myTasks.map((t) => String(t.id)), projectTasks.rows.map((r: { id: string }) => r.id));
+      assert.ok(myTasks.length >= 250);
+      assert.deepEqual((await as(me, 'GET', `/api/projects/${theirProject}/tasks`)).body, []);
+      const myTask = String(myTasks[0]?.id);
+      const myComments = (await as(me, 'GET', `/api/tasks/${myTask}/comments`)).body as Row[];
+      assert.equal(myComments.length, 2);
+      assert.ok(myComments.every((c) => String(c.body).startsWith(`${me}-`)));
+      assert.deepEqual((await as(me, 'GET', `/api/tasks/${theirTask}/comments`)).body, []);
+
+      const myInvoice = (await owned('invoices', me))[0] as string;
+      const lines = (await as(me, 'GET', `/api/invoices/${myInvoice}/lines`)).body as Row[];
+      assert.deepEqual(lines.map((l) => l.line_no), [1, 2]);
+      assert.ok(lines.every((l) => String(l.description).startsWith(`${me}-inv-`)));
+      assert.deepEqual((await as(me, 'GET', `/api/invoices/${(await owned('invoices', other))[0] as string}/lines`)).body, []);
+
+      // Writes: a new row lands in the request's tenant; a foreign id of the other tenant is refused.
+      const created = await as(me, 'POST', '/api/tasks', { project_id: myProject, title: `${me}-via-app` });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const createdOwner = await superQuery(database.name, `SELECT o.slug FROM tasks t JOIN organizations o USING (tenant_id) WHERE t.id = $1`, [String((created.body as Row).id)]);
+      assert.deepEqual(createdOwner.rows, [{ slug: me }]);
+      for (const [url, payload] of [
+        ['/api/tasks', { project_id: theirProject, title: 'planted' }], // parent of the other tenant
+        ['/api/projects', { name: 'planted', owner_id: Number((await owned('users', other))[0]) }], // nullable foreign key
+        [`/api/tasks/${theirTask}/comments`, { body: 'planted' }], // child through the other tenant's parent
+      ] as const) {
+        const refused = await as(me, 'POST', url, payload);
+        assert.equal(refused.status, 409, `${me} POST ${url}: ${JSON.stringify(refused.body)}`);
+        assert.equal((refused.body as Row).code, 'conflict');
+      }
+      // Drizzle routes: a tag of the other tenant is not found; the same label is free in each tenant (the
+      // legacy unique (org_id, label) is now led by tenant_id).
+      assert.equal((await as(me, 'GET', '/api/tags/bug')).status, 200);
+      const tag = await as(me, 'POST', '/api/tags', { label: 'shared-label' });
+      assert.equal(tag.status, 201, JSON.stringify(tag.body));
+      assert.equal((await as(me, 'GET', '/api/tags/shared-label')).status, 200);
+      assert.equal((await as(me, 'POST', '/api/tags', { label: 'shared-label' })).status, 409);
+      if (me === 'acme') assert.equal((await as(other, 'GET', '/api/tags/shared-label')).status, 404);
+
+      const ownProject = await as(me, 'POST', '/api/projects', { name: `${me}-new-project`, owner_id: Number((await owned('users', me))[0]) });
+      assert.equal(ownProject.status, 201, JSON.stringify(ownProject.body));
+
+      // The legacy raw-SQL report that never named its organization: refused by the guard, naming the predicate.
+      const report = await as(me, 'GET', '/api/reports/open-tasks');
+      assert.equal(report.status, 500);
+      assert.equal((report.body as Row).code, 'unscoped_query');
+      assert.match(String((report.body as Row).message), /tasks is not constrained to the tenant: add tasks\.tenant_id = \$n as a conjunct of its WHERE/);
+    }
+    const planted = await superQuery(database.name, `SELECT count(*)::int AS n FROM (SELECT title AS t FROM tasks UNION ALL SELECT name FROM projects UNION ALL SELECT body FROM comments) x WHERE t = 'planted'`);
+    assert.equal(planted.rows[0].n, 0);
+  } finally {
+    await app.close();
+    await db.close();
+  }
+});
+
+test('docs/adopting.md step 5 runs as written against the adopted fixture database', async () => {
+  const doc = fs.readFileSync(path.join(ROOT, 'docs/adopting.md'), 'utf8');
+  const code = /## 5\. The app[\s\S]*?```ts no-run\n([\s\S]*?)```/.exec(doc)?.[1];
+  assert.ok(code, 'docs/adopting.md has a ts block in step 5');
+  // The page's `schema` is the declaration adopt wrote (with apiKeysTable() added by the app test above).
+  const file = path.join(dir, 'step-5.ts');
+  fs.writeFileSync(file, `import { schema } from './tenantwall.schema.ts';\n${code}`);
+  const config = path.join(dir, 'tenantwall.config.ts');
+  const created = await run('node', [...CLI, 'keys', 'create', 'acme', '--name', 'docs', '--json', '--config', config], { env, cwd: ROOT });
+  const r = await run('node', ['--import', 'tsx', file], { env: { ...env, ACME_API_KEY: (JSON.parse(created.stdout) as { key: string }).key }, cwd: ROOT })
+    .catch((e: Error & { stdout: string; stderr: string }) => assert.fail(`${e.message}\n${e.stdout}\n${e.stderr}`));
+  const acmeProjects = (await superQuery(database.name, `SELECT count(*)::int AS n FROM projects p JOIN organizations o USING (tenant_id) WHERE o.slug = 'acme'`)).rows[0].n as number;
+  const lines = r.stdout.trim().split('\n');
+  assert.equal(lines[0], `projects 200 ${acmeProjects}`);
+  const [, status, body] = /^report (\d+) (.*)$/.exec(lines[1] ?? '') ?? [];
+  assert.equal(status, '500');
+  const refusal = JSON.parse(body as string) as { ok: boolean; code: string; message: string };
+  assert.equal(refusal.code, 'unscoped_query');
+  assert.match(refusal.message, /tasks is not constrained to the tenant: add tasks\.tenant_id = \$n as a conjunct of its WHERE/);
 });
 
 test('tenantKey bigint: the legacy organizations.id becomes the tenant id; migrate, audit and tenant queries work', async () => {
@@ -228,21 +379,37 @@ test('what adopt cannot decide is listed (printed and --json) with the fix, and 
       CREATE TABLE notes (id serial PRIMARY KEY, account_id integer REFERENCES accounts (id), body text);
       CREATE TABLE events (account_id integer NOT NULL REFERENCES accounts (id), payload text);
       CREATE TABLE users (id serial PRIMARY KEY, account_id integer NOT NULL REFERENCES accounts (id), email text NOT NULL);
-      CREATE UNIQUE INDEX users_email_lower ON users (lower(email));`);
+      CREATE UNIQUE INDEX users_email_lower ON users (lower(email));
+      ALTER TABLE users ADD UNIQUE (account_id, id);
+      CREATE TABLE user_links (id serial PRIMARY KEY, account_id integer, user_id integer NOT NULL, FOREIGN KEY (account_id, user_id) REFERENCES users (account_id, id));
+      CREATE SCHEMA archive;
+      CREATE TABLE archive.notes_2019 (id serial PRIMARY KEY, account_id integer NOT NULL REFERENCES accounts (id));
+      CREATE SCHEMA shadow;
+      CREATE TABLE shadow.users (id serial PRIMARY KEY, account_id integer NOT NULL REFERENCES accounts (id));
+      DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = public, shadow', current_database()); END $$;`);
     const json = await run('node', [...CLI, 'adopt', '--dir', oddDir, '--json'], { env: oddEnv, cwd: ROOT }).catch((e: { code: number; stdout: string }) => e);
     assert.equal((json as { code?: number }).code, 1);
     const plan = JSON.parse(json.stdout) as { undecided: { table: string; reason: string; fix: string }[]; tenantTables: { table: string }[] };
     assert.deepEqual(plan.tenantTables.map((t) => t.table).sort(), ['accounts', 'users']);
-    assert.deepEqual(plan.undecided.map((u) => u.table).sort(), ['events', 'notes', 'users']);
+    assert.deepEqual(plan.undecided.map((u) => u.table).sort(), ['archive.notes_2019', 'events', 'notes', 'shadow.users', 'user_links', 'users']);
+    // Other schemas: one off the search_path, one whose name is taken there (declared tables are unqualified).
+    assert.match(plan.undecided.find((u) => u.table === 'archive.notes_2019')?.reason ?? '', /schema archive is not on the search_path/);
+    assert.match(plan.undecided.find((u) => u.table === 'shadow.users')?.reason ?? '', /taken on the search_path by public\.users/);
+    // A two-column foreign key with a nullable column links nothing (MATCH SIMPLE).
+    assert.match(plan.undecided.find((u) => u.table === 'user_links')?.reason ?? '', /through the foreign key \(account_id, user_id\) with a nullable column/);
     assert.match(plan.undecided.find((u) => u.table === 'notes')?.fix ?? '', /--tenant-key notes=|NOT NULL/);
     assert.match(plan.undecided.find((u) => u.table === 'events')?.reason ?? '', /no primary key/);
     assert.match(plan.undecided.find((u) => u.table === 'users')?.reason ?? '', /users_email_lower/);
     fs.rmSync(oddDir, { recursive: true, force: true });
     const text = await run('node', [...CLI, 'adopt', '--dir', oddDir], { env: oddEnv, cwd: ROOT }).catch((e: { stdout: string }) => e);
-    assert.match(text.stdout, /could not decide \(3\):/);
+    assert.match(text.stdout, /could not decide \(6\):/);
     assert.match(text.stdout, /notes: reaches a tenant only through the nullable column account_id/);
     const sql = fs.readFileSync(path.join(oddDir, 'migrations/0001_adopt.sql'), 'utf8');
-    assert.doesNotMatch(sql, /"notes"|"events"/);
+    assert.doesNotMatch(sql, /"notes"|"events"|"user_links"|"archive"|"shadow"/);
+    // --schemas public: the other schemas are not read at all.
+    fs.rmSync(oddDir, { recursive: true, force: true });
+    const only = await run('node', [...CLI, 'adopt', '--dir', oddDir, '--json', '--schemas', 'public'], { env: oddEnv, cwd: ROOT }).catch((e: { stdout: string }) => e);
+    assert.deepEqual((JSON.parse(only.stdout) as { undecided: { table: string }[] }).undecided.map((u) => u.table).sort(), ['events', 'notes', 'user_links', 'users']);
   } finally {
     await odd.drop();
     fs.rmSync(oddDir, { recursive: true, force: true });

@@ -2,8 +2,13 @@
  * A "legacy" database as an existing app would have it before tenantwall: organizations are the tenants, most
  * tables point at them with org_id, tasks and comments reach them only through their parents, countries is a
  * global lookup table. serial, bigserial, identity and uuid keys; a globally unique email; nullable foreign keys.
+ * The billing tables live in schema billing (on the database's search_path, as the app found them): invoice_lines
+ * has a composite primary key and reaches its tenant only through a two-column foreign key to invoices.
  */
 export const LEGACY_SQL = `
+CREATE SCHEMA billing;
+DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = public, billing', current_database()); END $$;
+SET search_path = public, billing;
 CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL UNIQUE);
 CREATE TABLE organizations (
   id bigserial PRIMARY KEY,
@@ -48,12 +53,22 @@ CREATE TABLE task_tags (
   tag_id integer NOT NULL REFERENCES tags (id),
   PRIMARY KEY (task_id, tag_id)
 );
-CREATE TABLE invoices (
+CREATE TABLE billing.invoices (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   org_id bigint NOT NULL REFERENCES organizations (id),
   number text NOT NULL,
   total numeric(12,2) NOT NULL,
-  country_code text REFERENCES countries (code)
+  country_code text REFERENCES countries (code),
+  UNIQUE (org_id, number)
+);
+CREATE TABLE billing.invoice_lines (
+  invoice_org_id bigint NOT NULL,
+  invoice_number text NOT NULL,
+  line_no integer NOT NULL,
+  description text NOT NULL,
+  amount numeric(12,2) NOT NULL,
+  PRIMARY KEY (invoice_org_id, invoice_number, line_no),
+  FOREIGN KEY (invoice_org_id, invoice_number) REFERENCES billing.invoices (org_id, number) ON DELETE CASCADE
 );
 
 INSERT INTO countries VALUES ('fr', 'France'), ('de', 'Germany'), ('jp', 'Japan');
@@ -70,6 +85,8 @@ INSERT INTO comments (task_id, author_id, body)
 INSERT INTO tags (org_id, label) SELECT o.id, l FROM organizations o, unnest(ARRAY['bug', 'feature', 'chore']) l;
 INSERT INTO task_tags (task_id, tag_id) SELECT t.id, tg.id FROM tasks t JOIN projects p ON p.id = t.project_id JOIN tags tg ON tg.org_id = p.org_id AND tg.label = 'bug' WHERE t.id % 4 = 0;
 INSERT INTO invoices (org_id, number, total, country_code) SELECT o.id, o.slug || '-inv-' || g, g * 10, o.country_code FROM organizations o, generate_series(1, 3) g;
+INSERT INTO invoice_lines (invoice_org_id, invoice_number, line_no, description, amount)
+  SELECT i.org_id, i.number, l, i.number || '-line-' || l, i.total / 2 FROM invoices i, generate_series(1, 2) l;
 `;
 
 /** Every legacy table with the organization each of its rows belongs to (to compare before and after adoption). */
@@ -81,6 +98,7 @@ export const OWNERSHIP_SQL = `
   UNION ALL SELECT 'tags', id::text, org_id FROM tags
   UNION ALL SELECT 'task_tags', task_id || '/' || tag_id, g.org_id FROM task_tags tt JOIN tags g ON g.id = tt.tag_id
   UNION ALL SELECT 'invoices', id::text, org_id FROM invoices
+  UNION ALL SELECT 'invoice_lines', invoice_number || '/' || line_no, i.org_id FROM invoice_lines l JOIN invoices i ON i.org_id = l.invoice_org_id AND i.number = l.invoice_number
   ORDER BY 1, 2`;
 
 /** The same ownership read from the tenant column after adoption (tenant id mapped back to the organization). */
@@ -93,4 +111,5 @@ export const TENANT_OWNERSHIP_SQL = `
   UNION ALL SELECT 'tags', x.id::text, o.id FROM tags x JOIN o USING (tenant_id)
   UNION ALL SELECT 'task_tags', x.task_id || '/' || x.tag_id, o.id FROM task_tags x JOIN o USING (tenant_id)
   UNION ALL SELECT 'invoices', x.id::text, o.id FROM invoices x JOIN o USING (tenant_id)
+  UNION ALL SELECT 'invoice_lines', x.invoice_number || '/' || x.line_no, o.id FROM invoice_lines x JOIN o USING (tenant_id)
   ORDER BY 1, 2`;

@@ -40,7 +40,7 @@ test(`random operation sequences of ${TENANTS} concurrent tenants never show one
   const s = fuzzer.stats;
   const statuses = [...s.byStatus].sort((a, b) => a[0] - b[0]).map(([k, v]) => `${k}:${v}`).join(' ');
   console.log(
-    `# leak fuzz: ${s.runs} runs, ${s.ops} operations, ${s.requests} requests, ${s.differentials} foreign-vs-random comparisons, ${fuzzer.ledger.checked} responses checked in ${Date.now() - started} ms; statuses ${statuses}`,
+    `# leak fuzz: ${s.runs} runs, ${s.ops} operations, ${s.requests} requests, ${s.differentials} foreign-vs-random comparisons, ${fuzzer.ledger.checked} responses checked in ${Date.now() - started} ms; statuses ${statuses} (${s.conflicts} transaction_conflict answers sent again)`,
   );
   if (details.failed) {
     console.log(`# leak fuzz FAILED: seed=${details.seed} path=${details.counterexamplePath} after ${details.numRuns} runs, ${details.numShrinks} shrinks`);

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { DummyDriver, Kysely, PostgresAdapter, PostgresIntrospector, PostgresQueryCompiler, sql } from 'kysely';
+import { Kysely, sql } from 'kysely';
 import { type Guard, createGuard, isTenantwallError, runWithTenant } from '../../src/index.ts';
-import { type TenantColumn, TenantScopePlugin, TenantwallDialect, createTenantKysely } from '../../src/kysely/index.ts';
+import { type TenantColumn, TenantwallDialect, createTenantKysely } from '../../src/kysely/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 import { TENANTS, customerId, leakedTokens, seedTenants, sortRows } from './fixture.ts';
+import { offlineKysely } from './kysely-shapes.ts';
 
 interface DB {
   currencies: { code: string };
@@ -34,19 +35,6 @@ after(async () => {
   await withoutRls?.close();
 });
 
-/** Compiles without a database: the plugin alone. */
-function compiler(plugins: boolean): Kysely<DB> {
-  return new Kysely<DB>({
-    dialect: {
-      createAdapter: () => new PostgresAdapter(),
-      createDriver: () => new DummyDriver(),
-      createIntrospector: (db) => new PostgresIntrospector(db),
-      createQueryCompiler: () => new PostgresQueryCompiler(),
-    },
-    plugins: plugins ? [new TenantScopePlugin(seedSchema)] : [],
-  });
-}
-
 /** The queries an application writes, without ever mentioning tenant_id. */
 function queries(k: Kysely<DB>) {
   return {
@@ -73,7 +61,7 @@ function queries(k: Kysely<DB>) {
 }
 
 test('every query the plugin produces passes the verifier, with the tenant in a parameter', () => {
-  for (const [name, q] of Object.entries(queries(compiler(true)))) {
+  for (const [name, q] of Object.entries(queries(offlineKysely<DB>(true)))) {
     const c = q.compile();
     const a = guard.analyze(c.sql);
     assert.ok(a.ok, `${name}: ${c.sql}\n${a.ok ? '' : a.reason}`);
@@ -82,7 +70,7 @@ test('every query the plugin produces passes the verifier, with the tenant in a 
 });
 
 test('the same queries built without the plugin are refused', () => {
-  for (const [name, q] of Object.entries(queries(compiler(false)))) {
+  for (const [name, q] of Object.entries(queries(offlineKysely<DB>(false)))) {
     const a = guard.analyze(q.compile().sql);
     assert.equal(a.ok, false, name);
   }
@@ -207,7 +195,23 @@ test('outside a tenant context the implicit Kysely fails closed; an explicit ten
 });
 
 test('the tenant placeholder refuses to reach another driver', () => {
-  const c = compiler(true).selectFrom('invoices').selectAll().compile();
+  const c = offlineKysely<DB>(true).selectFrom('invoices').selectAll().compile();
   const p = c.parameters[0] as { toPostgres: () => unknown };
   assert.throws(() => p.toPostgres(), (err) => isTenantwallError(err, 'tenant_context_missing'));
+});
+
+test('with connection handles reused, statements beside an open Kysely transaction never run in it', async () => {
+  const k = createTenantKysely<DB>(withRls.db, { tenantId: A });
+  const id = 'aaaaaaaa-5000-4000-8000-000000000001';
+  for (let round = 0; round < 3; round++) {
+    // Plain statements first, so idle handles exist when the transaction starts.
+    await Promise.all(Array.from({ length: 8 }, () => k.selectFrom('invoices').select('id').execute()));
+    const trx = await k.startTransaction().execute();
+    await trx.insertInto('invoices').values({ id, customer: 'held', amount_cents: 1 }).execute();
+    const outside = await Promise.all(Array.from({ length: 8 }, () => k.selectFrom('invoices').select('id').where('id', '=', id).execute()));
+    assert.deepEqual(outside.map((r) => r.length), Array(8).fill(0), 'an uncommitted row is invisible outside the transaction');
+    assert.equal((await trx.selectFrom('invoices').select('id').where('id', '=', id).execute()).length, 1);
+    await trx.rollback().execute();
+  }
+  assert.equal((await k.selectFrom('invoices').select('id').where('id', '=', id).execute()).length, 0);
 });

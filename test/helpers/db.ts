@@ -55,9 +55,12 @@ function isCitus(): Promise<boolean> {
   return citus;
 }
 
-/** A fresh, empty database for one test file (on a Citus coordinator: a Citus database on every node). */
-export async function createTestDatabase(): Promise<TestDatabase> {
-  if (await isCitus()) return createCitusDatabase(adminUrl());
+/**
+ * A fresh, empty database for one test file (on a Citus coordinator: a Citus database on every node; `citus`
+ * registers only the first workers or sets the shard count there, and is ignored on plain PostgreSQL).
+ */
+export async function createTestDatabase(citus?: { registerWorkers?: number; shardCount?: number }): Promise<TestDatabase> {
+  if (await isCitus()) return createCitusDatabase(adminUrl(), citus);
   const name = `tw_test_${randomBytes(6).toString('hex')}`;
   await superQuery('postgres', `CREATE DATABASE ${name}`);
   return {
@@ -86,8 +89,9 @@ export async function createTestTenantwall(
   schema: Schema,
   migrations: readonly Migration[],
   options: Partial<CreateTenantwallOptions> = {},
+  citus?: { registerWorkers?: number; shardCount?: number },
 ): Promise<TestTenantwall> {
-  const database = await createTestDatabase();
+  const database = await createTestDatabase(citus);
   const db = await Tenantwall.connect({ schema, databaseUrl: database.url, manageRoles: false, ...poolerOptions(database.name), ...options });
   await db.migrate(migrations);
   return {
@@ -98,4 +102,19 @@ export async function createTestTenantwall(
       await database.drop();
     },
   };
+}
+
+/**
+ * A Tenantwall with the application role's URL only, also where DATABASE_URL is set in the environment (the
+ * PostgreSQL 15 and Citus runs set it, and `Tenantwall.connect` would take it as the owner's URL). The options
+ * are read synchronously when `connect` is called, so the variable is hidden for that moment only.
+ */
+export function connectAppOnly(options: CreateTenantwallOptions & { appDatabaseUrl: string }): Promise<Tenantwall> {
+  const saved = process.env.DATABASE_URL;
+  delete process.env.DATABASE_URL;
+  try {
+    return Tenantwall.connect(options);
+  } finally {
+    if (saved !== undefined) process.env.DATABASE_URL = saved;
+  }
 }

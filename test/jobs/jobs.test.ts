@@ -77,6 +77,18 @@ test('a job enqueued in a rolled-back transaction enqueues nothing; a committed 
   assert.deepEqual(await queued('enqueue-only'), [], 'deleting the row removes the queue entry');
 });
 
+test('the same tw_jobs id in two tenants (an imported export keeps ids): one queue entry each; a delete removes only its own', async () => {
+  const id = await enqueueJob(t.db.forTenant(A), 'same-id', { who: 'a' });
+  // B's copy of A's job row, as an import of A's export into B would write it.
+  await t.db.forTenant(B).query(`INSERT INTO tw_jobs (tenant_id, id, task, payload) VALUES ($1, $2, 'same-id', '{"who":"b"}')`, [B, id]);
+  const both = await queued('same-id');
+  assert.deepEqual(both.map((j) => j.payload.tenant).sort(), [A, B].sort(), "B's row did not replace A's queue entry");
+  await t.db.forTenant(B).query('DELETE FROM tw_jobs WHERE tenant_id = $1 AND id = $2', [B, id]);
+  assert.deepEqual((await queued('same-id')).map((j) => j.payload.tenant), [A], "deleting B's row left A's entry");
+  await t.db.forTenant(A).query('DELETE FROM tw_jobs WHERE tenant_id = $1 AND id = $2', [A, id]);
+  assert.deepEqual(await queued('same-id'), []);
+});
+
 test('a job for A runs in A\'s scope and never reads B; retries keep the tenant', async () => {
   const seen = new Map<string, { tenant: TenantId; implicit: TenantId | undefined; setting: string; bodies: string[]; attempt: number; payload: unknown }>();
   const read: TenantTaskHandler = async (payload, ctx) => {
@@ -180,11 +192,15 @@ test('per-tenant concurrency: one tenant\'s backlog does not starve another tena
   await withWorker(
     { backlog: slow },
     async () => {
-      // With 3 workers and A's jobs held at the gate, B's job finishes while A still has 5 queued.
-      await waitFor(() => done.includes(B), 'B\'s job finished while A\'s backlog waits');
-      assert.equal(done.filter((x) => x === A).length, 0);
-      assert.equal(running.get(A), 1, 'A occupies one worker');
-      open();
+      try {
+        // With 3 workers and A's jobs held at the gate, B's job finishes while A still has 5 queued (which job a
+        // worker picks first is not fixed: wait until A's first job holds its worker too).
+        await waitFor(() => done.includes(B) && running.get(A) === 1, 'B\'s job finished while one of A\'s waits at the gate');
+        assert.equal(done.filter((x) => x === A).length, 0);
+      } finally {
+        // Also when an assertion failed: a job held at the gate would keep the worker's stop waiting forever.
+        open();
+      }
       await waitFor(() => done.filter((x) => x === A).length === 6, 'A\'s backlog drained');
     },
     { concurrency: 3 },
@@ -226,8 +242,48 @@ test('kill -9 of a worker mid-job: the job runs again in A\'s scope', async () =
   assert.deepEqual(rows, [{ status: 'done' }]);
 });
 
+test('a recovery running all the time never takes the worker\'s own running jobs for a dead worker\'s', async () => {
+  // With no grace, every locked job is examined the moment it is locked: the worker's liveness lock must already
+  // be held then (it used to be taken when the first job started, so a recovery in between unlocked a running job
+  // and it ran twice).
+  const runs = new Map<string, number>();
+  const ids: string[] = [];
+  for (let i = 0; i < 30; i++) ids.push(await enqueueJob(t.db.forTenant(i % 2 ? A : B), 'once', { i }));
+  await withWorker(
+    {
+      once: async (_p, ctx) => {
+        runs.set(ctx.jobId, (runs.get(ctx.jobId) ?? 0) + 1);
+        await new Promise((r) => setImmediate(r));
+      },
+    },
+    async (w) => {
+      let dead = 0;
+      await waitFor(async () => {
+        dead += (await w.recover()).length;
+        return ids.every((id) => runs.has(id));
+      }, 'every job ran');
+      assert.equal(dead, 0, 'no worker was taken for dead');
+    },
+    { recoveryGraceMs: 0, recoveryIntervalMs: 1, concurrency: 4 },
+  );
+  assert.deepEqual([...runs.values()].filter((n) => n !== 1), [], 'each job ran once');
+  assert.deepEqual(await queued('once'), []);
+});
+
 test('tenantwall audit on a database with the jobs tables: no error-level finding', async () => {
   const report = await runAudit({ databaseUrl: t.database.url, appRole: t.db.options.appRole });
   const errors = report.findings.filter((f) => f.severity === 'error');
   assert.deepEqual(errors.map((f) => `${f.ruleId}: ${f.message}`), []);
+});
+
+test('a worker stopped right after a job finished leaves nothing in the queue (its completion is waited for)', async () => {
+  // graphile-worker completes a job without awaiting it; stopping then ending the pool used to lose that DELETE.
+  for (let i = 0; i < 10; i++) {
+    let ran = 0;
+    await enqueueJob(t.db.forTenant(A), 'stop-task', { i });
+    await withWorker({ 'stop-task': async () => void ran++ }, async () => {
+      await waitFor(() => ran === 1, `job ${i} ran`);
+    });
+    assert.deepEqual(await queued('stop-task'), [], `after stop ${i}`);
+  }
 });

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { TenantwallError, exportTenant, importTenant, moveTenant, tenantChecksums, type ExportManifest, type TenantId } from '../../src/index.ts';
-import { createTestTenantwall, type TestTenantwall } from '../helpers/db.ts';
+import { TenantwallError, deleteTenant, exportTenant, importTenant, moveTenant, tenantChecksums, type ExportManifest, type TenantId } from '../../src/index.ts';
+import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
+import { waitUntil } from '../helpers/wait.ts';
 import { runCli, runCliAndKill } from './cli.ts';
 import { allChecksums, lifecycleMigrations, lifecycleSchema, seedTenant } from './fixture.ts';
 
@@ -147,4 +149,28 @@ test('an export killed mid-way leaves no manifest, so it cannot be imported by m
   assert.equal(fs.existsSync(path.join(dir, 'manifest.json')), false);
   await assert.rejects(importTenant(t.db, { dir, slug: 'from-killed' }), code('import_invalid'));
   assert.equal(await t.db.tenants.getBySlug('from-killed'), undefined);
+});
+
+test('a move or delete of a tenant whose export is running answers tenant_busy (one snapshot cannot survive a switch)', async () => {
+  // Partition membership is not MVCC: a move that committed after the export's snapshot would route its reads to
+  // the new partition, where that snapshot sees the staging copy or nothing. The export holds the tenant's
+  // lifecycle lock (shared) from before its snapshot to its end; hold it there by a FIFO nobody reads yet.
+  const dir = path.join(tmp, 'held-export');
+  fs.mkdirSync(dir, { recursive: true });
+  const fifo = path.join(dir, 'customers.ndjson');
+  execFileSync('mkfifo', [fifo]);
+  const before = await tenantChecksums(t.db, S);
+  const running = exportTenant(t.db, 's', { dir, batchSize: 50 });
+  await waitUntil(async () => (await superQuery(t.database.name, `SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' AND granted`)).rowCount === 1, 'the export holds the lock');
+  await assert.rejects(moveTenant(t.db, 's', 'dedicated'), code('tenant_busy'));
+  await assert.rejects(deleteTenant(t.db, 's', { confirm: 's' }), code('tenant_busy'));
+  // Readers share it: checksums (one snapshot too) run beside the export.
+  assert.deepEqual(await tenantChecksums(t.db, S), before);
+  const drained = new Promise<void>((resolve) => fs.createReadStream(fifo).on('end', () => resolve()).resume());
+  const r = await running;
+  await drained;
+  assert.deepEqual(Object.fromEntries(r.manifest.tables.map((x) => [x.table, { rows: x.rows, checksum: x.dataChecksum }])), before);
+  const moved = await moveTenant(t.db, 's', 'dedicated');
+  assert.equal(moved.to, 'dedicated', 'the lock went with the export');
+  await moveTenant(t.db, 's', 'shared');
 });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import pg from 'pg';
 import {
   TenantwallError,
   dedicatedPartitionName,
@@ -8,7 +9,7 @@ import {
   tenantInfo,
   type TenantId,
 } from '../../src/index.ts';
-import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
+import { adminUrl, createTestTenantwall, superQuery, withDatabase, type TestTenantwall } from '../helpers/db.ts';
 import { runCli, runCliAndKill } from './cli.ts';
 import { allChecksums, lifecycleMigrations, lifecycleSchema, seedTenant, without } from './fixture.ts';
 
@@ -103,6 +104,31 @@ test('bad input: unknown tenant, the placement it already has, an unknown placem
   assert.equal(cli.code, 1);
   assert.match(cli.stderr, /^tenantwall tenants: \[placement_unchanged\] Tenant a already has shared placement/);
   assert.equal(cli.stderr.trim().split('\n').length, 1);
+});
+
+test('a switch that cannot take its locks in time fails with transaction_conflict, nothing changed; run again after, it moves', async () => {
+  const before = await allChecksums(t.database.url);
+  const blocker = new pg.Client({ connectionString: withDatabase(adminUrl(), t.database.name) });
+  await blocker.connect();
+  try {
+    await blocker.query('BEGIN');
+    // A reader in an open transaction: the copy reads alongside it, the switch (ACCESS EXCLUSIVE) must wait for it.
+    await blocker.query('SELECT count(*) FROM invoices');
+    await assert.rejects(moveTenant(t.db, 'o1', 'dedicated', { lockTimeoutMs: 200 }), (err) => {
+      assert.ok(err instanceof TenantwallError && err.code === 'transaction_conflict', String(err));
+      assert.equal(err.details['sqlstate'], '55P03');
+      return true;
+    });
+  } finally {
+    await blocker.query('ROLLBACK').catch(() => undefined);
+    await blocker.end();
+  }
+  assert.equal((await tenantInfo(t.db, 'o1')).placement, 'shared');
+  assert.deepEqual(await allChecksums(t.database.url), before);
+  await moveTenant(t.db, 'o1', 'dedicated');
+  assert.equal((await tenantInfo(t.db, 'o1')).placement, 'dedicated');
+  await moveTenant(t.db, 'o1', 'shared');
+  assert.deepEqual(await allChecksums(t.database.url), before);
 });
 
 test('a move killed mid-copy is journaled, changes nothing visible, and is resumed by running it again', async () => {

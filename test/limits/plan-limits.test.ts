@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { isTenantwallError, type LimitExceeded, type TenantId } from '../../src/index.ts';
 import { Metering, defineMetering, planLimits } from '../../src/metering/index.ts';
+import { limitOf, resolveLimits } from '../../src/db/limits.ts';
 import { createTestTenantwall, type TestTenantwall } from '../helpers/db.ts';
 import { migrations, schema } from '../metering/fixture.ts';
 
@@ -120,5 +121,20 @@ describe('database limits are validated', () => {
     assert.throws(() => defineMetering({ ...spec, plans: { free: { database: { workMem: '4 MB' } } } }), /workMem/);
     assert.throws(() => defineMetering({ ...spec, plans: { free: { database: { lockTimeoutMs: 0 } } } }), /lockTimeoutMs/);
     assert.throws(() => defineMetering({ ...spec, plans: { free: { database: { workMem: 10 } } } }), /64 kB/);
+  });
+});
+
+describe('which limit ended a transaction behind a pooler', () => {
+  // PgBouncer's own FATAL when the server connection of a client's transaction ended (here: the idle limit).
+  const crashed = Object.assign(new Error('server conn crashed?'), { code: '08P01', severity: 'FATAL' });
+  const limits = resolveLimits({ idleInTransactionSessionTimeoutMs: 50 }, 'limits');
+  test('idle at least the limit before the statement: the idle limit; shorter, or without a pooler: a lost connection', () => {
+    assert.equal(limitOf(crashed, limits, { pooled: true, idleMs: 80 }), 'idle_in_transaction_session_timeout');
+    assert.equal(limitOf(crashed, limits, { pooled: true, idleMs: 50 }), 'idle_in_transaction_session_timeout');
+    assert.equal(limitOf(crashed, limits, { pooled: true, idleMs: 10 }), undefined);
+    assert.equal(limitOf(crashed, limits, { pooled: false, idleMs: 80 }), undefined);
+    assert.equal(limitOf(crashed, resolveLimits({ statementTimeoutMs: 50 }, 'limits'), { pooled: true, idleMs: 80 }), undefined);
+    // The server's own error needs no guess.
+    assert.equal(limitOf(Object.assign(new Error('terminating connection due to idle-in-transaction timeout'), { code: '25P03' }), limits), 'idle_in_transaction_session_timeout');
   });
 });

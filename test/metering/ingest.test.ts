@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
 import { TenantwallError, type TenantId } from '../../src/index.ts';
 import { defineMetering, usageToCsv } from '../../src/metering/index.ts';
 import { startMetering, type MeteringFixture } from './fixture.ts';
@@ -187,11 +188,68 @@ describe('usage events: dedup, validation, aggregation, isolation', () => {
     assert.deepEqual(onlyB.map((r) => [r.tenant_id, r.value]), [[B, 1000]]);
   });
 
+  test('concurrent batches with the same ids: each id is accepted exactly once, in its own tenant only', async () => {
+    // The write first tries an anti-join + plain INSERT; a batch that races another one over the same ids hits
+    // the unique key and is redone with ON CONFLICT. Either way every id is stored once and answered once.
+    // Tenants of their own (the other tests sum A's and B's tokens); last, as adminUsage lists every tenant.
+    const A = (await f.t.db.tenants.create({ slug: 'race-a', name: 'Race A' })).id;
+    const B = (await f.t.db.tenants.create({ slug: 'race-b', name: 'Race B' })).id;
+    const ids = Array.from({ length: 300 }, (_, i) => `race-${i}`);
+    const batches = Array.from({ length: 10 }, (_, k) => ids.map((_, i) => ({ event_id: ids[(i * 7 + k * 31) % ids.length] as string, meter: 'tokens', quantity: 1 })));
+    const results = await Promise.all([...batches.map((b) => f.metering.recordBatch(A, b)), f.metering.recordBatch(B, batches[0] as typeof batches[0])]);
+    const a = results.slice(0, -1);
+    assert.equal(a.reduce((n, r) => n + r.accepted, 0), ids.length);
+    const acceptedIds = a.flatMap((r) => r.results.filter((x) => !x.duplicate).map((x) => x.event_id)).sort();
+    assert.deepEqual(acceptedIds, [...ids].sort());
+    for (const r of a) assert.equal(r.results.length, ids.length);
+    assert.equal(results.at(-1)?.accepted, ids.length);
+    const stored = async (tid: TenantId) => Number((await f.t.db.forTenant(tid).query(`SELECT count(*) AS n FROM tw_usage_events WHERE tenant_id = $1 AND event_id LIKE 'race-%'`, [tid])).rows[0]?.n);
+    assert.equal(await stored(A), ids.length);
+    assert.equal(await stored(B), ids.length);
+  });
+
   test('CSV export: header, one line per bucket, quoting', () => {
     const csv = usageToCsv([
       { tenant_id: 't', meter: 'tokens', aggregation: 'sum', bucket: '2026-11-01T00:00:00.000Z', value: 1.5, events: 2 },
       { tenant_id: 't', meter: 'a,b', aggregation: 'sum', bucket: '=cmd', value: 0, events: 0 },
     ]);
     assert.equal(csv, "tenant_id,meter,aggregation,bucket,value,events\r\nt,tokens,sum,2026-11-01T00:00:00.000Z,1.5,2\r\nt,\"a,b\",sum,'=cmd,0,0\r\n");
+  });
+});
+
+describe('buffered events and a flush the database cannot take', () => {
+  let f: MeteringFixture;
+  let A: TenantId;
+  before(async () => {
+    // A short statement timeout: the flush below waits on a lock and is cancelled, as when the server is down.
+    f = await startMetering({}, { statementTimeoutMs: 500 });
+    A = (await f.t.db.tenants.create({ slug: 'kept', name: 'Kept' })).id;
+  });
+  after(() => f.close());
+
+  test('a failed flush keeps its events (and request counts) for the next flush, which writes them once', async () => {
+    const su = new pg.Client({ connectionString: f.t.database.url });
+    await su.connect();
+    const sql = `SELECT meter, sum(quantity)::text AS n FROM tw_usage_events WHERE tenant_id = $1 GROUP BY meter ORDER BY meter`;
+    const stored = async (run: (q: string, p: unknown[]) => Promise<{ rows: Array<{ meter: string; n: string }> }>) => (await run(sql, [A])).rows.map((r) => `${r.meter}=${r.n}`);
+    const mine = (q: string, p: unknown[]) => f.t.db.forTenant(A).query<{ meter: string; n: string }>(q, p as never);
+    try {
+      await su.query('BEGIN');
+      await su.query('LOCK TABLE tw_usage_events IN ACCESS EXCLUSIVE MODE');
+      for (let i = 0; i < 3; i++) f.metering.enqueue(A, { event_id: `kept-${i}`, meter: 'invoices.created' });
+      f.metering.countRequest(A, { route: '/x', status: 200 });
+      f.metering.countRequest(A, { route: '/x', status: 200 });
+      // The batch waits for the lock until statement_timeout cancels it: nothing of it is written.
+      await f.metering.flush();
+      assert.deepEqual(await stored((q, p) => su.query(q, p)), []);
+      await su.query('COMMIT');
+    } finally {
+      await su.end();
+    }
+    await f.metering.flush();
+    assert.deepEqual(await stored(mine), ['api_requests=2', 'invoices.created=3']);
+    // Written once: a further flush has nothing left to write.
+    await f.metering.flush();
+    assert.deepEqual(await stored(mine), ['api_requests=2', 'invoices.created=3']);
   });
 });

@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import { context, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { STATEMENT_SPAN, createGuard, createTracingObserver, statementFingerprint, traceStatements, type TenantId } from '../../src/index.ts';
+import { STATEMENT_SPAN, createGuard, createMetrics, createTracingObserver, statementFingerprint, traceStatements, type TenantId } from '../../src/index.ts';
 import { createTestTenantwall, type TestTenantwall } from '../helpers/db.ts';
 import { pluginMigrations, pluginSchema } from '../fastify/app.ts';
 
@@ -77,4 +77,32 @@ test('without an SDK the global tracer is a no-op and the observer follows nothi
   assert.equal(trace.getTracerProvider().getTracer('x').startSpan('y').isRecording(), false);
   const observer = createTracingObserver();
   assert.equal(observer.start({ tenantId: randomUUID() as TenantId, sql: 'SELECT 1', inTransaction: false }), undefined);
+});
+
+test('a statement PostgreSQL rejects ends its span once, as an error, in and out of a transaction; metrics count it as error', async () => {
+  const metrics = createMetrics({ db: t.db, processMetrics: false });
+  const off = traceStatements(t.db, { tracerProvider: provider });
+  exporter.reset();
+  try {
+    const tenant = await t.db.tenants.create({ slug: `te-${randomUUID().slice(0, 8)}`, name: 'Te' });
+    const bad = 'SELECT no_such_column FROM notes WHERE tenant_id = $1';
+    const scope = t.db.forTenant(tenant.id);
+    await assert.rejects(scope.query(bad, [tenant.id]));
+    await assert.rejects(scope.transaction(async (tx) => tx.query(bad, [tenant.id])));
+    const spans = exporter.getFinishedSpans().filter((s) => s.name === STATEMENT_SPAN && s.attributes['db.statement.fingerprint'] === statementFingerprint(bad));
+    assert.equal(spans.length, 2);
+    for (const s of spans) {
+      assert.equal(s.status.code, 2); // SpanStatusCode.ERROR
+      assert.equal(s.attributes['tenantwall.guard.verdict'], 'allowed');
+      assert.equal(s.attributes['db.response.returned_rows'], 0);
+      assert.equal(s.attributes['tenant.id'], tenant.id);
+    }
+    assert.deepEqual(spans.map((s) => s.attributes['tenantwall.in_transaction']), [false, true]);
+    const text = await metrics.metrics();
+    const errors = text.split('\n').filter((l) => l.startsWith('tenantwall_db_statements_total{') && l.includes('outcome="error"'));
+    assert.equal(errors.reduce((n, l) => n + Number(l.split(' ').pop()), 0), 2);
+  } finally {
+    off();
+    metrics.close();
+  }
 });

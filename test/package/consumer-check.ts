@@ -20,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/index.ts';
+import { freePort } from '../helpers/port.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
@@ -110,7 +111,7 @@ let adminUrl = process.env.DATABASE_URL;
 if (!adminUrl) {
   embedded = await startEmbeddedPostgres({
     dataDir: path.join(work, 'pgdata'),
-    port: 20000 + Math.floor(Math.random() * 20000),
+    port: await freePort(),
     persistent: false,
     settings: { fsync: 'off' },
   });

@@ -7,7 +7,9 @@
  *   (`db`, `schema`, `tenantId`, `app`, ...; the list is PRELUDE below);
  * - a ```ts block is also RUN (node + tsx, against a fresh database as DATABASE_URL) unless its info string
  *   says `no-run` (```ts no-run: a fragment that needs an app around it). ```ts no-check is for text that is
- *   deliberately not valid TypeScript; use it sparingly.
+ *   deliberately not valid TypeScript; use it sparingly;
+ * - a run block named in AFTER_RUN (page#heading) also has its output or its database checked there: the page
+ *   says what the example prints or leaves behind, and this holds it to that.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -16,6 +18,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
+import pg from 'pg';
 import { createTestDatabase } from '../helpers/db.ts';
 
 const exec = promisify(execFile);
@@ -26,6 +29,8 @@ interface Block {
   /** 1-based line of the block's first code line in the page. */
   readonly line: number;
   readonly lang: string;
+  /** The nearest `## ` heading above the block. */
+  readonly heading: string;
   readonly flags: readonly string[];
   readonly code: string;
 }
@@ -36,7 +41,9 @@ export function docBlocks(): Block[] {
   const out: Block[] = [];
   for (const file of pages) {
     const lines = fs.readFileSync(path.join(ROOT, file), 'utf8').split('\n');
+    let heading = '';
     for (let i = 0; i < lines.length; i++) {
+      if ((lines[i] as string).startsWith('## ')) heading = (lines[i] as string).slice(3).trim();
       const open = /^(\s*)(`{3,}|~{3,})(.*)$/.exec(lines[i] as string);
       if (!open) continue;
       const fence = open[2] as string;
@@ -44,7 +51,7 @@ export function docBlocks(): Block[] {
       const start = i + 1;
       let end = start;
       while (end < lines.length && !(lines[end] as string).trim().startsWith(fence)) end++;
-      out.push({ file, line: start + 1, lang, flags, code: lines.slice(start, end).join('\n') });
+      out.push({ file, line: start + 1, lang, heading, flags, code: lines.slice(start, end).join('\n') });
       i = end;
     }
   }
@@ -98,6 +105,25 @@ function prelude(code: string): string {
   ].join('\n');
 }
 
+/** What a runnable example must print or leave in its database, by `page#heading` of its block. */
+const AFTER_RUN: Record<string, (run: { stdout: string; url: string }) => void | Promise<void>> = {
+  'docs/drizzle.md#Runnable example': ({ stdout }) => {
+    assert.match(stdout, /acme sees \[ 'Roadrunner' \]/);
+    assert.match(stdout, /globex sees \[ 'Hammock' \]/);
+  },
+  'docs/jobs.md#Setup': async ({ url }) => {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      const { rows } = await client.query(`SELECT task, payload ? 'invoiceId' AS has_id FROM tw_jobs`);
+      assert.deepEqual(rows, [{ task: 'render-invoice-pdf', has_id: true }]);
+    } finally {
+      await client.end();
+    }
+  },
+};
+const keyOf = (b: Block) => `${b.file}#${b.heading}`;
+
 const blocks = docBlocks();
 const tsBlocks = blocks.filter((b) => (b.lang === 'ts' || b.lang === 'typescript') && !b.flags.includes('no-check'));
 const dir = path.join(ROOT, '.tmp', `doc-blocks-${randomBytes(4).toString('hex')}`);
@@ -131,14 +157,20 @@ test('every ts block in README.md and docs/*.md type-checks', async () => {
   assert.deepEqual(errors, []);
 });
 
+test('every AFTER_RUN check names exactly one runnable ts block', () => {
+  const runnable = tsBlocks.filter((x) => !x.flags.includes('no-run')).map(keyOf);
+  for (const key of Object.keys(AFTER_RUN)) assert.equal(runnable.filter((k) => k === key).length, 1, `${key}: no single runnable ts block under that heading`);
+});
+
 for (const b of tsBlocks.filter((x) => !x.flags.includes('no-run'))) {
   test(`${b.file}:${b.line} runs`, async () => {
     // Its own fresh database: pages declare different schemas under the same migration versions.
     const own = await createTestDatabase();
     try {
-      await exec('node', ['--import', 'tsx', fileOf(b)], { cwd: ROOT, env: { ...process.env, DATABASE_URL: own.url } }).catch(
+      const { stdout } = await exec('node', ['--import', 'tsx', fileOf(b)], { cwd: ROOT, env: { ...process.env, DATABASE_URL: own.url } }).catch(
         (e: Error & { stdout: string; stderr: string }) => assert.fail(`${b.file}:${b.line} failed:\n${e.stderr}\n${e.stdout}`),
       );
+      await AFTER_RUN[keyOf(b)]?.({ stdout, url: own.url });
     } finally {
       await own.drop();
     }

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
 import { tenantChecksums } from '../../src/index.ts';
-import { type ServiceFixture, startService } from './setup.ts';
+import { ADMIN_TOKEN, type ServiceFixture, startService } from './setup.ts';
 
 let s: ServiceFixture;
 before(async () => {
@@ -64,6 +64,10 @@ test('move: dedicated -> shared -> dedicated as jobs; the tenant keeps every row
   assert.equal((await s.admin({ method: 'GET', url: `/admin/tenants/${s.a.id}` })).json().placement, 'dedicated');
   assert.deepEqual(await invoices(s.a), ids);
   assert.deepEqual(await tenantChecksums(s.db, s.a.id), sums);
+  // The jobs report to the metrics of the process that runs them: both moves ended and counted, none still running.
+  const scrape = (await s.adminApp.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).body;
+  assert.match(scrape, /lifecycle_operations_total\{operation="move",outcome="succeeded"\} 2\b/);
+  assert.doesNotMatch(scrape, /lifecycle_operation_done\{operation="move"/);
 
   const list = (await s.admin({ method: 'GET', url: '/admin/tenants?limit=100' })).json().data;
   assert.deepEqual(Object.fromEntries(list.map((t: { slug: string; placement: string }) => [t.slug, t.placement])), { 'tenant-a': 'dedicated', 'tenant-b': 'shared' });
@@ -103,7 +107,7 @@ test('export -> streamed NDJSON download -> import into a new dedicated tenant: 
   const unsafe = await s.admin({ method: 'POST', url: '/admin/tenants/import?slug=junk', headers: ndjson, payload: `${JSON.stringify({ ...manifest, tables: [{ ...manifest.tables[0], file: '../../etc/x.ndjson' }] })}\n` });
   assert.equal(unsafe.json().error?.code, 'import_invalid');
   const huge = await s.admin({ method: 'POST', url: '/admin/tenants/import?slug=junk', headers: ndjson, payload: `${lines[0]}\n${'{"table":"customers","row":{}}\n'.repeat(10_000)}` });
-  assert.equal(huge.statusCode, 413);
+  assert.equal(huge.statusCode, 413, huge.body);
   assert.equal(huge.json().error.details.limit_bytes, 256 * 1024);
   const taken = await s.admin({ method: 'POST', url: '/admin/tenants/import?slug=tenant-a', headers: ndjson, payload: dl.body });
   assert.equal(taken.statusCode, 409);

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import createClient from 'openapi-fetch';
+import { startDocumentWorker } from '../../examples/invoicing-service/src/documents.ts';
 import { generateTypes } from './client/generate.ts';
 import type { paths } from './client/openapi.gen.ts';
 import { ADMIN_TOKEN, type ServiceFixture, startService } from './setup.ts';
@@ -72,6 +73,30 @@ test('a typed client drives every operation: success and the errors a client can
   ok(await tenant.GET('/invoices/{id}', { params: { path: { id: nope } } }), 404);
   ok(await tenant.DELETE('/customers/{id}', { params: { path: { id: customerId } } }), 409);
   ok(await tenant.DELETE('/customers/{id}', { params: { path: { id: nope } } }), 404);
+
+  // ---- the invoice document: 409 for a draft, 202 while it renders, then the PDF ----
+  const issued = await tenant.POST('/invoices', { body: { customer: 'Documented', amount_cents: 4200 } });
+  const docPath = { params: { path: { id: issued.data?.id as string } } };
+  ok(await tenant.GET('/invoices/{id}/document', docPath), 409);
+  ok(await tenant.PATCH('/invoices/{id}', { ...docPath, body: { status: 'issued' } }), 200);
+  const pending = await tenant.GET('/invoices/{id}/document', docPath);
+  ok(pending, 202);
+  assert.equal((pending.data as { status?: string } | undefined)?.status, 'rendering');
+  ok(await tenant.GET('/invoices/{id}/document', { params: { path: { id: nope } } }), 404);
+  const worker = await startDocumentWorker(s.db, { pollIntervalMs: 100 });
+  try {
+    for (;;) {
+      const r = await tenant.GET('/invoices/{id}/document', { ...docPath, parseAs: 'arrayBuffer' });
+      if (r.response.status === 200) {
+        assert.equal(Buffer.from(r.data as ArrayBuffer).subarray(0, 5).toString('latin1'), '%PDF-');
+        break;
+      }
+      ok(r, 202);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    await worker.stop();
+  }
 
   // ---- line items ----
   const item = await tenant.POST('/invoices/{id}/line-items', { params: { path: { id: invoiceId } }, body: { description: 'More', quantity: 1, unit_amount_cents: 100 } });
@@ -215,7 +240,7 @@ test('a typed client drives every operation: success and the errors a client can
     }
     assert.ok([...s.contract.seen].some((x) => x.startsWith(`${op.operationId} 2`)), `${op.operationId}: no success`);
   }
-  assert.equal(all.length, 42);
+  assert.equal(all.length, 43);
   assert.deepEqual(missing, [], 'documented statuses never answered in this run');
   ctx.diagnostic(`not driven (server faults, rate limits, suspension): ${notDriven.length} pairs`);
 });

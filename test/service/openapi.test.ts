@@ -92,7 +92,7 @@ test('every operation: operationId, summary, description, declared tag, security
       }
     }
   }
-  assert.equal(count, 42, 'every route of the service, usage, admin and observability included');
+  assert.equal(count, 43, 'every route of the service, usage, admin and observability included');
   assert.deepEqual((doc.paths['/healthz']?.get?.security as unknown[]) ?? null, []);
   assert.deepEqual(Object.keys(doc.paths['/readyz']?.get?.responses as object), ['200', '400', '500', '503']);
   for (const name of ['Customer', 'Invoice', 'LineItem', 'Tenant', 'ApiKey', 'UsageReport', 'UsageQuotas', 'Error']) assert.ok(doc.components.schemas?.[name], name);

@@ -11,11 +11,20 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { type TenantId, Tenantwall, deleteTenant, dedicatedPartitionName, moveTenant, renderMigrations, tenantChecksums, tenantInfo } from '../../src/index.ts';
+import { type TenantId, Tenantwall, defineSchema, deleteTenant, dedicatedPartitionName, moveTenant, renderMigrations, tenantChecksums, tenantInfo } from '../../src/index.ts';
 import { buildApp } from '../../examples/invoicing-service/src/app.ts';
 import { serviceGuard } from '../../examples/invoicing-service/src/guard.ts';
 import { HASH_PARTITIONS, PARTITIONED_TABLES, migrations, schema } from '../../examples/invoicing-service/src/schema.ts';
 import { createTestDatabase, poolerOptions, superQuery, type TestDatabase } from '../helpers/db.ts';
+
+/**
+ * The service's schema and migrations as of migration 4, the one this file is about: migration 5 (invoice documents,
+ * background jobs) adds tables that a database at migration 3 does not have yet, which checksums over the whole
+ * declaration would look for.
+ */
+const V5_TABLES = new Set(['invoice_documents', 'tw_jobs']);
+const schemaV4 = defineSchema({ tables: schema.tables.filter((t) => !V5_TABLES.has(t.name)) });
+const migrationsV4 = migrations.filter((m) => m.version <= 4);
 
 let database: TestDatabase;
 let db: Tenantwall;
@@ -41,7 +50,7 @@ async function seed(tenant: string, customers: number): Promise<void> {
 
 before(async () => {
   database = await createTestDatabase();
-  db = await Tenantwall.connect({ schema, databaseUrl: database.url, manageRoles: false, guard: serviceGuard(), ...poolerOptions(database.name) });
+  db = await Tenantwall.connect({ schema: schemaV4, databaseUrl: database.url, manageRoles: false, guard: serviceGuard(), ...poolerOptions(database.name) });
   // The database as the version before partitioning left it: migrations 1-3 only.
   await db.migrate(migrations.slice(0, 3));
   for (const k of ['x', 'y', 'z'] as const) T[k] = (await db.tenants.create({ slug: `tenant-${k}`, name: k.toUpperCase() })).id;
@@ -73,13 +82,13 @@ test('a conversion that fails changes nothing; run again, it converts every row 
 
   // Something in the way (a relation with the name of a partition): migration 4 fails and is rolled back.
   await sql('CREATE TABLE customers_p3 (x int)');
-  await assert.rejects(db.migrate(migrations), (e: { code?: string }) => e.code === 'migration_failed');
+  await assert.rejects(db.migrate(migrationsV4), (e: { code?: string }) => e.code === 'migration_failed');
   assert.deepEqual(await relkind(), { customers: 'r', invoice_line_items: 'r', invoices: 'r' });
   assert.deepEqual(await tenantChecksums(db, T.x), before.x);
   await sql('DROP TABLE customers_p3');
 
   const started = performance.now();
-  const r = await db.migrate(migrations);
+  const r = await db.migrate(migrationsV4);
   const ms = performance.now() - started;
   assert.deepEqual(r.applied.map((m) => m.version), [4]);
   const rows = Object.values(before).reduce((n, c) => n + PARTITIONED_TABLES.reduce((m, t) => m + (c[t]?.rows ?? 0), 0), 0);
@@ -153,4 +162,18 @@ test("partition alone: dropping one tenant's dedicated placement leaves every ot
   assert.deepEqual([...r.droppedPartitions].sort(), PARTITIONED_TABLES.map((t) => dedicatedPartitionName(t, T.x)).sort());
   assert.equal((await sql(`SELECT count(*)::int AS n FROM invoices WHERE tenant_id = $1`, [T.x])).rows[0]?.n, 0);
   assert.deepEqual({ y: await tenantChecksums(db, T.y), z: await tenantChecksums(db, T.z) }, before);
+});
+
+test('migrations 5 and 6 on the converted database: invoice documents and jobs join every remaining tenant; the admin relay tables are created', async () => {
+  const full = await Tenantwall.connect({ schema, databaseUrl: database.url, manageRoles: false, guard: serviceGuard(), ...poolerOptions(database.name) });
+  try {
+    const r = await full.migrate(migrations);
+    assert.deepEqual(r.applied.map((m) => m.version), [5, 6]);
+    const sums = await tenantChecksums(full, T.y);
+    assert.equal(sums.invoice_documents?.rows, 0);
+    assert.equal(sums.tw_jobs?.rows, 0);
+    assert.equal(sums.invoices?.rows, 40);
+  } finally {
+    await full.close();
+  }
 });

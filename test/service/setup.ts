@@ -1,11 +1,15 @@
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import { buildApp, type AppOptions } from '../../examples/invoicing-service/src/app.ts';
 import { HASH_PARTITIONS, migrations, schema } from '../../examples/invoicing-service/src/schema.ts';
 import { serviceGuard } from '../../examples/invoicing-service/src/guard.ts';
-import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
+import { connectAppOnly, createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
 import { ContractChecker } from './contract.ts';
 import { Metering, type Tenantwall } from '../../src/index.ts';
+import { startOperator } from '../../examples/invoicing-service/src/operator.ts';
 import { meteringSpec } from '../../examples/invoicing-service/src/metering.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
@@ -20,6 +24,8 @@ export interface TenantFixture {
 
 export interface ServiceFixture {
   app: FastifyInstance;
+  /** The app whose process runs the admin API's jobs (their metrics): `app`, or the operator's under TW_TEST_APP_ONLY. */
+  adminApp: FastifyInstance;
   db: Tenantwall;
   t: TestTenantwall;
   a: TenantFixture;
@@ -38,6 +44,13 @@ export interface ServiceFixture {
  * test/service/rls-off.test.ts re-runs the service suite this way inside `npm test`.
  */
 export const RLS_OFF = process.env.TW_TEST_RLS === 'off';
+
+/**
+ * `TW_TEST_APP_ONLY=1`: the app under test is a web process connected with the application role's URL only (no
+ * owner credential); its admin and console requests are relayed to an operator (operator.ts) running the same app
+ * with the owner connection. test/service/app-only.test.ts re-runs the service suite this way inside `npm test`.
+ */
+export const APP_ONLY = process.env.TW_TEST_APP_ONLY === '1';
 
 /** Turns row-level security off on every table of `database` that has it (superuser), and checks that it is off. */
 export async function disableRls(database: string): Promise<string[]> {
@@ -90,8 +103,14 @@ export async function startService(
     }
   }
   // As `npm start` runs it when asked: metering with the service's spec (rate limits off, they would depend on speed).
-  const metering = options.metering ? new Metering(t.db, { spec: { ...meteringSpec, plans: { ...meteringSpec.plans, free: { ...meteringSpec.plans.free, rateLimits: [] } } } }) : undefined;
-  const app = await buildApp({ db: t.db, adminToken: ADMIN_TOKEN, ...(metering ? { metering } : {}), ...appOptions });
+  const meteringOptions = options.metering ? { spec: { ...meteringSpec, plans: { ...meteringSpec.plans, free: { ...meteringSpec.plans.free, rateLimits: [] } } } } : undefined;
+  const metering = meteringOptions ? new Metering(t.db, meteringOptions) : undefined;
+  const owner = APP_ONLY ? await buildApp({ db: t.db, adminToken: ADMIN_TOKEN, ...(metering ? { metering } : {}), ...appOptions }) : undefined;
+  const operator = owner ? await startOperator(owner, t.db, { heartbeatMs: 200 }) : undefined;
+  const webDb = APP_ONLY ? await connectAppOnly({ schema, guard: serviceGuard(), appDatabaseUrl: t.db.options.appDatabaseUrl as string }) : t.db;
+  if (webDb.hasOwner !== !APP_ONLY) throw new Error('TW_TEST_APP_ONLY: the web process must hold no owner connection');
+  const webMetering = APP_ONLY && meteringOptions ? new Metering(webDb, meteringOptions) : metering;
+  const app = await buildApp({ db: webDb, adminToken: ADMIN_TOKEN, ...(webMetering ? { metering: webMetering } : {}), ...appOptions });
   options.beforeCheck?.(app);
   const contract = new ContractChecker(() => app.swagger() as Record<string, unknown>);
   contract.install(app);
@@ -122,6 +141,7 @@ export async function startService(
   }
   return {
     app,
+    adminApp: owner ?? app,
     db: t.db,
     t,
     a,
@@ -131,9 +151,35 @@ export async function startService(
     contract,
     async close() {
       await app.close();
+      if (APP_ONLY) {
+        await webMetering?.close();
+        await webDb.close();
+        await operator?.stop();
+        await owner?.close();
+      }
       await metering?.close();
       await t.close();
       if (contract.violations.length > 0) throw new Error(`responses outside the OpenAPI document:\n${contract.violations.join('\n')}`);
     },
   };
+}
+
+/**
+ * Runs service test files again in a child test run with `env` added (TW_TEST_RLS=off, TW_TEST_APP_ONLY=1): their
+ * setup (startService) reads it. Returns the exit code, the output and the TAP pass/fail counts.
+ */
+export async function runServiceFiles(files: readonly string[], env: Record<string, string>): Promise<{ code: number; out: string; pass: number; fail: number }> {
+  // NODE_TEST_CONTEXT marks a process that the test runner started; a nested run would then refuse to run files.
+  const { NODE_TEST_CONTEXT: _, ...inherited } = process.env;
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=tap', ...files.map((f) => path.join(here, f))], {
+    env: { ...inherited, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number>((resolve) => child.on('exit', (c, sig) => resolve(c ?? (sig ? 1 : 0))));
+  const count = (name: string) => Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(out)?.[1] ?? NaN);
+  return { code, out, pass: count('pass'), fail: count('fail') };
 }

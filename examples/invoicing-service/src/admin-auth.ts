@@ -15,6 +15,11 @@ export interface AdminAuthOptions {
   maxFailures?: number;
   /** The window of `maxFailures`, ms. Default 60000. */
   windowMs?: number;
+  /**
+   * How a named token's hash is checked. Default: a read of `admin_tokens` as the owner. A web process without the
+   * owner passes the relay's `tokenValid` (the SECURITY DEFINER `tw_admin_token_valid`, operator.ts).
+   */
+  tokenValid?: (hash: Buffer) => Promise<boolean>;
 }
 
 type Row = { id: string; name: string; created_at: Date; revoked_at: Date | null };
@@ -37,6 +42,7 @@ export class AdminAuth {
   readonly #bootstrap: Buffer;
   readonly #maxFailures: number;
   readonly #windowMs: number;
+  readonly #tokenValid: (hash: Buffer) => Promise<boolean>;
   readonly #failures = new Map<string, { count: number; resetAt: number }>();
 
   constructor(db: Tenantwall, bootstrapToken: string, options: AdminAuthOptions = {}) {
@@ -44,6 +50,9 @@ export class AdminAuth {
     this.#bootstrap = sha256(bootstrapToken);
     this.#maxFailures = options.maxFailures ?? 10;
     this.#windowMs = options.windowMs ?? 60_000;
+    this.#tokenValid =
+      options.tokenValid ??
+      (async (h) => (await this.#db.dangerouslyCrossTenant().query('SELECT 1 FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL', [h])).rows.length > 0);
     for (const [field, v] of [['maxFailures', this.#maxFailures], ['windowMs', this.#windowMs]] as const) {
       if (!Number.isSafeInteger(v) || v < 1) throw new TenantwallError('config_invalid', `adminAuth.${field} must be a positive integer.`, { details: { field: `adminAuth.${field}` } });
     }
@@ -78,8 +87,7 @@ export class AdminAuth {
     const h = sha256(token);
     if (timingSafeEqual(h, this.#bootstrap)) return true;
     if (!token.startsWith('twadm_')) return false;
-    const { rows } = await this.#db.dangerouslyCrossTenant().query('SELECT 1 FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL', [h]);
-    return rows.length > 0;
+    return this.#tokenValid(h);
   }
 
   /** A new named token; the secret is in the answer only. */

@@ -15,6 +15,7 @@ import {
   moveTenant,
   dedicatedPartitionName,
   suspendTenant,
+  tenantInfo,
 } from 'tenantwall';
 import { AdminAuth, type AdminAuthOptions } from './admin-auth.ts';
 import type { Jobs } from './jobs.ts';
@@ -102,8 +103,15 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
   // Placement from the catalog in one query on the pool (tenantInfo would open a lifecycle session per call).
   const dedicatedTables = db.schema.tenantTables.filter((x) => x.partition && x.partition.dedicated !== false).map((x) => x.name);
   const placementOf = async (id: string): Promise<'shared' | 'dedicated' | 'mixed'> => {
+    // On Citus nothing is partitioned by tenant: the catalog of shards says whether the tenant has its own (a tenant
+    // pinned to a node, dedicated-node, is dedicated here).
+    if (db.citusVersion !== undefined) return (await tenantInfo(db, id)).placement === 'shared' ? 'shared' : 'dedicated';
     if (dedicatedTables.length === 0) return 'shared';
-    const { rows } = await db.dangerouslyCrossTenant().query<{ n: number }>('SELECT count(*)::int AS n FROM pg_class WHERE relname = ANY($1)', [dedicatedTables.map((x) => dedicatedPartitionName(x, id))]);
+    // Attached partitions only: an unfinished move to dedicated keeps its staging copies under the same names, while
+    // the tenant's rows are still shared (and that move must stay resumable with `to: dedicated`).
+    const { rows } = await db
+      .dangerouslyCrossTenant()
+      .query<{ n: number }>('SELECT count(*)::int AS n FROM pg_class WHERE relname = ANY($1) AND relispartition', [dedicatedTables.map((x) => dedicatedPartitionName(x, id))]);
     const n = rows[0]?.n ?? 0;
     return n === 0 ? 'shared' : n === dedicatedTables.length ? 'dedicated' : 'mixed';
   };

@@ -3,15 +3,17 @@ import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import { type TenantwallFastifyOptions, errorBody, meteringPlugin, tenantwallPlugin } from 'tenantwall/fastify';
 import { TenantwallLogController } from 'tenantwall/fastify/log-controller';
+import { installJobQueue } from 'tenantwall/jobs';
 import { typeboxSerializerCompiler, typeboxValidatorCompiler } from 'tenantwall/fastify/typebox';
 import { type Metering, type ObservabilityOptions, type Tenantwall, TenantwallError } from 'tenantwall';
 import { type TSchema, Type } from '@sinclair/typebox';
 import { AdminAuth, type AdminAuthOptions, adminRoutes, streamedOperations } from './admin.ts';
-import { Jobs, type JobsOptions } from './jobs.ts';
+import { Jobs, type JobsOptions, appJobs } from './jobs.ts';
+import { AdminRelay, type AdminRelayOptions, relayHook } from './operator.ts';
 import { createdRows, routeQuotas } from './metering.ts';
 import { observabilityOperations, registerObservability } from './observability.ts';
 import { type OperationSpec, contract, op, usageOperations } from './openapi.ts';
-import { tenantRoutes } from './routes.ts';
+import { documentOperations, tenantRoutes } from './routes.ts';
 import * as S from './schemas.ts';
 
 export interface AppOptions {
@@ -36,11 +38,23 @@ export interface AppOptions {
   jobs?: JobsOptions;
   /** Largest import upload, bytes. Default 1 GiB. */
   importMaxBytes?: number;
+  /**
+   * Install (or upgrade) graphile-worker's schema at start (`installJobQueue`, owner connection, idempotent): issuing
+   * an invoice enqueues its rendering, which needs the queue. Default true; skipped on Citus (no queue triggers,
+   * schema.ts migration 5) and without an owner connection.
+   */
+  installJobQueue?: boolean;
+  /**
+   * Without an owner connection (`db` connected with the application role's URL only): how admin requests reach
+   * an operator process (operator.ts). Default: a relay on the Tenantwall's application URL.
+   */
+  relay?: AdminRelayOptions;
 }
 
 /** The invoicing API as a Fastify instance (not listening): `npm start` listens, tests use inject. */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   if (options.adminToken.length < 16) throw new TenantwallError('config_invalid', 'The admin token must be at least 16 characters.', { details: { field: 'adminToken' } });
+  if (options.installJobQueue !== false && options.db.citusVersion === undefined && options.db.options.databaseUrl !== undefined) await installJobQueue(options.db);
   const app = Fastify({
     logger: options.logger ?? false,
     bodyLimit: options.bodyLimit ?? 64 * 1024,
@@ -62,8 +76,15 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.removeContentTypeParser('text/plain');
   // JSON bodies: the tenantwall plugin's strict parser (UTF-8 only, no duplicate keys, no NUL or lone surrogates).
 
+  // A web process without the owner relays the admin API and the console to an operator process (operator.ts):
+  // before any other hook, so a relayed request is neither resolved as a tenant's nor parsed here.
+  const relay = options.db.hasOwner ? undefined : await AdminRelay.connect(options.db, options.relay);
+  if (relay) {
+    app.addHook('onRequest', relayHook(options.db, relay));
+    app.addHook('onClose', async () => relay.close());
+  }
   await app.register(tenantwallPlugin, { db: options.db, errorHandler: true, notFoundHandler: true, securityHeaders: true, ...options.tenantwall });
-  const auth = new AdminAuth(options.db, options.adminToken, options.adminAuth);
+  const auth = new AdminAuth(options.db, options.adminToken, { ...options.adminAuth, ...(relay ? { tokenValid: (h: Buffer) => relay.tokenValid(h) } : {}) });
 
   // Routes of the documentation plugins are public (no tenant): they are registered below this hook.
   app.addHook('onRoute', (route) => {
@@ -75,6 +96,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...(options.metering ? usageOperations() : {}),
     ...(options.observability === false ? {} : observabilityOperations()),
     ...streamedOperations(),
+    ...documentOperations(),
     'GET /openapi.json': {
       id: 'getOpenApiDocument',
       summary: 'This OpenAPI document',
@@ -118,7 +140,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs' });
   // After @fastify/swagger, which documents the routes registered after it.
   if (options.metering) await app.register(meteringPlugin, { metering: options.metering, adminToken: options.adminToken, routeQuotas, createdRows });
-  await registerObservability(app, { db: options.db, adminToken: options.adminToken, authorize: auth.check, options: options.observability });
+  const metrics = await registerObservability(app, { db: options.db, adminToken: options.adminToken, authorize: auth.check, options: options.observability, metering: options.metering });
 
   app.get('/openapi.json', { config: { tenant: false }, schema: { querystring: S.NoQuery } }, async () => app.swagger());
   app.get(
@@ -139,7 +161,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     },
   );
 
-  const jobs = new Jobs(options.jobs);
+  // Jobs report their progress to the metrics (lifecycle_operation_* series while they run).
+  const jobs = new Jobs({ ...options.jobs, ...(metrics ? { metrics } : {}) });
+  appJobs.set(app, jobs);
   // Running jobs finish before the database goes (a move cut short would be resumable, but not reported).
   app.addHook('onClose', async () => jobs.close());
   await app.register(async (admin) => adminRoutes(admin, { db: options.db, auth, jobs, ...(options.importMaxBytes !== undefined ? { importMaxBytes: options.importMaxBytes } : {}) }), { prefix: '/admin' });

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { type Progress, isTenantwallError } from 'tenantwall';
+import { type Progress, type TenantwallMetrics, isTenantwallError, mapPgError } from 'tenantwall';
 
 /** A long admin operation (move, export, import) as its status endpoint shows it. */
 export interface JobInfo {
@@ -17,13 +17,21 @@ export interface JobInfo {
   finished_at: string | null;
 }
 
-/** A failure that is not a TenantwallError: lock waits and deadlocks say so (the move is journaled and resumes). */
-function serverError(err: unknown): { code: string; message: string } {
-  const sqlstate = (err as { code?: unknown }).code;
-  if (sqlstate === '55P03' || sqlstate === '40P01') {
-    const what = sqlstate === '55P03' ? 'could not take its locks within the lock timeout' : 'was chosen as the victim of a deadlock';
-    return { code: 'internal_error', message: `The operation ${what} (PostgreSQL ${sqlstate}); nothing changed, and a move is journaled: start it again to resume.` };
+/**
+ * A job's failure as its status shows it. PostgreSQL's lock waits, deadlocks and serialization failures become
+ * `transaction_conflict` (through the library's mapping), with a hint that nothing changed and the operation can
+ * be started again (a move is journaled and resumes); anything else not raised by tenantwall is `internal_error`.
+ */
+function jobError(err: unknown): { code: string; message: string } {
+  const mapped = mapPgError(err);
+  if (isTenantwallError(mapped, 'transaction_conflict')) {
+    const sqlstate = String(mapped.details?.['sqlstate'] ?? '');
+    return {
+      code: mapped.code,
+      message: `The operation lost a lock wait or a deadlock to concurrent transactions (PostgreSQL ${sqlstate}) and was rolled back: nothing of it changed. Start it again (a move is journaled and resumes where it stopped).`,
+    };
   }
+  if (isTenantwallError(mapped)) return { code: mapped.code, message: mapped.message };
   return { code: 'internal_error', message: 'The job failed on the server.' };
 }
 
@@ -38,6 +46,8 @@ export interface JobsOptions {
   retentionMs?: number;
   /** Where job directories go. Default the OS temp directory. */
   tmpDir?: string;
+  /** Metrics that follow the running jobs (`trackOperation`). */
+  metrics?: TenantwallMetrics;
 }
 
 /**
@@ -46,14 +56,19 @@ export interface JobsOptions {
  * but what they did is not (a move is journaled by the library and resumes when started again; an import is all
  * or nothing). Finished jobs and their files are dropped after `retentionMs`, and all of them on close.
  */
+/** The admin jobs of each app built by `buildApp`: an operator asks whether it holds a job (operator.ts). */
+export const appJobs = new WeakMap<object, Jobs>();
+
 export class Jobs {
   readonly #jobs = new Map<string, Job>();
   readonly #retentionMs: number;
   readonly #tmpDir: string;
+  readonly #metrics: TenantwallMetrics | undefined;
 
   constructor(options: JobsOptions = {}) {
     this.#retentionMs = options.retentionMs ?? 3_600_000;
     this.#tmpDir = options.tmpDir ?? os.tmpdir();
+    this.#metrics = options.metrics;
   }
 
   /** A new job directory (for an upload that is written before its job starts). */
@@ -83,16 +98,20 @@ export class Jobs {
       done: Promise.resolve(),
     };
     this.#jobs.set(job.id, job);
+    const tracked = this.#metrics?.trackOperation(kind, tenantId);
     const onProgress = (p: Progress) => {
       job.progress = { phase: p.phase, table: p.table ?? null, done: p.done, total: p.total ?? null };
+      tracked?.onProgress(p);
     };
     job.done = work({ dir, onProgress }).then(
       (result) => {
         job.result = result;
         job.status = 'succeeded';
+        tracked?.end('succeeded');
       },
       (err: unknown) => {
-        job.error = isTenantwallError(err) ? { code: err.code, message: err.message } : serverError(err);
+        tracked?.end('failed');
+        job.error = jobError(err);
         job.status = 'failed';
         // Nothing of a failed job is worth keeping (a failed import wrote nothing; a failed export is incomplete).
         fs.rmSync(dir, { recursive: true, force: true });

@@ -9,17 +9,27 @@
  * and no tenant key is printed for it otherwise. The first demo tenant is large (DEMO_BIG_INVOICES invoices)
  * and has DEDICATED placement (its own partition of every partitioned table); the other is shared. The banner
  * lists the tenants and where each one is.
+ *
+ * Background jobs: issuing an invoice enqueues the rendering of its PDF (tenantwall/jobs on graphile-worker). The
+ * document worker runs in this process unless TENANTWALL_WORKER=off (then run `npm run worker`, service/worker.ts,
+ * as many processes as wanted, with the same DATABASE_URL).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Metering, Tenantwall, type Tenant, createTenant, dedicatedPartitionName, listTenants } from 'tenantwall';
 import { buildApp } from './app.ts';
+import { startDocumentWorker } from './documents.ts';
 import { serviceGuard } from './guard.ts';
 import { meteringSpec } from './metering.ts';
 import { createCustomer } from './repo/customers.ts';
 import { serviceKysely } from './repo/db.ts';
 import { createInvoice } from './repo/invoices.ts';
 import { HASH_PARTITIONS, migrations, schema } from './schema.ts';
+import { stopOnSignals } from './shutdown.ts';
 
+if (!process.env.DATABASE_URL && process.env.TENANTWALL_APP_DATABASE_URL) {
+  console.error('TENANTWALL_APP_DATABASE_URL without DATABASE_URL is the web process of a split deployment: start it with npm run web, and the owner side with npm run operator (docs/credentials.md).');
+  process.exit(1);
+}
 const port = Number(process.env.PORT ?? 3000);
 const host = process.env.HOST ?? '127.0.0.1';
 const DEMO = [
@@ -52,6 +62,10 @@ const app = await buildApp({
   logger: { level: process.env.LOG_LEVEL ?? 'info' },
   metering,
 });
+
+// The document worker (embedded default): renders the PDF of each issued invoice in its tenant's scope.
+const embeddedWorker = process.env.TENANTWALL_WORKER !== 'off' && db.citusVersion === undefined;
+const worker = embeddedWorker ? await startDocumentWorker(db) : undefined;
 
 async function demoTenant(spec: (typeof DEMO)[number]): Promise<{ tenant: Tenant; key: string }> {
   let tenant = await db.tenants.getBySlug(spec.slug);
@@ -115,6 +129,9 @@ const placementLines = placed.length === 0
 const placementBlock = `Tenants and their placement:
 ${placementLines}
 Move one: curl -s -X POST ${base}/admin/tenants/<id>/move -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d '{"to":"dedicated"}'`;
+const workerLine = embeddedWorker
+  ? 'Document worker: running in this process (TENANTWALL_WORKER=off and `npm run worker` to run it apart).'
+  : 'Document worker: not in this process (TENANTWALL_WORKER=off): run `npm run worker`, or invoice PDFs stay pending.';
 const tokenLine = `Admin token${generatedToken ? ' (generated; set TENANTWALL_ADMIN_TOKEN to choose one)' : ''}:
   ${generatedToken ? adminToken : '(TENANTWALL_ADMIN_TOKEN)'}`;
 if (!seedDemo) {
@@ -123,6 +140,7 @@ tenantwall invoicing API on ${base}   (docs: ${base}/docs, OpenAPI: ${base}/open
 
 ${tokenLine}
 ${placementBlock}
+${workerLine}
 
 No demo data: DATABASE_URL names a database tenantwall did not create (npm start -- --seed-demo adds the demo tenants).
 Create a tenant and a key with the admin API:
@@ -136,6 +154,7 @@ tenantwall invoicing API on ${base}   (docs: ${base}/docs, OpenAPI: ${base}/open
 
 ${tokenLine}
 ${placementBlock}
+${workerLine}
 
 Demo API keys (shown once; a restart makes new ones):
   acme   (${acme.tenant.id}): ${acme.key}
@@ -151,6 +170,7 @@ Try:
   curl -s -X POST ${base}/invoices -H "Authorization: Bearer $ACME" -H 'Content-Type: application/json' \\
     -d '{"customer":"Initech","currency":"EUR","line_items":[{"description":"Widgets","quantity":3,"unit_amount_cents":1999}]}'
   curl -s '${base}/invoices?status=issued&sort=amount_cents&order=desc&limit=10' -H "Authorization: Bearer $ACME"
+  curl -s -o invoice.pdf -w '%{http_code}\\n' ${base}/invoices/<issued invoice id>/document -H "Authorization: Bearer $ACME"   # 202 while rendering
   curl -s ${base}/admin/tenants -H "Authorization: Bearer $ADMIN"
   curl -s -X POST ${base}/admin/tenants/${globex.tenant.id}/suspend -H "Authorization: Bearer $ADMIN"
   curl -s -X POST ${base}/admin/tenants/${acme.tenant.id}/move -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d '{"to":"shared"}'
@@ -159,16 +179,4 @@ Try:
 `);
 }
 
-let stopping = false;
-async function stop(signal: string): Promise<void> {
-  if (stopping) return;
-  stopping = true;
-  console.log(`${signal}: shutting down`);
-  await app.close().catch(() => undefined);
-  await relay.stop().catch(() => undefined);
-  await metering.close().catch(() => undefined);
-  await db.close().catch(() => undefined);
-  process.exit(0);
-}
-process.on('SIGINT', () => void stop('SIGINT'));
-process.on('SIGTERM', () => void stop('SIGTERM'));
+stopOnSignals('shutting down', [() => app.close(), worker && (() => worker.stop()), () => relay.stop(), () => metering.close(), () => db.close()]);

@@ -1,8 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { type ObservabilityOptions, type Tenantwall, createMetrics, runAudit, runVerify, traceStatements } from 'tenantwall';
+import { type Metering, type ObservabilityOptions, type Tenantwall, type TenantwallMetrics, createMetrics, runAudit, runVerify, traceStatements } from 'tenantwall';
 import { consolePlugin, observabilityPlugin } from 'tenantwall/fastify';
 import { Type } from '@sinclair/typebox';
 import type { OperationSpec } from './openapi.ts';
+import { RELAY_TABLES } from './operator.ts';
 
 /** The observability plugin's routes (it registers them hidden), keyed "<METHOD> <url>", as `op()` specs. */
 export function observabilityOperations(): Record<string, OperationSpec & { response?: Record<number, unknown> }> {
@@ -34,13 +35,14 @@ export function observabilityOperations(): Record<string, OperationSpec & { resp
  * Metrics and traces of the service (docs/observability.md): Prometheus at /metrics and the noisy-neighbour
  * report at /admin/observability/top, both behind the admin auth (the bootstrap or a named admin token); one
  * OpenTelemetry span per tenant-scoped statement (a no-op until the process registers an SDK); the operator
- * console at /console (admin-token login).
+ * console at /console (admin-token login; with metering, usage charts, quotas and webhook deliveries). Returns the
+ * metrics, which also follow the admin API's move/export/import jobs.
  */
 export async function registerObservability(
   app: FastifyInstance,
-  o: { db: Tenantwall; adminToken: string; authorize: (request: FastifyRequest, reply: FastifyReply) => Promise<void>; options?: ObservabilityOptions | false | undefined },
-): Promise<void> {
-  if (o.options === false) return;
+  o: { db: Tenantwall; adminToken: string; authorize: (request: FastifyRequest, reply: FastifyReply) => Promise<void>; options?: ObservabilityOptions | false | undefined; metering?: Metering | undefined },
+): Promise<TenantwallMetrics | undefined> {
+  if (o.options === false) return undefined;
   const metrics = createMetrics({ db: o.db, ...o.options });
   const untrace = traceStatements(o.db);
   app.addHook('onClose', async () => {
@@ -49,15 +51,17 @@ export async function registerObservability(
   });
   await app.register(observabilityPlugin, { metrics, authorize: o.authorize });
   // The operator console at /console: log in with the bootstrap admin token. Its isolation page runs the
-  // catalog audit and verify (tenant A attacking tenant B, rolled back) against this service's database.
-  const databaseUrl = o.db.options.databaseUrl as string;
-  const appUrl = new URL(databaseUrl);
-  appUrl.username = encodeURIComponent(o.db.options.appRole);
-  appUrl.password = encodeURIComponent(o.db.options.appPassword ?? '');
+  // catalog audit and verify (tenant A attacking tenant B, rolled back) against this service's database, as the
+  // owner. A web process without the owner relays the console to an operator (operator.ts): no isolation here.
+  const databaseUrl = o.db.options.databaseUrl;
   const appRole = o.db.options.appRole;
-  const isolation = {
-    audit: () => runAudit({ databaseUrl, appRole }),
-    verify: (a: string, b: string) => runVerify({ databaseUrl, appDatabaseUrl: o.db.options.appDatabaseUrl ?? appUrl.toString(), appRole, tenants: [a, b] }),
-  };
-  await app.register(consolePlugin, { db: o.db, adminToken: o.adminToken, metrics, isolation });
+  const isolation =
+    databaseUrl === undefined
+      ? undefined
+      : {
+          audit: () => runAudit({ databaseUrl, appRole, globalTables: RELAY_TABLES }),
+          verify: (a: string, b: string) => runVerify({ databaseUrl, appDatabaseUrl: o.db.options.appDatabaseUrl, appRole, tenants: [a, b] }),
+        };
+  await app.register(consolePlugin, { db: o.db, adminToken: o.adminToken, metrics, isolation, metering: o.metering });
+  return metrics;
 }

@@ -79,11 +79,12 @@ export function kindCodes(kind: Kind, method: string, opts: { metering: boolean;
   if (opts.checksQuery) codes.push('validation_failed');
   if (['POST', 'PUT', 'PATCH', 'DELETE'].includes(method)) codes.push('bad_request', 'invalid_json', 'unsupported_media_type', 'payload_too_large');
   if (kind === 'tenant') {
-    codes.push('unauthenticated', 'tenant_suspended', 'tenant_conflict', 'database_unreachable', 'statement_timeout');
+    codes.push('unauthenticated', 'tenant_suspended', 'tenant_conflict', 'database_unreachable', 'statement_timeout', 'transaction_conflict');
     if (opts.metering) codes.push('rate_limited', 'rate_limit_unavailable');
     if (opts.quota) codes.push('quota_exceeded');
   }
-  if (kind === 'admin') codes.push('admin_unauthorized', 'rate_limited', 'database_unreachable');
+  // operator_unavailable: a web process with the application role only relays admin requests to an operator (operator.ts).
+  if (kind === 'admin') codes.push('admin_unauthorized', 'rate_limited', 'database_unreachable', 'transaction_conflict', 'operator_unavailable');
   return codes;
 }
 
@@ -250,6 +251,7 @@ export const NAMED_SCHEMAS: Record<string, TSchema> = {
   TenantDeleted: S.TenantDeleted,
   TenantMove: S.TenantMove,
   Job: S.Job,
+  DocumentPending: S.DocumentPending,
   ApiKey: S.ApiKey,
   ApiKeyCreate: S.ApiKeyCreate,
   CreatedApiKey: S.CreatedApiKey,
@@ -310,6 +312,7 @@ export const EXAMPLES: Record<string, unknown> = {
   Tenant: tenant,
   TenantCreate: { slug: 'acme', name: 'Acme Corp', placement: 'dedicated' },
   TenantMove: { to: 'dedicated' },
+  DocumentPending: { invoice_id: ids.invoice, status: 'rendering', issued_at: T0 },
   Job: {
     id: '4d5e6f7a-8b9c-4d0e-8f1a-2b3c4d5e6f7a',
     kind: 'move',
@@ -462,7 +465,9 @@ export function contract(generated: Json, options: ContractOptions): Json {
         const first = list[0] as ErrorCode;
         responses[String(status)] = {
           description: `${STATUS_TEXT[status] ?? 'Error'}: ${list.map((c) => `\`${c}\``).join(', ')}`,
-          ...(metered || status === 429 ? { headers: headerRefs([...(metered ? METERED_HEADERS : []), ...(status === 429 ? ['Retry-After'] : [])]) } : {}),
+          ...(metered || status === 429 || list.includes('transaction_conflict')
+            ? { headers: headerRefs([...(metered ? METERED_HEADERS : []), ...(status === 429 || list.includes('transaction_conflict') ? ['Retry-After'] : [])]) }
+            : {}),
           content: {
             'application/json': {
               // The Error shape, its code narrowed to this status's codes (message and details repeated so that

@@ -1,6 +1,7 @@
 import type { Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { Tenantwall } from 'tenantwall';
+import { getDocument } from './documents.ts';
 import { type OperationSpec, op } from './openapi.ts';
 import * as customers from './repo/customers.ts';
 import { serviceKysely } from './repo/db.ts';
@@ -8,6 +9,44 @@ import * as invoices from './repo/invoices.ts';
 import * as S from './schemas.ts';
 
 const tenantOp = (spec: Omit<OperationSpec, 'security'>) => op({ ...spec, security: 'tenant' });
+
+/** Seconds a client waits before asking again for a document that is being rendered. */
+const DOCUMENT_RETRY_AFTER = 1;
+
+/**
+ * Operations whose routes answer a non-JSON body (the PDF) and carry no response schema of their own: their
+ * description for /openapi.json (app.ts `described`).
+ */
+export function documentOperations(): Record<string, OperationSpec & { response?: Record<number, unknown> }> {
+  return {
+    'GET /invoices/:id/document': {
+      tag: 'invoices',
+      security: 'tenant',
+      id: 'getInvoiceDocument',
+      summary: 'Get the PDF of an invoice',
+      description:
+        "Issuing an invoice (on create or by PATCH) enqueues the rendering of its PDF in the same transaction; a background worker renders it in the tenant's scope. 200: the PDF. 202 (`DocumentPending`, with `Retry-After`): issued, the document is still being rendered. `conflict` naming `status`: the invoice was never issued, so it has no document. Another tenant's id is `not_found`.",
+      params: S.IdParams,
+      ok: {},
+      response: {
+        200: {
+          description: 'The invoice document (PDF)',
+          headers: {
+            'Content-Disposition': { type: 'string', description: 'inline; filename="invoice-<id>.pdf"' },
+            ETag: { type: 'string', description: 'The sha256 of the document, quoted' },
+          },
+          content: { 'application/pdf': { schema: { type: 'string', contentMediaType: 'application/pdf' } } },
+        },
+        202: {
+          description: 'Issued; the document is being rendered',
+          headers: { 'Retry-After': { type: 'integer', minimum: 0, description: 'Seconds to wait before asking again' } },
+          content: { 'application/json': { schema: S.DocumentPending } },
+        },
+      },
+      errors: ['not_found', 'conflict'],
+    },
+  };
+}
 
 /**
  * The tenant-scoped API. Handlers never name a tenant: the tenantwall plugin resolved it and runs each handler
@@ -117,6 +156,15 @@ export function tenantRoutes(app: FastifyInstance, db: Tenantwall): void {
       return reply.code(204).send();
     },
   );
+
+  app.get('/invoices/:id/document', { schema: { hide: true, params: S.IdParams, querystring: S.NoQuery } }, async (req, reply) => {
+    const { id } = req.params as Static<typeof S.IdParams>;
+    const found = await getDocument(k, id);
+    if (found.state === 'pending') {
+      return reply.code(202).header('retry-after', String(DOCUMENT_RETRY_AFTER)).type('application/json').send(JSON.stringify({ invoice_id: id, status: 'rendering', issued_at: found.invoice.issued_at }));
+    }
+    return reply.type('application/pdf').header('content-disposition', `inline; filename="invoice-${id}.pdf"`).header('etag', `"${found.sha256}"`).send(found.content);
+  });
 
   // ---- line items ----
   const items = { tag: 'line-items' } as const;

@@ -1,7 +1,9 @@
 import { defineSchema, tableSql, tenantTable, type Migration, type MigrationContext, type PartitionSpec } from 'tenantwall';
 import { apiKeysTable } from 'tenantwall/fastify';
 import { meteringMigrationSql, meteringTables } from 'tenantwall';
+import { jobTables, jobsMigrationSql } from 'tenantwall/jobs';
 import { adminTokensSql } from './admin-auth.ts';
+import { operatorMigrationSql } from './operator.ts';
 
 // Amounts are integer cents in bigint, bounded to what a JS number holds exactly (the API speaks JSON numbers).
 const MAX_CENTS = '9007199254740991';
@@ -86,10 +88,38 @@ const unpartitionedTables = [apiKeysTable('api_keys'), ...invoicingTableSpecs(un
 export const PARTITIONED_TABLES = ['customers', 'invoices', 'invoice_line_items'] as const;
 
 /**
- * Everything tenant-owned the service stores: its own tables and the metering tables (created by migration 2).
- * Connecting with the whole set makes the guard, export, move and delete cover usage rows too.
+ * Rendered invoice documents (PDF), written by the document worker (service/documents.ts) in the invoice's
+ * tenant's scope. Unpartitioned and without a foreign key to `invoices`: a handful of rows per issued invoice,
+ * and a key into the partitioned invoices would tie the table to every move of the invoicing cluster. Deleting
+ * an invoice deletes its document (repo/invoices.ts).
  */
-export const schema = defineSchema({ tables: [...invoicingTables, ...meteringTables] });
+export const invoiceDocumentsTable = tenantTable({
+  name: 'invoice_documents',
+  columns: {
+    invoice_id: { type: 'uuid' },
+    content_type: { type: 'text', default: "'application/pdf'", check: "content_type = 'application/pdf'" },
+    content: { type: 'bytea', check: 'octet_length(content) BETWEEN 1 AND 10485760' },
+    sha256: { type: 'text', check: "sha256 ~ '^[0-9a-f]{64}$'" },
+    rendered_at: { type: 'timestamptz', default: "date_trunc('milliseconds', now())" },
+  },
+  primaryKey: ['invoice_id'],
+});
+
+/** Per-tenant concurrency of the service's background jobs (`jobsMigrationSql`, docs/jobs.md). */
+export const JOBS_PER_TENANT = 2;
+
+/**
+ * Everything tenant-owned the service stores: its own tables, the metering tables (created by migration 2), the
+ * rendered documents and the job table of `tenantwall/jobs` (migration 5). Connecting with the whole set makes the
+ * guard, export, move and delete cover usage rows, documents and queued jobs too.
+ */
+export const schema = defineSchema({ tables: [...invoicingTables, ...meteringTables, invoiceDocumentsTable, ...jobTables] });
+
+/**
+ * The declaration of versions before partitioning (migrations 1-3 only): what `npm run bench -- http` compares the
+ * partitioned service with. Not for new databases.
+ */
+export const unpartitionedSchema = defineSchema({ tables: [...unpartitionedTables, ...meteringTables] });
 
 export const migrations: Migration[] = [
   // The SQL of migration 1 is exactly what createSchema() gave before the metering tables joined `schema`.
@@ -101,7 +131,23 @@ export const migrations: Migration[] = [
   { version: 3, name: 'admin-tokens', sql: (ctx) => adminTokensSql(ctx.appRole) },
   // The three invoicing tables become hash-partitioned with dedicated placement (docs/service.md, "Partitioning").
   { version: 4, name: 'partition-invoicing', sql: (ctx) => partitionMigrationSql(ctx) },
+  // Invoice documents and background jobs (tenantwall/jobs): issuing an invoice enqueues its rendering.
+  { version: 5, name: 'invoice-documents-jobs', sql: (ctx) => documentsMigrationSql(ctx) },
+  // Admin requests relayed by a web process that holds the application role only (operator.ts).
+  { version: 6, name: 'admin-relay', sql: (ctx) => operatorMigrationSql(ctx) },
 ];
+
+/**
+ * Migration 5: the `invoice_documents` and `tw_jobs` tenant tables, and the triggers that connect `tw_jobs` to
+ * graphile-worker's queue (its own schema is installed by `installJobQueue`, which `buildApp` runs). On Citus the
+ * tables are created (distributed) but the queue triggers are not: graphile-worker's tables live on the
+ * coordinator, where a trigger of a distributed table's shards cannot reach them, so documents are not rendered
+ * there (docs/service.md).
+ */
+export function documentsMigrationSql(ctx: MigrationContext): string {
+  const tables = [ctx.createTable('invoice_documents'), ctx.createTable('tw_jobs')];
+  return [...tables, ...(ctx.citus ? [] : [jobsMigrationSql({ perTenantConcurrency: JOBS_PER_TENANT })])].join('\n\n');
+}
 
 /**
  * Migration 4: the invoicing tables of a database created before partitioning become partitioned, in ONE

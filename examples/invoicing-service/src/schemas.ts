@@ -12,6 +12,16 @@ const Cents = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, descr
 const Currency = Type.String({ pattern: '^[A-Z]{3}$', description: 'ISO 4217 code, e.g. EUR' });
 export const InvoiceStatus = Type.Union([Type.Literal('draft'), Type.Literal('issued'), Type.Literal('paid'), Type.Literal('void')]);
 
+/** 202 of `GET /invoices/{id}/document`: issued, its document not rendered yet (the job is queued or running). */
+export const DocumentPending = Type.Object(
+  {
+    invoice_id: Uuid,
+    status: Type.Literal('rendering', { description: 'The rendering job is queued or running; ask again after Retry-After seconds' }),
+    issued_at: Timestamp,
+  },
+  { ...strict, description: 'The document is being rendered' },
+);
+
 export const IdParams = Type.Object({ id: Uuid }, strict);
 export const ItemParams = Type.Object({ id: Uuid, itemId: Uuid }, strict);
 export const KeyParams = Type.Object({ id: Uuid, keyId: Uuid }, strict);

@@ -51,13 +51,18 @@ export async function writeUpload(input: Readable, dir: string, tables: Readonly
   input.on('error', (err) => {
     failed ??= err;
   });
-  input.on('data', (c: Buffer) => {
+  const count = (c: Buffer) => {
     bytes += c.length;
     if (bytes > maxBytes && !failed) {
       failed = new TenantwallError('payload_too_large', `The upload exceeds ${maxBytes} bytes.`, { details: { limit_bytes: maxBytes } });
-      input.destroy();
+      // Stop reading (not destroy: that would cut the connection before the 413 is sent); Node closes a connection
+      // whose request was not read to its end once the answer is out.
+      input.off('data', count);
+      rl.close();
+      input.pause();
     }
-  });
+  };
+  input.on('data', count);
   const rl = readline.createInterface({ input, crlfDelay: Infinity });
   let manifest: ExportManifest | undefined;
   const outs = new Map<string, fs.WriteStream>();

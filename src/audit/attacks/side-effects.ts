@@ -6,12 +6,20 @@ const SEQUENCE_CALLS = new Set(['nextval', 'setval']);
 
 /**
  * What a function does that a rollback does not undo, following the user functions it calls (by name): a
- * sequence advanced (nextval/setval) or work done over dblink. Empty when nothing. NOTIFY is not among them:
+ * sequence advanced (nextval/setval, or an INSERT into a table whose column defaults to a sequence's next value,
+ * e.g. graphile-worker's add_job) or work done over dblink. Empty when nothing. NOTIFY is not among them:
  * PostgreSQL drops the notifications of a rolled-back transaction.
  */
 export function lastingEffects(cat: Catalog): (fn: FunctionInfo) => string[] {
   const byName = new Map<string, FunctionInfo[]>();
   for (const f of cat.functions) for (const k of [f.name.toLowerCase(), `${f.schema}.${f.name}`.toLowerCase()]) byName.set(k, [...(byName.get(k) ?? []), f]);
+  // Tables with a serial or identity column, by `name` and `schema.name`: inserting there advances a sequence.
+  const relNames = new Map(cat.relations.map((r) => [r.oid, `${r.schema}.${r.name}`]));
+  const sequenced = new Set<string>();
+  for (const c of cat.sequenceColumns) {
+    const full = relNames.get(c.rel);
+    if (full) for (const k of [full, full.replace(/^.*\./, '')]) sequenced.add(k.toLowerCase());
+  }
   const memo = new Map<number, string[]>();
   const visit = (fn: FunctionInfo, seen: Set<number>): string[] => {
     const hit = memo.get(fn.oid);
@@ -20,7 +28,12 @@ export function lastingEffects(cat: Catalog): (fn: FunctionInfo) => string[] {
     seen.add(fn.oid);
     const calls = [...analyzeBody(fn).calls];
     const base = calls.map((c) => c.replace(/^.*\./, ''));
-    const own = [...(base.some((c) => SEQUENCE_CALLS.has(c)) ? ['advances a sequence'] : []), ...(base.some((c) => c.startsWith('dblink')) ? ['works over dblink'] : [])];
+    const inserts = [...analyzeBody(fn).inserts].filter((r) => sequenced.has(r.toLowerCase()));
+    const own = [
+      ...(base.some((c) => SEQUENCE_CALLS.has(c)) ? ['advances a sequence'] : []),
+      ...(inserts.length > 0 ? [`advances a sequence (inserts into ${[...new Set(inserts)].sort().join(', ')})`] : []),
+      ...(base.some((c) => c.startsWith('dblink')) ? ['works over dblink'] : []),
+    ];
     const nested = calls.flatMap((c) => (byName.get(c) ?? []).filter((f) => f.oid !== fn.oid).flatMap((f) => visit(f, seen).map((e) => (e.includes(' (through ') ? e : `${e} (through ${f.schema}.${f.name})`))));
     const out = [...new Set([...own, ...nested])];
     memo.set(fn.oid, out);

@@ -64,6 +64,8 @@ export interface FuzzStats {
   byEndpoint: Map<string, number>;
   byStatus: Map<number, number>;
   differentials: number;
+  /** Answers 503 transaction_conflict that were sent again. */
+  conflicts: number;
 }
 
 /** Endpoints of the OpenAPI document as "METHOD /path/{param}". */
@@ -104,7 +106,7 @@ export class Fuzzer {
   readonly ledger: Ledger;
   readonly models: TenantModel[];
   readonly endpoints: string[];
-  readonly stats: FuzzStats = { runs: 0, ops: 0, requests: 0, byEndpoint: new Map(), byStatus: new Map(), differentials: 0 };
+  readonly stats: FuzzStats = { runs: 0, ops: 0, requests: 0, byEndpoint: new Map(), byStatus: new Map(), differentials: 0, conflicts: 0 };
   #spareSuspended = false;
   #spareKeys: Array<{ id: string; key: string; revoked: boolean }> = [];
   #adminTokens: string[] = [];
@@ -163,7 +165,25 @@ export class Fuzzer {
     return fc.record({ lanes: fc.tuple(...this.tenants.map(() => lane)), admin: fc.array(this.opArbitrary('admin'), { maxLength: Math.ceil(maxLen / 2) }) });
   }
 
+  /** The run in progress: a run that fast-check abandoned at its time limit still has lanes sending requests. */
+  #inflight: Promise<void> = Promise.resolve();
+
   async run(input: { lanes: Op[][]; admin: Op[] }): Promise<void> {
+    // One run at a time: fast-check's interruptAfterTimeLimit stops waiting for a run, not the run itself. The next
+    // test's first run used to start (syncModels) while the abandoned run's lanes still wrote, and its checks then
+    // saw their rows, e.g. the admin lane's imported copy of a tenant before that lane deleted it.
+    const previous = this.#inflight;
+    let settled!: () => void;
+    this.#inflight = new Promise<void>((resolve) => (settled = resolve));
+    try {
+      await previous;
+      await this.#run(input);
+    } finally {
+      settled();
+    }
+  }
+
+  async #run(input: { lanes: Op[][]; admin: Op[] }): Promise<void> {
     this.stats.runs++;
     await this.syncModels();
     const lanes = input.lanes.map(async (ops, i) => {
@@ -216,10 +236,20 @@ export class Fuzzer {
   async send(observer: number, req: InjectOptions, via: 'key' | 'jwt' = 'key'): Promise<Resp> {
     this.stats.requests++;
     const who = this.world.tenants[observer];
-    const res = who ? await this.world.as(who, req, via) : await this.world.app.inject(req);
+    let res = who ? await this.world.as(who, req, via) : await this.world.app.inject(req);
     this.stats.byStatus.set(res.statusCode, (this.stats.byStatus.get(res.statusCode) ?? 0) + 1);
+    // 503 transaction_conflict: the request lost a deadlock (e.g. to a move's switch) and nothing of it was applied;
+    // it must say so with Retry-After, and is sent again as a client would (a bounded number of times).
+    for (let again = 0; res.statusCode === 503 && errorCode(res.body) === 'transaction_conflict' && again < 100; again++) {
+      must(res.headers['retry-after'] === '1', () => `transaction_conflict without Retry-After: ${req.method} ${req.url}`);
+      this.stats.conflicts++;
+      res = who ? await this.world.as(who, req, via) : await this.world.app.inject(req);
+      this.stats.byStatus.set(res.statusCode, (this.stats.byStatus.get(res.statusCode) ?? 0) + 1);
+    }
     const requestText = req.payload === undefined ? '' : typeof req.payload === 'string' ? req.payload : JSON.stringify(req.payload);
-    const body = res.body;
+    // A 5xx says only internal_error: the server-side cause goes into the failure message.
+    const cause = res.statusCode >= 500 ? this.world.serverErrors.findLast((e) => e.method === String(req.method) && e.url === String(req.url))?.cause : undefined;
+    const body = cause === undefined ? res.body : `${res.body} [server-side cause: ${cause}]`;
     if (observer >= -1) {
       this.ledger.check({ observer, method: String(req.method), url: String(req.url), requestText, status: res.statusCode, body });
     } else if (res.statusCode >= 500) {
@@ -525,6 +555,21 @@ export class Fuzzer {
         const model = m(t).invoices.get(ref.id) as InvoiceM;
         must(r.json.status === model.status && r.json.amount_cents === model.amount, () => `invoice ${ref.id} differs from model: ${r.body} vs ${JSON.stringify({ ...model, items: model.items.size })}`);
       },
+      'GET /invoices/{id}/document': async (t, op) => {
+        const ref = this.resolve(t, 'invoice', op.ref);
+        const build = (id: string): InjectOptions => ({ method: 'GET', url: `/invoices/${id}/document` });
+        if (!ref.own) return this.absent(t, op, build, ref);
+        const r = await this.send(t.idx, build(ref.id), op.via);
+        const cur = m(t).invoices.get(ref.id) as InvoiceM;
+        // A draft was never issued: no document. A void invoice may or may not have been issued before.
+        if (cur.status === 'draft') return must(r.status === 409 && r.code === 'conflict', () => `document of a draft: ${r.status} ${r.body}`);
+        const allowed = cur.status === 'void' ? [200, 202, 409] : [200, 202];
+        must(allowed.includes(r.status), () => `document of a ${cur.status} invoice: ${r.status} ${r.body}`);
+        // The PDF (rendered by the world's document worker) names its own invoice; the ledger has checked that
+        // the bytes hold no other tenant's marker or id.
+        if (r.status === 200) must(r.body.startsWith('%PDF-') && r.body.includes(`Invoice ${ref.id}`), () => `document of ${ref.id} is not its PDF`);
+        if (r.status === 202) must(r.json?.invoice_id === ref.id && r.json?.status === 'rendering', () => `pending document: ${r.body}`);
+      },
       'PATCH /invoices/{id}': async (t, op) => {
         const ref = this.resolve(t, 'invoice', op.ref);
         const variant = op.v % 4;
@@ -692,7 +737,7 @@ export class Fuzzer {
         const job = await this.#job(r.json.id);
         // Under load the switch may not get its locks in time, or lose a deadlock to a request: rolled back, journaled,
         // resumable (the next move in the same direction resumes it; the other direction is move_in_progress).
-        const retryable = job.error?.code === 'move_in_progress' || /55P03|40P01/.test(job.error?.message ?? '');
+        const retryable = job.error?.code === 'move_in_progress' || job.error?.code === 'transaction_conflict';
         must(job.status === 'succeeded' || retryable, () => `move job of tenant ${t.idx} to ${to}: ${JSON.stringify(job)}`);
         if (job.status === 'succeeded') this.moves++;
         if (job.error?.code === 'move_in_progress') {
@@ -736,6 +781,12 @@ export class Fuzzer {
         must(r.status === 202, () => `import: ${r.status} ${r.body}`);
         this.#jobs.push(r.json.id);
         const job = await this.#job(r.json.id);
+        // An import is one transaction: one that lost a deadlock or its lock wait to the lanes (dedicated placement
+        // creates partitions while requests write) is rolled back whole, as a move's switch is. Nothing may remain.
+        if (job.status === 'failed' && job.error?.code === 'transaction_conflict') {
+          const { rows } = await this.world.su.query(`SELECT count(*)::int AS n FROM tenants WHERE slug = $1`, [slug]);
+          return must(rows[0].n === 0, () => `a failed import left tenant ${slug} behind`);
+        }
         must(job.status === 'succeeded' && job.result.tenant.placement === placement, () => `import job: ${JSON.stringify(job)}`);
         const id = job.result.tenant.id as string;
         const { rows } = await this.world.su.query(`SELECT count(*)::int AS n FROM invoices WHERE tenant_id = $1 AND customer !~ $2`, [id, last.tenant.marker]);
@@ -923,10 +974,21 @@ export class Fuzzer {
         must(JSON.stringify(e[key]) === JSON.stringify(got[key]), () => `tenant ${k}: ${key} in the database differ from what the API acknowledged:\n  api: ${e[key].join(',')}\n  db:  ${got[key].join(',')}`);
       }
     });
-    // An invoice with line items is exactly their sum (kept in the same transaction as the items).
-    const { rows } = await this.world.su.query(`SELECT i.id FROM invoices i JOIN invoice_line_items l ON l.tenant_id = i.tenant_id AND l.invoice_id = i.id
-      GROUP BY i.id, i.amount_cents HAVING i.amount_cents <> sum(l.amount_cents)`);
-    must(rows.length === 0, () => `invoices whose total is not the sum of their items: ${JSON.stringify(rows)}`);
+    // An invoice with line items is exactly their sum (kept in the same transaction as the items). Per tenant: an
+    // import copies row ids, so the admin lane's imported copy of a fuzz tenant has the same invoice ids (grouped by
+    // id alone, the copy's items counted twice). A tenant whose delete is unfinished (journaled: its rows go table
+    // by table) is half-way by design and skipped; the failure that left it so is the one to report.
+    const journal = (await this.world.su.query(`SELECT to_regclass('tenantwall_lifecycle') IS NOT NULL AS j`)).rows[0].j as boolean;
+    const deleting = journal ? (await this.world.su.query(`SELECT subject_tenant::text AS t FROM tenantwall_lifecycle WHERE operation = 'delete'`)).rows.map((r) => r.t as string) : [];
+    const { rows } = await this.world.su.query(
+      `SELECT i.tenant_id::text AS tenant, i.id::text, i.amount_cents::text AS amount, sum(l.amount_cents)::text AS items
+         FROM invoices i JOIN invoice_line_items l ON l.tenant_id = i.tenant_id AND l.invoice_id = i.id
+        WHERE NOT (i.tenant_id::text = ANY($1::text[]))
+        GROUP BY i.tenant_id, i.id, i.amount_cents HAVING i.amount_cents <> sum(l.amount_cents)`,
+      [deleting],
+    );
+    const tenantOf = new Map(this.world.tenants.map((t) => [t.id, `tenant ${t.idx}`]));
+    must(rows.length === 0, () => `invoices whose total is not the sum of their items: ${JSON.stringify(rows.map((r) => ({ ...r, tenant: tenantOf.get(r.tenant) ?? `${r.tenant} (not a fuzz tenant)` })))}`);
     await verifyAgainstDatabase(this.world.su, this.world.tenants, this.ledger);
   }
 }

@@ -3,7 +3,6 @@
  * loopback port, so it can be killed with SIGKILL and started again.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 
 export interface ServiceProcess {
@@ -15,20 +14,15 @@ export interface ServiceProcess {
   stop(): Promise<void>;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../../helpers/port.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../../..');
 
-export async function startService(opts: { databaseUrl: string; port: number; adminToken: string; timeoutMs?: number; args?: string[] }): Promise<ServiceProcess> {
+/**
+ * Starts the service and waits until /readyz answers 200 or the process exits. `hangAfterMs` (default 300 s) only
+ * guards against a start that never finishes; a loaded machine is given all the time it needs below that.
+ */
+export async function startService(opts: { databaseUrl: string; port: number; adminToken: string; hangAfterMs?: number; args?: string[] }): Promise<ServiceProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'examples/invoicing-service/src/main.ts', ...(opts.args ?? [])], {
     cwd: ROOT,
     env: {
@@ -46,11 +40,11 @@ export async function startService(opts: { databaseUrl: string; port: number; ad
   child.stderr?.on('data', (c) => (out = (out + String(c)).slice(-20_000)));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const url = `http://127.0.0.1:${opts.port}`;
-  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+  const deadline = Date.now() + (opts.hangAfterMs ?? 300_000);
   let ready = false;
   while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
     try {
-      const r = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1_000) });
+      const r = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())) });
       if (r.status === 200) {
         ready = true;
         break;
@@ -61,9 +55,10 @@ export async function startService(opts: { databaseUrl: string; port: number; ad
     await new Promise((r) => setTimeout(r, 100));
   }
   if (!ready) {
+    const state = child.exitCode !== null || child.signalCode !== null ? `exited: ${child.exitCode ?? child.signalCode}` : 'still starting at the guard';
     child.kill('SIGKILL');
     await exited;
-    throw new Error(`service did not become ready: ${out.slice(-3000)}`);
+    throw new Error(`service did not become ready (${state}): ${out.slice(-3000)}`);
   }
   return {
     url,

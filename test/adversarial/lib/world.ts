@@ -9,6 +9,8 @@ import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fas
 import { SignJWT } from 'jose';
 import pg from 'pg';
 import { buildApp, type AppOptions } from '../../../examples/invoicing-service/src/app.ts';
+import { startDocumentWorker } from '../../../examples/invoicing-service/src/documents.ts';
+import type { TenantWorker } from '../../../src/jobs/index.ts';
 import { ContractChecker } from '../../service/contract.ts';
 import { migrations, schema } from '../../../examples/invoicing-service/src/schema.ts';
 import type { CreateTenantwallOptions, Tenantwall } from '../../../src/index.ts';
@@ -41,6 +43,8 @@ export interface World {
   readonly su: pg.Client;
   /** Base URL when `listen` was asked for. */
   readonly url: string | undefined;
+  /** The cause of every 5xx answer (the body says only `internal_error`): newest last, at most 200 kept. */
+  readonly serverErrors: Array<{ method: string; url: string; status: number; cause: string }>;
   admin(opts: InjectOptions): Promise<LightMyRequestResponse>;
   as(who: WorldTenant, opts: InjectOptions, via?: 'key' | 'jwt'): Promise<LightMyRequestResponse>;
   jwt(who: WorldTenant, claims?: Record<string, unknown>): Promise<string>;
@@ -65,6 +69,8 @@ export interface WorldOptions {
   guard?: boolean;
   /** Row-level security disabled on every table (superuser), to attack the guard alone. Needs `guard`. */
   rlsOff?: boolean;
+  /** On a Citus coordinator: only the first workers registered, shard count (test/citus/cluster.ts). */
+  citus?: { registerWorkers?: number; shardCount?: number };
 }
 
 export function hex(bytes: number): string {
@@ -82,7 +88,7 @@ export async function signHs256(claims: Record<string, unknown>, opts: { exp?: s
 }
 
 export async function createWorld(opts: WorldOptions): Promise<World> {
-  const t = await createTestTenantwall(schema, migrations, { ...(opts.guard ? { guard: serviceGuard() } : {}), ...opts.db });
+  const t = await createTestTenantwall(schema, migrations, { ...(opts.guard ? { guard: serviceGuard() } : {}), ...opts.db }, opts.citus);
   if (opts.rlsOff) {
     if (!opts.guard) throw new Error('rlsOff without guard would leave no layer');
     await disableRls(t.database.name);
@@ -91,6 +97,7 @@ export async function createWorld(opts: WorldOptions): Promise<World> {
   su.on('error', () => undefined);
   await su.connect();
   let app: FastifyInstance | undefined;
+  let worker: TenantWorker | undefined;
   try {
     app = await buildApp({
       db: t.db,
@@ -100,7 +107,18 @@ export async function createWorld(opts: WorldOptions): Promise<World> {
       ...opts.app,
       tenantwall: { jwtSecret: JWT_SECRET, jwtIssuer: JWT_ISS, jwtAudience: JWT_AUD, ...opts.app?.tenantwall },
     });
+    const serverErrors: World['serverErrors'] = [];
+    app.addHook('onError', async (req, reply, err) => {
+      const e = err as Error & { code?: string; cause?: { code?: string; message?: string } };
+      const status = reply.statusCode >= 500 ? reply.statusCode : ((e as { status?: number; statusCode?: number }).status ?? 500);
+      if (status < 500) return;
+      serverErrors.push({ method: req.method, url: req.url, status, cause: `${e.code ?? e.name}: ${e.message}${e.cause ? ` (cause ${e.cause.code ?? ''} ${e.cause.message ?? ''})` : ''}` });
+      if (serverErrors.length > 200) serverErrors.shift();
+    });
     await opts.extend?.(app, t.db);
+    // The document worker runs next to the app, as in `npm start`: issued invoices get their PDF while the world
+    // is fuzzed (no queue on Citus: service/schema.ts migration 5).
+    if (t.db.citusVersion === undefined) worker = await startDocumentWorker(t.db, { pollIntervalMs: 200 });
     const contract = opts.contract ? new ContractChecker(() => (app as FastifyInstance).swagger() as Record<string, unknown>) : undefined;
     contract?.install(app);
     await app.ready();
@@ -135,6 +153,7 @@ export async function createWorld(opts: WorldOptions): Promise<World> {
       tenants,
       su,
       url,
+      serverErrors,
       admin,
       jwt,
       async as(who, o, via = 'key') {
@@ -156,6 +175,7 @@ export async function createWorld(opts: WorldOptions): Promise<World> {
         // Sockets of clients that aborted mid-response can keep close() waiting for the keep-alive timeout (72 s).
         if (opts.listen) theApp.server.closeAllConnections();
         await closing;
+        await worker?.stop().catch(() => undefined);
         await su.end().catch(() => undefined);
         await t.close();
         if (contract && contract.violations.length > 0) throw new Error(`responses outside the OpenAPI document:\n${contract.violations.slice(0, 50).join('\n')}`);
@@ -163,6 +183,7 @@ export async function createWorld(opts: WorldOptions): Promise<World> {
     };
   } catch (err) {
     await app?.close().catch(() => undefined);
+    await worker?.stop().catch(() => undefined);
     await su.end().catch(() => undefined);
     await t.close();
     throw err;

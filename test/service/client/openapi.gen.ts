@@ -461,6 +461,26 @@ export interface paths {
         patch: operations["updateInvoice"];
         trace?: never;
     };
+    "/invoices/{id}/document": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get the PDF of an invoice
+         * @description Issuing an invoice (on create or by PATCH) enqueues the rendering of its PDF in the same transaction; a background worker renders it in the tenant's scope. 200: the PDF. 202 (`DocumentPending`, with `Retry-After`): issued, the document is still being rendered. `conflict` naming `status`: the invoice was never issued, so it has no document. Another tenant's id is `not_found`.
+         */
+        get: operations["getInvoiceDocument"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/invoices/{id}/line-items": {
         parameters: {
             query?: never;
@@ -831,6 +851,28 @@ export interface components {
         CustomerPatch: {
             email?: string | null;
             name?: string;
+        };
+        /**
+         * @description The document is being rendered
+         * @example {
+         *       "invoice_id": "7e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b",
+         *       "status": "rendering",
+         *       "issued_at": "2026-01-15T12:00:00.000Z"
+         *     }
+         */
+        DocumentPending: {
+            /**
+             * Format: uuid
+             * @description UUID
+             */
+            invoice_id: string;
+            /** Format: date-time */
+            issued_at: string;
+            /**
+             * @description The rendering job is queued or running; ask again after Retry-After seconds
+             * @enum {string}
+             */
+            status: "rendering";
         };
         /** @description Every error response has this shape */
         Error: {
@@ -1623,9 +1665,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1641,7 +1684,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -1824,9 +1867,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1842,7 +1886,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -1950,9 +1994,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1968,7 +2013,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -2116,9 +2161,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2134,7 +2180,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -2358,9 +2404,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2376,7 +2423,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -2542,9 +2589,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2560,7 +2608,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -2833,9 +2881,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2851,7 +2900,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -3024,9 +3073,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3042,7 +3092,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -3266,9 +3316,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3284,7 +3335,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -3490,9 +3541,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3508,7 +3560,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -3789,9 +3841,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3807,7 +3860,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -4097,9 +4150,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4115,7 +4169,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -4356,9 +4410,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4374,7 +4429,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -4615,9 +4670,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4633,7 +4689,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -4871,9 +4927,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4889,7 +4946,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -5034,9 +5091,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5052,7 +5110,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -5248,9 +5306,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5266,7 +5325,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -5470,9 +5529,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5488,7 +5548,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -5644,9 +5704,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5662,7 +5723,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -5885,9 +5946,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5903,7 +5965,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -6137,12 +6199,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -6165,7 +6228,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -6502,12 +6565,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -6530,7 +6594,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -6790,12 +6854,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -6818,7 +6883,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -7172,12 +7237,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -7200,7 +7266,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -7574,12 +7640,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -7602,7 +7669,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -7923,12 +7990,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -7951,7 +8019,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -8347,12 +8415,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -8375,7 +8444,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -8639,12 +8708,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -8667,7 +8737,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -8986,12 +9056,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -9014,7 +9085,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -9392,12 +9463,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -9420,7 +9492,354 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            details?: Record<string, never>;
+                            message?: string;
+                        };
+                    };
+                };
+            };
+        };
+    };
+    getInvoiceDocument: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description UUID */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The invoice document (PDF) */
+            200: {
+                headers: {
+                    /** @description inline; filename="invoice-<id>.pdf" */
+                    "Content-Disposition"?: string;
+                    /** @description The sha256 of the document, quoted */
+                    ETag?: string;
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
+                    "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
+                    "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
+                    "X-Quota-Used": components["headers"]["X-Quota-Used"];
+                    "X-Quota-Warning": components["headers"]["X-Quota-Warning"];
+                    "X-RateLimit-Degraded": components["headers"]["X-RateLimit-Degraded"];
+                    "X-RateLimit-Warning": components["headers"]["X-RateLimit-Warning"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/pdf": string;
+                };
+            };
+            /** @description Issued; the document is being rendered */
+            202: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    /** @description Seconds to wait before asking again */
+                    "Retry-After"?: number;
+                    "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
+                    "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
+                    "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
+                    "X-Quota-Used": components["headers"]["X-Quota-Used"];
+                    "X-Quota-Warning": components["headers"]["X-Quota-Warning"];
+                    "X-RateLimit-Degraded": components["headers"]["X-RateLimit-Degraded"];
+                    "X-RateLimit-Warning": components["headers"]["X-RateLimit-Warning"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "invoice_id": "7e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b",
+                     *       "status": "rendering",
+                     *       "issued_at": "2026-01-15T12:00:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["DocumentPending"];
+                };
+            };
+            /** @description Bad request: `validation_failed` */
+            400: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
+                    "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
+                    "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
+                    "X-Quota-Used": components["headers"]["X-Quota-Used"];
+                    "X-Quota-Warning": components["headers"]["X-Quota-Warning"];
+                    "X-RateLimit-Degraded": components["headers"]["X-RateLimit-Degraded"];
+                    "X-RateLimit-Warning": components["headers"]["X-RateLimit-Warning"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "validation_failed",
+                     *         "message": "Fix the value named in the message (details.location and details.field say where it was: params, querystring, headers or body).",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "validation_failed";
+                            details?: Record<string, never>;
+                            message?: string;
+                        };
+                    };
+                };
+            };
+            /** @description Unauthenticated: `unauthenticated` */
+            401: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
+                    "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
+                    "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
+                    "X-Quota-Used": components["headers"]["X-Quota-Used"];
+                    "X-Quota-Warning": components["headers"]["X-Quota-Warning"];
+                    "X-RateLimit-Degraded": components["headers"]["X-RateLimit-Degraded"];
+                    "X-RateLimit-Warning": components["headers"]["X-RateLimit-Warning"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unauthenticated",
+                     *         "message": "Send Authorization: Bearer <API key or JWT> naming an existing tenant (or use a configured subdomain / gateway header).",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "unauthenticated";
+                            details?: Record<string, never>;
+                            message?: string;
+                        };
+                    };
+                };
+            };
+            /** @description Forbidden: `tenant_suspended`, `tenant_conflict` */
+            403: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
+                    "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
+                    "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
+                    "X-Quota-Used": components["headers"]["X-Quota-Used"];
+                    "X-Quota-Warning": components["headers"]["X-Quota-Warning"];
+                    "X-RateLimit-Degraded": components["headers"]["X-RateLimit-Degraded"];
+                    "X-RateLimit-Warning": components["headers"]["X-RateLimit-Warning"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "tenant_suspended",
+                     *         "message": "Resume the tenant (tenantwall tenants resume) before using it.",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "tenant_suspended" | "tenant_conflict";
+                            details?: Record<string, never>;
+                            message?: string;
+                        };
+                    };
+                };
+            };
+            /** @description Not found: `not_found` */
+            404: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
+                    "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
+                    "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
+                    "X-Quota-Used": components["headers"]["X-Quota-Used"];
+                    "X-Quota-Warning": components["headers"]["X-Quota-Warning"];
+                    "X-RateLimit-Degraded": components["headers"]["X-RateLimit-Degraded"];
+                    "X-RateLimit-Warning": components["headers"]["X-RateLimit-Warning"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "Check the id and the credentials: resources of other tenants are never visible.",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "not_found";
+                            details?: Record<string, never>;
+                            message?: string;
+                        };
+                    };
+                };
+            };
+            /** @description Conflict: `conflict` */
+            409: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
+                    "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
+                    "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
+                    "X-Quota-Used": components["headers"]["X-Quota-Used"];
+                    "X-Quota-Warning": components["headers"]["X-Quota-Warning"];
+                    "X-RateLimit-Degraded": components["headers"]["X-RateLimit-Degraded"];
+                    "X-RateLimit-Warning": components["headers"]["X-RateLimit-Warning"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "conflict",
+                     *         "message": "The request conflicts with existing data (duplicate key or a row still referenced); see details.",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "conflict";
+                            details?: Record<string, never>;
+                            message?: string;
+                        };
+                    };
+                };
+            };
+            /** @description Too many requests: `rate_limited` */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
+                    "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
+                    "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
+                    "X-Quota-Used": components["headers"]["X-Quota-Used"];
+                    "X-Quota-Warning": components["headers"]["X-Quota-Warning"];
+                    "X-RateLimit-Degraded": components["headers"]["X-RateLimit-Degraded"];
+                    "X-RateLimit-Warning": components["headers"]["X-RateLimit-Warning"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "rate_limited",
+                     *         "message": "Slow down: retry after the Retry-After header (details.resets_at), or move to a plan with a higher rate limit.",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "rate_limited";
+                            details?: Record<string, never>;
+                            message?: string;
+                        };
+                    };
+                };
+            };
+            /** @description Server error: `internal_error` */
+            500: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
+                    "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
+                    "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
+                    "X-Quota-Used": components["headers"]["X-Quota-Used"];
+                    "X-Quota-Warning": components["headers"]["X-Quota-Warning"];
+                    "X-RateLimit-Degraded": components["headers"]["X-RateLimit-Degraded"];
+                    "X-RateLimit-Warning": components["headers"]["X-RateLimit-Warning"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "internal_error",
+                     *         "message": "An unexpected server error; the request id in the logs identifies it.",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "internal_error";
+                            details?: Record<string, never>;
+                            message?: string;
+                        };
+                    };
+                };
+            };
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            503: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
+                    "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
+                    "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
+                    "X-Quota-Used": components["headers"]["X-Quota-Used"];
+                    "X-Quota-Warning": components["headers"]["X-Quota-Warning"];
+                    "X-RateLimit-Degraded": components["headers"]["X-RateLimit-Degraded"];
+                    "X-RateLimit-Warning": components["headers"]["X-RateLimit-Warning"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "database_unreachable",
+                     *         "message": "Check that PostgreSQL is running and DATABASE_URL points at it.",
+                     *         "details": {}
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"] & {
+                        error?: {
+                            /** @enum {string} */
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -9693,12 +10112,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -9721,7 +10141,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -10100,12 +10520,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -10128,7 +10549,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -10393,12 +10814,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -10421,7 +10843,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -10777,12 +11199,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -10805,7 +11228,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -11184,12 +11607,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -11212,7 +11636,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -11315,9 +11739,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable` */
+            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11333,7 +11758,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable";
+                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -11746,12 +12171,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -11774,7 +12200,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -12064,12 +12490,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -12092,7 +12519,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -12294,12 +12721,13 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     "X-Quota-Limit": components["headers"]["X-Quota-Limit"];
                     "X-Quota-Remaining": components["headers"]["X-Quota-Remaining"];
                     "X-Quota-Reset": components["headers"]["X-Quota-Reset"];
@@ -12322,7 +12750,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };

@@ -49,10 +49,34 @@ export interface InvoiceLineItemsTable {
   created_at: Timestamp;
 }
 
+export interface InvoiceDocumentsTable {
+  tenant_id: TenantColumn;
+  invoice_id: string;
+  content_type: Generated<string>;
+  content: Buffer;
+  sha256: string;
+  rendered_at: Timestamp;
+}
+
+/** The job table of tenantwall/jobs: inserting a row in the tenant's scope is the enqueue (docs/jobs.md). */
+export interface TwJobsTable {
+  tenant_id: TenantColumn;
+  id: Generated<string>;
+  task: string;
+  payload: ColumnType<unknown, string, string>;
+  status: Generated<'queued' | 'done'>;
+  run_at: MaybeTimestamp;
+  max_attempts: number | null;
+  created_at: Timestamp;
+  finished_at: MaybeTimestamp;
+}
+
 export interface DB {
   customers: CustomersTable;
   invoices: InvoicesTable;
   invoice_line_items: InvoiceLineItemsTable;
+  invoice_documents: InvoiceDocumentsTable;
+  tw_jobs: TwJobsTable;
 }
 
 /** A query handle of the service: the tenant-scoped Kysely instance or one of its transactions. */

@@ -92,6 +92,18 @@ function toItem(r: ItemRow): LineItem {
   };
 }
 
+/** The task that renders an invoice's document (a `tw_jobs` task name; service/documents.ts runs it). */
+export const RENDER_TASK = 'render-invoice-document';
+
+/**
+ * Enqueues the rendering of an invoice's document in the caller's transaction: a row of `tw_jobs` written in the
+ * request's tenant scope (the Kysely plugin sets tenant_id, RLS checks it), whose trigger adds graphile-worker's
+ * queue entry in the same transaction. A request that fails after this and rolls back enqueues nothing.
+ */
+async function enqueueRender(tx: K, invoiceId: string): Promise<void> {
+  await tx.insertInto('tw_jobs').values({ task: RENDER_TASK, payload: JSON.stringify({ invoice_id: invoiceId }) }).execute();
+}
+
 function invalid(field: string, message: string): TenantwallError {
   return new TenantwallError('validation_failed', message, { details: { field, location: 'body' } });
 }
@@ -143,6 +155,7 @@ export async function createInvoice(tx: K, input: InvoiceInput): Promise<Invoice
     .returning(INVOICE_COLS)
     .executeTakeFirstOrThrow();
   const invoice = toInvoice(row);
+  if (status === 'issued') await enqueueRender(tx, invoice.id);
   const created: LineItem[] = [];
   for (const [i, it] of items.entries()) {
     try {
@@ -233,12 +246,17 @@ export async function updateInvoice(tx: K, id: string, patch: InvoicePatch): Pro
     .where('id', '=', id)
     .returning(INVOICE_COLS)
     .executeTakeFirstOrThrow();
+  if (issuing) await enqueueRender(tx, id);
   return toInvoice(updated);
 }
 
+/** Deletes the invoice, its line items (foreign key) and its document, in one transaction. */
 export async function deleteInvoice(k: K, id: string): Promise<void> {
-  const r = await k.deleteFrom('invoices').where('id', '=', id).executeTakeFirst();
-  if (r.numDeletedRows === 0n) throw notFound('invoice', id);
+  await k.transaction().execute(async (tx) => {
+    const r = await tx.deleteFrom('invoices').where('id', '=', id).executeTakeFirst();
+    if (r.numDeletedRows === 0n) throw notFound('invoice', id);
+    await tx.deleteFrom('invoice_documents').where('invoice_id', '=', id).execute();
+  });
 }
 
 export const INVOICE_SORTS = ['created_at', 'amount_cents'] as const;
@@ -287,7 +305,7 @@ async function refreshTotal(tx: K, invoiceId: string): Promise<void> {
 }
 
 async function updateTotal(tx: K, invoiceId: string): Promise<void> {
-  await tx
+  const r = await tx
     .updateTable('invoices')
     .set((eb) => ({
       amount_cents: eb
@@ -297,7 +315,10 @@ async function updateTotal(tx: K, invoiceId: string): Promise<void> {
       updated_at: nowMs,
     }))
     .where('id', '=', invoiceId)
-    .execute();
+    .executeTakeFirst();
+  // The caller locked this row (lockDraftInvoice) in the same transaction, so it is there. If it ever is not, the
+  // item write must not commit without its total: throwing rolls the whole transaction back.
+  if (r.numUpdatedRows !== 1n) throw new Error(`The total of invoice ${invoiceId} was not updated (${r.numUpdatedRows} rows): the locked invoice row is gone.`);
 }
 
 export async function addLineItem(tx: K, invoiceId: string, input: LineItemInput): Promise<LineItem> {
