@@ -127,7 +127,10 @@ export async function citusPlacements(db: Tenantwall, tenantIds: readonly string
 export interface CitusMoveOptions {
   /** The worker for `dedicated-node`. */
   readonly node?: CitusNode | undefined;
-  /** How long to wait for another process's lifecycle lock on this tenant (e.g. a just-killed move). Default 30000. */
+  /**
+   * How long to wait for another process's lifecycle lock on this tenant (e.g. a just-killed move), and for another
+   * Citus shard operation holding the shards (a rebalance: then `transaction_conflict`). Default 30000.
+   */
   readonly lockWaitMs?: number | undefined;
   readonly onProgress?: ProgressListener | undefined;
 }
@@ -183,9 +186,7 @@ export async function moveTenantOnCitus(db: Tenantwall, ref: string, to: CitusPl
   if (tenant.status === 'deleted') throw new TenantwallError('tenant_deleted', `Tenant ${tenant.slug} was deleted.`);
   const client = await openSession(db);
   try {
-    // A killed caller's backend notices its closed socket and aborts the running Citus step (then rolled back).
-    await client.query(`SET client_connection_check_interval = '250ms'`);
-    await lockTenant(client, tenant.id, options.lockWaitMs ?? 30_000);
+    await lockTenant(client, tenant.id, options.lockWaitMs ?? SHARD_WAIT_MS);
     await ensurePins(client);
     const target = to === 'dedicated-node' ? await workerOf(client, options.node as CitusNode) : undefined;
     const journalTarget = target ? `dedicated-node@${nodeText(target)}` : to;
@@ -218,13 +219,8 @@ export async function moveTenantOnCitus(db: Tenantwall, ref: string, to: CitusPl
     if (!place.shardId || place.placement === 'shared') {
       progress('isolate', 0);
       const t0 = performance.now();
-      await withSourceCommitsFlushed(client, await shardGroupNames(client, place.shardId), () =>
-        withReplicationRlsBypass(db, () =>
-          retryCatalogRace(client, () => client.query(`SELECT isolate_tenant_to_new_shard($1::regclass, $2::uuid, 'CASCADE', shard_transfer_mode => 'force_logical')`, [quoteIdent(anchorTable(db)), tenant.id])),
-        ),
-      );
+      place = await isolateOnCitus(client, db, tenant.id, options.lockWaitMs);
       isolateMs = performance.now() - t0;
-      place = await citusPlaceOf(client, db, tenant.id);
       progress('isolate', 1);
     }
     await client.query(`UPDATE ${JOURNAL} SET phase = 'moving', updated_at = now() WHERE subject_tenant = $1`, [tenant.id]);
@@ -236,8 +232,9 @@ export async function moveTenantOnCitus(db: Tenantwall, ref: string, to: CitusPl
         const from = place.node;
         await withSourceCommitsFlushed(client, await shardGroupNames(client, shardId), () =>
           withReplicationRlsBypass(db, () =>
-            retryCatalogRace(client, () => client.query(`SELECT citus_move_shard_placement($1::bigint, $2, $3, $4, $5, shard_transfer_mode => 'force_logical')`, [shardId, from.host, from.port, target.host, target.port])),
+            retryCatalogRace(client, () => client.query(`SELECT citus_move_shard_placement($1::bigint, $2, $3, $4, $5, shard_transfer_mode => 'force_logical')`, [shardId, from.host, from.port, target.host, target.port]), options.lockWaitMs),
           ),
+          options.lockWaitMs,
         );
         shardMoveMs = performance.now() - t0;
         place = await citusPlaceOf(client, db, tenant.id);
@@ -280,6 +277,37 @@ export async function moveTenantOnCitus(db: Tenantwall, ref: string, to: CitusPl
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/**
+ * Gives `tenantId`'s hash value a shard group of its own (`isolate_tenant_to_new_shard`, online), on an owner
+ * session the caller holds the tenant's lifecycle lock on. The value needs no rows: an import isolates its new
+ * tenant before writing any (isolateNewTenant).
+ */
+async function isolateOnCitus(client: pg.ClientBase, db: Tenantwall, tenantId: string, waitMs?: number): Promise<CitusTenantPlace> {
+  // A killed caller's backend notices its closed socket and aborts the running Citus step (then rolled back).
+  await client.query(`SET client_connection_check_interval = '250ms'`);
+  const place = await citusPlaceOf(client, db, tenantId);
+  if (place.placement !== 'shared') return place;
+  await withSourceCommitsFlushed(client, await shardGroupNames(client, place.shardId), () =>
+    withReplicationRlsBypass(db, () =>
+      retryCatalogRace(client, () => client.query(`SELECT isolate_tenant_to_new_shard($1::regclass, $2::uuid, 'CASCADE', shard_transfer_mode => 'force_logical')`, [quoteIdent(anchorTable(db)), tenantId]), waitMs),
+    ),
+    waitMs,
+  );
+  return citusPlaceOf(client, db, tenantId);
+}
+
+/**
+ * Isolates the hash value of a tenant about to be created or imported with dedicated placement, before any row of
+ * it exists: a failed isolation (a rebalance holding the shards: `transaction_conflict`) leaves nothing of the
+ * tenant behind. `client` holds the tenant's lifecycle lock. A tenant with that id or slug is refused first
+ * (`tenant_exists`): another tenant's shard is never split on its behalf.
+ */
+export async function isolateNewTenant(client: pg.ClientBase, db: Tenantwall, id: string, slug: string, waitMs?: number): Promise<void> {
+  const { rows } = await client.query(`SELECT 1 FROM ${quoteIdent(db.schema.registryTable)} WHERE id = $1 OR slug = $2`, [id, slug]);
+  if (rows.length > 0) throw new TenantwallError('tenant_exists', `A tenant with id ${id} or slug ${slug} already exists.`);
+  await isolateOnCitus(client, db, id, waitMs);
 }
 
 /**
@@ -367,7 +395,8 @@ const SYNC_GUARD_TRIGGER = 'tenantwall_flush_commit';
  * by Citus with it. A killed process may leave triggers behind: they only make those commits durable, and running
  * that move again or a rebalance removes them.
  */
-async function withSourceCommitsFlushed<T>(client: pg.ClientBase, shardNames: readonly string[], fn: () => Promise<T>): Promise<T> {
+async function withSourceCommitsFlushed<T>(client: pg.ClientBase, shardNames: readonly string[], fn: () => Promise<T>, waitMs = SHARD_WAIT_MS): Promise<T> {
+  const until = performance.now() + waitMs;
   const literal = (v: string) => `'${v.replaceAll("'", "''")}'`;
   const names = `ARRAY[${shardNames.map(literal).join(', ')}]::text[]`;
   // Per node: the trigger function in the shards' schemas, then the trigger on the shards that are on this node.
@@ -386,8 +415,11 @@ async function withSourceCommitsFlushed<T>(client: pg.ClientBase, shardNames: re
           END $b$$f$, ns);
         EXECUTE format('GRANT EXECUTE ON FUNCTION %I.${SYNC_GUARD_FN}() TO PUBLIC', ns);
       END LOOP; END $do$`;
+  // The trigger needs the shard's lock: a shard operation holding it (a move of that shard) is waited for at most
+  // until the deadline, then the step fails like one Citus refused (transaction_conflict, nothing changed).
   const install = (name: string) => `DO $do$ DECLARE r regclass := to_regclass(${literal(name)}); BEGIN
       IF r IS NULL THEN RETURN; END IF;
+      PERFORM set_config('lock_timeout', '${Math.max(1, Math.round(until - performance.now()))}', true);
       PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
       PERFORM set_config('citus.enable_manual_changes_to_shards', 'on', true);
       EXECUTE format('CREATE OR REPLACE TRIGGER ${SYNC_GUARD_TRIGGER} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %I.${SYNC_GUARD_FN}()',
@@ -397,6 +429,7 @@ async function withSourceCommitsFlushed<T>(client: pg.ClientBase, shardNames: re
   // Citus replaced are dropped by Citus with theirs.
   const remove = (name: string) => `DO $do$ DECLARE r regclass := to_regclass(${literal(name)}); BEGIN
       IF r IS NULL OR NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = r AND t.tgname = '${SYNC_GUARD_TRIGGER}') THEN RETURN; END IF;
+      PERFORM set_config('lock_timeout', '${Math.max(1, Math.round(waitMs))}', true);
       PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
       PERFORM set_config('citus.enable_manual_changes_to_shards', 'on', true);
       EXECUTE format('DROP TRIGGER IF EXISTS ${SYNC_GUARD_TRIGGER} ON %s', r);
@@ -408,6 +441,11 @@ async function withSourceCommitsFlushed<T>(client: pg.ClientBase, shardNames: re
       [sql],
     );
     const bad = rows.find((r) => !r.success);
+    if (bad && /lock timeout/.test(bad.result)) {
+      throw new TenantwallError('transaction_conflict', `Another Citus shard operation held a shard to be transferred (${bad.node}) for ${Math.round(waitMs / 1000)} s; nothing was changed. Run it again once that operation has finished.`, {
+        details: { citus: bad.result },
+      });
+    }
     if (bad) throw new TenantwallError('admin_role_insufficient', `Could not make the commits of the shards being moved durable on ${bad.node} (${bad.result}); the owner connection must be a superuser.`);
   };
   if (shardNames.length === 0) return fn();
@@ -424,22 +462,36 @@ async function withSourceCommitsFlushed<T>(client: pg.ClientBase, shardNames: re
  * A Citus shard step that failed only because of a concurrent operation, rolled back whole by Citus: a catalog row
  * it updates was updated by another session at the same moment ("tuple concurrently updated"/"deleted", e.g. a
  * role or a `pg_dist_*` row), or another shard operation on the same colocation group holds its lock ("could not
- * acquire the lock required to move/split ...": a tenant isolated, a shard moved meanwhile). Its leftovers are
- * cleaned and it runs again after a pause (at most 10 attempts, about 30 s): each step is atomic, and a rebalance
- * plans only the moves still missing.
+ * acquire the lock required to move/split ...": a rebalance, a tenant isolated, a shard moved meanwhile; Citus
+ * does not queue for it). Its leftovers are cleaned and it runs again after a growing pause (0.5 s, 1 s, ... at
+ * most 5 s) until `waitMs` has passed; then `transaction_conflict`: each step is atomic, so nothing was changed,
+ * and a rebalance plans only the moves still missing.
  */
-async function retryCatalogRace<T>(client: pg.ClientBase, step: () => Promise<T>): Promise<T> {
+async function retryCatalogRace<T>(client: pg.ClientBase, step: () => Promise<T>, waitMs = SHARD_WAIT_MS): Promise<T> {
+  const started = performance.now();
   for (let attempt = 1; ; attempt++) {
     try {
       return await step();
     } catch (err) {
       const message = (err as Error).message ?? '';
-      if (attempt >= 10 || !/tuple concurrently (updated|deleted)|could not acquire the lock required to/.test(message)) throw err;
-      await new Promise((resolve) => setTimeout(resolve, Math.min(500 * attempt, 5000)));
+      if (!/tuple concurrently (updated|deleted)|could not acquire the lock required to/.test(message)) throw err;
+      const left = waitMs - (performance.now() - started);
+      if (left <= 0) {
+        // A long operation (a rebalance of the cluster, another tenant's shard move) still holds the shards.
+        throw new TenantwallError(
+          'transaction_conflict',
+          `Another Citus shard operation (a rebalance, or a move or isolation in the same colocation group) held the shards for ${Math.round(waitMs / 1000)} s; nothing was changed. Run it again once that operation has finished.`,
+          { cause: err, details: { citus: message } },
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(500 * attempt, 5000, left)));
       await client.query('CALL citus_cleanup_orphaned_resources()');
     }
   }
 }
+
+/** Default of how long a Citus shard step waits for a concurrent one (`lockWaitMs`). */
+const SHARD_WAIT_MS = 30_000;
 
 function sameNode(a: CitusNode | undefined, b: CitusNode | undefined): boolean {
   return a !== undefined && b !== undefined && a.host === b.host && a.port === b.port;

@@ -9,7 +9,7 @@ import { withTransaction } from '../db/transaction.ts';
 import { dedicatedPartitionSql, quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import { type ExportManifest, MANIFEST, type ManifestTable } from './export.ts';
-import { moveTenantOnCitus } from './citus.ts';
+import { isolateNewTenant } from './citus.ts';
 import { type Placement, bucketOf, columnsOf, dedicatedCapable, lockTenant, openSession, q, tableSum, mapLifecycleErrors } from './internal.ts';
 import type { ProgressListener } from './progress.ts';
 
@@ -26,6 +26,11 @@ export interface ImportOptions {
   readonly placement?: Placement;
   /** Rows per INSERT. Default 1000. */
   readonly batchSize?: number;
+  /**
+   * Citus, dedicated placement: how long isolating the new tenant's shard waits for another shard operation that
+   * holds the shards (a rebalance) before giving up with `transaction_conflict`, nothing imported. Default 30000.
+   */
+  readonly lockWaitMs?: number;
   readonly onProgress?: ProgressListener;
 }
 
@@ -194,7 +199,8 @@ async function importTenantImpl(db: Tenantwall, options: ImportOptions): Promise
     }
     options.onProgress?.({ operation: 'import', phase: 'verify', table: t.table, done: i + 1, total: manifest.tables.length });
   }
-  // Citus: the rows go into the shared shards, then the tenant is isolated online (src/lifecycle/citus.ts).
+  // Citus: the new tenant's hash value gets a shard group of its own first (online, src/lifecycle/citus.ts), then
+  // its rows go there in the one transaction below; a failed isolation has written nothing of the tenant.
   const citusDedicated = db.citusVersion !== undefined && options.placement === 'dedicated';
   const placement = citusDedicated ? 'shared' : (options.placement ?? 'shared');
   const client = await openSession(db);
@@ -202,6 +208,11 @@ async function importTenantImpl(db: Tenantwall, options: ImportOptions): Promise
   const imported: Array<{ table: string; rows: number }> = [];
   try {
     await lockTenant(client, id);
+    if (citusDedicated) {
+      options.onProgress?.({ operation: 'import', phase: 'isolate', done: 0, total: 1 });
+      await isolateNewTenant(client, db, id, slug, options.lockWaitMs);
+      options.onProgress?.({ operation: 'import', phase: 'isolate', done: 1, total: 1 });
+    }
     try {
       await withTransaction(client, async () => {
         await client.query(`INSERT INTO ${quoteIdent(db.schema.registryTable)} (id, slug, name) VALUES ($1, $2, $3)`, [id, slug, name]);
@@ -252,7 +263,6 @@ async function importTenantImpl(db: Tenantwall, options: ImportOptions): Promise
   } finally {
     await client.end().catch(() => undefined);
   }
-  if (citusDedicated) await moveTenantOnCitus(db, id, 'dedicated');
   const tenant = (await db.tenants.get(id)) as Tenant;
   return { tenant, tables: imported, rows: imported.reduce((a, t) => a + t.rows, 0), ms: performance.now() - started };
 }

@@ -4,7 +4,7 @@ import { TenantwallError } from '../errors.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { dedicatedPartitionName as dedicatedName, dedicatedPartitionSql, quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
-import { type CitusPlacement, citusPlaceOf, citusPlacements, moveTenantOnCitus } from './citus.ts';
+import { type CitusPlacement, citusPlaceOf, citusPlacements, isolateNewTenant } from './citus.ts';
 import { type Placement, bucketOf, dedicatedCapable, lockTenant, openSession, placementOf, placesOf, resolveTenant } from './internal.ts';
 
 /** Options of `createTenant` (lifecycle): placement and progress. */
@@ -14,6 +14,11 @@ export interface CreateTenantOptions {
   readonly id?: TenantId | string;
   /** `shared` (default): rows go to the hash buckets. `dedicated`: empty dedicated partitions are created now. */
   readonly placement?: Placement;
+  /**
+   * Citus, dedicated placement: how long isolating the new tenant's shard waits for another shard operation that
+   * holds the shards (a rebalance) before giving up with `transaction_conflict`, nothing created. Default 30000.
+   */
+  readonly lockWaitMs?: number;
 }
 
 /** A tenant with its placement and row counts (`tenantInfo`). */
@@ -40,22 +45,18 @@ export async function createTenant(db: Tenantwall, options: CreateTenantOptions)
     return { tenant, placement: 'shared' };
   }
   if (placement !== 'dedicated') throw new TenantwallError('config_invalid', `Unknown placement ${JSON.stringify(placement)}: shared or dedicated.`);
-  if (db.citusVersion) {
-    // Citus: the tenant's own shard group is split off while it is still empty (seconds, no data to copy).
-    const tenant = await db.tenants.create({ slug: options.slug, name: options.name, ...(options.id ? { id: options.id } : {}) });
-    await moveTenantOnCitus(db, tenant.id, 'dedicated');
-    return { tenant, placement: 'dedicated' };
-  }
-  const tables = dedicatedCapable(db);
-  if (tables.length === 0) throw new TenantwallError('placement_unsupported', 'No tenant table of this schema is partitioned for dedicated placement.');
   const slug = parseSlug(options.slug);
   const id = options.id === undefined ? TenantId.generate() : TenantId.parse(options.id);
   if (typeof options.name !== 'string' || options.name.trim() === '' || options.name.length > 200) {
     throw new TenantwallError('config_invalid', 'Tenant name must be 1-200 characters.', { status: 400, details: { field: 'name' } });
   }
+  const tables = db.citusVersion ? [] : dedicatedCapable(db);
+  if (!db.citusVersion && tables.length === 0) throw new TenantwallError('placement_unsupported', 'No tenant table of this schema is partitioned for dedicated placement.');
   const client = await openSession(db);
   try {
     await lockTenant(client, id);
+    // Citus: the tenant's own shard group is split off before the tenant exists (seconds, no data to copy).
+    if (db.citusVersion) await isolateNewTenant(client, db, id, slug, options.lockWaitMs);
     try {
       await withTransaction(client, async () => {
         await client.query(`INSERT INTO ${quoteIdent(db.schema.registryTable)} (id, slug, name) VALUES ($1, $2, $3)`, [id, slug, options.name.trim()]);

@@ -89,14 +89,28 @@ export async function createCitusDatabase(coordinatorUrl = CITUS_URL, options: {
     allWorkers,
     nodeUrl: (node, user) => url(node, name, user, user === undefined ? undefined : process.env.TENANTWALL_APP_PASSWORD),
     async drop() {
-      for (const node of [coordinator, ...allWorkers]) {
-        const admin = url(node, 'postgres');
-        // A shard move that failed half-way can leave a logical replication subscription in the database, which
-        // DROP DATABASE refuses: detach its slot and drop it first (the cluster is a throwaway test cluster).
+      const nodes = [coordinator, ...allWorkers];
+      // A shard move that failed half-way (or one still being cleaned up) can leave logical replication
+      // subscriptions and slots in the database, which DROP DATABASE refuses: detach and drop the subscriptions on
+      // every node, then the slots (their walsenders stopped first), then the database (a throwaway test cluster).
+      for (const node of nodes) {
         const subs = await run(url(node, name), [`SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`]).catch(() => []);
         for (const { subname } of (subs[0]?.rows ?? []) as Array<{ subname: string }>) {
           const q = `"${subname.replaceAll('"', '""')}"`;
           await run(url(node, name), [`ALTER SUBSCRIPTION ${q} DISABLE`, `ALTER SUBSCRIPTION ${q} SET (slot_name = NONE)`, `DROP SUBSCRIPTION ${q}`]).catch(() => undefined);
+        }
+      }
+      for (const node of nodes) {
+        const admin = url(node, 'postgres');
+        for (;;) {
+          const [slots] = await run(admin, [
+            `SELECT slot_name, active_pid, pg_terminate_backend(active_pid) AS stopped FROM pg_replication_slots WHERE database = '${name}'`,
+          ]);
+          const left = (slots as pg.QueryResult<{ slot_name: string; active_pid: number | null }>).rows;
+          if (left.length === 0) break;
+          // A slot can only be dropped once no walsender holds it: the terminated ones let go within moments.
+          for (const s of left.filter((r) => r.active_pid === null)) await run(admin, [`SELECT pg_drop_replication_slot('${s.slot_name}')`]).catch(() => undefined);
+          if (left.some((r) => r.active_pid !== null)) await new Promise((resolve) => setTimeout(resolve, 50));
         }
         await run(admin, [`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]);
       }

@@ -10,8 +10,9 @@ import { after, before, describe, test } from 'node:test';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { TenantwallError, runAudit, deleteTenant, exportTenant, importTenant, moveTenant, tenantChecksums, tenantInfo, type TenantId } from '../../src/index.ts';
-import { listTenants } from '../../src/lifecycle/tenants.ts';
+import { createTenant, listTenants } from '../../src/lifecycle/tenants.ts';
 import { suspendTenant } from '../../src/lifecycle/suspend.ts';
 import { CLI } from '../helpers/cli.ts';
 import { runCli, runCliAndKill } from '../lifecycle/cli.ts';
@@ -172,6 +173,49 @@ describe('Citus: placement tiers and lifecycle', { skip: skipWithoutCitus }, () 
       assert.equal(Object.keys(left).filter((k) => k.endsWith(`/${imported.tenant.id}`)).length, 0, 'no row of the deleted tenant is left');
       assert.deepEqual(left, without(before, imported.tenant.id));
     } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a dedicated create or import while another shard operation holds the shards: transaction_conflict, nothing of the tenant left; afterwards both succeed', async () => {
+    // Another shard operation of the colocation group, held mid-way: a move of O3's shard whose copy waits for a
+    // lock taken on the shard itself on its worker. Citus refuses a split of the group meanwhile (it does not queue).
+    const shard = await t.db.dangerouslyCrossTenant().query<{ id: string; name: string; host: string; port: number }>(
+      `SELECT s.shardid::text AS id, shard_name('invoices'::regclass, s.shardid) AS name, n.nodename AS host, n.nodeport AS port
+         FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid) JOIN pg_dist_node n USING (groupid)
+        WHERE s.shardid = get_shard_id_for_distribution_column('invoices', $1::uuid)`,
+      [others[3]],
+    );
+    const { id: shardId, name, host, port } = shard.rows[0] as { id: string; name: string; host: string; port: number };
+    const to = t.database.workers.find((w) => w.host !== host || w.port !== Number(port));
+    assert.ok(to, 'a second worker');
+    const worker = new pg.Client({ connectionString: t.database.nodeUrl({ host, port: Number(port) }) });
+    await worker.connect();
+    const dir = await mkdtemp(join(tmpdir(), 'tw-citus-held-'));
+    try {
+      await exportTenant(t.db, others[0] as TenantId, { dir: join(dir, 'o0') });
+      await worker.query('BEGIN');
+      await worker.query(`SET LOCAL citus.enable_manual_changes_to_shards = on`);
+      await worker.query(`LOCK TABLE ${name} IN ACCESS EXCLUSIVE MODE`);
+      const moving = t.db
+        .dangerouslyCrossTenant()
+        .query(`SELECT citus_move_shard_placement($1::bigint, $2, $3, $4, $5, shard_transfer_mode => 'block_writes')`, [shardId, host, Number(port), to.host, to.port]);
+      moving.catch(() => undefined);
+      // The move holds the group once its copy waits for the shard's lock on the worker.
+      while ((await worker.query(`SELECT 1 FROM pg_locks WHERE relation = $1::regclass AND NOT granted`, [name])).rows.length === 0) await new Promise((r) => setImmediate(r));
+      await assert.rejects(createTenant(t.db, { slug: 'held-c', name: 'Held', placement: 'dedicated', lockWaitMs: 1500 }), code('transaction_conflict'));
+      await assert.rejects(importTenant(t.db, { dir: join(dir, 'o0'), slug: 'held-i', placement: 'dedicated', lockWaitMs: 1500 }), code('transaction_conflict'));
+      const left = await t.db.dangerouslyCrossTenant().query(`SELECT slug FROM tenants WHERE slug IN ('held-c', 'held-i')`);
+      assert.deepEqual(left.rows, [], 'no tenant of the refused create or import exists');
+      await worker.query('ROLLBACK');
+      await moving;
+      const created = await createTenant(t.db, { slug: 'held-c', name: 'Held', placement: 'dedicated' });
+      const imported = await importTenant(t.db, { dir: join(dir, 'o0'), slug: 'held-i', placement: 'dedicated' });
+      assert.deepEqual([(await tenantInfo(t.db, created.tenant.id)).placement, (await tenantInfo(t.db, imported.tenant.id)).placement], ['dedicated', 'dedicated']);
+      assert.deepEqual(await tenantChecksums(t.db, imported.tenant.id), await tenantChecksums(t.db, others[0] as TenantId));
+    } finally {
+      await worker.query('ROLLBACK').catch(() => undefined);
+      await worker.end();
       await rm(dir, { recursive: true, force: true });
     }
   });
