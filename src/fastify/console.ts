@@ -42,6 +42,57 @@ export interface ConsoleFastifyOptions {
   exportDir?: string | undefined;
   /** How long finished move/export/delete operations (and the export files) are kept, ms. Default 1 hour. */
   operationRetentionMs?: number | undefined;
+  /**
+   * Where login sessions are kept. Default: in this process's memory, so a session is known only to the process
+   * that logged it in. Behind several processes (replicas, the reference service's operators) pass a shared store,
+   * e.g. a table (the reference service's `console_sessions`).
+   */
+  sessions?: ConsoleSessionStore | undefined;
+}
+
+/**
+ * A store of console sessions. Only the SHA-256 (hex) of a session id is handed to it, never the id (the cookie),
+ * so what the store holds cannot be replayed as a cookie; the CSRF token is derived from the id.
+ */
+export interface ConsoleSessionStore {
+  /** Keeps a new session until `expiresAt`. */
+  create(idHash: string, expiresAt: Date): Promise<void>;
+  /** When the session expires; `undefined` when it is not known (never created, logged out, swept). */
+  expiresAt(idHash: string): Promise<Date | undefined>;
+  /** Forgets the session (logout). */
+  delete(idHash: string): Promise<void>;
+}
+
+/** The default session store: a map in this process's memory, expired sessions swept at each login. */
+function memorySessions(): ConsoleSessionStore {
+  const sessions = new Map<string, number>();
+  return {
+    async create(idHash, expiresAt) {
+      const now = Date.now();
+      for (const [k, until] of sessions) if (until <= now) sessions.delete(k);
+      sessions.set(idHash, expiresAt.getTime());
+    },
+    async expiresAt(idHash) {
+      const until = sessions.get(idHash);
+      return until === undefined ? undefined : new Date(until);
+    },
+    async delete(idHash) {
+      sessions.delete(idHash);
+    },
+  };
+}
+
+/** The consoles mounted in this process, by their Tenantwall: which operations each one holds. */
+const consoleOperations = new WeakMap<Tenantwall, Set<ConsoleOperations>>();
+
+/**
+ * Whether a console mounted with `db` in this process runs or keeps the operation `id` (a move, export or delete
+ * started from it; its page, status and files are served only by this process). For routing the console's
+ * requests among several processes, as the reference service's operators do.
+ */
+export function consoleHoldsOperation(db: Tenantwall, id: string): boolean {
+  for (const ops of consoleOperations.get(db) ?? []) if (ops.get(id) !== undefined) return true;
+  return false;
 }
 
 /** The usage ranges of the tenant page: bucket size and bucket count. */
@@ -73,10 +124,13 @@ export interface ConsoleIsolation {
 
 const COOKIE = 'tw_console';
 const sha = (s: string) => createHash('sha256').update(s).digest();
+const idHashOf = (id: string) => createHash('sha256').update(`tenantwall-console-session:${id}`).digest('hex');
+const csrfOf = (id: string) => createHash('sha256').update(`tenantwall-console-csrf:${id}`).digest('base64url');
 const hidden = (): FastifySchema => ({ hide: true }) as FastifySchema;
 const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 interface Session {
+  id: string;
   csrf: string;
   expires: number;
 }
@@ -105,7 +159,9 @@ const consolePlugin: FastifyPluginAsync<ConsoleFastifyOptions> = async (fastify,
   const prefix = (opts.prefix ?? '/console').replace(/\/$/, '');
   const ttl = opts.sessionTtlMs ?? 8 * 3_600_000;
   const expected = sha(opts.adminToken);
-  const sessions = new Map<string, Session>();
+  const store = opts.sessions ?? memorySessions();
+  /** The session of each request, read from the store once, before its handler runs. */
+  const sessionOf = new WeakMap<FastifyRequest, Session>();
 
   await fastify.register(async (c: FastifyInstance) => {
     await c.register(helmet, {
@@ -116,16 +172,13 @@ const consolePlugin: FastifyPluginAsync<ConsoleFastifyOptions> = async (fastify,
     });
     const config = { tenant: false, metering: false };
     const cookieOf = (req: FastifyRequest) => /(?:^|;\s*)tw_console=([A-Za-z0-9_-]+)/.exec(req.headers.cookie ?? '')?.[1];
-    const session = (req: FastifyRequest): Session | undefined => {
+    c.addHook('onRequest', async (req) => {
       const id = cookieOf(req);
-      const s = id === undefined ? undefined : sessions.get(id);
-      if (!s) return undefined;
-      if (s.expires <= Date.now()) {
-        sessions.delete(id as string);
-        return undefined;
-      }
-      return s;
-    };
+      if (id === undefined || req.url.startsWith(`${prefix}/assets/`)) return;
+      const expires = await store.expiresAt(idHashOf(id));
+      if (expires !== undefined && expires.getTime() > Date.now()) sessionOf.set(req, { id, csrf: csrfOf(id), expires: expires.getTime() });
+    });
+    const session = (req: FastifyRequest): Session | undefined => sessionOf.get(req);
     const page = (reply: FastifyReply, title: string, s: Session | undefined, body: string, extra = '') =>
       reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -172,19 +225,21 @@ const consolePlugin: FastifyPluginAsync<ConsoleFastifyOptions> = async (fastify,
         return page(reply.code(401), 'Log in', undefined, `<p role="alert">Wrong admin token.</p><form method="post" action="${prefix}/login"><label>Admin token <input type="password" name="token" required autofocus></label> <button>Log in</button></form>`);
       }
       const id = randomBytes(24).toString('base64url');
-      sessions.set(id, { csrf: randomBytes(24).toString('base64url'), expires: Date.now() + ttl });
+      await store.create(idHashOf(id), new Date(Date.now() + ttl));
       reply.header('set-cookie', `${COOKIE}=${id}; Path=${prefix}; HttpOnly; SameSite=Strict; Max-Age=${Math.floor(ttl / 1000)}${opts.secureCookie ? '; Secure' : ''}`);
       return reply.code(303).header('location', `${prefix}/`).send();
     });
     c.post('/logout', { config, schema: hidden() }, async (req, reply) => {
-      action(req);
-      sessions.delete(cookieOf(req) as string);
+      await store.delete(idHashOf(action(req).id));
       reply.header('set-cookie', `${COOKIE}=; Path=${prefix}; HttpOnly; SameSite=Strict; Max-Age=0`);
       return reply.code(303).header('location', `${prefix}/login`).send();
     });
 
     const ops = new ConsoleOperations({ retentionMs: opts.operationRetentionMs ?? 3_600_000, dir: opts.exportDir, metrics });
     fastify.addHook('onClose', async () => ops.close());
+    const held = consoleOperations.get(db) ?? new Set();
+    consoleOperations.set(db, held.add(ops));
+    fastify.addHook('onClose', async () => void held.delete(ops));
     const owner = () => db.dangerouslyCrossTenant();
     const registry = quoteIdent(db.schema.registryTable);
     // Placement from the catalog: one pg_class lookup for a whole page of tenants (no lifecycle session per tenant).

@@ -23,4 +23,4 @@ export { TtlCache } from '../util/ttl-cache.ts';
 export { meteringPlugin, type MeteringFastifyOptions } from './metering.ts';
 export { accessLogRoutes, type AccessLogRouteOptions } from './access-log.ts';
 export { observabilityPlugin, type ObservabilityFastifyOptions } from './observability.ts';
-export { consolePlugin, type ConsoleFastifyOptions, type ConsoleFinding, type ConsoleIsolation } from './console.ts';
+export { consolePlugin, consoleHoldsOperation, type ConsoleFastifyOptions, type ConsoleFinding, type ConsoleIsolation, type ConsoleSessionStore } from './console.ts';

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
 import type { FastifyInstance, InjectOptions } from 'fastify';
-import { type Tenantwall, runAudit } from '../../src/index.ts';
+import { Tenantwall, runAudit } from '../../src/index.ts';
 import { buildApp } from '../../examples/invoicing-service/src/app.ts';
 import { appJobs } from '../../examples/invoicing-service/src/jobs.ts';
 import { serviceGuard } from '../../examples/invoicing-service/src/guard.ts';
@@ -208,6 +208,56 @@ test('two operators: a job\'s status and download reach the operator that runs t
   } finally {
     await a.stop();
     await b.stop();
+  }
+});
+
+test('two operator processes: a console login works at either, and an operation\'s page and status reach the one that runs it', async () => {
+  // A second process: its own Tenantwall (own pools) and app, so its console keeps its own operations.
+  const db2 = await Tenantwall.connect({ schema, guard: serviceGuard(), databaseUrl: t.db.options.databaseUrl as string, appDatabaseUrl: t.db.options.appDatabaseUrl as string, manageRoles: false });
+  const app2 = await buildApp({ db: db2, adminToken: ADMIN_TOKEN });
+  let a: Operator | undefined = await startOperator(ownerApp, t.db, { heartbeatMs: 100 });
+  let b: Operator | undefined;
+  const sessions = async () => (await superQuery(t.database.name, 'SELECT count(*)::int AS n FROM console_sessions')).rows[0].n as number;
+  const before = await sessions();
+  try {
+    const form = { 'content-type': 'application/x-www-form-urlencoded' };
+    const ok = await webApp.inject({ method: 'POST', url: '/console/login', headers: form, payload: `token=${encodeURIComponent(ADMIN_TOKEN)}` });
+    assert.equal(ok.statusCode, 303, ok.body);
+    const cookie = String(ok.headers['set-cookie']).split(';')[0] as string;
+    assert.equal(await sessions(), before + 1);
+    const stored = await superQuery(t.database.name, 'SELECT count(*)::int AS n FROM console_sessions WHERE id_hash = $1', [cookie.split('=')[1]]);
+    assert.equal(stored.rows[0].n, 0, 'the table holds a hash of the session id, not the cookie');
+    // Logged in at the first operator only; the second one, alone now, knows the session (console_sessions).
+    await a.stop();
+    a = undefined;
+    b = await startOperator(app2, db2, { heartbeatMs: 100 });
+    const tenant = (await admin({ method: 'POST', url: '/admin/tenants', payload: { slug: 'console-op', name: 'Console op' } })).json();
+    const page = await webApp.inject({ method: 'GET', url: `/console/tenants/${tenant.id}`, headers: { cookie } });
+    assert.equal(page.statusCode, 200, 'the session of a login at another process');
+    const csrf = /name="_csrf" value="([^"]+)"/.exec(page.body)?.[1] as string;
+    assert.ok(csrf, 'the page carries the CSRF token');
+    // Both operators live: an export started at one of them; its status asked again and again is always found.
+    a = await startOperator(ownerApp, t.db, { heartbeatMs: 100 });
+    const started = await webApp.inject({ method: 'POST', url: `/console/tenants/${tenant.id}/export`, headers: { ...form, cookie }, payload: `_csrf=${encodeURIComponent(csrf)}` });
+    assert.equal(started.statusCode, 303, started.body);
+    const opUrl = started.headers.location as string;
+    assert.match(opUrl, /^\/console\/operations\/[^/]+$/);
+    for (let i = 0; i < 8; i++) {
+      const status = await webApp.inject({ method: 'GET', url: `${opUrl}/status`, headers: { cookie } });
+      assert.equal(status.statusCode, 200, `status ${i}: ${status.body}`);
+    }
+    assert.equal((await webApp.inject({ method: 'GET', url: opUrl, headers: { cookie } })).statusCode, 200);
+    assert.equal((await webApp.inject({ method: 'GET', url: '/console/operations/no-such-operation/status', headers: { cookie } })).statusCode, 404);
+    // Logging out ends the session for every process.
+    const out = await webApp.inject({ method: 'POST', url: '/console/logout', headers: { ...form, cookie }, payload: `_csrf=${encodeURIComponent(csrf)}` });
+    assert.equal(out.statusCode, 303);
+    assert.equal((await webApp.inject({ method: 'GET', url: '/console/', headers: { cookie } })).statusCode, 303, 'logged out: to the login page');
+    assert.equal(await sessions(), before, 'the session row is gone');
+  } finally {
+    await a?.stop();
+    await b?.stop();
+    await app2.close();
+    await db2.close();
   }
 });
 

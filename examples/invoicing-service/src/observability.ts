@@ -3,7 +3,7 @@ import { type Metering, type ObservabilityOptions, type Tenantwall, type Tenantw
 import { consolePlugin, observabilityPlugin } from 'tenantwall/fastify';
 import { Type } from '@sinclair/typebox';
 import type { OperationSpec } from './openapi.ts';
-import { RELAY_TABLES } from './operator.ts';
+import { RELAY_TABLES, consoleSessionsTable } from './operator.ts';
 
 /** The observability plugin's routes (it registers them hidden), keyed "<METHOD> <url>", as `op()` specs. */
 export function observabilityOperations(): Record<string, OperationSpec & { response?: Record<number, unknown> }> {
@@ -62,6 +62,9 @@ export async function registerObservability(
           audit: () => runAudit({ databaseUrl, appRole, globalTables: RELAY_TABLES }),
           verify: (a: string, b: string) => runVerify({ databaseUrl, appDatabaseUrl: o.db.options.appDatabaseUrl, appRole, tenants: [a, b] }),
         };
-  await app.register(consolePlugin, { db: o.db, adminToken: o.adminToken, metrics, isolation, metering: o.metering });
+  // Sessions in the console_sessions table (owner only) so every process with the owner knows them; a web
+  // process without it relays the console and keeps none.
+  const sessions = databaseUrl === undefined ? undefined : consoleSessionsTable(o.db);
+  await app.register(consolePlugin, { db: o.db, adminToken: o.adminToken, metrics, isolation, metering: o.metering, sessions });
   return metrics;
 }

@@ -26,7 +26,7 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import pg from 'pg';
 import { type MigrationContext, type Tenantwall, TenantwallError, mapPgError } from 'tenantwall';
-import { errorBody } from 'tenantwall/fastify';
+import { type ConsoleSessionStore, consoleHoldsOperation, errorBody } from 'tenantwall/fastify';
 import { appJobs } from './jobs.ts';
 
 /** Bytes per chunk row of a relayed body. */
@@ -44,6 +44,33 @@ const q = (s: string) => `"${s.replaceAll('"', '""')}"`;
  * flight sees no more than it relays anyway.
  */
 export const RELAY_TABLES: readonly string[] = ['admin_requests', 'admin_request_chunks', 'admin_operators'];
+
+/**
+ * Migration 7 of the service: console login sessions (SHA-256 of the session id and its expiry), shared by every
+ * process that serves the console, so a session works whichever operator claims the request. Owner only.
+ */
+export const consoleSessionsMigrationSql = `CREATE TABLE console_sessions (
+  id_hash text PRIMARY KEY,
+  expires_at timestamptz NOT NULL
+);
+REVOKE ALL ON console_sessions FROM PUBLIC;`;
+
+/** The console's session store on the `console_sessions` table (owner connection); expired rows go at each login. */
+export function consoleSessionsTable(db: Tenantwall): ConsoleSessionStore {
+  const owner = () => db.dangerouslyCrossTenant();
+  return {
+    async create(idHash, expiresAt) {
+      await owner().query(`WITH expired AS (DELETE FROM console_sessions WHERE expires_at <= now()) INSERT INTO console_sessions (id_hash, expires_at) VALUES ($1, $2)`, [idHash, expiresAt]);
+    },
+    async expiresAt(idHash) {
+      const { rows } = await owner().query<{ expires_at: Date }>(`SELECT expires_at FROM console_sessions WHERE id_hash = $1`, [idHash]);
+      return rows[0]?.expires_at;
+    },
+    async delete(idHash) {
+      await owner().query(`DELETE FROM console_sessions WHERE id_hash = $1`, [idHash]);
+    },
+  };
+}
 
 /**
  * Migration 6 of the service: the relay tables and the admin-token check the application role may call. The
@@ -366,8 +393,12 @@ export async function startOperator(app: FastifyInstance, db: Tenantwall, option
   const accepts =
     options.accepts ??
     ((r: { url: string }) => {
+      // A job's status or download, and a console operation's page, status or files, are served by the operator
+      // that runs (or ran) it: the others pass the request on.
       const job = /^\/admin\/jobs\/([^/?]+)/.exec(r.url)?.[1];
-      return job === undefined || jobs?.get(decodeURIComponent(job)) !== undefined;
+      if (job !== undefined) return jobs?.get(decodeURIComponent(job)) !== undefined;
+      const op = /^\/console\/operations\/([^/?]+)/.exec(r.url)?.[1];
+      return op === undefined || consoleHoldsOperation(db, decodeURIComponent(op));
     });
   const pool = new pg.Pool({ connectionString, max: concurrency + 2, application_name: 'tenantwall-operator' });
   pool.on('error', () => undefined);

@@ -3,7 +3,7 @@ import { apiKeysTable } from 'tenantwall/fastify';
 import { meteringMigrationSql, meteringTables } from 'tenantwall';
 import { jobTables, jobsMigrationSql } from 'tenantwall/jobs';
 import { adminTokensSql } from './admin-auth.ts';
-import { operatorMigrationSql } from './operator.ts';
+import { consoleSessionsMigrationSql, operatorMigrationSql } from './operator.ts';
 
 // Amounts are integer cents in bigint, bounded to what a JS number holds exactly (the API speaks JSON numbers).
 const MAX_CENTS = '9007199254740991';
@@ -135,6 +135,8 @@ export const migrations: Migration[] = [
   { version: 5, name: 'invoice-documents-jobs', sql: (ctx) => documentsMigrationSql(ctx) },
   // Admin requests relayed by a web process that holds the application role only (operator.ts).
   { version: 6, name: 'admin-relay', sql: (ctx) => operatorMigrationSql(ctx) },
+  // Console sessions in a table, so a login works whichever process serves the console (operator.ts).
+  { version: 7, name: 'console-sessions', sql: () => consoleSessionsMigrationSql },
 ];
 
 /**
