@@ -164,11 +164,13 @@ test("partition alone: dropping one tenant's dedicated placement leaves every ot
   assert.deepEqual({ y: await tenantChecksums(db, T.y), z: await tenantChecksums(db, T.z) }, before);
 });
 
-test('migrations 5 and 6 on the converted database: invoice documents and jobs join every remaining tenant; the admin relay tables are created', async () => {
+test('migrations 5 to 7 on the converted database: invoice documents and jobs join every remaining tenant; the admin relay and console session tables are created', async () => {
   const full = await Tenantwall.connect({ schema, databaseUrl: database.url, manageRoles: false, guard: serviceGuard(), ...poolerOptions(database.name) });
   try {
     const r = await full.migrate(migrations);
-    assert.deepEqual(r.applied.map((m) => m.version), [5, 6]);
+    assert.deepEqual(r.applied.map((m) => m.version), [5, 6, 7]);
+    const created = await sql(`SELECT array_agg(relname::text ORDER BY relname) AS t FROM pg_class WHERE relname IN ('admin_requests', 'admin_request_chunks', 'admin_operators', 'console_sessions') AND relkind = 'r'`);
+    assert.deepEqual(created.rows[0]?.t, ['admin_operators', 'admin_request_chunks', 'admin_requests', 'console_sessions']);
     const sums = await tenantChecksums(full, T.y);
     assert.equal(sums.invoice_documents?.rows, 0);
     assert.equal(sums.tw_jobs?.rows, 0);
