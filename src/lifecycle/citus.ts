@@ -450,8 +450,9 @@ async function withSourceCommitsFlushed<T>(client: pg.ClientBase, shardNames: re
   };
   if (shardNames.length === 0) return fn();
   await onAllNodes(functions);
-  for (const name of shardNames) await onAllNodes(install(name));
   try {
+    // Inside the try: the triggers already installed when a later one times out are removed again.
+    for (const name of shardNames) await onAllNodes(install(name));
     return await fn();
   } finally {
     for (const name of shardNames) await onAllNodes(remove(name)).catch(() => undefined);
