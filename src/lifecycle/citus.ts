@@ -442,9 +442,7 @@ async function withSourceCommitsFlushed<T>(client: pg.ClientBase, shardNames: re
     );
     const bad = rows.find((r) => !r.success);
     if (bad && /lock timeout/.test(bad.result)) {
-      throw new TenantwallError('transaction_conflict', `Another Citus shard operation held a shard to be transferred (${bad.node}) for ${Math.round(waitMs / 1000)} s; nothing was changed. Run it again once that operation has finished.`, {
-        details: { citus: bad.result },
-      });
+      throw shardsHeld(`a shard to be transferred (${bad.node})`, waitMs, bad.result);
     }
     if (bad) throw new TenantwallError('admin_role_insufficient', `Could not make the commits of the shards being moved durable on ${bad.node} (${bad.result}); the owner connection must be a superuser.`);
   };
@@ -479,11 +477,7 @@ async function retryCatalogRace<T>(client: pg.ClientBase, step: () => Promise<T>
       const left = waitMs - (performance.now() - started);
       if (left <= 0) {
         // A long operation (a rebalance of the cluster, another tenant's shard move) still holds the shards.
-        throw new TenantwallError(
-          'transaction_conflict',
-          `Another Citus shard operation (a rebalance, or a move or isolation in the same colocation group) held the shards for ${Math.round(waitMs / 1000)} s; nothing was changed. Run it again once that operation has finished.`,
-          { cause: err, details: { citus: message } },
-        );
+        throw shardsHeld('the shards', waitMs, message, err);
       }
       await new Promise((resolve) => setTimeout(resolve, Math.min(500 * attempt, 5000, left)));
       await client.query('CALL citus_cleanup_orphaned_resources()');
@@ -493,6 +487,15 @@ async function retryCatalogRace<T>(client: pg.ClientBase, step: () => Promise<T>
 
 /** Default of how long a Citus shard step waits for a concurrent one (`lockWaitMs`). */
 const SHARD_WAIT_MS = 30_000;
+
+/** A Citus shard step still refused after `waitMs` because another shard operation held `what`: nothing changed. */
+function shardsHeld(what: string, waitMs: number, citus: string, cause?: unknown): TenantwallError {
+  return new TenantwallError(
+    'transaction_conflict',
+    `Another Citus shard operation (a rebalance, or a move or isolation in the same colocation group) held ${what} for ${Math.round(waitMs / 1000)} s; nothing was changed. Run it again once that operation has finished.`,
+    { cause, details: { citus } },
+  );
+}
 
 function sameNode(a: CitusNode | undefined, b: CitusNode | undefined): boolean {
   return a !== undefined && b !== undefined && a.host === b.host && a.port === b.port;

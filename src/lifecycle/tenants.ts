@@ -50,7 +50,7 @@ export async function createTenant(db: Tenantwall, options: CreateTenantOptions)
   if (typeof options.name !== 'string' || options.name.trim() === '' || options.name.length > 200) {
     throw new TenantwallError('config_invalid', 'Tenant name must be 1-200 characters.', { status: 400, details: { field: 'name' } });
   }
-  const tables = db.citusVersion ? [] : dedicatedCapable(db);
+  const tables = dedicatedCapable(db); // none on Citus, where the shards are the partitions
   if (!db.citusVersion && tables.length === 0) throw new TenantwallError('placement_unsupported', 'No tenant table of this schema is partitioned for dedicated placement.');
   const client = await openSession(db);
   try {
