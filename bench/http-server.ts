@@ -7,6 +7,9 @@
  * and `profile-stop` (with the number of requests served meanwhile) answer the server CPU per request by part
  * (bench/profile.ts); `close` ends the process.
  */
+import { context, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
@@ -31,6 +34,12 @@ export interface StartMessage {
   readonly poolSize: number;
   /** The database was created by the migrations before partitioning (`service unpartitioned`). */
   readonly layout?: 'unpartitioned';
+  /**
+   * service only: `traced` = metrics on and an OpenTelemetry SDK registered in the process (every statement span
+   * recorded by a batch processor that drops it); `off` = `observability: false` and no SDK; default: the
+   * service's default (metrics on, spans no-ops without an SDK).
+   */
+  readonly observability?: 'traced' | 'off';
   /** bare only: API key -> tenant id. */
   readonly keys?: ReadonlyArray<readonly [string, string]>;
 }
@@ -89,6 +98,17 @@ function bareApp(pool: pg.Pool, keys: ReadonlyMap<string, string>): FastifyInsta
   return app;
 }
 
+/** Accepts and drops every span: the SDK's recording and batching cost without a collector. */
+const discard: SpanExporter = { export: (_spans, done) => done({ code: 0 }), shutdown: async () => undefined };
+
+/** An OpenTelemetry SDK as a service would register it: AsyncLocalStorage context, a batch span processor. */
+async function registerTracing(): Promise<() => Promise<void>> {
+  const provider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(discard)] });
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  trace.setGlobalTracerProvider(provider);
+  return () => provider.shutdown();
+}
+
 const send = (msg: unknown) => process.send?.(msg);
 let close: (() => Promise<void>) | undefined;
 let stopProfile: ((requests: number) => Promise<Map<Part, number>>) | undefined;
@@ -107,14 +127,21 @@ process.on('message', (msg: StartMessage | { type: 'profile-start' } | { type: '
             await pool.end();
           };
         } else {
+          const untrace = msg.observability === 'traced' ? await registerTracing() : undefined;
           const db = await Tenantwall.connect({ schema: msg.layout === 'unpartitioned' ? serviceSchema.unpartitionedSchema : serviceSchema.schema, databaseUrl: msg.databaseUrl, manageRoles: false, appPassword: msg.appPassword, poolSize: msg.poolSize, guard: serviceGuard() });
           app =
             msg.kind === 'tenantwall'
               ? await tenantwallApp(db)
-              : await buildApp({ db, adminToken: 'bench-admin-token-0123456789', logger: { level: 'info', stream: pino.destination({ dest: '/dev/null', sync: false }) } });
+              : await buildApp({
+                  db,
+                  adminToken: 'bench-admin-token-0123456789',
+                  logger: { level: 'info', stream: pino.destination({ dest: '/dev/null', sync: false }) },
+                  ...(msg.observability === 'off' ? { observability: false as const } : {}),
+                });
           close = async () => {
             await app.close();
             await db.close();
+            await untrace?.();
           };
         }
         await app.listen({ port: 0, host: '127.0.0.1' });

@@ -26,15 +26,12 @@
  * target's server is profiled in its process (bench/profile.ts) and its CPU per request is shown by part,
  * beside the PostgreSQL CPU per request measured from /proc.
  */
-import { type ChildProcess, fork } from 'node:child_process';
-import { join, resolve } from 'node:path';
-import { migrations, schema, unpartitionedSchema } from '../examples/invoicing-service/src/schema.ts';
-import { serviceGuard } from '../examples/invoicing-service/src/guard.ts';
-import { ApiKeyStore } from '../src/fastify/index.ts';
+import { resolve } from 'node:path';
 import type { BenchHarness } from './harness.ts';
-import type { ServerKind, StartMessage } from './http-server.ts';
+import type { ServerKind } from './http-server.ts';
 import { type LoadTarget, LoadGenerator, type TargetFigures, compareAlternating, describe, median } from './load.ts';
 import { type Part, formatParts } from './profile.ts';
+import { type Dataset, ServerProcess, seed, zipfSizes } from './servers.ts';
 
 const TENANTS = Number(process.env.BENCH_HTTP_TENANTS ?? 1_000);
 const INVOICES = Number(process.env.BENCH_HTTP_INVOICES ?? 1_000_000);
@@ -48,113 +45,17 @@ const BEFORE = process.env.BENCH_HTTP_BEFORE ? resolve(process.env.BENCH_HTTP_BE
 const TARGETS = (process.env.BENCH_HTTP_TARGETS ?? `tenantwall,tw kysely,service${BEFORE ? ',tenantwall@before,tw kysely@before' : ''}`).split(',').filter(Boolean);
 if (!BEFORE && TARGETS.some((t) => t.endsWith('@before'))) throw new Error('BENCH_HTTP_TARGETS names an @before target: set BENCH_HTTP_BEFORE to the checkout to run it from');
 
-/** A bench server in its own process. */
-class ServerProcess {
-  readonly #child: ChildProcess;
-  url = '';
-  private constructor(child: ChildProcess) {
-    this.#child = child;
-  }
-
-  get pid(): number {
-    return this.#child.pid as number;
-  }
-
-  /** `tree`: the source checkout whose bench/http-server.ts (and library) to run; this one by default. */
-  static async start(start: StartMessage, tree?: string): Promise<ServerProcess> {
-    const script = tree ? join(tree, 'bench', 'http-server.ts') : new URL('./http-server.ts', import.meta.url);
-    const child = fork(script, [], { execArgv: ['--import', 'tsx', '--conditions=tenantwall-source'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...(tree ? { cwd: tree } : {}) });
-    const s = new ServerProcess(child);
-    await s.#request(undefined, 'up');
-    s.url = (await s.#request(start, 'ready')) as string;
-    return s;
-  }
-
-  #request(msg: unknown, answer: string): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      const onExit = (code: number | null) => reject(new Error(`a bench server exited (${code})`));
-      const onMessage = (m: Record<string, unknown>) => {
-        if ('error' in m) reject(new Error(`bench server: ${String(m.error)}`));
-        else if (answer in m) resolve(m[answer]);
-        else return;
-        this.#child.off('message', onMessage);
-        this.#child.off('exit', onExit);
-      };
-      this.#child.on('message', onMessage);
-      this.#child.once('exit', onExit);
-      if (msg !== undefined) this.#child.send(msg as object);
-    });
-  }
-
-  async profile(run: () => Promise<number>): Promise<Map<Part, number>> {
-    await this.#request({ type: 'profile-start' }, 'profiling');
-    const requests = await run();
-    return new Map((await this.#request({ type: 'profile-stop', requests }, 'parts')) as Array<[Part, number]>);
-  }
-
-  async close(): Promise<void> {
-    const exited = new Promise((resolve) => this.#child.once('exit', resolve));
-    this.#child.send({ type: 'close' });
-    await exited;
-  }
-}
-
-/** Zipf sizes (s = 1) summing to about `total`, largest first, each at least 1. */
-function zipfSizes(n: number, total: number): number[] {
-  let h = 0;
-  for (let i = 1; i <= n; i++) h += 1 / i;
-  return Array.from({ length: n }, (_, i) => Math.max(1, Math.round(total / (i + 1) / h)));
-}
-
-interface Dataset {
-  readonly db: Awaited<ReturnType<BenchHarness['createTenantwall']>>;
-  readonly ownerUrl: string;
-  readonly keyOf: ReadonlyMap<string, string>;
-  readonly tenantOfKey: ReadonlyMap<string, string>;
-  readonly big: string;
-  readonly mixRows: ReadonlyArray<{ tenant_id: string; id: string }>;
-  readonly bigRows: ReadonlyArray<{ tenant_id: string; id: string }>;
-}
-
-/** A database of the service schema seeded with `sizes` (tenants, a key each, Zipf-sized invoices). */
-async function seed(harness: BenchHarness, sizes: readonly number[], layout: 'partitioned' | 'unpartitioned'): Promise<Dataset> {
-  const db = await harness.createTenantwall(layout === 'partitioned' ? schema : unpartitionedSchema, layout === 'partitioned' ? migrations : migrations.slice(0, 3), { guard: serviceGuard() });
-  const tenantIds: string[] = [];
-  for (let i = 0; i < sizes.length; i++) tenantIds.push((await db.tenants.create({ slug: `bench-${i}`, name: `Bench ${i}` })).id);
-  const store = new ApiKeyStore(db);
-  const keyOf = new Map<string, string>();
-  const tenantOfKey = new Map<string, string>();
-  for (const id of tenantIds) {
-    const { key } = await store.create(id, { name: 'bench' });
-    keyOf.set(id, key);
-    tenantOfKey.set(key, id);
-  }
-  const owner = db.dangerouslyCrossTenant();
-  await owner.query(
-    `INSERT INTO invoices (tenant_id, customer, amount_cents, status, issued_at)
-     SELECT t.id, 'customer ' || g, (g * 137) % 100000, 'issued', now()
-     FROM unnest($1::uuid[], $2::int[]) AS t(id, n), generate_series(1, t.n) AS g`,
-    [tenantIds, sizes],
-  );
-  await owner.query('VACUUM ANALYZE invoices').catch(async () => owner.query('ANALYZE invoices'));
-  const { rows: mixRows } = await owner.query<{ tenant_id: string; id: string }>(`SELECT tenant_id, id FROM invoices ORDER BY random() LIMIT $1`, [SAMPLE]);
-  const big = tenantIds[0] as string;
-  const { rows: bigRows } = await owner.query<{ id: string }>(`SELECT id FROM invoices WHERE tenant_id = $1 ORDER BY random() LIMIT $2`, [big, SAMPLE]);
-  const dbName = new URL(db.options.databaseUrl as string).pathname.slice(1);
-  return { db, ownerUrl: harness.urlOf(dbName), keyOf, tenantOfKey, big, mixRows, bigRows: bigRows.map((r) => ({ tenant_id: big, id: r.id })) };
-}
-
 export default async function httpBench(harness: BenchHarness): Promise<void> {
   const t0 = performance.now();
   const sizes = zipfSizes(TENANTS, INVOICES);
   const total = sizes.reduce((a, b) => a + b, 0);
-  const main = await seed(harness, sizes, 'partitioned');
+  const main = await seed(harness, sizes, 'partitioned', SAMPLE);
   const { mixRows } = main;
   console.log(
     `data: ${TENANTS} tenants, ${total} invoices (Zipf s=1: largest ${sizes[0]}, median ${sizes[Math.floor(TENANTS / 2)]}, smallest ${sizes[TENANTS - 1]}), seeded in ${((performance.now() - t0) / 1000).toFixed(0)} s; ` +
       `mix sample ${mixRows.length} requests over ${new Set(mixRows.map((r) => r.tenant_id)).size} tenants`,
   );
-  const flat = TARGETS.includes('service unpartitioned') ? await seed(harness, sizes, 'unpartitioned') : undefined;
+  const flat = TARGETS.includes('service unpartitioned') ? await seed(harness, sizes, 'unpartitioned', SAMPLE) : undefined;
   if (flat) console.log('data: the same seeded again into a database created by the migrations before partitioning (for `service unpartitioned`)');
 
   const start = (kind: ServerKind, data: Dataset, tree?: string) =>

@@ -48,8 +48,8 @@ export interface Comparison {
   /** Per round: req/s of the first target / req/s of the last (the baseline). */
   readonly ratios: readonly number[];
   readonly median: number;
-  /** Per target (same order): its per-round ratios to the last target and their median. */
-  readonly byTarget: ReadonlyArray<{ readonly ratios: readonly number[]; readonly median: number }>;
+  /** Per target (same order): its per-round ratios to the last target and their median, and its server CPU per request (µs) per round. */
+  readonly byTarget: ReadonlyArray<{ readonly ratios: readonly number[]; readonly median: number; readonly serverCpu: readonly number[] }>;
   /** The warm-up run of each target (the first, from cold caches when the servers are new). */
   readonly warmup?: ReadonlyArray<{ readonly rps: number; readonly p99: number }>;
 }
@@ -104,6 +104,7 @@ export async function compareAlternating(targets: readonly LoadTarget[], options
     for (const t of targets) warmup.push(await load.run(t, options.connections, options.warmupS));
     const acc: TargetFigures[] = targets.map((t) => ({ name: t.name, rps: 0, p99: 0, failures: 0, statuses: {}, cpu: { server: 0, postgres: 0, client: 0 } }));
     const perTarget: number[][] = targets.map(() => []);
+    const cpuPerRound: number[][] = targets.map(() => []);
     for (let round = 0; round < options.rounds; round++) {
       const rps: number[] = [];
       for (const [i, t] of targets.entries()) {
@@ -116,6 +117,7 @@ export async function compareAlternating(targets: readonly LoadTarget[], options
         const a = acc[i] as TargetFigures;
         const share = (us: number) => us / Math.max(1, r.requests) / options.rounds;
         a.cpu.server += share(server);
+        (cpuPerRound[i] as number[]).push(server / Math.max(1, r.requests));
         a.cpu.postgres += share(pgUs);
         a.cpu.client += share(r.cpuUs);
         a.rps += r.rps / options.rounds;
@@ -127,7 +129,7 @@ export async function compareAlternating(targets: readonly LoadTarget[], options
       const base = rps[rps.length - 1] as number;
       for (let i = 0; i < targets.length; i++) (perTarget[i] as number[]).push((rps[i] as number) / base);
     }
-    const ratiosByTarget = perTarget.map((ratios) => ({ ratios, median: median(ratios) }));
+    const ratiosByTarget = perTarget.map((ratios, i) => ({ ratios, median: median(ratios), serverCpu: cpuPerRound[i] as number[] }));
     const first = ratiosByTarget[0] as { ratios: number[]; median: number };
     return { figures: acc, ratios: first.ratios, median: first.median, byTarget: ratiosByTarget, warmup };
   } finally {

@@ -10,6 +10,7 @@ export type Part =
   | 'resolution (tenantwall/fastify)'
   | 'context + scoped query (tenantwall/db, tenant)'
   | 'guard'
+  | 'observability (metrics, tracing)'
   | 'kysely'
   | 'driver (pg)'
   | 'serialization + validation (generated)'
@@ -22,6 +23,7 @@ export type Part =
   | 'other';
 
 const RULES: ReadonlyArray<[RegExp, Part]> = [
+  [/\/src\/observability\/|\/src\/fastify\/observability\.ts|node_modules\/(prom-client|@opentelemetry|tdigest|bintrees)\//, 'observability (metrics, tracing)'],
   [/\/src\/fastify\//, 'resolution (tenantwall/fastify)'],
   [/\/src\/(db|tenant|util|config)\//, 'context + scoped query (tenantwall/db, tenant)'],
   [/\/src\/guard\/|libpg-query/, 'guard'],

@@ -5,6 +5,7 @@
  *   npm run fuzz                                   leak fuzzer, 20000 operations or 10 minutes
  *   npm run fuzz -- --ops 100000 --time 3600       longer
  *   npm run fuzz -- --seed 12345                   replay a failing run (the seed is printed)
+ *   npm run fuzz -- --ops 500000 --layer-ops 20000 the main property longer, each layer alone 20000 operations
  *   npm run fuzz -- --suite pool --requests 20000  pool poisoning, 20000 requests per scope mode pass
  *   npm run fuzz -- --suite crash --rounds 10      ten kill -9 / restart rounds
  *   npm run fuzz -- --suite all                    everything, with the bounds given
@@ -22,7 +23,7 @@ const SUITES: Record<string, string> = {
 function usage(message: string): never {
   console.error(`fuzz: ${message}
 usage: npm run fuzz -- [--suite leak|pool|crash|hostile|all] [--ops N] [--time SECONDS] [--seed N] [--tenants N]
-                       [--max-len N] [--requests N] [--rounds N] [--acked N]`);
+                       [--max-len N] [--layer-ops N] [--requests N] [--rounds N] [--acked N]`);
   process.exit(2);
 }
 
@@ -36,7 +37,7 @@ for (let i = 0; i < args.length; i++) {
   if (v === undefined) usage(`--${k} needs a value`);
   flags.set(k, v);
 }
-const known = ['suite', 'ops', 'time', 'seed', 'tenants', 'max-len', 'requests', 'rounds', 'acked'];
+const known = ['suite', 'ops', 'layer-ops', 'time', 'seed', 'tenants', 'max-len', 'requests', 'rounds', 'acked'];
 for (const k of flags.keys()) if (!known.includes(k)) usage(`unknown flag --${k}`);
 const int = (k: string, d?: number): number | undefined => {
   const v = flags.get(k);
@@ -57,6 +58,8 @@ const env: NodeJS.ProcessEnv = {
   CRASH_ROUNDS: String(int('rounds', 5)),
   CRASH_ACKED: String(int('acked', 100)),
 };
+const layerOps = int('layer-ops');
+if (layerOps !== undefined) env.FUZZ_LAYER_OPS = String(layerOps);
 const seed = int('seed');
 if (seed !== undefined) env.FUZZ_SEED = String(seed);
 

@@ -89,7 +89,7 @@ for (const layer of ['guard alone (RLS disabled)', 'RLS alone (no guard)'] as co
         await assert.doesNotReject(w.db.forTenant(w.tenants[0]?.id as string).query('SELECT count(*) FROM invoices'), 'the guard is on');
       }
       const f = new Fuzzer(w, openApiEndpoints((await w.app.inject({ method: 'GET', url: '/openapi.json' })).json()));
-      const ops = Math.max(50, Math.floor(config.ops / 2.5));
+      const ops = process.env.FUZZ_LAYER_OPS ? Number(process.env.FUZZ_LAYER_OPS) : Math.max(50, Math.floor(config.ops / 2.5));
       const numRuns = Math.ceil(ops / ((config.maxLen / 2) * (TENANTS + 0.5)));
       const details = await fc.check(fc.asyncProperty(f.runArbitrary(config.maxLen), (input) => f.run(input)), { seed: config.seed, numRuns, interruptAfterTimeLimit: config.timeMs, markInterruptAsFailure: false });
       console.log(`# leak fuzz, ${layer}: ${f.stats.ops} operations, ${f.stats.requests} requests, ${f.stats.differentials} foreign-vs-random comparisons (seed ${config.seed})`);
