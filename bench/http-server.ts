@@ -5,7 +5,8 @@
  *
  * Protocol (IPC): the parent sends one `start` message; the child answers `{ ready: url }`. Then `profile-start`
  * and `profile-stop` (with the number of requests served meanwhile) answer the server CPU per request by part
- * (bench/profile.ts); `close` ends the process.
+ * (bench/profile.ts); `inject` runs requests through `app.inject` (no sockets) and answers this process's CPU per
+ * request; `close` ends the process.
  */
 import { context, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
@@ -36,10 +37,11 @@ export interface StartMessage {
   readonly layout?: 'unpartitioned';
   /**
    * service only: `traced` = metrics on and an OpenTelemetry SDK registered in the process (every statement span
-   * recorded by a batch processor that drops it); `off` = `observability: false` and no SDK; default: the
-   * service's default (metrics on, spans no-ops without an SDK).
+   * recorded by a batch processor that drops it); `context` = metrics on and only the SDK's AsyncLocalStorage
+   * context manager, in use (no tracer provider: spans are no-ops); `off` = `observability: false` and no SDK; default
+   * (`untraced`): the service's default (metrics on, spans no-ops without an SDK).
    */
-  readonly observability?: 'traced' | 'off';
+  readonly observability?: 'traced' | 'context' | 'untraced' | 'off';
   /** bare only: API key -> tenant id. */
   readonly keys?: ReadonlyArray<readonly [string, string]>;
 }
@@ -102,9 +104,13 @@ function bareApp(pool: pg.Pool, keys: ReadonlyMap<string, string>): FastifyInsta
 const discard: SpanExporter = { export: (_spans, done) => done({ code: 0 }), shutdown: async () => undefined };
 
 /** An OpenTelemetry SDK as a service would register it: AsyncLocalStorage context, a batch span processor. */
-async function registerTracing(): Promise<() => Promise<void>> {
-  const provider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(discard)] });
+async function registerTracing(contextOnly: boolean): Promise<() => Promise<void>> {
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  // In use, as the batch processor's export (or an instrumented HTTP server) would put it: from the first
+  // `context.with`, every async resource of the process carries a second AsyncLocalStorage store.
+  context.with(context.active(), () => undefined);
+  if (contextOnly) return async () => undefined;
+  const provider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(discard)] });
   trace.setGlobalTracerProvider(provider);
   return () => provider.shutdown();
 }
@@ -113,7 +119,36 @@ const send = (msg: unknown) => process.send?.(msg);
 let close: (() => Promise<void>) | undefined;
 let stopProfile: ((requests: number) => Promise<Map<Part, number>>) | undefined;
 
-process.on('message', (msg: StartMessage | { type: 'profile-start' } | { type: 'profile-stop'; requests: number } | { type: 'close' }) => {
+/** `inject`: `count` requests through `app.inject`, `concurrency` at a time, paths and headers cycled. */
+export interface InjectMessage {
+  readonly type: 'inject';
+  readonly paths: readonly string[];
+  readonly headers: ReadonlyArray<Record<string, string>>;
+  readonly count: number;
+  readonly concurrency: number;
+}
+
+let served: FastifyInstance | undefined;
+let next = 0;
+
+/** This process's CPU per request (µs) over `count` requests sent through `app.inject`. */
+async function inject(msg: InjectMessage): Promise<number> {
+  const app = served as FastifyInstance;
+  let left = msg.count;
+  const worker = async () => {
+    while (left-- > 0) {
+      const i = next++ % msg.paths.length;
+      const r = await app.inject({ url: msg.paths[i] as string, headers: msg.headers[i] as Record<string, string> });
+      if (r.statusCode !== 200) throw new Error(`inject: ${msg.paths[i]} answered ${r.statusCode}`);
+    }
+  };
+  const c0 = process.cpuUsage();
+  await Promise.all(Array.from({ length: msg.concurrency }, worker));
+  const c = process.cpuUsage(c0);
+  return (c.user + c.system) / msg.count;
+}
+
+process.on('message', (msg: StartMessage | InjectMessage | { type: 'profile-start' } | { type: 'profile-stop'; requests: number } | { type: 'close' }) => {
   void (async () => {
     try {
       if (msg.type === 'start') {
@@ -127,7 +162,7 @@ process.on('message', (msg: StartMessage | { type: 'profile-start' } | { type: '
             await pool.end();
           };
         } else {
-          const untrace = msg.observability === 'traced' ? await registerTracing() : undefined;
+          const untrace = msg.observability === 'traced' || msg.observability === 'context' ? await registerTracing(msg.observability === 'context') : undefined;
           const db = await Tenantwall.connect({ schema: msg.layout === 'unpartitioned' ? serviceSchema.unpartitionedSchema : serviceSchema.schema, databaseUrl: msg.databaseUrl, manageRoles: false, appPassword: msg.appPassword, poolSize: msg.poolSize, guard: serviceGuard() });
           app =
             msg.kind === 'tenantwall'
@@ -144,8 +179,11 @@ process.on('message', (msg: StartMessage | { type: 'profile-start' } | { type: '
             await untrace?.();
           };
         }
+        served = app;
         await app.listen({ port: 0, host: '127.0.0.1' });
         send({ ready: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` });
+      } else if (msg.type === 'inject') {
+        send({ cpuPerRequest: await inject(msg) });
       } else if (msg.type === 'profile-start') {
         stopProfile = await startProfile();
         send({ profiling: true });

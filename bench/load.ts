@@ -93,7 +93,7 @@ export class LoadGenerator {
 
 /**
  * Drives the targets with autocannon from a separate process (bench/load-worker.ts), alternately, round after
- * round, so machine noise hits all of them; a warm-up run of each comes first and is not counted (JIT, pools,
+ * round (the order turning by one each round), so machine noise hits all of them; a warm-up run of each comes first and is not counted (JIT, pools,
  * statement caches). The throughput ratio is taken per round against the LAST target (the baseline) and
  * reported as the median; `ratios`/`median` are those of the first target.
  */
@@ -107,7 +107,10 @@ export async function compareAlternating(targets: readonly LoadTarget[], options
     const cpuPerRound: number[][] = targets.map(() => []);
     for (let round = 0; round < options.rounds; round++) {
       const rps: number[] = [];
-      for (const [i, t] of targets.entries()) {
+      // The order turns by one target each round: no target always runs first or right after the same other one.
+      for (let k = 0; k < targets.length; k++) {
+        const i = (k + round) % targets.length;
+        const t = targets[i] as LoadTarget;
         const server0 = process.cpuUsage();
         const child0 = t.pid === undefined ? 0 : processCpuUs(t.pid);
         const pg0 = postgresCpu();
@@ -124,7 +127,7 @@ export async function compareAlternating(targets: readonly LoadTarget[], options
         a.p99 = Math.max(a.p99, r.p99);
         a.failures += r.failures;
         for (const [code, n] of Object.entries(r.statuses)) a.statuses[code] = (a.statuses[code] ?? 0) + n;
-        rps.push(r.rps);
+        rps[i] = r.rps;
       }
       const base = rps[rps.length - 1] as number;
       for (let i = 0; i < targets.length; i++) (perTarget[i] as number[]).push((rps[i] as number) / base);

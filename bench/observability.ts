@@ -23,21 +23,25 @@ const TENANTS = Number(process.env.BENCH_OBS_TENANTS ?? 1_000);
 const INVOICES = Number(process.env.BENCH_OBS_INVOICES ?? 200_000);
 const CONNECTIONS = Number(process.env.BENCH_HTTP_CONNECTIONS ?? 32);
 const DURATION_S = Number(process.env.BENCH_HTTP_DURATION_S ?? 5);
-const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 8);
+const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 12);
 const WARMUP_S = Number(process.env.BENCH_HTTP_WARMUP_S ?? 4);
 const PROFILE_S = Number(process.env.BENCH_HTTP_PROFILE_S ?? 3);
+const INJECT_ROUNDS = Number(process.env.BENCH_OBS_INJECT_ROUNDS ?? 24);
+const INJECT_BLOCK = Number(process.env.BENCH_OBS_INJECT_BLOCK ?? 1000);
 const ADMIN = 'bench-admin-token-0123456789';
+const quartile = (v: readonly number[], p: number) => [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor(v.length * p))] as number;
 
 export default async function observabilityBench(harness: BenchHarness): Promise<void> {
   const t0 = performance.now();
   const sizes = zipfSizes(TENANTS, INVOICES);
   const data = await seed(harness, sizes, 'partitioned', 20_000);
   console.log(`data: ${TENANTS} tenants, ${sizes.reduce((a, b) => a + b, 0)} invoices (Zipf s=1, largest ${sizes[0]}), seeded in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-  const kinds = [
-    ['on', 'traced'],
-    ['off (control)', 'off'],
-    ['off', 'off'],
-  ] as const;
+  // BENCH_OBS_TARGETS: name:mode pairs (modes: traced, context, untraced, off; bench/http-server.ts), the baseline last.
+  const kinds = (process.env.BENCH_OBS_TARGETS ?? 'on:traced,off (control):off,off:off').split(',').map((pair) => {
+    const [name, mode] = pair.split(':') as [string, string | undefined];
+    if (mode !== 'traced' && mode !== 'context' && mode !== 'untraced' && mode !== 'off') throw new Error(`BENCH_OBS_TARGETS: ${pair}: the mode must be traced, context, untraced or off`);
+    return [name, mode] as const;
+  });
   const servers: ServerProcess[] = [];
   const load = await LoadGenerator.start();
   try {
@@ -57,18 +61,46 @@ export default async function observabilityBench(harness: BenchHarness): Promise
     const c = await compareAlternating(targets, { connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, warmupS: WARMUP_S, load });
     console.log(`GET /invoices/:id full stack, ${TENANTS} Zipf tenants, ${CONNECTIONS} connections, ${ROUNDS} rounds x ${DURATION_S}s after a ${WARMUP_S}s warm-up from cold caches, alternating (each service in its own process)`);
     for (const f of c.figures) console.log(`  ${f.name.padEnd(14)}: ${describe(f)}`);
-    const [on, control, off] = c.byTarget as [(typeof c.byTarget)[number], (typeof c.byTarget)[number], (typeof c.byTarget)[number]];
+    const [on, control] = c.byTarget as [(typeof c.byTarget)[number], (typeof c.byTarget)[number]];
+    const off = c.byTarget[c.byTarget.length - 1] as (typeof c.byTarget)[number];
     const range = (v: readonly number[]) => `${Math.min(...v).toFixed(2)}-${Math.max(...v).toFixed(2)} [${v.map((x) => x.toFixed(2)).join(' ')}]`;
     console.log(`  throughput on / off: median ${on.median.toFixed(2)} (target >= 0.97), per round ${range(on.ratios)}`);
     console.log(`  throughput control / off (noise): median ${control.median.toFixed(2)}, per round ${range(control.ratios)}`);
     const cpuDiff = (a: readonly number[]) => a.map((x, k) => x - (off.serverCpu[k] as number));
-    console.log(`  server CPU per request, on - off: median ${median(cpuDiff(on.serverCpu)).toFixed(1)} µs (rounds ${cpuDiff(on.serverCpu).map((x) => x.toFixed(0)).join(' ')}); control - off: median ${median(cpuDiff(control.serverCpu)).toFixed(1)} µs (rounds ${cpuDiff(control.serverCpu).map((x) => x.toFixed(0)).join(' ')})`);
+    // On 2 cores shared by the server and PostgreSQL, throughput follows the CPU both spend per request.
+    const cpuOf = (f: (typeof c.figures)[number]) => f.cpu.server + f.cpu.postgres;
+    const base = c.figures[c.figures.length - 1] as (typeof c.figures)[number];
+    console.log(`  CPU-bound ratio (off's server + PostgreSQL CPU per request / the target's): ${c.figures.slice(0, -1).map((f) => `${f.name} ${(cpuOf(base) / cpuOf(f)).toFixed(3)}`).join(', ')}`);
+    for (const [i, f] of c.figures.slice(0, -1).entries()) {
+      const d = cpuDiff((c.byTarget[i] as typeof off).serverCpu);
+      console.log(`  server CPU per request, ${f.name} - off: median ${median(d).toFixed(1)} µs (rounds ${d.map((x) => x.toFixed(0)).join(' ')}); throughput / off median ${(c.byTarget[i] as typeof off).median.toFixed(2)}`);
+    }
+    // Server CPU per request without sockets: each process runs blocks of requests through app.inject, one
+    // process at a time, the order turning each round; no load generator or socket writes share the cores.
+    if (INJECT_ROUNDS > 0) {
+      const perServer: number[][] = servers.map(() => []);
+      const msg = { paths: targets[0]?.paths as string[], headers: targets[0]?.pathHeaders as Array<Record<string, string>>, count: INJECT_BLOCK, concurrency: 16 };
+      for (const s of servers) await s.inject(msg);
+      for (let round = 0; round < INJECT_ROUNDS; round++) {
+        for (let k = 0; k < servers.length; k++) {
+          const i = (k + round) % servers.length;
+          (perServer[i] as number[]).push(await (servers[i] as ServerProcess).inject(msg));
+        }
+      }
+      const offCpu = perServer[perServer.length - 1] as number[];
+      console.log(`in-process (app.inject, ${INJECT_ROUNDS} rounds x ${INJECT_BLOCK} requests, 16 at a time, each server in turn): server CPU per request, median (quartiles of the per-round differences to off)`);
+      for (const [i, [name]] of kinds.entries()) {
+        const mine = perServer[i] as number[];
+        const d = mine.map((x, k) => x - (offCpu[k] as number));
+        console.log(`  ${name.padEnd(14)}: ${median(mine).toFixed(1)} µs${i < kinds.length - 1 ? `, - off: median ${median(d).toFixed(1)} µs (${quartile(d, 0.25).toFixed(1)} .. ${quartile(d, 0.75).toFixed(1)})` : ''}`);
+      }
+    }
     const scrape = await fetch(`${servers[0]?.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } });
     const text = await scrape.text();
     console.log(`  /metrics of on after the run: ${scrape.status}, ${text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length} samples`);
     const columns: Array<{ name: string; perRequest: Map<Part, number> }> = [];
     for (const [i, t] of targets.entries()) {
-      if (i === 1) continue; // the control is the same code as off
+      if (kinds.slice(0, i).some(([, mode]) => mode === kinds[i]?.[1])) continue; // a control: the same code as one profiled
       columns.push({ name: t.name, perRequest: await (servers[i] as ServerProcess).profile(async () => (await load.run(t, CONNECTIONS, PROFILE_S)).requests) });
     }
     console.log(formatParts(columns));

@@ -8,7 +8,7 @@ import { migrations, schema, unpartitionedSchema } from '../examples/invoicing-s
 import { serviceGuard } from '../examples/invoicing-service/src/guard.ts';
 import { ApiKeyStore } from '../src/fastify/index.ts';
 import type { BenchHarness } from './harness.ts';
-import type { StartMessage } from './http-server.ts';
+import type { InjectMessage, StartMessage } from './http-server.ts';
 import type { Part } from './profile.ts';
 
 /** A bench server in its own process. */
@@ -47,6 +47,11 @@ export class ServerProcess {
       this.#child.once('exit', onExit);
       if (msg !== undefined) this.#child.send(msg as object);
     });
+  }
+
+  /** This server's CPU per request (µs) over requests sent through its `app.inject` (bench/http-server.ts). */
+  async inject(msg: Omit<InjectMessage, 'type'>): Promise<number> {
+    return (await this.#request({ type: 'inject', ...msg }, 'cpuPerRequest')) as number;
   }
 
   async profile(run: () => Promise<number>): Promise<Map<Part, number>> {
