@@ -20,6 +20,10 @@ export const ERROR_CODES = {
   config_invalid: { status: 500, hint: 'Fix the option named in the message (see docs/configuration.md).' },
   database_url_invalid: { status: 500, hint: 'DATABASE_URL must look like postgres://user:password@host:5432/dbname.' },
   database_unreachable: { status: 503, hint: 'Check that PostgreSQL is running and DATABASE_URL points at it.' },
+  pool_exhausted: {
+    status: 503,
+    hint: 'Every connection of the pool was in use for connectTimeoutMs: retry later, raise poolSize (or adminPoolSize), or shorten what holds connections (long transactions, slow statements).',
+  },
   server_version_unsupported: { status: 500, hint: 'tenantwall needs PostgreSQL 15 or newer.' },
   app_role_unsafe: {
     status: 500,

@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { TenantwallError } from '../errors.ts';
 
 const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN']);
@@ -53,4 +54,36 @@ export function mapPgError(err: unknown): unknown {
     return new TenantwallError('database_unreachable', `The database connection failed: ${e.message ?? String(err)}.`, { cause: err });
   }
   return err;
+}
+
+/** pg-pool's error for a checkout that waited in its queue (every slot taken) for connectionTimeoutMillis. */
+const QUEUE_TIMEOUT = /timeout exceeded when trying to connect/;
+
+const watched = new WeakMap<pg.Pool, { busy: number; readonly max: number }>();
+
+/**
+ * Counts the clients of `pool` that are checked out (between pg-pool's `acquire` and `release` events), so that
+ * `mapCheckoutError` can tell a pool whose every connection stayed in use from a server that does not answer:
+ * pg-pool gives both the same queue timeout while its slots are taken by connections still being opened.
+ */
+export function watchPool(pool: pg.Pool, max: number): void {
+  const w = { busy: 0, max };
+  watched.set(pool, w);
+  pool.on('acquire', () => void w.busy++);
+  pool.on('release', () => void w.busy--);
+}
+
+/**
+ * `mapPgError` for an error of a checkout from `pool` (or of `pool.query`): a queue timeout while every
+ * connection of a watched pool was checked out is `pool_exhausted`, not `database_unreachable`.
+ */
+export function mapCheckoutError(err: unknown, pool: pg.Pool): unknown {
+  const w = watched.get(pool);
+  if (w !== undefined && w.busy >= w.max && QUEUE_TIMEOUT.test((err as { message?: string } | undefined)?.message ?? '')) {
+    return new TenantwallError('pool_exhausted', `All ${w.max} connections of the pool stayed in use while this statement waited for one (connectTimeoutMs); nothing was sent.`, {
+      cause: err,
+      details: { poolSize: w.max },
+    });
+  }
+  return mapPgError(err);
 }

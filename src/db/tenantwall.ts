@@ -12,7 +12,7 @@ import { TenantId, configureTenantKey } from '../tenant/tenant-id.ts';
 import { checkCitusSettings, detectCitus } from './citus.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from './embedded.ts';
 import { type DbLimits, LimitCounter, type LimitExceeded, type LimitName, type LimitsProvider, LimitSteps, NO_LIMITS, type ResolvedLimits, limitOf, resolveLimits, resolveLimitsOnce } from './limits.ts';
-import { isConnectionError, mapPgError } from './pg-errors.ts';
+import { isConnectionError, mapCheckoutError, mapPgError, watchPool } from './pg-errors.ts';
 import { type StatementObserver, endObservers, rowsOf, startObservers } from './observer.ts';
 import { type PreparedStep, runPipelined } from './pipelined-query.ts';
 import { detectPooler, poolerStartupError, type PoolerDetection } from './pooler.ts';
@@ -348,6 +348,7 @@ export class Tenantwall {
         application_name: 'tenantwall-owner',
       });
       ownerPool.on('error', () => undefined); // idle client errors surface on the next checkout
+      watchPool(ownerPool, options.adminPoolSize);
       ownerPool.on('connect', (client) => client.on('error', () => undefined)); // checked-out ones: on the next query
     }
     let appPool: pg.Pool | undefined;
@@ -375,6 +376,7 @@ export class Tenantwall {
         ...(options.statementCacheSize > 0 && pooler === 'none' ? { options: '-c plan_cache_mode=force_custom_plan' } : {}),
       } as pg.PoolConfig);
       appPool.on('error', () => undefined);
+      watchPool(appPool, options.poolSize);
       // A backend can end while its client is checked out but between queries (pg_terminate_backend, an idle
       // timeout, a failover): pg then emits 'error' on the client, which would crash the process without a listener.
       // The next query on that client fails and is mapped (database_unreachable), so the event itself is ignored.
@@ -596,7 +598,7 @@ export class Tenantwall {
         try {
           return await pool.query<R>(sql, params as unknown[]);
         } catch (err) {
-          throw mapPgError(err);
+          throw mapCheckoutError(err, pool);
         }
       },
       transaction: async <T>(fn: (client: pg.PoolClient) => Promise<T>) => {
@@ -686,7 +688,7 @@ export class Tenantwall {
     try {
       return await this.#appPool.query<R>(sql, params as unknown[]);
     } catch (err) {
-      throw mapPgError(err);
+      throw mapCheckoutError(err, this.#appPool);
     }
   }
 
@@ -694,7 +696,7 @@ export class Tenantwall {
     try {
       return await pool.connect();
     } catch (err) {
-      throw mapPgError(err);
+      throw mapCheckoutError(err, pool);
     }
   }
 }

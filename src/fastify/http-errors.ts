@@ -205,12 +205,14 @@ function handle(error: unknown, request: FastifyRequest, reply: FastifyReply, bo
   if (tw.code === 'client_aborted') request.log.info({ code: tw.code, status: tw.status, cause: (error as { code?: string }).code }, 'client aborted the request');
   // A lost deadlock or serialization conflict is transient and expected next to lifecycle work: warn, not error.
   else if (tw.code === 'transaction_conflict') request.log.warn({ code: tw.code, status: tw.status, sqlstate: tw.details.sqlstate }, 'transaction rolled back by a conflict');
+  // Every pooled connection busy: a capacity signal, transient, nothing was sent.
+  else if (tw.code === 'pool_exhausted') request.log.warn({ code: tw.code, status: tw.status, poolSize: tw.details.poolSize }, 'no free database connection');
   else if (tw.status >= 500) request.log.error({ err: error, code: tw.code }, 'request failed');
   else request.log.info({ code: tw.code, status: tw.status }, 'request refused');
   // The rest of an oversized body is not read; the connection cannot be reused.
   if (tw.code === 'payload_too_large') reply.header('connection', 'close');
-  // Nothing was applied and the conflict is over once the other transaction ends: the client may send it again.
-  if (tw.code === 'transaction_conflict') reply.header('retry-after', '1');
+  // Nothing was applied and the conflict (or the wait for a connection) is over soon: the client may send it again.
+  if (tw.code === 'transaction_conflict' || tw.code === 'pool_exhausted') reply.header('retry-after', '1');
   void reply.code(tw.status).send(errorBody(tw));
 }
 

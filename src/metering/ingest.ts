@@ -33,10 +33,10 @@ export interface RecordOptions {
 }
 
 /**
- * A failed statement wrote nothing; these failures pass (a database that is down or restarting, a statement
- * cancelled by its timeout), so the events are kept for the next flush. Others (a deleted tenant) drop them.
+ * A failed statement wrote nothing; these failures pass (a database that is down or restarting, a pool whose
+ * connections all stayed busy, a statement cancelled by its timeout), so the events are kept for the next flush. Others (a deleted tenant) drop them.
  */
-const passing = (err: unknown) => isTenantwallError(err, 'database_unreachable') || isTenantwallError(err, 'statement_timeout') || isConnectionError(err);
+const passing = (err: unknown) => isTenantwallError(err, 'database_unreachable') || isTenantwallError(err, 'pool_exhausted') || isTenantwallError(err, 'statement_timeout') || isConnectionError(err);
 
 /** Events kept for the next flush after failed flushes, at most this many times `requestFlushEvents`. */
 const RETAINED_FLUSHES = 50;

@@ -31,7 +31,7 @@ const serverErrors: string[] = [];
 function addTestRoutes(app: FastifyInstance, db: Tenantwall, su: () => pg.Pool, tenantIds: () => string[]): void {
   app.addHook('onError', async (req, _reply, err) => {
     const code = (err as { code?: string }).code ?? '';
-    const expected = ['database_unreachable', 'statement_timeout', '57P01'].includes(code);
+    const expected = ['database_unreachable', 'pool_exhausted', 'statement_timeout', '57P01'].includes(code);
     if (!req.url.startsWith('/__adv/fault/') && !expected && serverErrors.length < 20) {
       const cause = (err as { cause?: { message?: string; code?: string } }).cause;
       serverErrors.push(`${req.url}: ${(err as { code?: string }).code} ${err.message} (cause: ${cause?.code} ${cause?.message})`);
@@ -196,7 +196,8 @@ for (const scopeMode of ['implicit', 'explicit'] as const) {
     }
 
     function checkProbe(stats: Stats, t: WorldTenant, kind: string, r: { status: number; text: string }): void {
-      if (r.status === 503 && errorCode(r.text) === 'database_unreachable') {
+      // 503 while a fault held or killed connections: the database was gone, or every connection stayed busy.
+      if (r.status === 503 && ['database_unreachable', 'pool_exhausted'].includes(errorCode(r.text) ?? '')) {
         stats.unavailable++;
         return;
       }

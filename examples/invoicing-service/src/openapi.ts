@@ -79,12 +79,12 @@ export function kindCodes(kind: Kind, method: string, opts: { metering: boolean;
   if (opts.checksQuery) codes.push('validation_failed');
   if (['POST', 'PUT', 'PATCH', 'DELETE'].includes(method)) codes.push('bad_request', 'invalid_json', 'unsupported_media_type', 'payload_too_large');
   if (kind === 'tenant') {
-    codes.push('unauthenticated', 'tenant_suspended', 'tenant_conflict', 'database_unreachable', 'statement_timeout', 'transaction_conflict');
+    codes.push('unauthenticated', 'tenant_suspended', 'tenant_conflict', 'database_unreachable', 'pool_exhausted', 'statement_timeout', 'transaction_conflict');
     if (opts.metering) codes.push('rate_limited', 'rate_limit_unavailable');
     if (opts.quota) codes.push('quota_exceeded');
   }
   // operator_unavailable: a web process with the application role only relays admin requests to an operator (operator.ts).
-  if (kind === 'admin') codes.push('admin_unauthorized', 'rate_limited', 'database_unreachable', 'transaction_conflict', 'operator_unavailable');
+  if (kind === 'admin') codes.push('admin_unauthorized', 'rate_limited', 'database_unreachable', 'pool_exhausted', 'transaction_conflict', 'operator_unavailable');
   return codes;
 }
 
@@ -362,6 +362,8 @@ export const HEADERS: Record<string, Json> = {
   'Retry-After': header('Seconds to wait before retrying', { type: 'integer', minimum: 0 }),
 };
 const METERED_HEADERS = Object.keys(HEADERS).filter((h) => h !== 'Retry-After');
+/** Answers of this status with one of these codes carry Retry-After (429s, and the transient 503s). */
+const retryAfter = (status: number, codes: readonly ErrorCode[]) => status === 429 || codes.includes('transaction_conflict') || codes.includes('pool_exhausted');
 
 /**
  * One spelling of the same schema, whoever wrote it: `const` as a one-value enum (as @fastify/swagger writes it)
@@ -465,8 +467,8 @@ export function contract(generated: Json, options: ContractOptions): Json {
         const first = list[0] as ErrorCode;
         responses[String(status)] = {
           description: `${STATUS_TEXT[status] ?? 'Error'}: ${list.map((c) => `\`${c}\``).join(', ')}`,
-          ...(metered || status === 429 || list.includes('transaction_conflict')
-            ? { headers: headerRefs([...(metered ? METERED_HEADERS : []), ...(status === 429 || list.includes('transaction_conflict') ? ['Retry-After'] : [])]) }
+          ...(metered || retryAfter(status, list)
+            ? { headers: headerRefs([...(metered ? METERED_HEADERS : []), ...(retryAfter(status, list) ? ['Retry-After'] : [])]) }
             : {}),
           content: {
             'application/json': {

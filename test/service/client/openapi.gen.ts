@@ -1665,7 +1665,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -1684,7 +1684,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -1867,7 +1867,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -1886,7 +1886,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -1994,7 +1994,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -2013,7 +2013,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -2161,7 +2161,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -2180,7 +2180,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -2404,7 +2404,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -2423,7 +2423,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -2589,7 +2589,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -2608,7 +2608,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -2881,7 +2881,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -2900,7 +2900,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -3073,7 +3073,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -3092,7 +3092,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -3316,7 +3316,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -3335,7 +3335,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -3541,7 +3541,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -3560,7 +3560,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -3841,7 +3841,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -3860,7 +3860,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -4150,7 +4150,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -4169,7 +4169,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -4410,7 +4410,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -4429,7 +4429,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -4670,7 +4670,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -4689,7 +4689,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -4927,7 +4927,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -4946,7 +4946,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -5091,7 +5091,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -5110,7 +5110,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -5306,7 +5306,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -5325,7 +5325,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -5529,7 +5529,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -5548,7 +5548,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -5704,7 +5704,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -5723,7 +5723,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -5946,7 +5946,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -5965,7 +5965,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -6199,7 +6199,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -6228,7 +6228,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -6565,7 +6565,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -6594,7 +6594,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -6854,7 +6854,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -6883,7 +6883,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -7237,7 +7237,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -7266,7 +7266,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -7640,7 +7640,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -7669,7 +7669,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -7990,7 +7990,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -8019,7 +8019,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -8415,7 +8415,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -8444,7 +8444,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -8708,7 +8708,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -8737,7 +8737,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -9056,7 +9056,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -9085,7 +9085,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -9463,7 +9463,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -9492,7 +9492,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -9810,7 +9810,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -9839,7 +9839,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -10112,7 +10112,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -10141,7 +10141,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -10520,7 +10520,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -10549,7 +10549,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -10814,7 +10814,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -10843,7 +10843,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -11199,7 +11199,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -11228,7 +11228,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -11607,7 +11607,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -11636,7 +11636,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -11739,7 +11739,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `transaction_conflict`, `operator_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `transaction_conflict`, `operator_unavailable` */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -11758,7 +11758,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "transaction_conflict" | "operator_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "transaction_conflict" | "operator_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -12171,7 +12171,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -12200,7 +12200,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -12490,7 +12490,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -12519,7 +12519,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
@@ -12721,7 +12721,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unavailable: `database_unreachable`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
+            /** @description Unavailable: `database_unreachable`, `pool_exhausted`, `statement_timeout`, `transaction_conflict`, `rate_limit_unavailable` */
             503: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -12750,7 +12750,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"] & {
                         error?: {
                             /** @enum {string} */
-                            code?: "database_unreachable" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
+                            code?: "database_unreachable" | "pool_exhausted" | "statement_timeout" | "transaction_conflict" | "rate_limit_unavailable";
                             details?: Record<string, never>;
                             message?: string;
                         };
