@@ -11,16 +11,18 @@ import { tenantwallErrorHandler } from '../../src/fastify/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { createTestTenantwall, type TestTenantwall } from '../helpers/db.ts';
 
-/** Runs `fn` while a transaction of `tenant` holds the pool's one connection; the transaction then commits. */
-async function whileHeld<T>(t: TestTenantwall, tenant: TenantId, fn: () => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` while `open` holds a connection: `open` starts a transaction that calls `hold()` once it holds its
+ * connection and returns the promise `hold` gives, which settles after `fn`; the transaction then commits.
+ */
+async function whileHeld<T>(open: (hold: () => Promise<void>) => Promise<unknown>, fn: () => Promise<T>): Promise<T> {
   let release!: () => void;
   const gate = new Promise<void>((resolve) => (release = resolve));
   let holding!: () => void;
   const held = new Promise<void>((resolve) => (holding = resolve));
-  const tx = t.db.forTenant(tenant).transaction(async (q) => {
-    await q.query('SELECT 1 FROM invoices LIMIT 1');
+  const tx = open(() => {
     holding();
-    await gate;
+    return gate;
   });
   await held;
   try {
@@ -30,6 +32,13 @@ async function whileHeld<T>(t: TestTenantwall, tenant: TenantId, fn: () => Promi
     await tx;
   }
 }
+
+/** A transaction of `tenant` holding its connection (after a first statement). */
+const tenantTx = (t: TestTenantwall, tenant: TenantId) => (hold: () => Promise<void>) =>
+  t.db.forTenant(tenant).transaction(async (q) => {
+    await q.query('SELECT 1 FROM invoices LIMIT 1');
+    await hold();
+  });
 
 const exhausted = (poolSize: number) => (e: unknown) => isTenantwallError(e, 'pool_exhausted') && e.status === 503 && (e.details as { poolSize?: number }).poolSize === poolSize && /nothing was sent/.test(e.message);
 
@@ -46,7 +55,7 @@ for (const scopeMode of ['implicit', 'explicit'] as const) {
     after(() => t.close());
 
     test('a statement that waited for the only busy connection fails with pool_exhausted; the next one runs', async () => {
-      await whileHeld(t, a, async () => {
+      await whileHeld(tenantTx(t, a), async () => {
         await assert.rejects(t.db.forTenant(b).query('SELECT count(*) FROM invoices'), exhausted(1));
         await assert.rejects(t.db.forTenant(b).transaction((tx) => tx.query('SELECT 1')), exhausted(1));
         assert.equal(t.db.poolStats().app.total, 1);
@@ -60,7 +69,7 @@ for (const scopeMode of ['implicit', 'explicit'] as const) {
       app.setErrorHandler(tenantwallErrorHandler);
       app.get('/count', async () => (await t.db.forTenant(b).query('SELECT count(*)::int AS n FROM invoices')).rows[0]);
       try {
-        const r = await whileHeld(t, a, () => app.inject({ url: '/count' }));
+        const r = await whileHeld(tenantTx(t, a), () => app.inject({ url: '/count' }));
         assert.equal(r.statusCode, 503);
         assert.equal(r.json().error.code, 'pool_exhausted');
         assert.equal(r.headers['retry-after'], '1');
@@ -81,21 +90,7 @@ describe('pool exhausted: the owner pool', () => {
 
   test('a cross-tenant query that waited for the owner pool names its size', async () => {
     const owner = t.db.dangerouslyCrossTenant();
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    let holding!: () => void;
-    const held = new Promise<void>((resolve) => (holding = resolve));
-    const tx = owner.transaction(async () => {
-      holding();
-      await gate;
-    });
-    await held;
-    try {
-      await assert.rejects(owner.query('SELECT 1'), exhausted(1));
-    } finally {
-      release();
-      await tx;
-    }
+    await whileHeld((hold) => owner.transaction(hold), () => assert.rejects(owner.query('SELECT 1'), exhausted(1)));
     assert.equal((await owner.query<{ one: number }>('SELECT 1 AS one')).rows[0]?.one, 1);
   });
 });
