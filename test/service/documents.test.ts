@@ -11,8 +11,10 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { TenantWorker } from '../../src/jobs/index.ts';
 import { enqueueJob } from '../../src/jobs/index.ts';
-import { type DocumentWorkerOptions, RENDER_TASK, startDocumentWorker } from '../../examples/invoicing-service/src/documents.ts';
-import { superQuery } from '../helpers/db.ts';
+import pg from 'pg';
+import { type DocumentWorkerOptions, RENDER_TASK, renderAndStore, startDocumentWorker } from '../../examples/invoicing-service/src/documents.ts';
+import { serviceKysely } from '../../examples/invoicing-service/src/repo/db.ts';
+import { adminUrl, superQuery, withDatabase } from '../helpers/db.ts';
 import { waitFor } from '../webhooks/receiver.ts';
 import { type ServiceFixture, type TenantFixture, startService } from './setup.ts';
 
@@ -217,4 +219,38 @@ test('tenant export holds the documents and jobs; tenant delete removes them and
     assert.equal((await superQuery(s.t.database.name, `SELECT 1 FROM ${table} WHERE tenant_id = $1`, [tid])).rowCount, 0, table);
   }
   assert.deepEqual((await queueEntries()).filter((e) => e.tenant === tid), [], 'the queued job left the queue with the tenant');
+});
+
+test('an invoice deleted while its document renders leaves no document, and a document without its invoice is never served', async () => {
+  const id = await issue(s.a, 'Raced Customer'); // no worker: the job stays queued; the rendering is run here
+  const docs = async () => (await superQuery(s.t.database.name, 'SELECT 1 FROM invoice_documents WHERE invoice_id = $1', [id])).rowCount;
+  const su = new pg.Client({ connectionString: withDatabase(adminUrl(), s.t.database.name) });
+  await su.connect();
+  try {
+    // The delete of repo/invoices.ts, held open: the invoice first, then its document.
+    await su.query('BEGIN');
+    await su.query('DELETE FROM invoices WHERE tenant_id = $1 AND id = $2', [s.a.id, id]);
+    const render = renderAndStore(serviceKysely(s.db, s.a.id), id);
+    const rendered = render.then((wrote) => {
+      throw new Error(`the rendering finished (wrote a document: ${wrote}) while the delete of its invoice was still open`);
+    });
+    rendered.catch(() => undefined);
+    const waiting = async () => (await superQuery(s.t.database.name, `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rowCount !== 0;
+    await Promise.race([waitFor(waiting, 'the rendering waiting for the invoice row lock'), rendered]);
+    await su.query('DELETE FROM invoice_documents WHERE tenant_id = $1 AND invoice_id = $2', [s.a.id, id]);
+    await su.query('COMMIT');
+    assert.equal(await render, false, 'the invoice was gone once the lock was granted: nothing rendered');
+  } finally {
+    await su.query('ROLLBACK').catch(() => undefined);
+    await su.end();
+  }
+  assert.equal(await docs(), 0, 'no document of the deleted invoice');
+
+  // A document row whose invoice does not exist (written by an earlier version, or by hand) is not served.
+  const other = await issue(s.a, 'Orphan Customer');
+  await superQuery(s.t.database.name, `INSERT INTO invoice_documents (tenant_id, invoice_id, content, sha256) VALUES ($1, $2, '\\x255044462d', repeat('a', 64))`, [s.a.id, id]);
+  const orphan = await s.as(s.a, { method: 'GET', url: `/invoices/${id}/document` });
+  assert.equal(orphan.statusCode, 404, orphan.body);
+  assert.equal(orphan.json().error.code, 'not_found');
+  assert.equal((await s.as(s.a, { method: 'GET', url: `/invoices/${other}/document` })).statusCode, 202, 'an issued invoice not yet rendered');
 });

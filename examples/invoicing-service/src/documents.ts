@@ -19,7 +19,13 @@ export type DocumentLookup =
  * `pending` while the rendering job has not finished.
  */
 export async function getDocument(k: K, invoiceId: string): Promise<DocumentLookup> {
-  const doc = await k.selectFrom('invoice_documents').select(['content', 'sha256', 'rendered_at']).where('invoice_id', '=', invoiceId).executeTakeFirst();
+  // Only the document of an invoice that exists: the table has no foreign key to the partitioned invoices.
+  const doc = await k
+    .selectFrom('invoice_documents as d')
+    .innerJoin('invoices as i', 'i.id', 'd.invoice_id')
+    .select(['d.content', 'd.sha256', 'd.rendered_at'])
+    .where('d.invoice_id', '=', invoiceId)
+    .executeTakeFirst();
   if (doc) return { state: 'ready', content: doc.content, sha256: doc.sha256, rendered_at: iso(doc.rendered_at) as string };
   const invoice = await getInvoice(k, invoiceId);
   if (invoice.issued_at === null) {
@@ -35,9 +41,16 @@ export async function getDocument(k: K, invoiceId: string): Promise<DocumentLook
  * invoice and its line items, renders the PDF, replaces any earlier document (a rerun after a crash renders
  * again: idempotent). An invoice that is gone (deleted, or not the tenant's) renders nothing. Returns whether a
  * document was written.
+ *
+ * The invoice row is locked (FOR KEY SHARE) first: `invoice_documents` has no foreign key to the invoice, so
+ * without the lock a delete committed between this read and the insert would leave a document of a deleted
+ * invoice. With it, a concurrent delete waits for this transaction and then deletes the document too
+ * (repo/invoices.ts deletes the invoice, then its document), or it committed first and this finds no invoice.
  */
 export async function renderAndStore(k: K, invoiceId: string): Promise<boolean> {
   return k.transaction().execute(async (tx) => {
+    const locked = await tx.selectFrom('invoices').select('id').where('id', '=', invoiceId).forKeyShare().executeTakeFirst();
+    if (!locked) return false;
     let invoice: Invoice;
     try {
       invoice = await getInvoice(tx, invoiceId);
