@@ -61,6 +61,25 @@ const migrations: Migration[] = [{ version: 1, name: 'init', sql: (ctx) => ctx.c
 
 const f = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 
+/**
+ * A distribution-free 95% confidence interval of the median of `values`: the order statistics x(k) and x(n-k+1)
+ * with the largest k such that P(Binomial(n, 1/2) <= k - 1) <= 2.5%. Undefined below 6 values (no such k).
+ */
+export function medianCi(values: readonly number[]): [number, number] | undefined {
+  const x = [...values].sort((a, b) => a - b);
+  const n = x.length;
+  let cdf = 0;
+  let term = 0.5 ** n; // P(B = 0)
+  let k = 0;
+  for (let j = 0; j < n; j++) {
+    cdf += term;
+    if (cdf > 0.025) break;
+    k = j + 1; // P(B <= j) <= 2.5%: x(j + 1) is a lower bound
+    term = (term * (n - j)) / (j + 1);
+  }
+  return k === 0 ? undefined : [x[k - 1] as number, x[n - k] as number];
+}
+
 /** Registry rows t1..tN and Zipf-sized invoices: rank i gets max(1, round(rows / (i * H_N))). */
 async function seedZipf(db: Tenantwall, tenants: number, rows: number, offset = 0): Promise<void> {
   const a = db.dangerouslyCrossTenant();
@@ -129,7 +148,7 @@ async function scaleSeries(h: BenchHarness): Promise<Tenantwall> {
   };
   const growth = (i: number, kind: 'list' | 'point', stat: 'p50' | 'p99') => {
     const per = (byPoint[i] as (typeof byPoint)[number])[kind].map((r, k) => r[stat] / ((byPoint[0] as (typeof byPoint)[number])[kind][k] as Figures)[stat]);
-    return { median: med(per), min: Math.min(...per), max: Math.max(...per) };
+    return { median: med(per), min: Math.min(...per), max: Math.max(...per), ci: medianCi(per) };
   };
   const g = (x: { median: number; min: number; max: number }) => `x${f(x.median, 2)} (${f(x.min, 2)}-${f(x.max, 2)})`;
   console.log('  tenants   rows         small rows  list p50/p99 ms    point p50/p99 ms   growth vs first point, median (per-round range): list p50, list p99, point p50, point p99');
@@ -141,13 +160,16 @@ async function scaleSeries(h: BenchHarness): Promise<Tenantwall> {
         (i === 0 ? `(base; seeded in ${f(pt.loadS, 1)} s)` : `${g(growth(i, 'list', 'p50'))}  ${g(growth(i, 'list', 'p99'))}  ${g(growth(i, 'point', 'p50'))}  ${g(growth(i, 'point', 'p99'))}  (seeded in ${f(pt.loadS, 1)} s)`),
     );
   }
-  // The verdict on the target (<= 1.2x growth), from the per-round ranges at the largest point.
+  // The verdict on the target (<= 1.2x growth), from the 95% confidence interval of the median per-round growth
+  // at the largest point: single rounds spread more than the growth, and more rounds narrow the interval.
   const last = points.length - 1;
   if (last > 0) {
     for (const [kind, stat] of [['list', 'p50'], ['list', 'p99'], ['point', 'p50'], ['point', 'p99']] as const) {
       const x = growth(last, kind, stat);
-      const verdict = x.max <= 1.2 ? 'within 1.2x in every round' : x.min > 1.2 ? 'above 1.2x in every round' : 'the rounds straddle 1.2x: not separated from noise, use more rounds (BENCH_PART_ROUNDS)';
-      console.log(`  ${kind} ${stat} at ${f(points[last]?.tenants ?? 0)} tenants / ${f(points[last]?.rows ?? 0)} rows: ${g(x)}: ${verdict}`);
+      const ci = x.ci === undefined ? 'too few rounds for a 95% interval (at least 6)' : `median's 95% interval ${f(x.ci[0], 2)}-${f(x.ci[1], 2)}`;
+      const verdict =
+        x.ci === undefined ? 'not decided: use more rounds (BENCH_PART_ROUNDS)' : x.ci[1] <= 1.2 ? 'within 1.2x' : x.ci[0] > 1.2 ? 'above 1.2x' : 'the interval straddles 1.2x: not separated from noise, use more rounds (BENCH_PART_ROUNDS)';
+      console.log(`  ${kind} ${stat} at ${f(points[last]?.tenants ?? 0)} tenants / ${f(points[last]?.rows ?? 0)} rows: ${g(x)}, ${ci}: ${verdict}`);
     }
   }
   for (const pt of points.slice(0, -1)) await pt.db.close();
