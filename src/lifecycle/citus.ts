@@ -462,7 +462,8 @@ async function withSourceCommitsFlushed<T>(client: pg.ClientBase, shardNames: re
  * it updates was updated by another session at the same moment ("tuple concurrently updated"/"deleted", e.g. a
  * role or a `pg_dist_*` row), or another shard operation on the same colocation group holds its lock ("could not
  * acquire the lock required to move/split ...": a rebalance, a tenant isolated, a shard moved meanwhile; Citus
- * does not queue for it). Its leftovers are cleaned and it runs again after a growing pause (0.5 s, 1 s, ... at
+ * does not queue for it), or a shard the step planned for was replaced meanwhile ("could not find valid entry for
+ * shard N": a tenant isolated to a new shard while a rebalance planned its moves). Its leftovers are cleaned and it runs again after a growing pause (0.5 s, 1 s, ... at
  * most 5 s) until `waitMs` has passed; then `transaction_conflict`: each step is atomic, so nothing was changed,
  * and a rebalance plans only the moves still missing.
  */
@@ -473,7 +474,7 @@ async function retryCatalogRace<T>(client: pg.ClientBase, step: () => Promise<T>
       return await step();
     } catch (err) {
       const message = (err as Error).message ?? '';
-      if (!/tuple concurrently (updated|deleted)|could not acquire the lock required to/.test(message)) throw err;
+      if (!/tuple concurrently (updated|deleted)|could not acquire the lock required to|could not find valid entry for shard/.test(message)) throw err;
       const left = waitMs - (performance.now() - started);
       if (left <= 0) {
         // A long operation (a rebalance of the cluster, another tenant's shard move) still holds the shards.

@@ -702,10 +702,20 @@ export class Fuzzer {
         await this.#spareProbe();
       },
       'GET /admin/tenants/{id}/api-keys': async () => {
-        const r = await this.send(-2, { method: 'GET', url: `/admin/tenants/${this.spare.id}/api-keys?limit=100`, headers: this.#adminHeaders() });
-        must(r.status === 200 && r.json.data.length === this.#spareKeys.length, () => `list keys: ${r.status} ${r.body}`);
-        for (const k of this.#spareKeys) must(!r.body.includes(k.key.slice(-20)), () => 'a key secret in the key list');
-        must(!/secret|hash/i.test(r.body), () => `key list shows hashes: ${r.body}`);
+        // Every page: a long run gives the spare tenant more keys than one page holds.
+        const listed: string[] = [];
+        let cursor: string | undefined;
+        do {
+          const q = `limit=100${cursor === undefined ? '' : `&cursor=${encodeURIComponent(cursor)}`}`;
+          const r = await this.send(-2, { method: 'GET', url: `/admin/tenants/${this.spare.id}/api-keys?${q}`, headers: this.#adminHeaders() });
+          must(r.status === 200, () => `list keys: ${r.status} ${r.body}`);
+          for (const k of this.#spareKeys) must(!r.body.includes(k.key.slice(-20)), () => 'a key secret in the key list');
+          must(!/secret|hash/i.test(r.body), () => `key list shows hashes: ${r.body}`);
+          listed.push(...(r.json.data as Array<{ id: string }>).map((k) => k.id));
+          cursor = (r.json.next_cursor as string | null) ?? undefined;
+        } while (cursor !== undefined);
+        const created = this.#spareKeys.map((k) => k.id).sort();
+        must(JSON.stringify([...listed].sort()) === JSON.stringify(created), () => `list keys: ${listed.length} listed, ${created.length} created`);
       },
       'DELETE /admin/tenants/{id}/api-keys/{keyId}': async (_s, op) => {
         const k = pick(this.#spareKeys.slice(1), op.n);
