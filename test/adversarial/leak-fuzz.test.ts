@@ -123,8 +123,9 @@ test('the fuzzer finds a planted existence oracle (403 for another tenant\'s cus
     const f = new Fuzzer(leaky, openApiEndpoints(doc));
     const details = await fc.check(
       fc.asyncProperty(f.runArbitrary(8), (input) => f.run(input)),
-      // The limit also cuts shrinking short: generous, so a loaded machine still shrinks fully (typically ~20 s).
-      { seed: config.seed, numRuns: 300, interruptAfterTimeLimit: 120_000 },
+      // No time limit: it would also cut the shrinking short, and how far a loaded machine got in a fixed time
+      // (a 50-tenant run stopped at 36 operations) is not what this test checks. numRuns bounds the search.
+      { seed: config.seed, numRuns: 300 },
     );
     assert.ok(details.failed, `the planted bug was not found in ${details.numRuns} runs (seed ${config.seed})`);
     const ce = details.counterexample?.[0] as { lanes: unknown[][]; admin: unknown[] };
