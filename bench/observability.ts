@@ -14,7 +14,8 @@
  * throughput ratios to `off` and each server's CPU per request (read from /proc), then a CPU profile of each by
  * part (bench/profile.ts). Figures are printed, never asserted.
  */
-import type { BenchHarness } from './harness.ts';
+import { type BenchHarness, percentile } from './harness.ts';
+import { BENCH_ADMIN_TOKEN } from './http-server.ts';
 import { type LoadTarget, LoadGenerator, compareAlternating, describe, median } from './load.ts';
 import { formatParts, type Part } from './profile.ts';
 import { ServerProcess, seed, zipfSizes } from './servers.ts';
@@ -28,8 +29,7 @@ const WARMUP_S = Number(process.env.BENCH_HTTP_WARMUP_S ?? 4);
 const PROFILE_S = Number(process.env.BENCH_HTTP_PROFILE_S ?? 3);
 const INJECT_ROUNDS = Number(process.env.BENCH_OBS_INJECT_ROUNDS ?? 24);
 const INJECT_BLOCK = Number(process.env.BENCH_OBS_INJECT_BLOCK ?? 1000);
-const ADMIN = 'bench-admin-token-0123456789';
-const quartile = (v: readonly number[], p: number) => [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor(v.length * p))] as number;
+const quartile = (v: readonly number[], p: number) => percentile([...v].sort((a, b) => a - b), p * 100);
 
 export default async function observabilityBench(harness: BenchHarness): Promise<void> {
   const t0 = performance.now();
@@ -61,19 +61,16 @@ export default async function observabilityBench(harness: BenchHarness): Promise
     const c = await compareAlternating(targets, { connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, warmupS: WARMUP_S, load });
     console.log(`GET /invoices/:id full stack, ${TENANTS} Zipf tenants, ${CONNECTIONS} connections, ${ROUNDS} rounds x ${DURATION_S}s after a ${WARMUP_S}s warm-up from cold caches, alternating (each service in its own process)`);
     for (const f of c.figures) console.log(`  ${f.name.padEnd(14)}: ${describe(f)}`);
-    const [on, control] = c.byTarget as [(typeof c.byTarget)[number], (typeof c.byTarget)[number]];
-    const off = c.byTarget[c.byTarget.length - 1] as (typeof c.byTarget)[number];
     const range = (v: readonly number[]) => `${Math.min(...v).toFixed(2)}-${Math.max(...v).toFixed(2)} [${v.map((x) => x.toFixed(2)).join(' ')}]`;
-    console.log(`  throughput on / off: median ${on.median.toFixed(2)} (target >= 0.97), per round ${range(on.ratios)}`);
-    console.log(`  throughput control / off (noise): median ${control.median.toFixed(2)}, per round ${range(control.ratios)}`);
-    const cpuDiff = (a: readonly number[]) => a.map((x, k) => x - (off.serverCpu[k] as number));
+    const off = c.byTarget[c.byTarget.length - 1] as (typeof c.byTarget)[number];
     // On 2 cores shared by the server and PostgreSQL, throughput follows the CPU both spend per request.
     const cpuOf = (f: (typeof c.figures)[number]) => f.cpu.server + f.cpu.postgres;
     const base = c.figures[c.figures.length - 1] as (typeof c.figures)[number];
-    console.log(`  CPU-bound ratio (off's server + PostgreSQL CPU per request / the target's): ${c.figures.slice(0, -1).map((f) => `${f.name} ${(cpuOf(base) / cpuOf(f)).toFixed(3)}`).join(', ')}`);
     for (const [i, f] of c.figures.slice(0, -1).entries()) {
-      const d = cpuDiff((c.byTarget[i] as typeof off).serverCpu);
-      console.log(`  server CPU per request, ${f.name} - off: median ${median(d).toFixed(1)} µs (rounds ${d.map((x) => x.toFixed(0)).join(' ')}); throughput / off median ${(c.byTarget[i] as typeof off).median.toFixed(2)}`);
+      const r = c.byTarget[i] as typeof off;
+      const d = r.serverCpu.map((x, k) => x - (off.serverCpu[k] as number));
+      console.log(`  ${f.name} / off: throughput median ${r.median.toFixed(2)}${i === 0 ? ' (target >= 0.97)' : ''}, per round ${range(r.ratios)}; CPU-bound ratio (off's server + PostgreSQL CPU per request / this one's) ${(cpuOf(base) / cpuOf(f)).toFixed(3)}`);
+      console.log(`    server CPU per request - off: median ${median(d).toFixed(1)} µs (rounds ${d.map((x) => x.toFixed(0)).join(' ')})`);
     }
     // Server CPU per request without sockets: each process runs blocks of requests through app.inject, one
     // process at a time, the order turning each round; no load generator or socket writes share the cores.
@@ -95,7 +92,7 @@ export default async function observabilityBench(harness: BenchHarness): Promise
         console.log(`  ${name.padEnd(14)}: ${median(mine).toFixed(1)} µs${i < kinds.length - 1 ? `, - off: median ${median(d).toFixed(1)} µs (${quartile(d, 0.25).toFixed(1)} .. ${quartile(d, 0.75).toFixed(1)})` : ''}`);
       }
     }
-    const scrape = await fetch(`${servers[0]?.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    const scrape = await fetch(`${servers[0]?.url}/metrics`, { headers: { authorization: `Bearer ${BENCH_ADMIN_TOKEN}` } });
     const text = await scrape.text();
     console.log(`  /metrics of on after the run: ${scrape.status}, ${text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length} samples`);
     const columns: Array<{ name: string; perRequest: Map<Part, number> }> = [];
