@@ -7,7 +7,6 @@
  * PostgreSQL 15 (BENCH_PG15_URL, default the Debian server on 127.0.0.1:5432), and the write-block window of an
  * online move of a 300,000-row tenant to a dedicated node, measured from outside by a writer probe.
  */
-import { BENCH_ADMIN_TOKEN } from './http-server.ts';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import pino from 'pino';
@@ -144,7 +143,7 @@ async function startService(adminUrl: string, citus: boolean) {
   }
   const db = await Tenantwall.connect({ schema: serviceSchema, databaseUrl: url, manageRoles: false, appPassword: process.env.TENANTWALL_APP_PASSWORD, poolSize: 8 });
   await db.migrate(serviceMigrations);
-  const app = await buildApp({ db, adminToken: BENCH_ADMIN_TOKEN, logger: { level: 'info', stream: pino.destination({ dest: '/dev/null', sync: false }) } });
+  const app = await buildApp({ db, adminToken: 'bench-admin-token-0123456789', logger: { level: 'info', stream: pino.destination({ dest: '/dev/null', sync: false }) } });
   const tenant = await db.tenants.create({ slug: 'bench', name: 'Bench' });
   const { key } = await app.tenantwall.apiKeys.create(tenant.id, { name: 'bench' });
   const { rows } = await db.forTenant(tenant.id).query<{ id: string }>(

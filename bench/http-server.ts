@@ -24,9 +24,6 @@ import { createTenantKysely } from '../src/kysely/index.ts';
 import { Tenantwall } from '../src/index.ts';
 import { type Part, startProfile } from './profile.ts';
 
-/** The reference service's admin token in the bench servers (its /metrics needs it). */
-export const BENCH_ADMIN_TOKEN = 'bench-admin-token-0123456789';
-
 export type ServerKind = 'tenantwall' | 'service' | 'bare';
 
 export interface StartMessage {
@@ -172,7 +169,7 @@ process.on('message', (msg: StartMessage | InjectMessage | { type: 'profile-star
               ? await tenantwallApp(db)
               : await buildApp({
                   db,
-                  adminToken: BENCH_ADMIN_TOKEN,
+                  adminToken: 'bench-admin-token-0123456789',
                   logger: { level: 'info', stream: pino.destination({ dest: '/dev/null', sync: false }) },
                   ...(msg.observability === 'off' ? { observability: false as const } : {}),
                 });

@@ -9,7 +9,6 @@
  *    quota headers, requests counted in memory and written as `api_requests` events per minute) vs off, same database, same process,
  *    alternating autocannon rounds from a separate process (bench/load.ts). Figures are printed, never asserted; the machine is shared, so they are noisy.
  */
-import { BENCH_ADMIN_TOKEN } from './http-server.ts';
 import pino from 'pino';
 import { buildApp } from '../examples/invoicing-service/src/app.ts';
 import { meteringSpec } from '../examples/invoicing-service/src/metering.ts';
@@ -118,8 +117,8 @@ export default async function meteringBench(harness: BenchHarness): Promise<void
 
   // ---- 3. request cost: metering + quotas on vs off
   const logger = { level: 'info', stream: pino.destination({ dest: '/dev/null', sync: false }) };
-  const off = await buildApp({ db, adminToken: BENCH_ADMIN_TOKEN, logger });
-  const on = await buildApp({ db, adminToken: BENCH_ADMIN_TOKEN, logger, metering });
+  const off = await buildApp({ db, adminToken: 'bench-admin-token-0123456789', logger });
+  const on = await buildApp({ db, adminToken: 'bench-admin-token-0123456789', logger, metering });
   const tenant = tenants[1] as TenantId;
   await metering.setPlan(tenant, 'bench');
   const { key } = await on.tenantwall.apiKeys.create(tenant, { name: 'bench' });

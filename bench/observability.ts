@@ -15,7 +15,6 @@
  * part (bench/profile.ts). Figures are printed, never asserted.
  */
 import { type BenchHarness, percentile } from './harness.ts';
-import { BENCH_ADMIN_TOKEN } from './http-server.ts';
 import { type LoadTarget, LoadGenerator, compareAlternating, describe, median } from './load.ts';
 import { formatParts, type Part } from './profile.ts';
 import { ServerProcess, seed, zipfSizes } from './servers.ts';
@@ -29,6 +28,8 @@ const WARMUP_S = Number(process.env.BENCH_HTTP_WARMUP_S ?? 4);
 const PROFILE_S = Number(process.env.BENCH_HTTP_PROFILE_S ?? 3);
 const INJECT_ROUNDS = Number(process.env.BENCH_OBS_INJECT_ROUNDS ?? 24);
 const INJECT_BLOCK = Number(process.env.BENCH_OBS_INJECT_BLOCK ?? 1000);
+/** The reference service's admin token in bench/http-server.ts (not imported: that module starts a server process). */
+const ADMIN = 'bench-admin-token-0123456789';
 const quartile = (v: readonly number[], p: number) => percentile([...v].sort((a, b) => a - b), p * 100);
 
 export default async function observabilityBench(harness: BenchHarness): Promise<void> {
@@ -92,7 +93,7 @@ export default async function observabilityBench(harness: BenchHarness): Promise
         console.log(`  ${name.padEnd(14)}: ${median(mine).toFixed(1)} µs${i < kinds.length - 1 ? `, - off: median ${median(d).toFixed(1)} µs (${quartile(d, 0.25).toFixed(1)} .. ${quartile(d, 0.75).toFixed(1)})` : ''}`);
       }
     }
-    const scrape = await fetch(`${servers[0]?.url}/metrics`, { headers: { authorization: `Bearer ${BENCH_ADMIN_TOKEN}` } });
+    const scrape = await fetch(`${servers[0]?.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } });
     const text = await scrape.text();
     console.log(`  /metrics of on after the run: ${scrape.status}, ${text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length} samples`);
     const columns: Array<{ name: string; perRequest: Map<Part, number> }> = [];
