@@ -33,6 +33,8 @@ test(`random operation sequences of ${TENANTS} concurrent tenants never show one
   const numRuns = Math.max(1, Math.ceil(config.ops / avgOpsPerRun));
   console.log(`# leak fuzz: seed=${config.seed} runs=${numRuns} (~${config.ops} ops, at most ${config.timeMs} ms) tenants=${TENANTS}; reproduce with FUZZ_SEED=${config.seed}`);
   const started = Date.now();
+  // A long run (npm run fuzz) says how far it got as it goes.
+  fuzzer.progressEvery = numRuns >= 1000 ? 100 : 0;
   const details = await fc.check(
     fc.asyncProperty(fuzzer.runArbitrary(config.maxLen), (input) => fuzzer.run(input)),
     { seed: config.seed, numRuns, interruptAfterTimeLimit: config.timeMs, markInterruptAsFailure: false, endOnFailure: false, maxSkipsPerRun: 0 },
@@ -40,7 +42,7 @@ test(`random operation sequences of ${TENANTS} concurrent tenants never show one
   const s = fuzzer.stats;
   const statuses = [...s.byStatus].sort((a, b) => a[0] - b[0]).map(([k, v]) => `${k}:${v}`).join(' ');
   console.log(
-    `# leak fuzz: ${s.runs} runs, ${s.ops} operations, ${s.requests} requests, ${s.differentials} foreign-vs-random comparisons, ${fuzzer.ledger.checked} responses checked in ${Date.now() - started} ms; statuses ${statuses} (${s.conflicts} transaction_conflict answers sent again)`,
+    `# leak fuzz: ${s.runs} runs, ${s.ops} operations, ${s.requests} requests, ${s.differentials} foreign-vs-random comparisons, ${fuzzer.ledger.checked} responses checked in ${Date.now() - started} ms; statuses ${statuses} (${s.conflicts} transaction_conflict answers sent again); ${Math.round(s.laneMs / 1000)} s in the lanes, ${Math.round(s.checkMs / 1000)} s in the database checks`,
   );
   if (details.failed) {
     console.log(`# leak fuzz FAILED: seed=${details.seed} path=${details.counterexamplePath} after ${details.numRuns} runs, ${details.numShrinks} shrinks`);

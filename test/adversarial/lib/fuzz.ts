@@ -66,6 +66,9 @@ export interface FuzzStats {
   differentials: number;
   /** Answers 503 transaction_conflict that were sent again. */
   conflicts: number;
+  /** Milliseconds spent in the lanes, and in the database checks around them (syncModels, checkDatabase). */
+  laneMs: number;
+  checkMs: number;
 }
 
 /** Endpoints of the OpenAPI document as "METHOD /path/{param}". */
@@ -106,7 +109,7 @@ export class Fuzzer {
   readonly ledger: Ledger;
   readonly models: TenantModel[];
   readonly endpoints: string[];
-  readonly stats: FuzzStats = { runs: 0, ops: 0, requests: 0, byEndpoint: new Map(), byStatus: new Map(), differentials: 0, conflicts: 0 };
+  readonly stats: FuzzStats = { runs: 0, ops: 0, requests: 0, byEndpoint: new Map(), byStatus: new Map(), differentials: 0, conflicts: 0, laneMs: 0, checkMs: 0 };
   #spareSuspended = false;
   #spareKeys: Array<{ id: string; key: string; revoked: boolean }> = [];
   #adminTokens: string[] = [];
@@ -167,6 +170,9 @@ export class Fuzzer {
 
   /** The run in progress: a run that fast-check abandoned at its time limit still has lanes sending requests. */
   #inflight: Promise<void> = Promise.resolve();
+  #synced = false;
+  /** Print a progress line every this many runs (0: never). */
+  progressEvery = 0;
 
   async run(input: { lanes: Op[][]; admin: Op[] }): Promise<void> {
     // One run at a time: fast-check's interruptAfterTimeLimit stops waiting for a run, not the run itself. The next
@@ -185,7 +191,12 @@ export class Fuzzer {
 
   async #run(input: { lanes: Op[][]; admin: Op[] }): Promise<void> {
     this.stats.runs++;
-    await this.syncModels();
+    let t0 = performance.now();
+    // The models are the database's truth when the previous run's checkDatabase (which ends with a sync) passed.
+    if (!this.#synced) await this.syncModels();
+    this.#synced = false;
+    const t1 = performance.now();
+    this.stats.checkMs += t1 - t0;
     const lanes = input.lanes.map(async (ops, i) => {
       const t = this.tenants[i] as WorldTenant;
       for (const op of ops) await this.step(t, op);
@@ -197,8 +208,16 @@ export class Fuzzer {
     );
     const settled = await Promise.allSettled(lanes);
     const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    t0 = performance.now();
+    this.stats.laneMs += t0 - t1;
     if (failed) throw failed.reason;
     await this.checkDatabase();
+    this.#synced = true;
+    this.stats.checkMs += performance.now() - t0;
+    if (this.progressEvery > 0 && this.stats.runs % this.progressEvery === 0) {
+      const s = this.stats;
+      console.log(`# leak fuzz progress: ${s.runs} runs, ${s.ops} operations, ${s.requests} requests; ${Math.round(s.laneMs / 1000)} s in the lanes, ${Math.round(s.checkMs / 1000)} s in the database checks`);
+    }
   }
 
   async step(t: WorldTenant, op: Op): Promise<void> {
