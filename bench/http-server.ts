@@ -5,14 +5,15 @@
  *
  * Protocol (IPC): the parent sends one `start` message; the child answers `{ ready: url }`. Then `profile-start`
  * and `profile-stop` (with the number of requests served meanwhile) answer the server CPU per request by part
- * (bench/profile.ts); `inject` runs requests through `app.inject` (no sockets) and answers this process's CPU per
- * request; `close` ends the process.
+ * (bench/profile.ts); `inject` runs requests through `app.inject` (no sockets) and answers this process's CPU and
+ * garbage-collection pause time per request; `close` ends the process.
  */
 import { context, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
+import { PerformanceObserver } from 'node:perf_hooks';
 import pg from 'pg';
 import pino from 'pino';
 import { buildApp } from '../examples/invoicing-service/src/app.ts';
@@ -131,8 +132,20 @@ export interface InjectMessage {
 let served: FastifyInstance | undefined;
 let next = 0;
 
-/** This process's CPU per request (µs) over `count` requests sent through `app.inject`. */
-async function inject(msg: InjectMessage): Promise<number> {
+/** Garbage-collection pause time of this process so far, ms (PerformanceObserver 'gc' entries). */
+let gcMs = 0;
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcMs += e.duration;
+}).observe({ entryTypes: ['gc'] });
+
+/** What `inject` answers: this process's CPU and garbage-collection pause time per request, µs. */
+export interface InjectResult {
+  readonly cpu: number;
+  readonly gc: number;
+}
+
+/** This process's CPU and GC time per request (µs) over `count` requests sent through `app.inject`. */
+async function inject(msg: InjectMessage): Promise<InjectResult> {
   const app = served as FastifyInstance;
   let left = msg.count;
   const worker = async () => {
@@ -143,9 +156,11 @@ async function inject(msg: InjectMessage): Promise<number> {
     }
   };
   const c0 = process.cpuUsage();
+  const gc0 = gcMs;
   await Promise.all(Array.from({ length: msg.concurrency }, worker));
   const c = process.cpuUsage(c0);
-  return (c.user + c.system) / msg.count;
+  await new Promise((resolve) => setImmediate(resolve)); // the observer's entries of this block are delivered
+  return { cpu: (c.user + c.system) / msg.count, gc: ((gcMs - gc0) * 1000) / msg.count };
 }
 
 process.on('message', (msg: StartMessage | InjectMessage | { type: 'profile-start' } | { type: 'profile-stop'; requests: number } | { type: 'close' }) => {
@@ -183,7 +198,7 @@ process.on('message', (msg: StartMessage | InjectMessage | { type: 'profile-star
         await app.listen({ port: 0, host: '127.0.0.1' });
         send({ ready: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` });
       } else if (msg.type === 'inject') {
-        send({ cpuPerRequest: await inject(msg) });
+        send({ perRequest: await inject(msg) });
       } else if (msg.type === 'profile-start') {
         stopProfile = await startProfile();
         send({ profiling: true });

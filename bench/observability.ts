@@ -77,20 +77,29 @@ export default async function observabilityBench(harness: BenchHarness): Promise
     // process at a time, the order turning each round; no load generator or socket writes share the cores.
     if (INJECT_ROUNDS > 0) {
       const perServer: number[][] = servers.map(() => []);
+      const gcPerServer: number[][] = servers.map(() => []);
       const msg = { paths: targets[0]?.paths as string[], headers: targets[0]?.pathHeaders as Array<Record<string, string>>, count: INJECT_BLOCK, concurrency: 16 };
       for (const s of servers) await s.inject(msg);
       for (let round = 0; round < INJECT_ROUNDS; round++) {
         for (let k = 0; k < servers.length; k++) {
           const i = (k + round) % servers.length;
-          (perServer[i] as number[]).push(await (servers[i] as ServerProcess).inject(msg));
+          const r = await (servers[i] as ServerProcess).inject(msg);
+          (perServer[i] as number[]).push(r.cpu);
+          (gcPerServer[i] as number[]).push(r.gc);
         }
       }
       const offCpu = perServer[perServer.length - 1] as number[];
-      console.log(`in-process (app.inject, ${INJECT_ROUNDS} rounds x ${INJECT_BLOCK} requests, 16 at a time, each server in turn): server CPU per request, median (quartiles of the per-round differences to off)`);
+      const offGc = gcPerServer[gcPerServer.length - 1] as number[];
+      console.log(`in-process (app.inject, ${INJECT_ROUNDS} rounds x ${INJECT_BLOCK} requests, 16 at a time, each server in turn): server CPU and GC pause per request, median (quartiles of the per-round differences to off)`);
+      const vsOff = (mine: number[], off: number[]) => {
+        const d = mine.map((x, k) => x - (off[k] as number));
+        return `, - off: median ${median(d).toFixed(1)} µs (${quartile(d, 0.25).toFixed(1)} .. ${quartile(d, 0.75).toFixed(1)})`;
+      };
       for (const [i, [name]] of kinds.entries()) {
-        const mine = perServer[i] as number[];
-        const d = mine.map((x, k) => x - (offCpu[k] as number));
-        console.log(`  ${name.padEnd(14)}: ${median(mine).toFixed(1)} µs${i < kinds.length - 1 ? `, - off: median ${median(d).toFixed(1)} µs (${quartile(d, 0.25).toFixed(1)} .. ${quartile(d, 0.75).toFixed(1)})` : ''}`);
+        const cpu = perServer[i] as number[];
+        const gc = gcPerServer[i] as number[];
+        const last = i === kinds.length - 1;
+        console.log(`  ${name.padEnd(14)}: CPU ${median(cpu).toFixed(1)} µs${last ? '' : vsOff(cpu, offCpu)}; GC ${median(gc).toFixed(1)} µs${last ? '' : vsOff(gc, offGc)}`);
       }
     }
     const scrape = await fetch(`${servers[0]?.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } });

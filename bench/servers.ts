@@ -8,7 +8,7 @@ import { migrations, schema, unpartitionedSchema } from '../examples/invoicing-s
 import { serviceGuard } from '../examples/invoicing-service/src/guard.ts';
 import { ApiKeyStore } from '../src/fastify/index.ts';
 import type { BenchHarness } from './harness.ts';
-import type { InjectMessage, StartMessage } from './http-server.ts';
+import type { InjectMessage, InjectResult, StartMessage } from './http-server.ts';
 import type { Part } from './profile.ts';
 
 /** A bench server in its own process. */
@@ -49,9 +49,9 @@ export class ServerProcess {
     });
   }
 
-  /** This server's CPU per request (µs) over requests sent through its `app.inject` (bench/http-server.ts). */
-  async inject(msg: Omit<InjectMessage, 'type'>): Promise<number> {
-    return (await this.#request({ type: 'inject', ...msg }, 'cpuPerRequest')) as number;
+  /** This server's CPU and GC time per request (µs) over requests sent through its `app.inject` (bench/http-server.ts). */
+  async inject(msg: Omit<InjectMessage, 'type'>): Promise<InjectResult> {
+    return (await this.#request({ type: 'inject', ...msg }, 'perRequest')) as InjectResult;
   }
 
   async profile(run: () => Promise<number>): Promise<Map<Part, number>> {

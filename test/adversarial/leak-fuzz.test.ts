@@ -14,6 +14,16 @@ const TENANTS = Number(process.env.FUZZ_TENANTS ?? 3);
 let world: World;
 let fuzzer: Fuzzer;
 
+/**
+ * Runs that make about `ops` operations: the mean size of a run is measured on a sample of the generator (its
+ * arrays are shorter than half their maximum length on average, so an estimate from maxLen ran too few).
+ */
+function runsFor(f: Fuzzer, ops: number): number {
+  const sample = fc.sample(f.runArbitrary(config.maxLen), { seed: config.seed, numRuns: 200 });
+  const mean = sample.reduce((n, r) => n + r.admin.length + r.lanes.reduce((m, l) => m + l.length, 0), 0) / sample.length;
+  return Math.max(1, Math.ceil(ops / Math.max(1, mean)));
+}
+
 before(async () => {
   // One spare tenant on top: the admin lane suspends it and rotates its keys while the others are fuzzed.
   // Every answer of the fuzzer is also checked against the OpenAPI document.
@@ -29,8 +39,7 @@ test('every endpoint of the OpenAPI document has an operation generator', () => 
 });
 
 test(`random operation sequences of ${TENANTS} concurrent tenants never show one tenant another's data`, async () => {
-  const avgOpsPerRun = (config.maxLen / 2) * (TENANTS + 0.5);
-  const numRuns = Math.max(1, Math.ceil(config.ops / avgOpsPerRun));
+  const numRuns = runsFor(fuzzer, config.ops);
   console.log(`# leak fuzz: seed=${config.seed} runs=${numRuns} (~${config.ops} ops, at most ${config.timeMs} ms) tenants=${TENANTS}; reproduce with FUZZ_SEED=${config.seed}`);
   const started = Date.now();
   // A long run (npm run fuzz) says how far it got as it goes.
@@ -92,7 +101,7 @@ for (const layer of ['guard alone (RLS disabled)', 'RLS alone (no guard)'] as co
       }
       const f = new Fuzzer(w, openApiEndpoints((await w.app.inject({ method: 'GET', url: '/openapi.json' })).json()));
       const ops = process.env.FUZZ_LAYER_OPS ? Number(process.env.FUZZ_LAYER_OPS) : Math.max(50, Math.floor(config.ops / 2.5));
-      const numRuns = Math.ceil(ops / ((config.maxLen / 2) * (TENANTS + 0.5)));
+      const numRuns = runsFor(f, ops);
       const details = await fc.check(fc.asyncProperty(f.runArbitrary(config.maxLen), (input) => f.run(input)), { seed: config.seed, numRuns, interruptAfterTimeLimit: config.timeMs, markInterruptAsFailure: false });
       console.log(`# leak fuzz, ${layer}: ${f.stats.ops} operations, ${f.stats.requests} requests, ${f.stats.differentials} foreign-vs-random comparisons (seed ${config.seed})`);
       if (details.failed) {
