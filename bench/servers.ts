@@ -11,6 +11,12 @@ import type { BenchHarness } from './harness.ts';
 import type { InjectMessage, InjectResult, StartMessage } from './http-server.ts';
 import type { Part } from './profile.ts';
 
+/**
+ * Node.js flags of every bench server process (BENCH_SERVER_NODE_FLAGS, space-separated), e.g.
+ * `--max-semi-space-size=64` (docs/observability.md: a young generation that outlives the span processor's batch).
+ */
+const SERVER_NODE_FLAGS = (process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(/\s+/).filter((f) => f !== '');
+
 /** A bench server in its own process. */
 export class ServerProcess {
   readonly #child: ChildProcess;
@@ -26,7 +32,7 @@ export class ServerProcess {
   /** `tree`: the source checkout whose bench/http-server.ts (and library) to run; this one by default. */
   static async start(start: StartMessage, tree?: string): Promise<ServerProcess> {
     const script = tree ? join(tree, 'bench', 'http-server.ts') : new URL('./http-server.ts', import.meta.url);
-    const child = fork(script, [], { execArgv: ['--import', 'tsx', '--conditions=tenantwall-source'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...(tree ? { cwd: tree } : {}) });
+    const child = fork(script, [], { execArgv: ['--import', 'tsx', '--conditions=tenantwall-source', ...SERVER_NODE_FLAGS], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...(tree ? { cwd: tree } : {}) });
     const s = new ServerProcess(child);
     await s.#request(undefined, 'up');
     s.url = (await s.#request(start, 'ready')) as string;
