@@ -53,6 +53,7 @@ export { databaseChecksum } from './audit/checksum.ts';
 export type { Finding, Report, RuleInfo, Severity, ObjectKind, SuppressedFinding, Category, CoverageEntry } from './audit/types.ts';
 // lifecycle
 export { createProgressPrinter, type Progress, type ProgressListener } from './lifecycle/progress.ts';
+export { OperationRegistry, type OperationRegistryOptions, type OperationTracker, type RunningOperation, type StartOperationOptions } from './lifecycle/operations.ts';
 export { resolveTenant, tenantChecksums, type Placement, type TableSum } from './lifecycle/internal.ts';
 export {
   createTenant,

@@ -15,7 +15,7 @@ import type { TenantwallMetrics } from '../observability/metrics.ts';
 import { dedicatedPartitionName, quoteIdent } from '../schema/ddl.ts';
 import { TenantId } from '../tenant/tenant-id.ts';
 import { requireOptional } from '../util/optional.ts';
-import { type ConsoleOperation, ConsoleOperations } from './console-operations.ts';
+import { OperationRegistry, type RunningOperation } from '../lifecycle/operations.ts';
 
 /**
  * Options of the operator console (`consolePlugin`, mounted at `prefix`): an admin logs in with the admin token
@@ -83,7 +83,8 @@ function memorySessions(): ConsoleSessionStore {
 }
 
 /** The consoles mounted in this process, by their Tenantwall: which operations each one holds. */
-const consoleOperations = new WeakMap<Tenantwall, Set<ConsoleOperations>>();
+type ConsoleOperation = RunningOperation<'move' | 'export' | 'delete'>;
+const consoleOperations = new WeakMap<Tenantwall, Set<OperationRegistry>>();
 
 /**
  * Whether a console mounted with `db` in this process runs or keeps the operation `id` (a move, export or delete
@@ -235,7 +236,13 @@ const consolePlugin: FastifyPluginAsync<ConsoleFastifyOptions> = async (fastify,
       return reply.code(303).header('location', `${prefix}/login`).send();
     });
 
-    const ops = new ConsoleOperations({ retentionMs: opts.operationRetentionMs ?? 3_600_000, dir: opts.exportDir, metrics });
+    const ops = new OperationRegistry<ConsoleOperation['kind']>({ retentionMs: opts.operationRetentionMs, dir: opts.exportDir, track: metrics && ((kind, tenantId) => metrics.trackOperation(kind, tenantId)) });
+    /** Starts a console operation: one per tenant at a time; an export gets a directory for its files. */
+    const startOperation = (kind: ConsoleOperation['kind'], t: Tenant, work: Parameters<typeof ops.start>[2]): ConsoleOperation => {
+      const busy = ops.runningFor(t.id);
+      if (busy) throw new TenantwallError('tenant_busy', `The console's ${busy.kind} of tenant ${t.slug} is still running; wait for it to end.`, { details: { operation: busy.id } });
+      return ops.start(kind, t, work, kind === 'export' ? { dir: ops.makeDir(), keepDir: true } : {});
+    };
     fastify.addHook('onClose', async () => ops.close());
     const held = consoleOperations.get(db) ?? new Set();
     consoleOperations.set(db, held.add(ops));
@@ -480,7 +487,7 @@ ${live ? `<h2>Delete</h2><form method="post" action="${prefix}/tenants/${t.id}/d
       const t = await liveTenant(req);
       const to = (req.body as Record<string, unknown>).to;
       if (to !== 'dedicated' && to !== 'shared') throw new TenantwallError('validation_failed', 'Move to "dedicated" or "shared".', { details: { field: 'to' } });
-      const o = ops.start('move', t, async ({ onProgress }) => {
+      const o = startOperation('move', t, async ({ onProgress }) => {
         const r = await moveTenant(db, t.id, to, { onProgress });
         return { from: r.from, to: r.to, resumed: r.resumed, rows: r.tables.reduce((n, x) => n + x.rows, 0), rowsCopied: r.rowsCopied, writeBlockedMs: Math.round(r.writeBlockedMs), totalMs: Math.round(r.totalMs) };
       });
@@ -489,7 +496,7 @@ ${live ? `<h2>Delete</h2><form method="post" action="${prefix}/tenants/${t.id}/d
     c.post('/tenants/:id/export', { config, schema: hidden() }, async (req, reply) => {
       action(req);
       const t = await liveTenant(req);
-      const o = ops.start('export', t, async ({ dir, onProgress }) => {
+      const o = startOperation('export', t, async ({ dir, onProgress }) => {
         const r = await exportTenant(db, t.id, { dir: dir as string, format: 'ndjson', onProgress });
         return { rows: r.rows, files: [MANIFEST, ...r.manifest.tables.map((x) => x.file)] };
       });
@@ -503,7 +510,7 @@ ${live ? `<h2>Delete</h2><form method="post" action="${prefix}/tenants/${t.id}/d
       if (confirm !== t.slug) {
         throw new TenantwallError('confirmation_required', `Deleting tenant ${t.slug} is irreversible: type its slug (${t.slug}) in the confirmation field.`, { details: { field: 'confirm', tenant: t.slug } });
       }
-      const o = ops.start('delete', t, async ({ onProgress }) => {
+      const o = startOperation('delete', t, async ({ onProgress }) => {
         const r = await deleteTenant(db, t.id, { confirm, onProgress });
         return { rowsDeleted: r.rowsDeleted, droppedPartitions: r.droppedPartitions.length };
       });

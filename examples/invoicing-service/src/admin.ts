@@ -235,17 +235,6 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
   );
 
   // ---- lifecycle jobs: move, export, import ----
-  const running = new Map<string, string>();
-  /** One lifecycle job per tenant at a time (the library would refuse a second one with tenant_busy anyway). */
-  const startJob = (kind: 'move' | 'export' | 'import', tenantId: string, work: Parameters<Jobs['start']>[2], dir?: string) => {
-    const busy = running.get(tenantId);
-    if (busy !== undefined && jobs.get(busy)?.status === 'running') {
-      throw new TenantwallError('tenant_busy', `Job ${busy} is still working on tenant ${tenantId}; follow it at /admin/jobs/${busy}.`, { details: { job_id: busy } });
-    }
-    const job = jobs.start(kind, tenantId, work, dir);
-    running.set(tenantId, job.id);
-    return job;
-  };
   const jobOps = { params: S.IdParams, ok: { 202: S.Job } } as const;
   app.post(
     '/tenants/:id/move',
@@ -265,7 +254,7 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
       const { to } = req.body as Static<typeof S.TenantMove>;
       const now = await placementOf(t.id);
       if (now === to) throw new TenantwallError('placement_unchanged', `Tenant ${t.slug} is already ${to}.`, { details: { field: 'to' } });
-      const job = startJob('move', t.id, async ({ onProgress }) => {
+      const job = jobs.start('move', t.id, async ({ onProgress }) => {
         const r = await moveTenant(db, t.id, to, { onProgress });
         return {
           from: r.from,
@@ -297,7 +286,7 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
     async (req, reply) => {
       const t = await tenantOr404((req.params as Static<typeof S.IdParams>).id);
       if (t.status === 'deleted') throw new TenantwallError('tenant_deleted', `Tenant ${t.slug} was deleted.`);
-      const job = startJob('export', t.id, async ({ dir, onProgress }) => {
+      const job = jobs.start('export', t.id, async ({ dir, onProgress }) => {
         const r = await exportTenant(db, t.id, { dir, format: 'ndjson', onProgress });
         return { rows: r.rows, tables: r.manifest.tables.map((x) => ({ table: x.table, rows: x.rows })) };
       });
@@ -322,7 +311,7 @@ export async function adminRoutes(app: FastifyInstance, opts: { db: Tenantwall; 
       throw err;
     }
     const id = randomUUID();
-    const job = startJob(
+    const job = jobs.start(
       'import',
       id,
       async ({ onProgress }) => {

@@ -1,8 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { type Progress, type TenantwallMetrics, isTenantwallError, mapPgError } from 'tenantwall';
+import { OperationRegistry, type Progress, type RunningOperation, TenantwallError, type TenantwallMetrics, isTenantwallError, mapPgError } from 'tenantwall';
 
 /** A long admin operation (move, export, import) as its status endpoint shows it. */
 export interface JobInfo {
@@ -35,12 +32,6 @@ function jobError(err: unknown): { code: string; message: string } {
   return { code: 'internal_error', message: 'The job failed on the server.' };
 }
 
-interface Job extends JobInfo {
-  /** Working directory of the job (export files, an uploaded import), removed with the job. */
-  dir: string;
-  done: Promise<void>;
-}
-
 export interface JobsOptions {
   /** How long finished jobs (and the files of an export) are kept, ms. Default 1 hour. */
   retentionMs?: number;
@@ -50,104 +41,64 @@ export interface JobsOptions {
   metrics?: TenantwallMetrics;
 }
 
-/**
- * Long admin operations run as jobs in this process: the request that starts one answers 202 with the job, and
- * `GET /admin/jobs/:jobId` shows its progress and result. Jobs are not persisted: after a restart they are gone,
- * but what they did is not (a move is journaled by the library and resumes when started again; an import is all
- * or nothing). Finished jobs and their files are dropped after `retentionMs`, and all of them on close.
- */
+type Kind = JobInfo['kind'];
+
 /** The admin jobs of each app built by `buildApp`: an operator asks whether it holds a job (operator.ts). */
 export const appJobs = new WeakMap<object, Jobs>();
 
+/**
+ * Long admin operations run as jobs in this process, on the library's OperationRegistry: the request that starts
+ * one answers 202 with the job, and `GET /admin/jobs/:jobId` shows its progress and result. Jobs are not
+ * persisted: after a restart they are gone, but what they did is not (a move is journaled by the library and
+ * resumes when started again; an import is all or nothing). Finished jobs and their files are dropped after
+ * `retentionMs`, and all of them on close.
+ */
 export class Jobs {
-  readonly #jobs = new Map<string, Job>();
-  readonly #retentionMs: number;
-  readonly #tmpDir: string;
-  readonly #metrics: TenantwallMetrics | undefined;
+  readonly #ops: OperationRegistry<Kind>;
 
   constructor(options: JobsOptions = {}) {
-    this.#retentionMs = options.retentionMs ?? 3_600_000;
-    this.#tmpDir = options.tmpDir ?? os.tmpdir();
-    this.#metrics = options.metrics;
+    const metrics = options.metrics;
+    this.#ops = new OperationRegistry<Kind>({
+      retentionMs: options.retentionMs,
+      dir: options.tmpDir,
+      describeError: jobError,
+      track: metrics && ((kind, tenantId) => metrics.trackOperation(kind, tenantId)),
+    });
   }
 
   /** A new job directory (for an upload that is written before its job starts). */
   makeDir(): string {
-    return fs.mkdtempSync(path.join(this.#tmpDir, 'tw-job-'));
+    return this.#ops.makeDir();
   }
 
-  /** Starts `work` as a job; it reports progress through the listener it gets. */
-  start(
-    kind: JobInfo['kind'],
-    tenantId: string,
-    work: (ctx: { dir: string; onProgress: (p: Progress) => void }) => Promise<Record<string, unknown>>,
-    dir: string = this.makeDir(),
-  ): JobInfo {
-    this.#sweep();
-    const job: Job = {
-      id: randomUUID(),
-      kind,
-      tenant_id: tenantId,
-      status: 'running',
-      progress: null,
-      result: null,
-      error: null,
-      created_at: new Date().toISOString(),
-      finished_at: null,
-      dir,
-      done: Promise.resolve(),
-    };
-    this.#jobs.set(job.id, job);
-    const tracked = this.#metrics?.trackOperation(kind, tenantId);
-    const onProgress = (p: Progress) => {
-      job.progress = { phase: p.phase, table: p.table ?? null, done: p.done, total: p.total ?? null };
-      tracked?.onProgress(p);
-    };
-    job.done = work({ dir, onProgress }).then(
-      (result) => {
-        job.result = result;
-        job.status = 'succeeded';
-        tracked?.end('succeeded');
-      },
-      (err: unknown) => {
-        tracked?.end('failed');
-        job.error = jobError(err);
-        job.status = 'failed';
-        // Nothing of a failed job is worth keeping (a failed import wrote nothing; a failed export is incomplete).
-        fs.rmSync(dir, { recursive: true, force: true });
-      },
-    ).finally(() => {
-      job.finished_at = new Date().toISOString();
-      if (kind !== 'export') fs.rmSync(dir, { recursive: true, force: true });
-    });
-    return this.info(job);
+  /**
+   * Starts `work` as a job in its own directory (`dir`, or a new one), kept after success only for an export's
+   * download. One job per tenant at a time: `tenant_busy` while another one runs.
+   */
+  start(kind: Kind, tenantId: string, work: (ctx: { dir: string; onProgress: (p: Progress) => void }) => Promise<Record<string, unknown>>, dir?: string): JobInfo {
+    const busy = this.#ops.runningFor(tenantId);
+    if (busy) {
+      if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true });
+      throw new TenantwallError('tenant_busy', `Job ${busy.id} is still working on tenant ${tenantId}; follow it at /admin/jobs/${busy.id}.`, { details: { job_id: busy.id } });
+    }
+    const own = dir ?? this.makeDir();
+    return info(this.#ops.start(kind, { id: tenantId }, ({ onProgress }) => work({ dir: own, onProgress }), { dir: own, keepDir: kind === 'export' }));
   }
 
   /** The job, or undefined. */
   get(id: string): (JobInfo & { dir: string }) | undefined {
-    const job = this.#jobs.get(id);
-    return job ? { ...this.info(job), dir: job.dir } : undefined;
+    const op = this.#ops.get(id);
+    return op ? { ...info(op), dir: op.dir as string } : undefined;
   }
 
   /** Waits for the running jobs, then drops every job and its files. */
-  async close(): Promise<void> {
-    await Promise.all([...this.#jobs.values()].map((j) => j.done.catch(() => undefined)));
-    for (const j of this.#jobs.values()) fs.rmSync(j.dir, { recursive: true, force: true });
-    this.#jobs.clear();
+  close(): Promise<void> {
+    return this.#ops.close();
   }
+}
 
-  info(job: JobInfo): JobInfo {
-    const { id, kind, tenant_id, status, progress, result, error, created_at, finished_at } = job;
-    return { id, kind, tenant_id, status, progress: progress && { ...progress }, result, error, created_at, finished_at };
-  }
-
-  #sweep(): void {
-    const now = Date.now();
-    for (const [id, j] of this.#jobs) {
-      if (j.finished_at !== null && Date.parse(j.finished_at) + this.#retentionMs <= now) {
-        fs.rmSync(j.dir, { recursive: true, force: true });
-        this.#jobs.delete(id);
-      }
-    }
-  }
+/** A job as the admin API shows it. */
+function info(op: RunningOperation<Kind>): JobInfo {
+  const { id, kind, tenantId, status, progress, result, error, startedAt, finishedAt } = op;
+  return { id, kind, tenant_id: tenantId, status, progress: progress && { ...progress }, result, error, created_at: startedAt, finished_at: finishedAt };
 }
