@@ -17,6 +17,7 @@
 import { type BenchHarness, percentile } from './harness.ts';
 import { type LoadTarget, LoadGenerator, compareAlternating, describe, median } from './load.ts';
 import { formatParts, type Part } from './profile.ts';
+import type { InjectResult } from './http-server.ts';
 import { ServerProcess, seed, zipfSizes } from './servers.ts';
 
 const TENANTS = Number(process.env.BENCH_OBS_TENANTS ?? 1_000);
@@ -76,31 +77,27 @@ export default async function observabilityBench(harness: BenchHarness): Promise
     // Server CPU per request without sockets: each process runs blocks of requests through app.inject, one
     // process at a time, the order turning each round; no load generator or socket writes share the cores.
     if (INJECT_ROUNDS > 0) {
-      const perServer: number[][] = servers.map(() => []);
-      const gcPerServer: number[][] = servers.map(() => []);
+      const perServer: InjectResult[][] = servers.map(() => []);
       const msg = { paths: targets[0]?.paths as string[], headers: targets[0]?.pathHeaders as Array<Record<string, string>>, count: INJECT_BLOCK, concurrency: 16 };
       for (const s of servers) await s.inject(msg);
       for (let round = 0; round < INJECT_ROUNDS; round++) {
         for (let k = 0; k < servers.length; k++) {
           const i = (k + round) % servers.length;
-          const r = await (servers[i] as ServerProcess).inject(msg);
-          (perServer[i] as number[]).push(r.cpu);
-          (gcPerServer[i] as number[]).push(r.gc);
+          (perServer[i] as InjectResult[]).push(await (servers[i] as ServerProcess).inject(msg));
         }
       }
-      const offCpu = perServer[perServer.length - 1] as number[];
-      const offGc = gcPerServer[gcPerServer.length - 1] as number[];
+      const column = (i: number, k: keyof InjectResult) => (perServer[i] as InjectResult[]).map((r) => r[k]);
+      const off = perServer.length - 1;
       console.log(`in-process (app.inject, ${INJECT_ROUNDS} rounds x ${INJECT_BLOCK} requests, 16 at a time, each server in turn): server CPU and GC pause per request, median (quartiles of the per-round differences to off)`);
-      const vsOff = (mine: number[], off: number[]) => {
-        const d = mine.map((x, k) => x - (off[k] as number));
-        return `, - off: median ${median(d).toFixed(1)} µs (${quartile(d, 0.25).toFixed(1)} .. ${quartile(d, 0.75).toFixed(1)})`;
+      // One figure of server i: its median, and for a target other than off the quartiles of its per-round difference to off.
+      const figure = (i: number, k: keyof InjectResult) => {
+        const mine = column(i, k);
+        if (i === off) return `${median(mine).toFixed(1)} µs`;
+        const offs = column(off, k);
+        const d = mine.map((x, r) => x - (offs[r] as number));
+        return `${median(mine).toFixed(1)} µs, - off: median ${median(d).toFixed(1)} µs (${quartile(d, 0.25).toFixed(1)} .. ${quartile(d, 0.75).toFixed(1)})`;
       };
-      for (const [i, [name]] of kinds.entries()) {
-        const cpu = perServer[i] as number[];
-        const gc = gcPerServer[i] as number[];
-        const last = i === kinds.length - 1;
-        console.log(`  ${name.padEnd(14)}: CPU ${median(cpu).toFixed(1)} µs${last ? '' : vsOff(cpu, offCpu)}; GC ${median(gc).toFixed(1)} µs${last ? '' : vsOff(gc, offGc)}`);
-      }
+      for (const [i, [name]] of kinds.entries()) console.log(`  ${name.padEnd(14)}: CPU ${figure(i, 'cpu')}; GC ${figure(i, 'gc')}`);
     }
     const scrape = await fetch(`${servers[0]?.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } });
     const text = await scrape.text();

@@ -13,7 +13,7 @@ import type { Part } from './profile.ts';
 
 /**
  * Node.js flags of every bench server process (BENCH_SERVER_NODE_FLAGS, space-separated), e.g.
- * `--max-semi-space-size=64` (docs/observability.md: a young generation that outlives the span processor's batch).
+ * `--max-semi-space-size=64` (a larger young generation; docs/benchmarks.md, observability).
  */
 const SERVER_NODE_FLAGS = (process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(/\s+/).filter((f) => f !== '');
 

@@ -236,7 +236,7 @@ const consolePlugin: FastifyPluginAsync<ConsoleFastifyOptions> = async (fastify,
       return reply.code(303).header('location', `${prefix}/login`).send();
     });
 
-    const ops = new OperationRegistry<ConsoleOperation['kind']>({ retentionMs: opts.operationRetentionMs, dir: opts.exportDir, track: metrics && ((kind, tenantId) => metrics.trackOperation(kind, tenantId)) });
+    const ops = new OperationRegistry<ConsoleOperation['kind']>({ retentionMs: opts.operationRetentionMs, dir: opts.exportDir, metrics });
     /** Starts a console operation: one per tenant at a time; an export gets a directory for its files. */
     const startOperation = (kind: ConsoleOperation['kind'], t: Tenant, work: Parameters<typeof ops.start>[2]): ConsoleOperation => {
       const busy = ops.runningFor(t.id);

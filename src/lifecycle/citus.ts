@@ -463,9 +463,10 @@ async function withSourceCommitsFlushed<T>(client: pg.ClientBase, shardNames: re
  * role or a `pg_dist_*` row), or another shard operation on the same colocation group holds its lock ("could not
  * acquire the lock required to move/split ...": a rebalance, a tenant isolated, a shard moved meanwhile; Citus
  * does not queue for it), or a shard the step planned for was replaced meanwhile ("could not find valid entry for
- * shard N": a tenant isolated to a new shard while a rebalance planned its moves). Its leftovers are cleaned and it runs again after a growing pause (0.5 s, 1 s, ... at
- * most 5 s) until `waitMs` has passed; then `transaction_conflict`: each step is atomic, so nothing was changed,
- * and a rebalance plans only the moves still missing.
+ * shard N": a tenant isolated to a new shard while a rebalance planned its moves). Its leftovers are cleaned and
+ * it runs again after a growing pause (0.5 s, 1 s, ... at most 5 s) until `waitMs` has passed; then
+ * `transaction_conflict`: each step is atomic, so nothing was changed, and a rebalance plans only the moves still
+ * missing.
  */
 async function retryCatalogRace<T>(client: pg.ClientBase, step: () => Promise<T>, waitMs = SHARD_WAIT_MS): Promise<T> {
   const started = performance.now();

@@ -26,7 +26,7 @@ export interface RunningOperation<K extends string = string> {
   readonly dir: string | undefined;
 }
 
-/** What an `OperationRegistry` reports a running operation to, such as what `metrics.trackOperation` returns. */
+/** What an `OperationRegistry` reports a running operation to: what `metrics.trackOperation` returns. */
 export interface OperationTracker {
   onProgress(p: Progress): void;
   end(outcome: 'succeeded' | 'failed'): void;
@@ -38,8 +38,12 @@ export interface OperationRegistryOptions {
   retentionMs?: number | undefined;
   /** Where `makeDir` creates operation directories. Default the OS temporary directory. */
   dir?: string | undefined;
-  /** Called when an operation starts; what it returns follows the progress and the outcome (`metrics.trackOperation`). */
-  track?: ((kind: string, tenantId: string) => OperationTracker | undefined) | undefined;
+  /**
+   * Follows every operation: `trackOperation(kind, tenantId)` is called when one starts, and what it returns is
+   * told the progress and the outcome. The metrics of `createMetrics` fit (typed by shape: lifecycle does not
+   * import observability).
+   */
+  metrics?: { trackOperation(kind: string, tenantId: string): OperationTracker } | undefined;
   /**
    * How a failure is shown (`error`). Default: a tenantwall error as it is, anything else `internal_error` with a
    * message that sends the reader to the server log (the cause is not shown to the client).
@@ -70,13 +74,13 @@ export class OperationRegistry<K extends string = string> {
   readonly #ops = new Map<string, Entry<K>>();
   readonly #retentionMs: number;
   readonly #dir: string;
-  readonly #track: OperationRegistryOptions['track'];
+  readonly #metrics: OperationRegistryOptions['metrics'];
   readonly #describeError: (err: unknown) => { code: string; message: string };
 
   constructor(options: OperationRegistryOptions = {}) {
     this.#retentionMs = options.retentionMs ?? 3_600_000;
     this.#dir = options.dir ?? os.tmpdir();
-    this.#track = options.track;
+    this.#metrics = options.metrics;
     this.#describeError = options.describeError ?? ((err) => (isTenantwallError(err) ? { code: err.code, message: err.message } : internalError));
   }
 
@@ -106,7 +110,7 @@ export class OperationRegistry<K extends string = string> {
       keepDir: options.keepDir === true,
     };
     this.#ops.set(op.id, op);
-    const tracker = this.#track?.(kind, tenant.id);
+    const tracker = this.#metrics?.trackOperation(kind, tenant.id);
     const onProgress = (p: Progress) => {
       op.progress = { phase: p.phase, table: p.table ?? null, done: p.done, total: p.total ?? null };
       op.reports++;

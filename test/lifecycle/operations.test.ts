@@ -21,7 +21,7 @@ const progress = (done: number): Progress => ({ operation: 'export', phase: 'cop
 test('an operation runs in the background: progress while it runs, its result, the tracker told both', async () => {
   const seen: string[] = [];
   const tracker: OperationTracker = { onProgress: (p) => seen.push(`progress ${p.done}`), end: (o) => seen.push(`end ${o}`) };
-  const ops = new OperationRegistry<'export'>({ track: (kind, tenantId) => (seen.push(`track ${kind} ${tenantId}`), tracker) });
+  const ops = new OperationRegistry<'export'>({ metrics: { trackOperation: (kind, tenantId) => (seen.push(`track ${kind} ${tenantId}`), tracker) } });
   const gate = deferred<void>();
   let report!: (p: Progress) => void;
   const op = ops.start('export', { id: 't1', slug: 'acme' }, async ({ onProgress }) => {

@@ -57,13 +57,7 @@ export class Jobs {
   readonly #ops: OperationRegistry<Kind>;
 
   constructor(options: JobsOptions = {}) {
-    const metrics = options.metrics;
-    this.#ops = new OperationRegistry<Kind>({
-      retentionMs: options.retentionMs,
-      dir: options.tmpDir,
-      describeError: jobError,
-      track: metrics && ((kind, tenantId) => metrics.trackOperation(kind, tenantId)),
-    });
+    this.#ops = new OperationRegistry<Kind>({ retentionMs: options.retentionMs, dir: options.tmpDir, describeError: jobError, metrics: options.metrics });
   }
 
   /** A new job directory (for an upload that is written before its job starts). */
