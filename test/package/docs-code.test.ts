@@ -111,6 +111,9 @@ const AFTER_RUN: Record<string, (run: { stdout: string; url: string }) => void |
     assert.match(stdout, /acme sees \[ 'Roadrunner' \]/);
     assert.match(stdout, /globex sees \[ 'Hammock' \]/);
   },
+  'docs/lifecycle.md#Library calls': ({ stdout }) => {
+    assert.match(stdout, /^succeeded \{ rows: 1 \}$/m);
+  },
   'docs/jobs.md#Setup': async ({ url }) => {
     const client = new pg.Client({ connectionString: url });
     await client.connect();
