@@ -8,7 +8,7 @@
  * inside `forTenant(id).run`): both pay for entering the AsyncLocalStorage scope, which a request handler pays
  * once per request whatever it queries with.
  */
-import type { ColumnType } from 'kysely';
+import { type ColumnType, Kysely, PostgresDialect } from 'kysely';
 import { Tenantwall, createGuard, defineSchema, tenantTable, type Migration, type TenantId } from '../src/index.ts';
 import { type Param, createTenantKysely, prepareQuery } from '../src/kysely/index.ts';
 import { type BenchHarness, measure, postgresCpu, postgresCpuSince } from './harness.ts';
@@ -27,10 +27,22 @@ const schema = defineSchema({
     }),
   ],
 });
-const migrations: Migration[] = [{ version: 1, name: 'init', sql: (ctx) => ctx.createSchema() }];
+const migrations: Migration[] = [
+  { version: 1, name: 'init', sql: (ctx) => ctx.createSchema() },
+  {
+    version: 2,
+    name: 'baseline copy without RLS',
+    // For plain Kysely on the bare driver: same shape and keys as invoices, no row-level security, no scoping.
+    sql: (ctx) => `CREATE TABLE invoices_plain (LIKE invoices INCLUDING ALL);
+GRANT SELECT ON invoices_plain TO ${ctx.appRole};`,
+  },
+];
 
 interface DB {
   invoices: { tenant_id: ColumnType<string, never, never>; id: string; customer: string; amount_cents: string; customer_id: string | null };
+}
+interface PlainDB {
+  invoices_plain: { tenant_id: string; id: string; customer: string; amount_cents: string; customer_id: string | null };
 }
 
 const TENANTS = 50;
@@ -104,7 +116,9 @@ export default async function run(h: BenchHarness): Promise<void> {
     for (let i = 0; i < TENANTS; i++) tenants.push((await seeded.tenants.create({ slug: `t${i}`, name: `T${i}` })).id);
     const admin = seeded.dangerouslyCrossTenant();
     await admin.query(`INSERT INTO invoices (tenant_id, customer, amount_cents) SELECT t.id, 'c' || g, g FROM tenants t, generate_series(1, ${PER_TENANT}) g`);
+    await admin.query('INSERT INTO invoices_plain SELECT * FROM invoices');
     await admin.query('VACUUM ANALYZE invoices');
+    await admin.query('VACUUM ANALYZE invoices_plain');
     const keys = (await admin.query<{ tenant_id: TenantId; id: string }>('SELECT tenant_id, id FROM invoices ORDER BY random() LIMIT 5000')).rows;
     const key = (i: number) => keys[i % keys.length] as { tenant_id: TenantId; id: string };
     const lookup = STATEMENTS['point lookup'] as string;
@@ -115,6 +129,12 @@ export default async function run(h: BenchHarness): Promise<void> {
     // Each Kysely variant names its like-for-like raw query (`vs`): the same tenant context (explicit handle or
     // the implicit AsyncLocalStorage scope, which a request handler has whether it uses Kysely or SQL) and the same
     // statement through the guard. The issue's own baseline, the explicit raw query, is printed for every one too.
+    // Kysely's own cost, without tenantwall: plain Kysely (its PostgresDialect) on the bare driver's pool, per call,
+    // against the same lookup sent by the bare driver (a table without RLS). What tenantwall's Kysely rows lose
+    // to their raw query beyond this is tenantwall's.
+    const bare = db.dangerouslyRawAppPool();
+    const plainKysely = new Kysely<PlainDB>({ dialect: new PostgresDialect({ pool: bare }) });
+    const BARE = 'bare driver, no tenancy (invoices_plain)';
     const RAW = 'guarded forTenant(id).query (cached check)';
     const RAW_IMPLICIT = 'guarded current().query, implicit tenant';
     const variants: Array<{ name: string; op: (i: number) => Promise<unknown>; vs?: string }> = [
@@ -122,6 +142,12 @@ export default async function run(h: BenchHarness): Promise<void> {
       { name: RAW, op: (i) => guarded.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id]) },
       { name: 'control: unguarded, second instance', op: (i) => control.forTenant(key(i).tenant_id).query(lookup, [key(i).tenant_id, key(i).id]) },
       { name: RAW_IMPLICIT, op: (i) => guarded.forTenant(key(i).tenant_id).run(() => guarded.current().query(lookup, [key(i).tenant_id, key(i).id])) },
+      { name: BARE, op: (i) => bare.query('SELECT * FROM invoices_plain WHERE tenant_id = $1 AND id = $2', [key(i).tenant_id, key(i).id]) },
+      {
+        name: 'plain Kysely, no tenancy (invoices_plain)',
+        vs: BARE,
+        op: (i) => plainKysely.selectFrom('invoices_plain').selectAll().where('tenant_id', '=', key(i).tenant_id).where('id', '=', key(i).id).execute(),
+      },
       {
         name: 'guarded Kysely + plugin, explicit tenant',
         vs: RAW,
@@ -182,8 +208,9 @@ export default async function run(h: BenchHarness): Promise<void> {
     console.log(`  => ${RAW_IMPLICIT} / ${RAW}: ${range(perRound(RAW_IMPLICIT, RAW))}, CPU-bound ${fmt(cpuOf(RAW) / cpuOf(RAW_IMPLICIT), 3)}`);
     for (const v of variants.filter((x) => x.vs !== undefined)) {
       const vs = v.vs as string;
-      const likeForLike = vs === RAW ? '' : `; / ${RAW}: ${range(perRound(v.name, RAW))}`;
-      console.log(`  => ${v.name} / ${vs === RAW ? 'guarded raw, explicit tenant' : 'guarded raw, implicit tenant'} (target >= 0.95): ${range(perRound(v.name, vs))}, CPU-bound ${fmt(cpuOf(vs) / cpuOf(v.name), 3)}${likeForLike}`);
+      const likeForLike = `; / ${RAW}: ${range(perRound(v.name, RAW))}`;
+      const over = vs === RAW ? 'guarded raw, explicit tenant (target >= 0.95)' : vs === RAW_IMPLICIT ? 'guarded raw, implicit tenant (target >= 0.95)' : 'bare driver (Kysely itself)';
+      console.log(`  => ${v.name} / ${over}: ${range(perRound(v.name, vs))}, CPU-bound ${fmt(cpuOf(vs) / cpuOf(v.name), 3)}${vs === RAW_IMPLICIT ? likeForLike : ''}`);
     }
     const guardedOps = opsOf(RAW);
     const p50 = median((samples.get(variants[0]?.name as string) ?? []).map((x) => x.p50));
