@@ -6,7 +6,8 @@
  * proven key lookup with a generic plan, raw or from Kysely, which the unguarded instance cannot. A Kysely row
  * with the implicit tenant is also read against the raw lookup with the implicit tenant (`current().query`
  * inside `forTenant(id).run`): both pay for entering the AsyncLocalStorage scope, which a request handler pays
- * once per request whatever it queries with.
+ * once per request whatever it queries with. Plain Kysely (its own PostgresDialect on the bare pool) is read against
+ * the bare driver on a copy of the table without RLS: what Kysely costs with no tenancy at all.
  */
 import { type ColumnType, Kysely, PostgresDialect } from 'kysely';
 import { Tenantwall, createGuard, defineSchema, tenantTable, type Migration, type TenantId } from '../src/index.ts';
