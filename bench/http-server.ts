@@ -10,7 +10,7 @@
  */
 import { context, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
+import { BasicTracerProvider, BatchSpanProcessor, type Sampler, SamplingDecision, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import { PerformanceObserver } from 'node:perf_hooks';
@@ -101,6 +101,9 @@ function bareApp(pool: pg.Pool, keys: ReadonlyMap<string, string>): FastifyInsta
   return app;
 }
 
+/** Whether the `traced` server's sampler records spans (`recording` message): an A/B in one process. */
+let recording = true;
+
 /** Accepts and drops every span: the SDK's recording and batching cost without a collector. */
 const discard: SpanExporter = { export: (_spans, done) => done({ code: 0 }), shutdown: async () => undefined };
 
@@ -111,7 +114,9 @@ async function registerTracing(contextOnly: boolean): Promise<() => Promise<void
   // `context.with`, every async resource of the process carries a second AsyncLocalStorage store.
   context.with(context.active(), () => undefined);
   if (contextOnly) return async () => undefined;
-  const provider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(discard)] });
+  // Samples every span (as the SDK's default does for root spans) until a `recording` message turns it off.
+  const sampler: Sampler = { shouldSample: () => ({ decision: recording ? SamplingDecision.RECORD_AND_SAMPLED : SamplingDecision.NOT_RECORD }), toString: () => 'bench switch' };
+  const provider = new BasicTracerProvider({ sampler, spanProcessors: [new BatchSpanProcessor(discard)] });
   trace.setGlobalTracerProvider(provider);
   return () => provider.shutdown();
 }
@@ -163,7 +168,7 @@ async function inject(msg: InjectMessage): Promise<InjectResult> {
   return { cpu: (c.user + c.system) / msg.count, gc: ((gcMs - gc0) * 1000) / msg.count };
 }
 
-process.on('message', (msg: StartMessage | InjectMessage | { type: 'profile-start' } | { type: 'profile-stop'; requests: number } | { type: 'close' }) => {
+process.on('message', (msg: StartMessage | InjectMessage | { type: 'recording'; on: boolean } | { type: 'profile-start' } | { type: 'profile-stop'; requests: number } | { type: 'close' }) => {
   void (async () => {
     try {
       if (msg.type === 'start') {
@@ -197,6 +202,9 @@ process.on('message', (msg: StartMessage | InjectMessage | { type: 'profile-star
         served = app;
         await app.listen({ port: 0, host: '127.0.0.1' });
         send({ ready: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` });
+      } else if (msg.type === 'recording') {
+        recording = msg.on;
+        send({ recording: msg.on });
       } else if (msg.type === 'inject') {
         send({ perRequest: await inject(msg) });
       } else if (msg.type === 'profile-start') {

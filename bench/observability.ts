@@ -98,6 +98,24 @@ export default async function observabilityBench(harness: BenchHarness): Promise
         return `${median(mine).toFixed(1)} µs, - off: median ${median(d).toFixed(1)} µs (${quartile(d, 0.25).toFixed(1)} .. ${quartile(d, 0.75).toFixed(1)})`;
       };
       for (const [i, [name]] of kinds.entries()) console.log(`  ${name.padEnd(14)}: CPU ${figure(i, 'cpu')}; GC ${figure(i, 'gc')}`);
+      // The same A/B inside the traced process: span recording turned off and on by its sampler, blocks
+      // alternating, on one heap and one JIT state. It separates the code cost of recording a span from what
+      // differs between two processes.
+      const traced = kinds.findIndex(([, mode]) => mode === 'traced');
+      if (traced >= 0) {
+        const server = servers[traced] as ServerProcess;
+        const diffs: number[] = [];
+        for (let round = 0; round < INJECT_ROUNDS; round++) {
+          const block: Record<'on' | 'off', number> = { on: 0, off: 0 };
+          for (const on of round % 2 === 0 ? [true, false] : [false, true]) {
+            await server.recording(on);
+            block[on ? 'on' : 'off'] = (await server.inject(msg)).cpu;
+          }
+          diffs.push(block.on - block.off);
+        }
+        await server.recording(true);
+        console.log(`  ${kinds[traced]?.[0]}, span recording on - off in its own process (sampler switched, ${INJECT_ROUNDS} rounds): CPU median ${median(diffs).toFixed(1)} µs (${quartile(diffs, 0.25).toFixed(1)} .. ${quartile(diffs, 0.75).toFixed(1)})`);
+      }
     }
     const scrape = await fetch(`${servers[0]?.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } });
     const text = await scrape.text();

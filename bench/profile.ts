@@ -86,7 +86,32 @@ function partsOf(profile: { nodes: ProfileNode[]; samples: number[]; timeDeltas:
     us.set(part, (us.get(part) ?? 0) + (profile.timeDeltas[i] ?? 0));
   }
   for (const [p, v] of us) us.set(p, v / Math.max(1, requests));
+  if (process.env.BENCH_PROFILE_FUNCTIONS) printFunctions(profile, byNode, resolvePart, process.env.BENCH_PROFILE_FUNCTIONS, requests);
   return us;
+}
+
+/**
+ * `BENCH_PROFILE_FUNCTIONS=<text>`: also prints, for the parts whose name contains the text, the 20 functions with
+ * the most self time (µs per request), to see what a part's time is made of.
+ */
+function printFunctions(
+  profile: { samples: number[]; timeDeltas: number[] },
+  byNode: Map<number, ProfileNode>,
+  resolvePart: (node: ProfileNode) => Part | undefined,
+  filter: string,
+  requests: number,
+): void {
+  const us = new Map<string, number>();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const node = byNode.get(profile.samples[i] as number);
+    if (!node || !resolvePart(node)?.includes(filter)) continue;
+    const { functionName, url } = node.callFrame as { functionName: string; url: string; lineNumber?: number };
+    const key = `${functionName || '(anonymous)'} ${url.replace(/^.*node_modules\//, '').replace(/^.*\/(src|bench|examples)\//, '$1/')}:${(node.callFrame as { lineNumber?: number }).lineNumber ?? ''}`;
+    us.set(key, (us.get(key) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  }
+  const top = [...us].sort((a, b) => b[1] - a[1]).slice(0, 20);
+  console.log(`  functions of the parts matching "${filter}" (pid ${process.pid}), self time per request:`);
+  for (const [key, t] of top) console.log(`    ${(t / Math.max(1, requests)).toFixed(2).padStart(8)} µs  ${key}`);
 }
 
 // Code compiled at run time by fast-json-stringify (serializers) and Ajv (validators) has no URL either.

@@ -60,6 +60,11 @@ export class ServerProcess {
     return (await this.#request({ type: 'inject', ...msg }, 'perRequest')) as InjectResult;
   }
 
+  /** Turns span recording of a `traced` server on or off (its sampler; everything else stays as it is). */
+  async recording(on: boolean): Promise<void> {
+    await this.#request({ type: 'recording', on }, 'recording');
+  }
+
   async profile(run: () => Promise<number>): Promise<Map<Part, number>> {
     await this.#request({ type: 'profile-start' }, 'profiling');
     const requests = await run();
