@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
 import type { TenantId } from '../../src/index.ts';
 import { seedMigrations, seedSchema } from '../fixtures/seed.ts';
 import { createTestTenantwall, superQuery, type TestTenantwall } from '../helpers/db.ts';
@@ -86,6 +87,20 @@ for (const scopeMode of ['implicit', 'explicit'] as const) {
       const r = await t.db.forTenant(A).query(sql, [A]);
       assert.ok(r.fields.some((f) => f.name === `note_${scopeMode}`));
       assert.equal(r.rowCount, 1);
+    });
+
+    test('rowMode and types shape the result of a cached statement, of a repeated one and inside a transaction', async () => {
+      // int8 (oid 20) as a bigint instead of pg's default string: only this statement's parser says so.
+      const types = { getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === 20 ? (v: string) => BigInt(v) : pg.types.getTypeParser(oid, format))) as pg.CustomTypesConfig['getTypeParser'] };
+      const sql = 'SELECT customer, amount_cents FROM invoices WHERE tenant_id = $1 AND customer = $2';
+      for (let i = 0; i < 2; i++) {
+        const shaped = await t.db.forTenant(A).query(sql, [A, 'a1'], { rowMode: 'array', types });
+        assert.deepEqual(shaped.rows, [['a1', 1n]], `run ${i}`);
+        // The same statement without options: objects and the global parsers.
+        assert.deepEqual((await t.db.forTenant(A).query(sql, [A, 'a1'])).rows, [{ customer: 'a1', amount_cents: '1' }]);
+      }
+      const inTx = await t.db.forTenant(A).transaction((tx) => tx.query(sql, [A, 'a1'], { rowMode: 'array', types }));
+      assert.deepEqual(inTx.rows, [['a1', 1n]]);
     });
   });
 }
