@@ -73,8 +73,18 @@ function sendStep(connection: Connection, step: PreparedStep): string | undefine
 // pg's Query copies a config object with its property descriptors (`cloneQueryConfig`, pg >= 8.21), which cost
 // 3-5 µs per statement (measured, more than the guard's cached check); text, values and callback given apart
 // take the cheap path, and the few other fields are set after construction.
-const BaseQuery = pg.Query as unknown as new (text: string, values: unknown[], callback: (err: Error | null, result?: pg.QueryResult) => void) => any;
+type QueryCallback = (err: Error | null, result?: pg.QueryResult) => void;
+const BaseQuery = pg.Query as unknown as new (text: string, values: unknown[], callback: QueryCallback) => any;
 const PgResult = (pg as unknown as { Result: new (rowMode: 'array' | undefined, types: pg.CustomTypesConfig | undefined) => unknown }).Result;
+
+/** Gives a pg Query built from text and values the result shape pg's constructor derives from rowMode and types. */
+function applyShape(pgQuery: object, shape: ResultShape | undefined): void {
+  if (shape?.rowMode === undefined && shape?.types === undefined) return;
+  const query = pgQuery as { types?: unknown; _rowMode?: unknown; _result?: unknown; _results?: unknown };
+  query.types = shape.types;
+  query._rowMode = shape.rowMode;
+  query._result = query._results = new PgResult(shape.rowMode, shape.types);
+}
 
 export class PipelinedQuery extends BaseQuery {
   private readonly before: readonly PreparedStep[];
@@ -92,7 +102,7 @@ export class PipelinedQuery extends BaseQuery {
     values: readonly unknown[],
     before: readonly PreparedStep[],
     after: readonly PreparedStep[],
-    callback: (err: Error | null, result?: pg.QueryResult) => void,
+    callback: QueryCallback,
     statement?: NamedStatement,
     shape?: ResultShape,
   ) {
@@ -100,12 +110,7 @@ export class PipelinedQuery extends BaseQuery {
     // queryMode 'extended' forces Parse/Bind/Execute even without parameters, so the pipeline shape is fixed.
     this.queryMode = 'extended';
     this.name = statement?.name;
-    if (shape?.rowMode !== undefined || shape?.types !== undefined) {
-      // What pg's constructor derives from rowMode and types.
-      this.types = shape.types;
-      this._rowMode = shape.rowMode;
-      this._result = this._results = new PgResult(shape.rowMode, shape.types);
-    }
+    applyShape(this, shape);
     this.before = before;
     this.after = after;
     this.statement = statement;
@@ -192,6 +197,22 @@ export function runPipelined<R extends pg.QueryResultRow>(
       statement,
       shape,
     );
+    client.query(query as unknown as pg.QueryConfig);
+  });
+}
+
+/**
+ * `client.query(text, values)` with a result shape (rowMode, per-statement type parsers), without the copy of a
+ * config object that `client.query(config)` makes (see BaseQuery above). Protocol as `client.query`: the simple
+ * protocol without values, the extended one with them.
+ */
+export function queryShaped<R extends pg.QueryResultRow>(client: pg.PoolClient | pg.Client, text: string, values: readonly unknown[], shape: ResultShape): Promise<pg.QueryResult<R>> {
+  return new Promise((resolve, reject) => {
+    const query = new BaseQuery(text, [...values], (err, result) => {
+      if (err) reject(err);
+      else resolve(result as pg.QueryResult<R>);
+    });
+    applyShape(query, shape);
     client.query(query as unknown as pg.QueryConfig);
   });
 }

@@ -14,7 +14,7 @@ import { type EmbeddedServer, startEmbeddedPostgres } from './embedded.ts';
 import { type DbLimits, LimitCounter, type LimitExceeded, type LimitName, type LimitsProvider, LimitSteps, NO_LIMITS, type ResolvedLimits, limitOf, resolveLimits, resolveLimitsOnce } from './limits.ts';
 import { isConnectionError, mapCheckoutError, mapPgError, watchPool } from './pg-errors.ts';
 import { type StatementObserver, endObservers, rowsOf, startObservers } from './observer.ts';
-import { type PreparedStep, runPipelined } from './pipelined-query.ts';
+import { type PreparedStep, queryShaped, runPipelined } from './pipelined-query.ts';
 import { detectPooler, poolerStartupError, type PoolerDetection } from './pooler.ts';
 import { StatementCache } from './statement-cache.ts';
 import { TenantRegistry } from './tenant-registry.ts';
@@ -184,7 +184,7 @@ class Transaction implements TenantTransaction {
   async #send<R extends Row>(client: pg.PoolClient, sql: string, params: Params, options: QueryOptions | undefined): Promise<pg.QueryResult<R>> {
     const idleMs = this.idleMs();
     try {
-      if (options?.rowMode || options?.types) return await client.query<R>({ text: sql, values: params as unknown[], rowMode: options.rowMode, types: options.types } as pg.QueryConfig);
+      if (options?.rowMode || options?.types) return await queryShaped<R>(client, sql, params, options);
       return await client.query<R>(sql, params as unknown[]);
     } catch (err) {
       throw this.#mapError(err, idleMs);
