@@ -12,7 +12,7 @@
 import { type ColumnType, Kysely, PostgresDialect } from 'kysely';
 import { Tenantwall, createGuard, defineSchema, tenantTable, type Migration, type TenantId } from '../src/index.ts';
 import { type Param, createTenantKysely, prepareQuery } from '../src/kysely/index.ts';
-import { type BenchHarness, measure, postgresCpu, postgresCpuSince } from './harness.ts';
+import { type BenchHarness, measure, measureWithCpu } from './harness.ts';
 
 const schema = defineSchema({
   tables: [
@@ -182,12 +182,8 @@ export default async function run(h: BenchHarness): Promise<void> {
       // Rotate the order each round so that drift on a shared machine does not favour one variant.
       for (let j = 0; j < variants.length; j++) {
         const v = variants[(r + j) % variants.length] as (typeof variants)[number];
-        const pg0 = postgresCpu(database);
-        const cpu0 = process.cpuUsage();
-        const m = await measure(v.op, { durationMs: DURATION_MS, concurrency: CONCURRENCY });
-        const cpu = process.cpuUsage(cpu0);
-        const pgUs = postgresCpuSince(pg0, database) / m.ops;
-        samples.set(v.name, [...(samples.get(v.name) ?? []), { ops: m.opsPerSec, p50: m.p50, nodeUs: (cpu.user + cpu.system) / m.ops, pgUs }]);
+        const m = await measureWithCpu(v.op, { durationMs: DURATION_MS, concurrency: CONCURRENCY }, database);
+        samples.set(v.name, [...(samples.get(v.name) ?? []), { ops: m.opsPerSec, p50: m.p50, nodeUs: m.nodeUs / m.ops, pgUs: m.pgUs / m.ops }]);
       }
     }
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;

@@ -153,6 +153,22 @@ export async function measure(op: (i: number) => Promise<unknown>, options: { du
   return { opsPerSec: latencies.length / elapsed, p50: percentile(latencies, 50), p99: percentile(latencies, 99), ops: latencies.length };
 }
 
+/**
+ * `measure`, plus the CPU time (µs, in all) this process (Node.js) and the PostgreSQL backends of `database` used
+ * meanwhile: on a shared machine throughput follows whatever else runs, the CPU per operation less so.
+ */
+export async function measureWithCpu(
+  op: (i: number) => Promise<unknown>,
+  options: { durationMs: number; concurrency: number },
+  database: string,
+): Promise<Awaited<ReturnType<typeof measure>> & { nodeUs: number; pgUs: number }> {
+  const pg0 = postgresCpu(database);
+  const cpu0 = process.cpuUsage();
+  const m = await measure(op, options);
+  const cpu = process.cpuUsage(cpu0);
+  return { ...m, nodeUs: cpu.user + cpu.system, pgUs: postgresCpuSince(pg0, database) };
+}
+
 /** Listens on a free loopback port; returns the base URL. */
 export async function listenLocal(app: FastifyInstance): Promise<string> {
   await app.listen({ port: 0, host: '127.0.0.1' });

@@ -14,7 +14,7 @@ import { buildApp } from '../examples/invoicing-service/src/app.ts';
 import { meteringSpec } from '../examples/invoicing-service/src/metering.ts';
 import { migrations, schema } from '../examples/invoicing-service/src/schema.ts';
 import { Metering, type MeteringSpec, type TenantId } from '../src/index.ts';
-import { type BenchHarness, listenLocal, measure, postgresCpu, postgresCpuSince } from './harness.ts';
+import { type BenchHarness, listenLocal, measureWithCpu } from './harness.ts';
 import { compareAlternating, describe } from './load.ts';
 
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
@@ -72,15 +72,9 @@ export default async function meteringBench(harness: BenchHarness): Promise<void
   // CPU per event of this process (Node.js: building the batch, validating, binding) and of this database's
   // PostgreSQL backends, for recordBatch and for the baseline below.
   const database = new URL(db.options.databaseUrl as string).pathname.slice(1);
-  const cpuPerEvent = async <M extends { ops: number }>(run: () => Promise<M>) => {
-    const pg0 = postgresCpu(database);
-    const c0 = process.cpuUsage();
-    const m = await run();
-    const c = process.cpuUsage(c0);
-    const events = m.ops * BATCH;
-    return { m, text: `CPU per event: node ${((c.user + c.system) / events).toFixed(1)} µs, postgres ${(postgresCpuSince(pg0, database) / events).toFixed(1)} µs` };
-  };
-  const { m: r, text: recordCpu } = await cpuPerEvent(() => measure(
+  const cpuPerEvent = (m: { ops: number; nodeUs: number; pgUs: number }) =>
+    `CPU per event: node ${(m.nodeUs / (m.ops * BATCH)).toFixed(1)} µs, postgres ${(m.pgUs / (m.ops * BATCH)).toFixed(1)} µs`;
+  const r = await measureWithCpu(
     async (i) => {
       const tid = tenants[i % TENANTS] as TenantId;
       const res = await metering.recordBatch(tid, batchFor(tid));
@@ -88,17 +82,18 @@ export default async function meteringBench(harness: BenchHarness): Promise<void
       duplicates += res.duplicates;
     },
     { durationMs: DURATION_MS, concurrency: 8 },
-  ));
+    database,
+  );
   const eventsPerSec = (r.opsPerSec * BATCH);
   console.log(`ingestion: batches of ${BATCH} (10% retried ids), 8 concurrent writers, ${TENANTS} tenants, ${DURATION_MS / 1000}s`);
   console.log(`  ${fmt(eventsPerSec)} events/s (target >= 50,000)   ${fmt(r.opsPerSec)} batches/s   batch p50 ${r.p50.toFixed(1)} ms  p99 ${r.p99.toFixed(1)} ms`);
-  console.log(`  stored ${fmt(accepted)}, answered duplicate ${fmt(duplicates)}; ${recordCpu}`);
+  console.log(`  stored ${fmt(accepted)}, answered duplicate ${fmt(duplicates)}; ${cpuPerEvent(r)}`);
   // Baseline in the same run: the same batches as one bare `INSERT ... SELECT FROM unnest ... ON CONFLICT DO
   // NOTHING` each, on the owner connection, already in column arrays (no validation, no tenant scope, no registry
   // check, no per-event results): what the database alone costs for this write. The machine is shared, so only
   // the ratio of the two, measured minutes apart at most, means something.
   const owner = db.dangerouslyCrossTenant();
-  const { m: bare, text: bareCpu } = await cpuPerEvent(() => measure(
+  const bare = await measureWithCpu(
     async (i) => {
       const tid = tenants[i % TENANTS] as TenantId;
       const b = batchFor(tid);
@@ -110,8 +105,9 @@ export default async function meteringBench(harness: BenchHarness): Promise<void
       );
     },
     { durationMs: DURATION_MS, concurrency: 8 },
-  ));
-  console.log(`  baseline, bare unnest insert on the owner connection: ${fmt(bare.opsPerSec * BATCH)} events/s; recordBatch / baseline ${(r.opsPerSec / bare.opsPerSec).toFixed(2)}; ${bareCpu}`);
+    database,
+  );
+  console.log(`  baseline, bare unnest insert on the owner connection: ${fmt(bare.opsPerSec * BATCH)} events/s; recordBatch / baseline ${(r.opsPerSec / bare.opsPerSec).toFixed(2)}; ${cpuPerEvent(bare)}`);
 
   // ---- 2. query cost (aggregation from raw events)
   const big = tenants[0] as TenantId;
